@@ -1,0 +1,86 @@
+//! Capture: where frames come from. A `PacketSource` per interface (or per
+//! file) hands out frames with their capture timestamps; everything above
+//! it is the same whatever the backend.
+//!
+//! This is the only layer that may read the wall clock: a live source says
+//! what time it is when no frame comes (`Next::Idle`), so that idle flows
+//! expire on a quiet interface.
+
+mod pcap_file;
+mod pcap_live;
+
+pub use pcap_file::PcapFile;
+pub use pcap_live::{LiveOptions, PcapLive};
+
+use crate::decode::LinkType;
+use crate::flow::Nanos;
+
+/// One captured frame, borrowed from the backend's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts: Nanos,
+    /// The captured bytes (at most the snap length).
+    pub data: &'a [u8],
+    /// The frame's length on the wire.
+    pub wire_len: u32,
+}
+
+/// What a source has next.
+pub enum Next<'a> {
+    Frame(Frame<'a>),
+    /// Nothing arrived within the read timeout; the time now.
+    Idle(Nanos),
+    /// A file has been read to its end.
+    End,
+}
+
+/// Drops and deliveries as the kernel and the interface report them,
+/// counted since the source opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    pub kernel_drops: u64,
+    pub interface_drops: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot open {what}: {message}{hint}")]
+    Open {
+        what: String,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("{what} has link type {dlt} ({name}), which tcp-exporter cannot decode")]
+    UnsupportedLink {
+        what: String,
+        dlt: i32,
+        name: String,
+    },
+    #[error("invalid capture filter {filter:?}: {message}")]
+    Filter { filter: String, message: String },
+    #[error("reading {what}: {message}")]
+    Read { what: String, message: String },
+}
+
+/// A source of frames: a live interface or a capture file.
+pub trait PacketSource: Send {
+    /// What `-i` or `-r` named; the `interface` label.
+    fn name(&self) -> &str;
+    fn link_type(&self) -> LinkType;
+    /// The next frame, an idle tick, or the end of a file.
+    fn next(&mut self) -> Result<Next<'_>, CaptureError>;
+    /// Drop counters, where the backend has them.
+    fn stats(&mut self) -> Option<CaptureStats>;
+    /// Frames worth handling under one lock of the metric shard: many for a
+    /// file, one for a live source (which may block between frames).
+    fn batch(&self) -> usize;
+}
+
+fn link_type_of(what: &str, dlt: pcap::Linktype) -> Result<LinkType, CaptureError> {
+    LinkType::from_dlt(dlt.0).ok_or_else(|| CaptureError::UnsupportedLink {
+        what: what.to_string(),
+        dlt: dlt.0,
+        name: dlt.get_name().unwrap_or_else(|_| "unknown".into()),
+    })
+}

@@ -1,0 +1,128 @@
+//! Live capture on an interface through libpcap.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pcap::{Active, Capture};
+
+use super::{link_type_of, CaptureError, CaptureStats, Frame, Next, PacketSource};
+use crate::decode::LinkType;
+use crate::flow::Nanos;
+
+/// How to open a live capture.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub snaplen: u32,
+    pub filter: String,
+    pub promisc: bool,
+    /// Kernel capture buffer, bytes.
+    pub buffer_bytes: u32,
+    /// How long a read waits before the source reports `Next::Idle`.
+    pub read_timeout_ms: u32,
+}
+
+pub struct PcapLive {
+    name: String,
+    cap: Capture<Active>,
+    link: LinkType,
+    /// Last raw (32-bit, wrapping) drop counters from pcap_stats, and the
+    /// 64-bit totals built from their deltas.
+    last_raw: (u32, u32),
+    totals: CaptureStats,
+}
+
+const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW (and CAP_NET_ADMIN)";
+
+impl PcapLive {
+    pub fn open(interface: &str, opts: &LiveOptions) -> Result<PcapLive, CaptureError> {
+        let open_err = |e: pcap::Error| {
+            let message = e.to_string();
+            let hint = if message.contains("ermission") || message.contains("not permitted") {
+                PERMISSION_HINT
+            } else {
+                ""
+            };
+            CaptureError::Open {
+                what: interface.to_string(),
+                message,
+                hint,
+            }
+        };
+        let mut cap = Capture::from_device(interface)
+            .map_err(open_err)?
+            .snaplen(opts.snaplen as i32)
+            .promisc(opts.promisc)
+            .timeout(opts.read_timeout_ms as i32)
+            .buffer_size(opts.buffer_bytes as i32)
+            .precision(pcap::Precision::Nano)
+            .open()
+            .map_err(open_err)?;
+        let link = link_type_of(interface, cap.get_datalink())?;
+        if !opts.filter.is_empty() {
+            cap.filter(&opts.filter, true)
+                .map_err(|e| CaptureError::Filter {
+                    filter: opts.filter.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(PcapLive {
+            name: interface.to_string(),
+            cap,
+            link,
+            last_raw: (0, 0),
+            totals: CaptureStats::default(),
+        })
+    }
+}
+
+/// A pcap timestamp in nanoseconds. With nanosecond precision the
+/// `tv_usec` field holds nanoseconds; `scale` is 1 then, 1000 for micro.
+pub(super) fn timeval_nanos(tv: &libc::timeval, scale: u64) -> Nanos {
+    (tv.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add((tv.tv_usec as u64).wrapping_mul(scale))
+}
+
+fn wall_clock() -> Nanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as Nanos)
+        .unwrap_or(0)
+}
+
+impl PacketSource for PcapLive {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn link_type(&self) -> LinkType {
+        self.link
+    }
+
+    fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        match self.cap.next_packet() {
+            Ok(p) => Ok(Next::Frame(Frame {
+                ts: timeval_nanos(&p.header.ts, 1),
+                data: p.data,
+                wire_len: p.header.len,
+            })),
+            Err(pcap::Error::TimeoutExpired) => Ok(Next::Idle(wall_clock())),
+            Err(e) => Err(CaptureError::Read {
+                what: self.name.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn stats(&mut self) -> Option<CaptureStats> {
+        let s = self.cap.stats().ok()?;
+        // pcap's counters are 32-bit and wrap on a busy interface.
+        self.totals.kernel_drops += s.dropped.wrapping_sub(self.last_raw.0) as u64;
+        self.totals.interface_drops += s.if_dropped.wrapping_sub(self.last_raw.1) as u64;
+        self.last_raw = (s.dropped, s.if_dropped);
+        Some(self.totals)
+    }
+
+    fn batch(&self) -> usize {
+        1
+    }
+}

@@ -1,0 +1,87 @@
+//! Command-line flags as typed (clap). `config` validates them into a
+//! `Config`; nothing else reads these.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::flow::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_FLOWS};
+use crate::metrics::DEFAULT_MAX_SERIES;
+
+/// Watches TCP traffic passively, analyses each connection the way
+/// Wireshark does, and serves the results as Prometheus metrics.
+///
+/// Examples:
+///   tcp-exporter -i eth0 -p 9090            capture on eth0, serve :9090/metrics
+///   tcp-exporter -r capture.pcap --print    analyse a file, print the metrics
+#[derive(Parser, Debug)]
+#[command(name = "tcp-exporter", version, verbatim_doc_comment)]
+pub struct Args {
+    /// Interface to capture on; repeat for several. `any` captures on all
+    /// interfaces (Linux cooked capture). Default: `any` unless -r is given.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+
+    /// TCP port for the HTTP server (/metrics, /healthz, /readyz).
+    #[arg(short = 'p', long, default_value_t = 9090)]
+    pub port: u16,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub listen: IpAddr,
+
+    /// BPF capture filter (libpcap syntax), applied in the kernel on live
+    /// interfaces and to files read with -r.
+    #[arg(short = 'f', long, value_name = "EXPR", default_value = "tcp")]
+    pub filter: String,
+
+    /// Read a pcap or pcapng file instead of capturing. Without --print the
+    /// final metrics are served over HTTP until the exporter is stopped.
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "interfaces"
+    )]
+    pub read: Option<PathBuf>,
+
+    /// With -r: analyse the whole file, print the metrics in Prometheus text
+    /// format to stdout, and exit.
+    #[arg(long, requires = "read")]
+    pub print: bool,
+
+    /// Bytes captured of each frame. Only headers are needed: the default
+    /// holds Ethernet with two VLAN tags, IPv4 or IPv6 with options or
+    /// extension headers, and a TCP header with full options.
+    #[arg(long, value_name = "BYTES", default_value_t = 192)]
+    pub snaplen: u32,
+
+    /// Most connections tracked at once per interface. When full, the least
+    /// recently active flow is evicted (counted in
+    /// tcp_exporter_flow_evictions_total{reason="table_full"}). About 250
+    /// bytes each.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FLOWS)]
+    pub max_flows: usize,
+
+    /// Seconds without a segment, on the capture clock, after which a
+    /// connection is dropped (counted as closed with reason="timeout", or
+    /// failed with reason="unanswered" if its SYN was never answered).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub flow_idle_timeout: u64,
+
+    /// Most (client, server, server_port) label sets per interface; new ones
+    /// beyond it are counted under client="other", server="other" and in
+    /// tcp_exporter_series_overflow_total.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERIES)]
+    pub max_series: usize,
+
+    /// Put live interfaces in promiscuous mode (for mirror ports; a node's
+    /// own and its pods' traffic is seen without it).
+    #[arg(long)]
+    pub promisc: bool,
+
+    /// Kernel capture buffer per interface, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub buffer_size: u32,
+}

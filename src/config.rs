@@ -1,0 +1,188 @@
+//! Validated settings: what the exporter runs with, checked once, from the
+//! raw command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::cli::Args;
+use crate::flow::Nanos;
+
+/// What to capture from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Live { interfaces: Vec<String> },
+    File { path: PathBuf, print: bool },
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: Source,
+    pub listen: SocketAddr,
+    pub filter: String,
+    pub snaplen: u32,
+    pub max_flows: usize,
+    pub idle_timeout: Nanos,
+    pub max_series: usize,
+    pub promisc: bool,
+    pub buffer_bytes: u32,
+}
+
+/// A flag value that cannot work, with the reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--snaplen {0} is too small to hold the headers; use at least {MIN_SNAPLEN}")]
+    SnaplenTooSmall(u32),
+    #[error("--snaplen {0} is above the {MAX_SNAPLEN}-byte maximum")]
+    SnaplenTooLarge(u32),
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("--buffer-size {0} MiB is above the 2047 MiB maximum")]
+    BufferTooLarge(u32),
+    #[error("interface {0:?} is given twice")]
+    DuplicateInterface(String),
+}
+
+/// Ethernet + IPv4 + TCP, no options: anything less decodes nothing.
+pub const MIN_SNAPLEN: u32 = 54;
+pub const MAX_SNAPLEN: u32 = 262_144;
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        if args.snaplen < MIN_SNAPLEN {
+            return Err(ConfigError::SnaplenTooSmall(args.snaplen));
+        }
+        if args.snaplen > MAX_SNAPLEN {
+            return Err(ConfigError::SnaplenTooLarge(args.snaplen));
+        }
+        if args.max_flows == 0 {
+            return Err(ConfigError::Zero("max-flows"));
+        }
+        if args.max_series == 0 {
+            return Err(ConfigError::Zero("max-series"));
+        }
+        if args.flow_idle_timeout == 0 {
+            return Err(ConfigError::Zero("flow-idle-timeout"));
+        }
+        if args.buffer_size == 0 {
+            return Err(ConfigError::Zero("buffer-size"));
+        }
+        if args.buffer_size > 2047 {
+            return Err(ConfigError::BufferTooLarge(args.buffer_size));
+        }
+        let source = match args.read {
+            Some(path) => Source::File {
+                path,
+                print: args.print,
+            },
+            None => {
+                let mut interfaces = args.interfaces;
+                if interfaces.is_empty() {
+                    interfaces.push("any".to_string());
+                }
+                for (i, name) in interfaces.iter().enumerate() {
+                    if interfaces[..i].contains(name) {
+                        return Err(ConfigError::DuplicateInterface(name.clone()));
+                    }
+                }
+                Source::Live { interfaces }
+            }
+        };
+        Ok(Config {
+            source,
+            listen: SocketAddr::new(args.listen, args.port),
+            filter: args.filter,
+            snaplen: args.snaplen,
+            max_flows: args.max_flows,
+            idle_timeout: args.flow_idle_timeout.saturating_mul(1_000_000_000),
+            max_series: args.max_series,
+            promisc: args.promisc,
+            buffer_bytes: args.buffer_size * 1024 * 1024,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(argv: &[&str]) -> Result<Config, ConfigError> {
+        let mut full = vec!["tcp-exporter"];
+        full.extend_from_slice(argv);
+        Config::from_args(Args::try_parse_from(full).expect("flags parse"))
+    }
+
+    #[test]
+    fn no_interface_and_no_file_captures_on_any() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.source,
+            Source::Live {
+                interfaces: vec!["any".into()]
+            }
+        );
+        assert_eq!(c.listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(c.filter, "tcp");
+    }
+
+    #[test]
+    fn interfaces_repeat_and_port_and_listen_combine() {
+        let c = parse(&[
+            "-i",
+            "eth0",
+            "-i",
+            "eth1",
+            "-p",
+            "9100",
+            "--listen",
+            "127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.source,
+            Source::Live {
+                interfaces: vec!["eth0".into(), "eth1".into()]
+            }
+        );
+        assert_eq!(c.listen, "127.0.0.1:9100".parse().unwrap());
+    }
+
+    #[test]
+    fn print_needs_read_and_read_excludes_interfaces() {
+        let argv = |a: &[&str]| {
+            let mut full = vec!["tcp-exporter"];
+            full.extend_from_slice(a);
+            Args::try_parse_from(full)
+        };
+        assert!(argv(&["--print"]).is_err());
+        assert!(argv(&["-r", "x.pcap", "-i", "eth0"]).is_err());
+        let c = parse(&["-r", "x.pcap", "--print"]).unwrap();
+        assert_eq!(
+            c.source,
+            Source::File {
+                path: "x.pcap".into(),
+                print: true
+            }
+        );
+    }
+
+    #[test]
+    fn impossible_values_are_refused_with_the_flag_named() {
+        assert_eq!(
+            parse(&["--snaplen", "20"]).unwrap_err(),
+            ConfigError::SnaplenTooSmall(20)
+        );
+        assert_eq!(
+            parse(&["--max-flows", "0"]).unwrap_err(),
+            ConfigError::Zero("max-flows")
+        );
+        assert_eq!(
+            parse(&["-i", "eth0", "-i", "eth0"]).unwrap_err(),
+            ConfigError::DuplicateInterface("eth0".into())
+        );
+        assert!(parse(&["--flow-idle-timeout", "0"])
+            .unwrap_err()
+            .to_string()
+            .contains("--flow-idle-timeout"));
+    }
+}

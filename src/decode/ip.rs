@@ -1,0 +1,302 @@
+//! IPv4 (with options) and IPv6 (with its extension-header chain): where the
+//! TCP header starts, and how long the packet is by its own length fields.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::err::{ipv4, ipv6};
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
+
+use super::{DecodeError, DecodeErrorKind};
+
+const PROTO_TCP: u8 = 6;
+/// IPv6 extension headers followed before the chain is called malformed.
+/// Real stacks send two or three; RFC 8200 gives no bound, so we set one.
+const MAX_IPV6_EXTENSIONS: usize = 8;
+
+/// An IP packet whose headers were all captured and are consistent.
+#[derive(Debug)]
+pub(super) struct IpPacket {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub dont_fragment: bool,
+    /// IP header bytes, IPv6 extension headers included.
+    pub header_len: usize,
+    /// Packet bytes by the length fields, clamped to the wire length.
+    pub total_len: usize,
+    /// `total_len - header_len`: what the TCP segment occupies.
+    pub payload_len: usize,
+}
+
+impl IpPacket {
+    /// `l3` is what was captured from the IP header on; `wire_len` is how
+    /// long the IP packet was on the wire; `offset` is `l3`'s place in the
+    /// frame, for error reports.
+    pub fn parse(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, DecodeError> {
+        match l3.first().map(|b| b >> 4) {
+            Some(4) => parse_v4(l3, wire_len, offset),
+            Some(6) => parse_v6(l3, wire_len, offset),
+            _ => Err(DecodeError::new(
+                DecodeErrorKind::BadIpVersion,
+                offset,
+                0,
+                0,
+            )),
+        }
+    }
+}
+
+fn parse_v4(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, DecodeError> {
+    let header = Ipv4HeaderSlice::from_slice(l3).map_err(|e| match e {
+        ipv4::HeaderSliceError::Len(len) => DecodeError::new(
+            DecodeErrorKind::TruncatedIp,
+            offset,
+            len.required_len,
+            len.len,
+        ),
+        ipv4::HeaderSliceError::Content(ipv4::HeaderError::UnexpectedVersion { .. }) => {
+            DecodeError::new(DecodeErrorKind::BadIpVersion, offset, 0, 0)
+        }
+        ipv4::HeaderSliceError::Content(ipv4::HeaderError::HeaderLengthSmallerThanHeader {
+            ihl,
+        }) => DecodeError::new(
+            DecodeErrorKind::BadIpHeaderLength,
+            offset,
+            20,
+            ihl as usize * 4,
+        ),
+    })?;
+    let header_len = header.slice().len();
+    let total_len = stated_or_wire(header.total_len() as usize, wire_len);
+    if total_len < header_len {
+        return Err(DecodeError::new(
+            DecodeErrorKind::BadIpLength,
+            offset,
+            header_len,
+            total_len,
+        ));
+    }
+    if header.more_fragments() || header.fragments_offset().value() != 0 {
+        return Err(DecodeError::new(DecodeErrorKind::IpFragment, offset, 0, 0));
+    }
+    if header.protocol().0 != PROTO_TCP {
+        return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset, 0, 0));
+    }
+    Ok(IpPacket {
+        src: IpAddr::V4(Ipv4Addr::from(header.source())),
+        dst: IpAddr::V4(Ipv4Addr::from(header.destination())),
+        dont_fragment: header.dont_fragment(),
+        header_len,
+        total_len,
+        payload_len: total_len - header_len,
+    })
+}
+
+fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, DecodeError> {
+    let header = Ipv6HeaderSlice::from_slice(l3).map_err(|e| match e {
+        ipv6::HeaderSliceError::Len(len) => DecodeError::new(
+            DecodeErrorKind::TruncatedIp,
+            offset,
+            len.required_len,
+            len.len,
+        ),
+        ipv6::HeaderSliceError::Content(_) => {
+            DecodeError::new(DecodeErrorKind::BadIpVersion, offset, 0, 0)
+        }
+    })?;
+    let fixed = header.slice().len();
+    let stated = header.payload_length() as usize;
+    // A payload length of 0 is a jumbogram or an offloaded super-packet:
+    // the wire length is all we know.
+    let total_len = if stated == 0 {
+        wire_len.max(fixed)
+    } else {
+        (fixed + stated).min(wire_len.max(fixed))
+    };
+    let header_len = walk_extensions(l3, header.next_header().0, fixed, offset)?;
+    if total_len < header_len {
+        return Err(DecodeError::new(
+            DecodeErrorKind::BadIpLength,
+            offset,
+            header_len,
+            total_len,
+        ));
+    }
+    Ok(IpPacket {
+        src: IpAddr::V6(Ipv6Addr::from(header.source())),
+        dst: IpAddr::V6(Ipv6Addr::from(header.destination())),
+        dont_fragment: false,
+        header_len,
+        total_len,
+        payload_len: total_len - header_len,
+    })
+}
+
+/// Follows the extension-header chain from `next` at `at`; returns where the
+/// TCP header starts.
+fn walk_extensions(
+    l3: &[u8],
+    mut next: u8,
+    mut at: usize,
+    offset: usize,
+) -> Result<usize, DecodeError> {
+    for _ in 0..=MAX_IPV6_EXTENSIONS {
+        let len = match next {
+            PROTO_TCP => return Ok(at),
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6:
+            // length in 8-octet units, not counting the first 8.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let b = ext_head(l3, at, offset)?;
+                (b[1] as usize + 1) * 8
+            }
+            // Fragment: fixed 8 bytes. Only an atomic fragment (offset 0, no
+            // more fragments) holds a whole TCP segment.
+            44 => {
+                ext_head(l3, at, offset)?;
+                let frag = l3
+                    .get(at + 2..at + 4)
+                    .ok_or_else(|| truncated(offset + at, 8, l3.len() - at))?;
+                if u16::from_be_bytes([frag[0], frag[1]]) & 0xfff9 != 0 {
+                    return Err(DecodeError::new(DecodeErrorKind::IpFragment, offset, 0, 0));
+                }
+                8
+            }
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => {
+                let b = ext_head(l3, at, offset)?;
+                (b[1] as usize + 2) * 4
+            }
+            _ => return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset + at, 0, 0)),
+        };
+        if l3.len() < at + len {
+            return Err(truncated(offset + at, len, l3.len() - at));
+        }
+        next = l3[at];
+        at += len;
+    }
+    Err(DecodeError::new(
+        DecodeErrorKind::Ipv6ExtensionChain,
+        offset,
+        MAX_IPV6_EXTENSIONS,
+        MAX_IPV6_EXTENSIONS + 1,
+    ))
+}
+
+/// The first two bytes of an extension header: next header and length.
+fn ext_head(l3: &[u8], at: usize, offset: usize) -> Result<[u8; 2], DecodeError> {
+    match l3.get(at..at + 2) {
+        Some(b) => Ok([b[0], b[1]]),
+        None => Err(truncated(offset + at, 2, l3.len().saturating_sub(at))),
+    }
+}
+
+fn truncated(offset: usize, needed: usize, had: usize) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::TruncatedIp, offset, needed, had)
+}
+
+/// The stated IPv4 total length, unless it is 0 (TCP segmentation offload
+/// leaves it so in captures on the sending host); never beyond the wire.
+fn stated_or_wire(stated: usize, wire_len: usize) -> usize {
+    if stated == 0 {
+        wire_len
+    } else {
+        stated.min(wire_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::fixtures::*;
+
+    fn v4(spec: &TcpSpec) -> Vec<u8> {
+        eth_ipv4_tcp(spec)[14..].to_vec()
+    }
+
+    #[test]
+    fn ipv4_options_move_the_tcp_header() {
+        let spec = TcpSpec {
+            ip_options: 8,
+            ..TcpSpec::default()
+        };
+        let p = v4(&spec);
+        let ip = IpPacket::parse(&p, p.len(), 14).unwrap();
+        assert_eq!(ip.header_len, 28);
+        assert_eq!(ip.payload_len, 20 + 10);
+    }
+
+    #[test]
+    fn ihl_below_five_is_bad_header_length() {
+        let mut p = v4(&TcpSpec::default());
+        p[0] = 0x44;
+        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::BadIpHeaderLength);
+    }
+
+    #[test]
+    fn ihl_beyond_capture_is_truncated_ip() {
+        let mut p = v4(&TcpSpec::default());
+        p[0] = 0x4f; // 60-byte header, only 50 bytes captured
+        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::TruncatedIp);
+        assert_eq!((err.needed, err.had), (60, 50));
+    }
+
+    #[test]
+    fn total_length_below_header_is_bad_length() {
+        let mut p = v4(&TcpSpec::default());
+        p[2..4].copy_from_slice(&12u16.to_be_bytes());
+        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::BadIpLength);
+    }
+
+    #[test]
+    fn zero_total_length_falls_back_to_wire_length() {
+        let mut p = v4(&TcpSpec::default());
+        p[2..4].copy_from_slice(&0u16.to_be_bytes());
+        let ip = IpPacket::parse(&p, 5000, 0).unwrap();
+        assert_eq!(ip.total_len, 5000);
+    }
+
+    #[test]
+    fn total_length_beyond_wire_is_clamped() {
+        let mut p = v4(&TcpSpec::default());
+        p[2..4].copy_from_slice(&9000u16.to_be_bytes());
+        let ip = IpPacket::parse(&p, p.len(), 0).unwrap();
+        assert_eq!(ip.total_len, p.len());
+    }
+
+    #[test]
+    fn ipv4_fragments_are_named() {
+        let mut p = v4(&TcpSpec::default());
+        p[6] |= 0x20; // more fragments
+        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::IpFragment);
+    }
+
+    #[test]
+    fn ipv6_atomic_fragment_is_followed_but_real_fragment_is_not() {
+        let atomic = eth_ipv6_tcp(&TcpSpec::default(), &[(44, 8)]);
+        let p = &atomic[14..];
+        assert!(IpPacket::parse(p, p.len(), 0).is_ok());
+        let mut frag = p.to_vec();
+        frag[40 + 3] = 1; // more fragments
+        let err = IpPacket::parse(&frag, frag.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::IpFragment);
+    }
+
+    #[test]
+    fn ipv6_esp_is_not_tcp() {
+        let mut p = eth_ipv6_tcp(&TcpSpec::default(), &[])[14..].to_vec();
+        p[6] = 50;
+        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::NotTcp);
+    }
+
+    #[test]
+    fn ipv6_extensions_longer_than_payload_are_bad_length() {
+        let mut p = eth_ipv6_tcp(&TcpSpec::default(), &[(60, 16)])[14..].to_vec();
+        p[4..6].copy_from_slice(&8u16.to_be_bytes());
+        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::BadIpLength);
+    }
+}

@@ -1,0 +1,348 @@
+//! Decode: turns one captured frame into a [`Segment`], or a [`DecodeError`]
+//! that names the layer and the reason.
+//!
+//! This module owns every read of raw packet bytes. Each layer is a borrowed
+//! view checked once on construction (`link`, `ip`, `tcp`); after that no
+//! accessor can panic, whatever the input. What comes out is a small `Copy`
+//! value with exactly the header fields the flow analysis needs: nothing
+//! above this module touches bytes, and nothing here keeps state.
+//!
+//! Truncated frames (a small snap length) still decode as long as the IP and
+//! TCP headers were captured: sizes come from the IP length fields, not from
+//! the captured length.
+
+mod ip;
+mod link;
+mod tcp;
+
+pub use link::LinkType;
+pub use tcp::{TcpFlags, TcpOptions, MAX_SACK_BLOCKS};
+
+use std::net::IpAddr;
+
+/// One decoded TCP segment: the headers the analysis needs, by value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Bytes of the IP packet as its header states them (IPv4 total length,
+    /// IPv6 payload length + 40), never more than the frame's wire length.
+    pub ip_len: u32,
+    /// IPv4 "don't fragment" bit; always false for IPv6.
+    pub dont_fragment: bool,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    /// The raw, unscaled window field.
+    pub window: u16,
+    /// TCP payload bytes: IP payload less the TCP header.
+    pub payload_len: u32,
+    pub options: TcpOptions,
+}
+
+/// Why a frame did not become a segment. Each kind is one value of the
+/// `reason` label of `tcp_exporter_decode_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecodeErrorKind {
+    /// The link-layer header (Ethernet, VLAN tags, cooked header) was cut short.
+    TruncatedLink,
+    /// The IP header (or an IPv6 extension header) was cut short.
+    TruncatedIp,
+    /// The TCP header (with its options) was cut short.
+    TruncatedTcp,
+    /// The version nibble is neither 4 nor 6, or disagrees with the link layer.
+    BadIpVersion,
+    /// IPv4 IHL below 5.
+    BadIpHeaderLength,
+    /// The IP length fields are smaller than the headers they must hold.
+    BadIpLength,
+    /// TCP data offset below 5, or a TCP header longer than the IP payload.
+    BadTcpHeaderLength,
+    /// An IPv6 extension header chain longer than we follow.
+    Ipv6ExtensionChain,
+    /// An IP fragment: a TCP segment split by IP is not reassembled.
+    IpFragment,
+    /// The frame holds something other than IPv4 or IPv6 (ARP, LLDP, ...).
+    NotIp,
+    /// An IP packet whose payload is not TCP (or is an ESP/AH-protected one).
+    NotTcp,
+}
+
+impl DecodeErrorKind {
+    pub const ALL: [DecodeErrorKind; 11] = [
+        Self::TruncatedLink,
+        Self::TruncatedIp,
+        Self::TruncatedTcp,
+        Self::BadIpVersion,
+        Self::BadIpHeaderLength,
+        Self::BadIpLength,
+        Self::BadTcpHeaderLength,
+        Self::Ipv6ExtensionChain,
+        Self::IpFragment,
+        Self::NotIp,
+        Self::NotTcp,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TruncatedLink => "truncated_link",
+            Self::TruncatedIp => "truncated_ip",
+            Self::TruncatedTcp => "truncated_tcp",
+            Self::BadIpVersion => "bad_ip_version",
+            Self::BadIpHeaderLength => "bad_ip_header_length",
+            Self::BadIpLength => "bad_ip_length",
+            Self::BadTcpHeaderLength => "bad_tcp_header_length",
+            Self::Ipv6ExtensionChain => "ipv6_extension_chain",
+            Self::IpFragment => "ip_fragment",
+            Self::NotIp => "not_ip",
+            Self::NotTcp => "not_tcp",
+        }
+    }
+
+    /// Dense index, for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A frame that could not be decoded: which check failed, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} at byte {offset}: needed {needed} bytes, had {had}")]
+pub struct DecodeError {
+    pub kind: DecodeErrorKind,
+    /// Offset in the frame of the header that failed.
+    pub offset: usize,
+    /// Bytes that header needed (0 where the failure is not about length).
+    pub needed: usize,
+    /// Bytes that were there.
+    pub had: usize,
+}
+
+impl DecodeError {
+    pub(crate) fn new(kind: DecodeErrorKind, offset: usize, needed: usize, had: usize) -> Self {
+        DecodeError {
+            kind,
+            offset,
+            needed,
+            had,
+        }
+    }
+}
+
+/// Decodes one frame of the given link type.
+///
+/// `wire_len` is the frame's length on the wire (pcap's `len`), which may be
+/// larger than `frame.len()` when the snap length cut it.
+pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment, DecodeError> {
+    let (l3, offset) = link::strip(link, frame)?;
+    // The IP packet may be longer on the wire than what was captured.
+    let ip_wire_len = (wire_len as usize).max(frame.len()).saturating_sub(offset);
+    let packet = ip::IpPacket::parse(l3, ip_wire_len, offset)?;
+    let tcp_offset = offset + packet.header_len;
+    let tcp = tcp::TcpView::parse(&l3[packet.header_len..], tcp_offset)?;
+    let tcp_len = packet.payload_len;
+    if tcp.header_len() > tcp_len {
+        return Err(DecodeError::new(
+            DecodeErrorKind::BadTcpHeaderLength,
+            tcp_offset,
+            tcp.header_len(),
+            tcp_len,
+        ));
+    }
+    Ok(Segment {
+        src: packet.src,
+        dst: packet.dst,
+        ip_len: packet.total_len as u32,
+        dont_fragment: packet.dont_fragment,
+        src_port: tcp.src_port(),
+        dst_port: tcp.dst_port(),
+        seq: tcp.seq(),
+        ack: tcp.ack(),
+        flags: tcp.flags(),
+        window: tcp.window(),
+        payload_len: (tcp_len - tcp.header_len()) as u32,
+        options: tcp.options(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn ethernet_ipv4_tcp_decodes_every_field() {
+        let frame = eth_ipv4_tcp(&TcpSpec::default());
+        let seg = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
+        assert_eq!(seg.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(seg.dst, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(seg.src_port, 40000);
+        assert_eq!(seg.dst_port, 80);
+        assert_eq!(seg.seq, 1000);
+        assert_eq!(seg.ack, 2000);
+        assert_eq!(seg.window, 512);
+        assert!(seg.flags.ack() && seg.flags.psh() && !seg.flags.syn());
+        assert_eq!(seg.payload_len, 10);
+        assert_eq!(seg.ip_len, 20 + 20 + 10);
+        assert!(seg.dont_fragment);
+    }
+
+    #[test]
+    fn truncated_frame_takes_sizes_from_ip_header() {
+        let spec = TcpSpec {
+            payload: 1000,
+            ..TcpSpec::default()
+        };
+        let frame = eth_ipv4_tcp(&spec);
+        let wire = frame.len() as u32;
+        let seg = decode(LinkType::Ethernet, &frame[..64], wire).unwrap();
+        assert_eq!(seg.payload_len, 1000);
+        assert_eq!(seg.ip_len, 1040);
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_payload() {
+        // A bare ACK is padded to the 60-byte Ethernet minimum.
+        let spec = TcpSpec {
+            payload: 0,
+            ..TcpSpec::default()
+        };
+        let mut frame = eth_ipv4_tcp(&spec);
+        frame.resize(60, 0);
+        let seg = decode(LinkType::Ethernet, &frame, 60).unwrap();
+        assert_eq!(seg.payload_len, 0);
+        assert_eq!(seg.ip_len, 40);
+    }
+
+    #[test]
+    fn tcp_header_cut_by_snaplen_is_truncated_tcp() {
+        let frame = eth_ipv4_tcp(&TcpSpec::default());
+        let err = decode(
+            LinkType::Ethernet,
+            &frame[..14 + 20 + 10],
+            frame.len() as u32,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::TruncatedTcp);
+        assert_eq!(err.offset, 34);
+        assert_eq!(err.needed, 20);
+        assert_eq!(err.had, 10);
+    }
+
+    #[test]
+    fn tcp_header_longer_than_ip_payload_is_rejected() {
+        let mut frame = eth_ipv4_tcp(&TcpSpec {
+            payload: 0,
+            ..TcpSpec::default()
+        });
+        // IPv4 total length 30: only 10 bytes for a 20-byte TCP header.
+        frame[16..18].copy_from_slice(&30u16.to_be_bytes());
+        let err = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::BadTcpHeaderLength);
+    }
+
+    #[test]
+    fn bad_tcp_data_offset_is_rejected() {
+        let mut frame = eth_ipv4_tcp(&TcpSpec::default());
+        frame[14 + 20 + 12] = 4 << 4;
+        let err = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::BadTcpHeaderLength);
+    }
+
+    #[test]
+    fn vlan_and_qinq_tags_are_skipped() {
+        let plain = eth_ipv4_tcp(&TcpSpec::default());
+        for tags in [&[0x8100u16][..], &[0x88a8, 0x8100][..]] {
+            let frame = with_vlan_tags(&plain, tags);
+            let seg = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
+            assert_eq!(seg.payload_len, 10, "tags {tags:x?}");
+            assert_eq!(seg.dst_port, 80);
+        }
+    }
+
+    #[test]
+    fn linux_cooked_v1_and_v2_decode() {
+        let plain = eth_ipv4_tcp(&TcpSpec::default());
+        let ip = &plain[14..];
+        let sll = sll_v1(ip, 0x0800);
+        let seg = decode(LinkType::LinuxSll, &sll, sll.len() as u32).unwrap();
+        assert_eq!(seg.dst_port, 80);
+        let sll2 = sll_v2(ip, 0x0800);
+        let seg = decode(LinkType::LinuxSll2, &sll2, sll2.len() as u32).unwrap();
+        assert_eq!(seg.src_port, 40000);
+    }
+
+    #[test]
+    fn raw_ip_link_types_decode_v4_and_v6() {
+        let v4 = eth_ipv4_tcp(&TcpSpec::default());
+        let seg = decode(LinkType::RawIp, &v4[14..], (v4.len() - 14) as u32).unwrap();
+        assert_eq!(seg.dst_port, 80);
+        let v6 = eth_ipv6_tcp(&TcpSpec::default(), &[]);
+        let seg = decode(LinkType::RawIp, &v6[14..], (v6.len() - 14) as u32).unwrap();
+        assert_eq!(seg.dst, "fd00::2".parse::<IpAddr>().unwrap());
+        let seg = decode(LinkType::Ipv6, &v6[14..], (v6.len() - 14) as u32).unwrap();
+        assert_eq!(seg.payload_len, 10);
+        let err = decode(LinkType::Ipv4, &v6[14..], (v6.len() - 14) as u32).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::BadIpVersion);
+    }
+
+    #[test]
+    fn ipv6_extension_chain_is_followed() {
+        // hop-by-hop, routing, destination options, then TCP.
+        let exts = [(0u8, 8usize), (43, 24), (60, 16)];
+        let frame = eth_ipv6_tcp(&TcpSpec::default(), &exts);
+        let seg = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
+        assert_eq!(seg.payload_len, 10);
+        assert_eq!(seg.ip_len as usize, frame.len() - 14);
+    }
+
+    #[test]
+    fn ipv6_extension_chain_too_long_is_rejected() {
+        let exts = [(60u8, 8usize); 12];
+        let frame = eth_ipv6_tcp(&TcpSpec::default(), &exts);
+        let err = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::Ipv6ExtensionChain);
+    }
+
+    #[test]
+    fn ipv6_extension_cut_short_is_truncated_ip() {
+        let frame = eth_ipv6_tcp(&TcpSpec::default(), &[(60, 16)]);
+        let err = decode(
+            LinkType::Ethernet,
+            &frame[..14 + 40 + 8],
+            frame.len() as u32,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::TruncatedIp);
+    }
+
+    #[test]
+    fn non_tcp_and_non_ip_frames_are_named() {
+        let mut frame = eth_ipv4_tcp(&TcpSpec::default());
+        frame[14 + 9] = 17; // UDP
+        let err = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::NotTcp);
+        let mut arp = eth_ipv4_tcp(&TcpSpec::default());
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let err = decode(LinkType::Ethernet, &arp, arp.len() as u32).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::NotIp);
+    }
+
+    #[test]
+    fn empty_and_tiny_frames_never_panic() {
+        for link in LinkType::SUPPORTED {
+            for len in 0..80 {
+                let frame = vec![0x45u8; len];
+                let _ = decode(link, &frame, len as u32);
+                let _ = decode(link, &frame, u32::MAX);
+            }
+        }
+    }
+}

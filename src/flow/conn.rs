@@ -1,0 +1,396 @@
+//! One connection's life: who is client and server, the handshake, the close.
+//! A pure state machine over (state, segment, capture time).
+
+use crate::decode::Segment;
+
+use super::key::Side;
+use super::seq::SeqNum;
+use super::Nanos;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A SYN seen, no SYN/ACK yet.
+    SynSent,
+    /// SYN/ACK seen, the client's ACK of it not yet.
+    SynReceived,
+    Established,
+    /// First seen after its handshake (the capture started late, or the flow
+    /// was evicted and came back).
+    Midstream,
+    /// Ended by FIN from both sides, RST, or a refusal; kept for a short
+    /// linger so that late segments (the last ACK) still belong to it.
+    Closed,
+}
+
+/// What a segment did to the connection's life, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// The first SYN/ACK.
+    Opened,
+    /// The server answered the SYN with RST.
+    Refused,
+    /// No SYN/ACK came: the SYN timed out, or its own sender reset it.
+    Unanswered,
+    Closed(CloseReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    Fin,
+    Rst,
+    Timeout,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 3] = [CloseReason::Fin, CloseReason::Rst, CloseReason::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Fin => "fin",
+            CloseReason::Rst => "rst",
+            CloseReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// What one segment changed, beyond the plain counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub lifecycle: Option<Lifecycle>,
+    /// A handshake RTT sample: the leg (server: SYN to SYN/ACK; client:
+    /// SYN/ACK to its ACK) and the time in nanoseconds.
+    pub handshake_rtt: Option<(Side, Nanos)>,
+    /// Lifetime of a connection that just closed, when its SYN was seen.
+    pub duration: Option<Nanos>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    /// Whether the client is the flow key's `lo` endpoint.
+    pub client_is_lo: bool,
+    pub phase: Phase,
+    /// Time of the first SYN, when seen: the connection's start.
+    start: Option<Nanos>,
+    syn_count: u8,
+    synack_count: u8,
+    last_syn: Nanos,
+    last_synack: Nanos,
+    client_isn: SeqNum,
+    server_isn: SeqNum,
+    fin_seen: [bool; 2],
+}
+
+impl Conn {
+    /// A connection seen first with `seg`, sent by the key's `lo` endpoint
+    /// when `sender_is_lo`. Orientation comes from the handshake when the
+    /// segment is part of it; otherwise the lower port is the server.
+    pub fn new(seg: &Segment, sender_is_lo: bool) -> Conn {
+        let sender_is_client = if seg.flags.syn() {
+            !seg.flags.ack()
+        } else {
+            // Mid-stream: the lower port serves; on equal ports, the lower
+            // address (the key orders by address first).
+            match seg.src_port.cmp(&seg.dst_port) {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => !sender_is_lo,
+            }
+        };
+        let phase = if seg.flags.syn() {
+            Phase::SynSent
+        } else {
+            Phase::Midstream
+        };
+        Conn {
+            client_is_lo: sender_is_lo == sender_is_client,
+            phase,
+            start: None,
+            syn_count: 0,
+            synack_count: 0,
+            last_syn: 0,
+            last_synack: 0,
+            client_isn: SeqNum(seg.seq),
+            server_isn: SeqNum(0),
+            fin_seen: [false; 2],
+        }
+    }
+
+    pub fn sender(&self, sender_is_lo: bool) -> Side {
+        if sender_is_lo == self.client_is_lo {
+            Side::Client
+        } else {
+            Side::Server
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether `seg`, from `side`, opens a new connection on this flow's
+    /// addresses and ports instead of continuing this one: a SYN after the
+    /// close, or a SYN that is not a retransmission of this one's.
+    pub fn is_superseded_by(&self, seg: &Segment, side: Side) -> bool {
+        if !seg.flags.syn() || seg.flags.ack() {
+            return false;
+        }
+        match self.phase {
+            Phase::Closed | Phase::Midstream => true,
+            Phase::SynSent | Phase::SynReceived | Phase::Established => {
+                side != Side::Client || SeqNum(seg.seq) != self.client_isn
+            }
+        }
+    }
+
+    /// What the connection ends as when it is dropped for idleness.
+    pub fn on_idle(&mut self, now: Nanos) -> Step {
+        let lifecycle = match self.phase {
+            Phase::Closed => return Step::default(),
+            Phase::SynSent => Lifecycle::Unanswered,
+            _ => Lifecycle::Closed(CloseReason::Timeout),
+        };
+        self.close(lifecycle, now)
+    }
+
+    pub fn on_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
+        if self.phase == Phase::Closed {
+            return Step::default();
+        }
+        let flags = seg.flags;
+        if flags.rst() {
+            let lifecycle = match (self.phase, side) {
+                (Phase::SynSent, Side::Server) => Lifecycle::Refused,
+                (Phase::SynSent, Side::Client) => Lifecycle::Unanswered,
+                _ => Lifecycle::Closed(CloseReason::Rst),
+            };
+            return self.close(lifecycle, now);
+        }
+        let mut step = Step::default();
+        match (flags.syn(), flags.ack(), side) {
+            (true, false, Side::Client) => {
+                if self.syn_count == 0 {
+                    self.start = Some(now);
+                    self.client_isn = SeqNum(seg.seq);
+                }
+                self.syn_count = self.syn_count.saturating_add(1);
+                self.last_syn = now;
+            }
+            (true, true, Side::Server) => {
+                if self.synack_count == 0 {
+                    step.lifecycle = Some(Lifecycle::Opened);
+                    // Karn: a retransmitted SYN makes the sample ambiguous.
+                    if self.syn_count == 1 {
+                        step.handshake_rtt = Some((Side::Server, now - self.last_syn.min(now)));
+                    }
+                    self.server_isn = SeqNum(seg.seq);
+                    self.phase = Phase::SynReceived;
+                }
+                self.synack_count = self.synack_count.saturating_add(1);
+                self.last_synack = now;
+            }
+            (false, true, Side::Client) if self.phase == Phase::SynReceived => {
+                if SeqNum(seg.ack) == self.server_isn.plus(1) && self.synack_count == 1 {
+                    step.handshake_rtt = Some((Side::Client, now - self.last_synack.min(now)));
+                }
+                self.phase = Phase::Established;
+            }
+            _ => {}
+        }
+        if flags.fin() {
+            self.fin_seen[side.index()] = true;
+            if self.fin_seen == [true, true] {
+                let closed = self.close(Lifecycle::Closed(CloseReason::Fin), now);
+                step.lifecycle = closed.lifecycle;
+                step.duration = closed.duration;
+            }
+        }
+        step
+    }
+
+    fn close(&mut self, lifecycle: Lifecycle, now: Nanos) -> Step {
+        self.phase = Phase::Closed;
+        let duration = match lifecycle {
+            Lifecycle::Closed(_) => self.start.map(|s| now.saturating_sub(s)),
+            _ => None,
+        };
+        Step {
+            lifecycle: Some(lifecycle),
+            handshake_rtt: None,
+            duration,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::decode::{TcpFlags, TcpOptions};
+
+    /// A segment between 10.0.0.1 (ports from 1024) and 10.0.0.2 (ports
+    /// below 1024), so that both directions of a test connection agree.
+    pub fn seg(src_port: u16, dst_port: u16, flags: u8, seq: u32, ack: u32) -> Segment {
+        let host = |port: u16| -> std::net::IpAddr {
+            if port < 1024 {
+                "10.0.0.2".parse().unwrap()
+            } else {
+                "10.0.0.1".parse().unwrap()
+            }
+        };
+        Segment {
+            src: host(src_port),
+            dst: host(dst_port),
+            ip_len: 40,
+            dont_fragment: true,
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            flags: TcpFlags(flags),
+            window: 1000,
+            payload_len: 0,
+            options: TcpOptions::default(),
+        }
+    }
+
+    const SYN: u8 = TcpFlags::SYN;
+    const SYNACK: u8 = TcpFlags::SYN | TcpFlags::ACK;
+    const ACK: u8 = TcpFlags::ACK;
+    const FINACK: u8 = TcpFlags::FIN | TcpFlags::ACK;
+    const RST: u8 = TcpFlags::RST;
+
+    #[test]
+    fn syn_sender_is_client_even_from_the_lower_port() {
+        let s = seg(80, 40000, SYN, 1, 0);
+        let c = Conn::new(&s, true);
+        assert_eq!(c.sender(true), Side::Client);
+    }
+
+    #[test]
+    fn midstream_lower_port_is_server() {
+        let s = seg(40000, 443, ACK, 1, 1);
+        let c = Conn::new(&s, true);
+        assert_eq!(c.sender(true), Side::Client);
+        assert_eq!(c.phase, Phase::Midstream);
+        let s = seg(443, 40000, ACK, 1, 1);
+        let c = Conn::new(&s, true);
+        assert_eq!(c.sender(true), Side::Server);
+    }
+
+    #[test]
+    fn synack_first_makes_its_sender_the_server() {
+        let s = seg(40000, 80, SYNACK, 1, 1);
+        let mut c = Conn::new(&s, true);
+        assert_eq!(c.sender(true), Side::Server);
+        let step = c.on_segment(&s, Side::Server, 10);
+        assert_eq!(step.lifecycle, Some(Lifecycle::Opened));
+        assert_eq!(step.handshake_rtt, None, "no SYN seen, no RTT");
+    }
+
+    #[test]
+    fn handshake_gives_both_rtt_legs_and_fin_close_gives_duration() {
+        let syn = seg(40000, 80, SYN, 100, 0);
+        let mut c = Conn::new(&syn, true);
+        assert_eq!(c.on_segment(&syn, Side::Client, 1_000), Step::default());
+        let step = c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 1_300);
+        assert_eq!(step.lifecycle, Some(Lifecycle::Opened));
+        assert_eq!(step.handshake_rtt, Some((Side::Server, 300)));
+        let step = c.on_segment(&seg(40000, 80, ACK, 101, 501), Side::Client, 1_350);
+        assert_eq!(step.handshake_rtt, Some((Side::Client, 50)));
+        assert_eq!(c.phase, Phase::Established);
+        let step = c.on_segment(&seg(40000, 80, FINACK, 101, 501), Side::Client, 5_000);
+        assert_eq!(step.lifecycle, None);
+        let step = c.on_segment(&seg(80, 40000, FINACK, 501, 102), Side::Server, 6_000);
+        assert_eq!(step.lifecycle, Some(Lifecycle::Closed(CloseReason::Fin)));
+        assert_eq!(step.duration, Some(5_000));
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn retransmitted_syn_gives_no_server_leg_sample() {
+        let syn = seg(40000, 80, SYN, 100, 0);
+        let mut c = Conn::new(&syn, true);
+        c.on_segment(&syn, Side::Client, 0);
+        c.on_segment(&syn, Side::Client, 1_000_000_000);
+        let step = c.on_segment(
+            &seg(80, 40000, SYNACK, 500, 101),
+            Side::Server,
+            1_000_000_100,
+        );
+        assert_eq!(step.lifecycle, Some(Lifecycle::Opened));
+        assert_eq!(step.handshake_rtt, None);
+    }
+
+    #[test]
+    fn repeated_synack_opens_once() {
+        let syn = seg(40000, 80, SYN, 100, 0);
+        let mut c = Conn::new(&syn, true);
+        c.on_segment(&syn, Side::Client, 0);
+        let synack = seg(80, 40000, SYNACK, 500, 101);
+        assert_eq!(
+            c.on_segment(&synack, Side::Server, 10).lifecycle,
+            Some(Lifecycle::Opened)
+        );
+        assert_eq!(c.on_segment(&synack, Side::Server, 20).lifecycle, None);
+        // The client's ACK now answers a SYN/ACK sent twice: no sample.
+        let step = c.on_segment(&seg(40000, 80, ACK, 101, 501), Side::Client, 30);
+        assert_eq!(step.handshake_rtt, None);
+    }
+
+    #[test]
+    fn rst_answering_syn_is_refused() {
+        let syn = seg(40000, 81, SYN, 100, 0);
+        let mut c = Conn::new(&syn, true);
+        c.on_segment(&syn, Side::Client, 0);
+        let step = c.on_segment(&seg(81, 40000, RST | ACK, 0, 101), Side::Server, 5);
+        assert_eq!(step.lifecycle, Some(Lifecycle::Refused));
+        assert_eq!(step.duration, None);
+    }
+
+    #[test]
+    fn rst_after_open_closes_with_rst() {
+        let syn = seg(40000, 80, SYN, 100, 0);
+        let mut c = Conn::new(&syn, true);
+        c.on_segment(&syn, Side::Client, 0);
+        c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 10);
+        let step = c.on_segment(&seg(40000, 80, RST, 101, 0), Side::Client, 50);
+        assert_eq!(step.lifecycle, Some(Lifecycle::Closed(CloseReason::Rst)));
+        assert_eq!(step.duration, Some(50));
+        // Late segments change nothing.
+        assert_eq!(
+            c.on_segment(&seg(80, 40000, RST, 501, 0), Side::Server, 60),
+            Step::default()
+        );
+    }
+
+    #[test]
+    fn idle_syn_is_abandoned_and_idle_open_times_out() {
+        let syn = seg(40000, 80, SYN, 100, 0);
+        let mut c = Conn::new(&syn, true);
+        c.on_segment(&syn, Side::Client, 0);
+        assert_eq!(c.on_idle(99).lifecycle, Some(Lifecycle::Unanswered));
+        let mut m = Conn::new(&seg(40000, 80, ACK, 1, 1), true);
+        let step = m.on_idle(99);
+        assert_eq!(
+            step.lifecycle,
+            Some(Lifecycle::Closed(CloseReason::Timeout))
+        );
+        assert_eq!(step.duration, None, "start unknown mid-stream");
+    }
+
+    #[test]
+    fn new_syn_supersedes_a_closed_or_midstream_connection() {
+        let mut c = Conn::new(&seg(40000, 80, ACK, 1, 1), true);
+        let syn = seg(40000, 80, SYN, 100, 0);
+        assert!(c.is_superseded_by(&syn, Side::Client));
+        let mut d = Conn::new(&syn, true);
+        d.on_segment(&syn, Side::Client, 0);
+        assert!(
+            !d.is_superseded_by(&syn, Side::Client),
+            "a retransmitted SYN"
+        );
+        assert!(d.is_superseded_by(&seg(40000, 80, SYN, 999, 0), Side::Client));
+        c.on_segment(&seg(40000, 80, RST, 1, 0), Side::Client, 5);
+        assert!(c.is_superseded_by(&syn, Side::Client));
+    }
+}

@@ -1,0 +1,411 @@
+//! The bounded flow table: every tracked connection, found by its key, kept
+//! in order of last activity so that idle ones expire and, when the table is
+//! full, the least recently active one makes room.
+//!
+//! Storage is a slab of slots with two intrusive doubly-linked lists (open
+//! connections, and closed ones lingering), each ordered by last activity.
+//! Touching a flow moves it to the tail; expiry pops from the head. Both are
+//! O(1), so the per-packet cost does not grow with the table.
+
+use std::collections::HashMap;
+
+use ahash::RandomState;
+
+use crate::decode::Segment;
+
+use super::conn::{Conn, Step};
+use super::key::{FlowKey, Side};
+use super::Nanos;
+
+/// Default `--max-flows`.
+pub const DEFAULT_MAX_FLOWS: usize = 131_072;
+/// Default `--flow-idle-timeout`, in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+/// How long a closed connection stays, so that segments after the close
+/// (the last ACK, a retransmitted FIN or RST) still belong to it. Shorter
+/// than Linux's 60 s TIME_WAIT: late segments rarely come seconds later.
+pub const CLOSED_LINGER_NANOS: Nanos = 10_000_000_000;
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum List {
+    Open = 0,
+    Closed = 1,
+}
+
+struct Slot<T> {
+    key: FlowKey,
+    conn: Conn,
+    tag: T,
+    last: Nanos,
+    list: List,
+    prev: u32,
+    next: u32,
+}
+
+/// Why a flow left the table (or its slot went to a new connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// No segment for the idle timeout; `step` says how the connection ended.
+    Idle,
+    /// Closed, and its linger time is over.
+    Released,
+    /// The table was full and this was the least recently active flow.
+    Evicted,
+    /// A new connection (a new SYN) took over its addresses and ports.
+    Superseded,
+}
+
+/// What the owner of a table keeps per connection, and hears when a flow
+/// leaves. The table calls `start` once for every new connection and
+/// `removed` for every flow that leaves it (or whose slot a new connection
+/// takes), with the step its connection took on leaving.
+pub trait FlowHooks<T> {
+    fn start(&mut self, key: &FlowKey, conn: &Conn) -> T;
+    fn removed(&mut self, tag: T, removal: Removal, step: Step);
+}
+
+/// The result of one segment.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome<T> {
+    pub tag: T,
+    pub sender: Side,
+    pub step: Step,
+}
+
+/// Every tracked connection of one worker, at most `max_flows` of them.
+pub struct FlowTable<T> {
+    index: HashMap<FlowKey, u32, RandomState>,
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    heads: [u32; 2],
+    tails: [u32; 2],
+    lens: [usize; 2],
+    max_flows: usize,
+    idle_timeout: Nanos,
+    linger: Nanos,
+    /// The latest capture time seen: expiry never runs backwards when
+    /// timestamps do.
+    clock: Nanos,
+}
+
+impl<T: Copy> FlowTable<T> {
+    pub fn new(max_flows: usize, idle_timeout: Nanos) -> Self {
+        FlowTable {
+            index: HashMap::with_hasher(RandomState::new()),
+            slots: Vec::new(),
+            free: Vec::new(),
+            heads: [NIL; 2],
+            tails: [NIL; 2],
+            lens: [0; 2],
+            max_flows: max_flows.max(1),
+            idle_timeout,
+            linger: CLOSED_LINGER_NANOS.min(idle_timeout),
+            clock: 0,
+        }
+    }
+
+    /// Flows tracked now, open and lingering.
+    pub fn len(&self) -> usize {
+        self.lens[0] + self.lens[1]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Connections tracked and not yet closed.
+    pub fn open_len(&self) -> usize {
+        self.lens[List::Open as usize]
+    }
+
+    /// Runs one segment through its connection; flows idle as of `now`
+    /// expire first.
+    pub fn on_segment(
+        &mut self,
+        seg: &Segment,
+        now: Nanos,
+        hooks: &mut impl FlowHooks<T>,
+    ) -> Outcome<T> {
+        self.expire(now, hooks);
+        let (key, sender_is_lo) = FlowKey::of(seg);
+        let slot = match self.index.get(&key) {
+            Some(&i) => {
+                let s = &self.slots[i as usize];
+                let side = s.conn.sender(sender_is_lo);
+                if s.conn.is_superseded_by(seg, side) {
+                    let old = s.conn;
+                    let old_tag = s.tag;
+                    let step = if old.is_closed() {
+                        Step::default()
+                    } else {
+                        let mut c = old;
+                        c.on_idle(now)
+                    };
+                    hooks.removed(old_tag, Removal::Superseded, step);
+                    let conn = Conn::new(seg, sender_is_lo);
+                    let tag = hooks.start(&key, &conn);
+                    let s = &mut self.slots[i as usize];
+                    s.conn = conn;
+                    s.tag = tag;
+                    self.unlink(i);
+                    self.push_tail(i, List::Open);
+                }
+                i
+            }
+            None => {
+                if self.len() >= self.max_flows {
+                    self.evict_one(hooks);
+                }
+                let conn = Conn::new(seg, sender_is_lo);
+                let tag = hooks.start(&key, &conn);
+                let i = self.alloc(key, conn, tag, now);
+                self.index.insert(key, i);
+                i
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        let sender = s.conn.sender(sender_is_lo);
+        let was_closed = s.conn.is_closed();
+        let step = s.conn.on_segment(seg, sender, now);
+        let list = if s.conn.is_closed() {
+            List::Closed
+        } else {
+            List::Open
+        };
+        let tag = s.tag;
+        // A lingering flow is not refreshed: late segments must not keep it.
+        if !(was_closed && list == List::Closed) {
+            s.last = s.last.max(now);
+            self.unlink(slot);
+            self.push_tail(slot, list);
+        }
+        Outcome { tag, sender, step }
+    }
+
+    /// Drops flows idle for longer than the timeout, and closed flows whose
+    /// linger is over, as of capture time `now`.
+    pub fn expire(&mut self, now: Nanos, hooks: &mut impl FlowHooks<T>) {
+        self.clock = self.clock.max(now);
+        let now = self.clock;
+        for (list, timeout) in [(List::Open, self.idle_timeout), (List::Closed, self.linger)] {
+            loop {
+                let head = self.heads[list as usize];
+                if head == NIL {
+                    break;
+                }
+                let s = &mut self.slots[head as usize];
+                if now.saturating_sub(s.last) <= timeout {
+                    break;
+                }
+                let (reason, step) = match list {
+                    List::Open => (Removal::Idle, s.conn.on_idle(now)),
+                    List::Closed => (Removal::Released, Step::default()),
+                };
+                let tag = s.tag;
+                self.remove(head);
+                hooks.removed(tag, reason, step);
+            }
+        }
+    }
+
+    fn evict_one(&mut self, hooks: &mut impl FlowHooks<T>) {
+        // A closed flow costs least to lose; else the least recently active.
+        let victim = if self.heads[List::Closed as usize] != NIL {
+            self.heads[List::Closed as usize]
+        } else {
+            self.heads[List::Open as usize]
+        };
+        if victim == NIL {
+            return;
+        }
+        let s = &mut self.slots[victim as usize];
+        let tag = s.tag;
+        let step = if s.conn.is_closed() {
+            Step::default()
+        } else {
+            let now = s.last;
+            let mut c = s.conn;
+            c.on_idle(now)
+        };
+        self.remove(victim);
+        hooks.removed(tag, Removal::Evicted, step);
+    }
+
+    fn alloc(&mut self, key: FlowKey, conn: Conn, tag: T, now: Nanos) -> u32 {
+        let slot = Slot {
+            key,
+            conn,
+            tag,
+            last: now,
+            list: List::Open,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.push_tail(i, List::Open);
+        i
+    }
+
+    fn remove(&mut self, i: u32) {
+        self.unlink(i);
+        let key = self.slots[i as usize].key;
+        self.index.remove(&key);
+        self.free.push(i);
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next, list) = {
+            let s = &self.slots[i as usize];
+            (s.prev, s.next, s.list as usize)
+        };
+        if prev == NIL {
+            self.heads[list] = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tails[list] = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+        self.lens[list] -= 1;
+    }
+
+    fn push_tail(&mut self, i: u32, list: List) {
+        let l = list as usize;
+        let tail = self.tails[l];
+        {
+            let s = &mut self.slots[i as usize];
+            s.list = list;
+            s.prev = tail;
+            s.next = NIL;
+        }
+        if tail == NIL {
+            self.heads[l] = i;
+        } else {
+            self.slots[tail as usize].next = i;
+        }
+        self.tails[l] = i;
+        self.lens[l] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpFlags;
+    use crate::flow::conn::tests::seg;
+    use crate::flow::conn::{CloseReason, Lifecycle};
+
+    const SEC: Nanos = 1_000_000_000;
+
+    /// Numbers connections 1, 2, ... and records what leaves.
+    #[derive(Default)]
+    struct Log {
+        next: u32,
+        removed: Vec<(u32, Removal, Option<Lifecycle>)>,
+    }
+
+    impl FlowHooks<u32> for Log {
+        fn start(&mut self, _: &FlowKey, _: &Conn) -> u32 {
+            self.next += 1;
+            self.next
+        }
+        fn removed(&mut self, tag: u32, removal: Removal, step: Step) {
+            self.removed.push((tag, removal, step.lifecycle));
+        }
+    }
+
+    #[test]
+    fn both_directions_share_one_flow() {
+        let mut t = FlowTable::new(10, 60 * SEC);
+        let mut log = Log::default();
+        let a = t.on_segment(&seg(40000, 80, TcpFlags::SYN, 1, 0), 0, &mut log);
+        let b = t.on_segment(
+            &seg(80, 40000, TcpFlags::SYN | TcpFlags::ACK, 9, 2),
+            1,
+            &mut log,
+        );
+        assert_eq!(a.tag, b.tag);
+        assert_eq!((a.sender, b.sender), (Side::Client, Side::Server));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn table_never_exceeds_its_bound_and_evicts_least_recent() {
+        let mut t = FlowTable::new(3, 60 * SEC);
+        let mut log = Log::default();
+        for port in 1..=3 {
+            t.on_segment(
+                &seg(40000 + port, 80, TcpFlags::SYN, 1, 0),
+                port as u64,
+                &mut log,
+            );
+        }
+        // Refresh the first so the second is the least recently active.
+        t.on_segment(&seg(40001, 80, TcpFlags::SYN, 1, 0), 10, &mut log);
+        t.on_segment(&seg(40009, 80, TcpFlags::SYN, 1, 0), 11, &mut log);
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            log.removed,
+            vec![(2, Removal::Evicted, Some(Lifecycle::Unanswered))]
+        );
+    }
+
+    #[test]
+    fn idle_flows_expire_on_the_capture_clock() {
+        let mut t = FlowTable::new(10, 60 * SEC);
+        let mut log = Log::default();
+        t.on_segment(&seg(40000, 80, TcpFlags::ACK, 1, 1), 0, &mut log);
+        t.on_segment(&seg(40001, 80, TcpFlags::ACK, 1, 1), 30 * SEC, &mut log);
+        t.expire(60 * SEC, &mut log);
+        assert!(log.removed.is_empty(), "nothing idle yet");
+        t.expire(61 * SEC, &mut log);
+        let timeout = Some(Lifecycle::Closed(CloseReason::Timeout));
+        assert_eq!(log.removed, vec![(1, Removal::Idle, timeout)]);
+        assert_eq!(t.len(), 1);
+        // A clock that runs backwards expires nothing more.
+        t.expire(0, &mut log);
+        assert_eq!(log.removed.len(), 1);
+    }
+
+    #[test]
+    fn closed_flow_lingers_for_late_segments_then_goes() {
+        let mut t = FlowTable::new(10, 300 * SEC);
+        let mut log = Log::default();
+        t.on_segment(&seg(40000, 80, TcpFlags::ACK, 1, 1), 0, &mut log);
+        let r = t.on_segment(&seg(40000, 80, TcpFlags::RST, 1, 0), SEC, &mut log);
+        assert_eq!(r.step.lifecycle, Some(Lifecycle::Closed(CloseReason::Rst)));
+        assert_eq!(t.open_len(), 0);
+        let late = t.on_segment(&seg(80, 40000, TcpFlags::ACK, 1, 1), 2 * SEC, &mut log);
+        assert_eq!(late.tag, r.tag, "the late ACK belongs to the closed flow");
+        assert_eq!(t.len(), 1);
+        t.expire(12 * SEC, &mut log);
+        assert_eq!(log.removed, vec![(1, Removal::Released, None)]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn new_syn_on_a_closed_flow_starts_a_new_connection() {
+        let mut t = FlowTable::new(10, 300 * SEC);
+        let mut log = Log::default();
+        t.on_segment(&seg(40000, 80, TcpFlags::ACK, 1, 1), 0, &mut log);
+        t.on_segment(&seg(40000, 80, TcpFlags::RST, 1, 0), 1, &mut log);
+        let again = t.on_segment(&seg(40000, 80, TcpFlags::SYN, 77, 0), 2, &mut log);
+        assert_eq!(again.tag, 2);
+        assert_eq!(log.removed, vec![(1, Removal::Superseded, None)]);
+        assert_eq!(t.open_len(), 1);
+        assert_eq!(t.len(), 1);
+    }
+}

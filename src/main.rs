@@ -1,0 +1,169 @@
+//! The binary: flags to settings, capture threads (one per interface), the
+//! HTTP server, and a clean stop on SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use tcp_exporter::capture::{LiveOptions, PacketSource, PcapFile, PcapLive};
+use tcp_exporter::cli::Args;
+use tcp_exporter::config::{Config, Source};
+use tcp_exporter::http::{self, HttpState};
+use tcp_exporter::metrics::{Exporter, Shard};
+use tcp_exporter::pipeline::{run_source, Stopped, Worker};
+
+/// How long a live read waits before the capture loop looks at the clock
+/// and the stop flag.
+const READ_TIMEOUT_MS: u32 = 100;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcp-exporter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = Config::from_args(args)?;
+    let exporter = Exporter::new(env!("CARGO_PKG_VERSION"));
+    let stop = Arc::new(AtomicBool::new(false));
+    match &config.source {
+        Source::File { path, print: true } => {
+            let source = PcapFile::open(path, &config.filter)?;
+            let (_, handle) = start(Box::new(source), &config, &exporter, &stop);
+            join(handle)?;
+            print!("{}", Exporter::render(&exporter.registry()));
+            Ok(())
+        }
+        Source::File { path, print: false } => {
+            let source = PcapFile::open(path, &config.filter)?;
+            let ready = Arc::new(AtomicBool::new(false));
+            let (_, handle) = start(Box::new(source), &config, &exporter, &stop);
+            let marker = Arc::clone(&ready);
+            let reader = std::thread::spawn(move || {
+                let result = join(handle);
+                marker.store(true, Ordering::Relaxed);
+                result
+            });
+            serve(&config, &exporter, ready, &stop)?;
+            match reader.join() {
+                Ok(result) => result,
+                Err(_) => anyhow::bail!("the file reader panicked"),
+            }
+        }
+        Source::Live { interfaces } => {
+            let opts = LiveOptions {
+                snaplen: config.snaplen,
+                filter: config.filter.clone(),
+                promisc: config.promisc,
+                buffer_bytes: config.buffer_bytes,
+                read_timeout_ms: READ_TIMEOUT_MS,
+            };
+            // Open every interface before anything runs: a bad name or a
+            // missing privilege fails the start, with the reason.
+            let sources = interfaces
+                .iter()
+                .map(|name| PcapLive::open(name, &opts))
+                .collect::<Result<Vec<_>, _>>()?;
+            let handles: Vec<_> = sources
+                .into_iter()
+                .map(|s| start(Box::new(s), &config, &exporter, &stop).1)
+                .collect();
+            serve(&config, &exporter, Arc::new(AtomicBool::new(true)), &stop)?;
+            for handle in handles {
+                // A failed interface was reported when it failed.
+                let _ = join(handle);
+            }
+            Ok(())
+        }
+    }
+}
+
+type CaptureThread = JoinHandle<Result<Stopped, tcp_exporter::capture::CaptureError>>;
+
+/// Starts the capture loop of one source on its own thread.
+fn start(
+    mut source: Box<dyn PacketSource>,
+    config: &Config,
+    exporter: &Arc<Exporter>,
+    stop: &Arc<AtomicBool>,
+) -> (String, CaptureThread) {
+    let name = source.name().to_string();
+    let shard = Arc::new(Mutex::new(Shard::new(
+        name.as_str().into(),
+        config.max_series,
+    )));
+    exporter.add_shard(Arc::clone(&shard));
+    let mut worker = Worker::new(source.link_type(), config.max_flows, config.idle_timeout);
+    let stop = Arc::clone(stop);
+    let thread_name = format!("capture-{name}");
+    let label = name.clone();
+    let handle = std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let result = run_source(source.as_mut(), &mut worker, &shard, &stop);
+            if let Err(e) = &result {
+                eprintln!("tcp-exporter: capture on {label} stopped: {e}");
+            }
+            result
+        })
+        .expect("spawning a capture thread");
+    (name, handle)
+}
+
+fn join(handle: CaptureThread) -> Result<()> {
+    match handle.join() {
+        Ok(result) => result.map(|_| ()).map_err(Into::into),
+        Err(_) => anyhow::bail!("a capture thread panicked"),
+    }
+}
+
+/// Serves HTTP until SIGINT or SIGTERM, then sets `stop`.
+fn serve(
+    config: &Config,
+    exporter: &Arc<Exporter>,
+    ready: Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let state = Arc::new(HttpState {
+        registry: exporter.registry(),
+        ready,
+    });
+    runtime.block_on(async {
+        let (addr, server) = http::bind(config.listen, state, shutdown_signal())
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        eprintln!("tcp-exporter: serving http://{addr}/metrics");
+        server.await;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tcp-exporter: cannot watch SIGTERM ({e}); stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,132 @@
+//! Every metric name, help text and label list, in one place. These names
+//! are a contract (DESIGN.md): dashboards and alerts depend on them.
+
+/// The kind of a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family: name, help, kind and the labels it carries beyond the
+/// traffic labels (`interface`, `client`, `server`, `server_port`).
+#[derive(Clone, Copy, Debug)]
+pub struct Def {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+}
+
+const fn def(name: &'static str, kind: Kind, help: &'static str) -> Def {
+    Def { name, help, kind }
+}
+
+use Kind::*;
+
+pub const PACKETS: Def = def("tcp_packets_total", Counter, "TCP segments seen.");
+pub const PAYLOAD_BYTES: Def = def(
+    "tcp_payload_bytes_total",
+    Counter,
+    "TCP payload bytes, retransmissions included.",
+);
+pub const IP_BYTES: Def = def(
+    "tcp_ip_bytes_total",
+    Counter,
+    "IP packet bytes of TCP segments, headers included.",
+);
+pub const RESETS: Def = def("tcp_resets_total", Counter, "TCP segments with RST set.");
+pub const DONT_FRAGMENT: Def = def(
+    "tcp_dont_fragment_packets_total",
+    Counter,
+    "IPv4 packets carrying TCP with the don't-fragment bit set.",
+);
+pub const SYN_WINDOW_SCALE: Def = def(
+    "tcp_syn_window_scale_total",
+    Counter,
+    "Window-scale shift offered in SYN and SYN/ACK segments (shift=none: no window scaling offered).",
+);
+pub const OPENED: Def = def(
+    "tcp_connections_opened_total",
+    Counter,
+    "Handshakes seen: SYN answered by SYN/ACK.",
+);
+pub const FAILED: Def = def(
+    "tcp_connections_failed_total",
+    Counter,
+    "Connection attempts that never opened: SYN answered by RST (refused), or by nothing (unanswered).",
+);
+pub const CLOSED: Def = def(
+    "tcp_connections_closed_total",
+    Counter,
+    "Connections that ended: FIN from both sides, RST, or idle timeout.",
+);
+pub const ACTIVE: Def = def(
+    "tcp_connections_active",
+    Gauge,
+    "Connections tracked now and not yet closed.",
+);
+pub const DURATION: Def = def(
+    "tcp_connection_duration_seconds",
+    Histogram,
+    "Lifetime of closed connections whose SYN was seen, from SYN to close.",
+);
+pub const HANDSHAKE_RTT: Def = def(
+    "tcp_handshake_rtt_seconds",
+    Histogram,
+    "Handshake round-trip time from the capture point: leg=server is SYN to SYN/ACK, leg=client is SYN/ACK to the client's ACK.",
+);
+
+pub const BUILD_INFO: Def = def(
+    "tcp_exporter_build_info",
+    Gauge,
+    "Always 1; the version label says which tcp-exporter this is.",
+);
+pub const CAPTURE_PACKETS: Def = def(
+    "tcp_exporter_capture_packets_total",
+    Counter,
+    "Frames the capture delivered to the exporter.",
+);
+pub const CAPTURE_DROPS: Def = def(
+    "tcp_exporter_capture_drops_total",
+    Counter,
+    "Frames lost before the exporter saw them, as the capture backend reports them (stage=kernel: no room in the capture buffer; stage=interface: dropped by the interface or driver).",
+);
+pub const DECODE_ERRORS: Def = def(
+    "tcp_exporter_decode_errors_total",
+    Counter,
+    "Frames that did not decode into a TCP segment, by reason.",
+);
+pub const FLOWS_TRACKED: Def = def(
+    "tcp_exporter_flows_tracked",
+    Gauge,
+    "Flows in the flow table now, closed ones lingering included.",
+);
+pub const FLOW_EVICTIONS: Def = def(
+    "tcp_exporter_flow_evictions_total",
+    Counter,
+    "Flows removed from the flow table before they closed (reason=idle_timeout: no segment for --flow-idle-timeout; reason=table_full: made room under --max-flows).",
+);
+pub const SERIES_OVERFLOW: Def = def(
+    "tcp_exporter_series_overflow_total",
+    Counter,
+    "Connections whose label set did not fit under --max-series and were counted under client=\"other\", server=\"other\".",
+);
+pub const INTERFACE_UP: Def = def(
+    "tcp_exporter_interface_up",
+    Gauge,
+    "1 while the capture on this interface runs, 0 when it failed.",
+);
+
+/// Upper bounds of the RTT histogram buckets, in seconds: from tens of
+/// microseconds (a LAN, a host's own veths) to seconds (a bad WAN path).
+pub const RTT_BUCKETS: [f64; 18] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of the connection-duration buckets, in seconds: from a
+/// millisecond (a health check) to a day (a database pool).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];

@@ -1,0 +1,145 @@
+//! One worker's pipeline: a captured frame goes through decode and the flow
+//! table, and its outcome into the worker's metric shard. This is the glue
+//! between the layers; it holds no logic of its own beyond routing.
+//!
+//! The caller holds the shard's lock around calls (per frame for live
+//! captures, per batch for files), so a scrape sees whole packets only.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::capture::{CaptureError, Frame, Next, PacketSource};
+use crate::decode::{decode, LinkType};
+use crate::flow::{Conn, FlowHooks, FlowKey, FlowTable, Nanos, Removal, Step};
+use crate::metrics::{SeriesIds, Shard};
+
+pub struct Worker {
+    link: LinkType,
+    flows: FlowTable<SeriesIds>,
+}
+
+impl Worker {
+    pub fn new(link: LinkType, max_flows: usize, idle_timeout: Nanos) -> Worker {
+        Worker {
+            link,
+            flows: FlowTable::new(max_flows, idle_timeout),
+        }
+    }
+
+    /// Counts one frame.
+    pub fn process(&mut self, shard: &mut Shard, frame: &Frame<'_>) {
+        shard.capture.packets += 1;
+        let seg = match decode(self.link, frame.data, frame.wire_len) {
+            Ok(seg) => seg,
+            Err(e) => {
+                shard.on_decode_error(e.kind);
+                return;
+            }
+        };
+        let out = self.flows.on_segment(&seg, frame.ts, &mut Hooks(shard));
+        shard.on_segment(out.tag, out.sender, &seg, &out.step);
+        shard.flows_tracked = self.flows.len() as u64;
+    }
+
+    /// Lets capture time pass with no frame: idle flows expire.
+    pub fn tick(&mut self, shard: &mut Shard, now: Nanos) {
+        self.flows.expire(now, &mut Hooks(shard));
+        shard.flows_tracked = self.flows.len() as u64;
+    }
+}
+
+/// Connects the flow table's connections to the shard's series.
+struct Hooks<'a>(&'a mut Shard);
+
+impl FlowHooks<SeriesIds> for Hooks<'_> {
+    fn start(&mut self, key: &FlowKey, conn: &Conn) -> SeriesIds {
+        self.0.start_connection(&conn.orientation(key))
+    }
+
+    fn removed(&mut self, ids: SeriesIds, removal: Removal, step: Step) {
+        self.0.on_removed(ids, removal, &step)
+    }
+}
+
+/// How often (in frames) a live source's drop counters are read, besides
+/// every idle tick.
+const STATS_EVERY: u64 = 1 << 16;
+
+/// Why a capture loop stopped.
+#[derive(Debug)]
+pub enum Stopped {
+    /// A file was read to its end.
+    End,
+    /// `stop` was set.
+    Asked,
+}
+
+/// Runs frames from `source` through `worker` into `shard` until the file
+/// ends, the source fails, or `stop` is set.
+pub fn run_source(
+    source: &mut dyn PacketSource,
+    worker: &mut Worker,
+    shard: &Mutex<Shard>,
+    stop: &AtomicBool,
+) -> Result<Stopped, CaptureError> {
+    let batch = source.batch().max(1);
+    let mut since_stats = 0u64;
+    lock(shard).interface_up = true;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(Stopped::Asked);
+        }
+        let mut guard = None;
+        let mut done = None;
+        for _ in 0..batch {
+            match source.next() {
+                Ok(Next::Frame(frame)) => {
+                    let s = guard.get_or_insert_with(|| lock(shard));
+                    worker.process(s, &frame);
+                    since_stats += 1;
+                }
+                Ok(Next::Idle(now)) => {
+                    let s = guard.get_or_insert_with(|| lock(shard));
+                    worker.tick(s, now);
+                    since_stats = STATS_EVERY;
+                    break;
+                }
+                Ok(Next::End) => {
+                    done = Some(Ok(Stopped::End));
+                    break;
+                }
+                Err(e) => {
+                    done = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        drop(guard);
+        if since_stats >= STATS_EVERY {
+            since_stats = 0;
+            if let Some(stats) = source.stats() {
+                let mut s = lock(shard);
+                s.capture.kernel_drops = stats.kernel_drops;
+                s.capture.interface_drops = stats.interface_drops;
+            }
+        }
+        if let Some(done) = done {
+            break done;
+        }
+    };
+    if let Some(stats) = source.stats() {
+        let mut s = lock(shard);
+        s.capture.kernel_drops = stats.kernel_drops;
+        s.capture.interface_drops = stats.interface_drops;
+    }
+    if result.is_err() {
+        lock(shard).interface_up = false;
+    }
+    result
+}
+
+/// A poisoned shard lock only means a panic mid-update elsewhere; the
+/// counters are still worth keeping.
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
