@@ -142,8 +142,14 @@ fn serve(
         ready,
     });
     runtime.block_on(async {
-        let (addr, server) = http::bind(config.listen, state, shutdown_signal())
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let (addr, server) = http::bind(config.listen, state, shutdown_signal()?).map_err(|e| {
+            // warp repeats its sources in its own message: say the root cause.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            anyhow::anyhow!("cannot listen on {}: {cause}", config.listen)
+        })?;
         eprintln!("tcp-exporter: serving http://{addr}/metrics");
         server.await;
         Ok::<(), anyhow::Error>(())
@@ -152,18 +158,17 @@ fn serve(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that comes
+/// right after start is not lost to the default action.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tcp-exporter: cannot watch SIGTERM ({e}); stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    })
 }

@@ -61,9 +61,10 @@ impl FlowHooks<SeriesIds> for Hooks<'_> {
     }
 }
 
-/// How often (in frames) a live source's drop counters are read, besides
-/// every idle tick.
+/// How often (in frames) a live source's drop counters are read...
 const STATS_EVERY: u64 = 1 << 16;
+/// ...and at least this often (capture clock) when the source is idle.
+const STATS_INTERVAL: Nanos = 1_000_000_000;
 
 /// Why a capture loop stopped.
 #[derive(Debug)]
@@ -84,6 +85,7 @@ pub fn run_source(
 ) -> Result<Stopped, CaptureError> {
     let batch = source.batch().max(1);
     let mut since_stats = 0u64;
+    let mut stats_at: Nanos = 0;
     lock(shard).interface_up = true;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -101,7 +103,10 @@ pub fn run_source(
                 Ok(Next::Idle(now)) => {
                     let s = guard.get_or_insert_with(|| lock(shard));
                     worker.tick(s, now);
-                    since_stats = STATS_EVERY;
+                    if now.saturating_sub(stats_at) >= STATS_INTERVAL {
+                        stats_at = now;
+                        since_stats = STATS_EVERY;
+                    }
                     break;
                 }
                 Ok(Next::End) => {

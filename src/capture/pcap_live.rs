@@ -1,5 +1,6 @@
 //! Live capture on an interface through libpcap.
 
+use std::os::unix::io::AsRawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pcap::{Active, Capture};
@@ -24,6 +25,9 @@ pub struct PcapLive {
     name: String,
     cap: Capture<Active>,
     link: LinkType,
+    read_timeout_ms: i32,
+    /// The last read found nothing: wait in poll(2) before reading again.
+    drained: bool,
     /// Last raw (32-bit, wrapping) drop counters from pcap_stats, and the
     /// 64-bit totals built from their deltas.
     last_raw: (u32, u32),
@@ -64,10 +68,16 @@ impl PcapLive {
                     message: e.to_string(),
                 })?;
         }
+        // libpcap's own timeout does not fire on an idle interface with
+        // TPACKET_V3 (it waits for the kernel to retire a block, which
+        // needs a packet), so read without blocking and wait in poll(2).
+        let cap = cap.setnonblock().map_err(open_err)?;
         Ok(PcapLive {
             name: interface.to_string(),
             cap,
             link,
+            read_timeout_ms: opts.read_timeout_ms as i32,
+            drained: false,
             last_raw: (0, 0),
             totals: CaptureStats::default(),
         })
@@ -99,13 +109,31 @@ impl PacketSource for PcapLive {
     }
 
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        if self.drained {
+            let mut fds = libc::pollfd {
+                fd: self.cap.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, owned by this frame, for the call.
+            let ready = unsafe { libc::poll(&mut fds, 1, self.read_timeout_ms) };
+            if ready <= 0 {
+                // Timed out, or interrupted by a signal: either way, idle.
+                return Ok(Next::Idle(wall_clock()));
+            }
+            self.drained = false;
+        }
         match self.cap.next_packet() {
             Ok(p) => Ok(Next::Frame(Frame {
                 ts: timeval_nanos(&p.header.ts, 1),
                 data: p.data,
                 wire_len: p.header.len,
             })),
-            Err(pcap::Error::TimeoutExpired) => Ok(Next::Idle(wall_clock())),
+            // Non-blocking: nothing buffered now.
+            Err(pcap::Error::TimeoutExpired) => {
+                self.drained = true;
+                Ok(Next::Idle(wall_clock()))
+            }
             Err(e) => Err(CaptureError::Read {
                 what: self.name.clone(),
                 message: e.to_string(),
