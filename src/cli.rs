@@ -31,10 +31,12 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     pub listen: IpAddr,
 
-    /// BPF capture filter (libpcap syntax), applied in the kernel on live
-    /// interfaces and to files read with -r.
-    #[arg(short = 'f', long, value_name = "EXPR", default_value = "tcp")]
-    pub filter: String,
+    /// BPF capture filter (libpcap syntax). Live interfaces default to
+    /// `tcp`, applied in the kernel. Files read with -r are filtered only
+    /// when -f is given: every frame of a file is accounted for, and what is
+    /// not TCP shows in tcp_exporter_decode_errors_total.
+    #[arg(short = 'f', long, value_name = "EXPR")]
+    pub filter: Option<String>,
 
     /// Read a pcap or pcapng file instead of capturing. Without --print the
     /// final metrics are served over HTTP until the exporter is stopped.

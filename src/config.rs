@@ -18,6 +18,7 @@ pub enum Source {
 pub struct Config {
     pub source: Source,
     pub listen: SocketAddr,
+    /// BPF expression; empty for none.
     pub filter: String,
     pub snaplen: u32,
     pub max_flows: usize,
@@ -41,6 +42,9 @@ pub enum ConfigError {
     #[error("interface {0:?} is given twice")]
     DuplicateInterface(String),
 }
+
+/// The capture filter of live interfaces when -f is not given.
+pub const DEFAULT_LIVE_FILTER: &str = "tcp";
 
 /// Ethernet + IPv4 + TCP, no options: anything less decodes nothing.
 pub const MIN_SNAPLEN: u32 = 54;
@@ -69,6 +73,11 @@ impl Config {
         if args.buffer_size > 2047 {
             return Err(ConfigError::BufferTooLarge(args.buffer_size));
         }
+        let filter = match (&args.filter, &args.read) {
+            (Some(f), _) => f.clone(),
+            (None, Some(_)) => String::new(),
+            (None, None) => DEFAULT_LIVE_FILTER.to_string(),
+        };
         let source = match args.read {
             Some(path) => Source::File {
                 path,
@@ -90,7 +99,7 @@ impl Config {
         Ok(Config {
             source,
             listen: SocketAddr::new(args.listen, args.port),
-            filter: args.filter,
+            filter,
             snaplen: args.snaplen,
             max_flows: args.max_flows,
             idle_timeout: args.flow_idle_timeout.saturating_mul(1_000_000_000),
@@ -157,6 +166,7 @@ mod tests {
         assert!(argv(&["--print"]).is_err());
         assert!(argv(&["-r", "x.pcap", "-i", "eth0"]).is_err());
         let c = parse(&["-r", "x.pcap", "--print"]).unwrap();
+        assert_eq!(c.filter, "", "files are not filtered unless -f says so");
         assert_eq!(
             c.source,
             Source::File {

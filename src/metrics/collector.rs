@@ -355,7 +355,8 @@ impl Collector for Exporter {
                 &[("reason", "table_full")],
                 s.evictions.table_full as f64,
             );
-            overflow.add(at, s.series_overflow as f64);
+            // Unlabelled, as the contract names it: one total for the exporter.
+            overflow.add(Vec::new(), s.series_overflow as f64);
             let entry = up.entry(iface).or_insert(true);
             *entry &= s.interface_up;
         }

@@ -110,7 +110,7 @@ pub const FLOW_EVICTIONS: Def = def(
 pub const SERIES_OVERFLOW: Def = def(
     "tcp_exporter_series_overflow_total",
     Counter,
-    "Connections whose label set did not fit under --max-series and were counted under client=\"other\", server=\"other\".",
+    "Connections whose label set did not fit under --max-series (per interface) and were counted under client=\"other\", server=\"other\".",
 );
 pub const INTERFACE_UP: Def = def(
     "tcp_exporter_interface_up",

@@ -1,0 +1,186 @@
+//! Helpers shared by the integration tests: reading the Prometheus text the
+//! exporter serves, plain HTTP/1.0 over `std::net`, and free local ports.
+//! Std only, so that tests need no dependency the crate does not have.
+//!
+//! Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+pub type Labels = Vec<(String, String)>;
+
+/// One sample line of the Prometheus text format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every sample in an exposition, in order. `#` lines (HELP, TYPE, comments)
+/// and blank lines are skipped. Panics on a malformed line, naming it: the
+/// exposition is an output under test.
+pub fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| parse_sample(l).unwrap_or_else(|e| panic!("bad metric line {l:?}: {e}")))
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_ascii_whitespace())
+        .ok_or("no value")?;
+    let name = &line[..name_end];
+    if name.is_empty() {
+        return Err("no metric name".into());
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(body) = rest.strip_prefix('{') {
+        let (parsed, after) = parse_labels(body)?;
+        labels = parsed;
+        rest = after;
+    }
+    // The value, then an optional timestamp.
+    let value = rest.split_ascii_whitespace().next().ok_or("no value")?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().map_err(|e| format!("value {v:?}: {e}"))?,
+    };
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+/// Parses `a="x",b="y"}` (the text after `{`); returns the labels and the
+/// text after `}`. Label values may hold `\\`, `\"`, `\n`, `,` and `}`.
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start();
+        if let Some(after) = s.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let eq = s.find('=').ok_or("label without '='")?;
+        let key = s[..eq].trim().to_string();
+        s = s[eq + 1..]
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err("unterminated label value".into()),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unterminated escape".into()),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        labels.push((key, value));
+        s = s[end + 1..].trim_start();
+        s = s.strip_prefix(',').unwrap_or(s);
+    }
+}
+
+/// Sum of the values of every series of the metric `name` (exact name:
+/// `tcp_packets_total` does not match `tcp_packets_total_x`).
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    samples(text)
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .sum()
+}
+
+/// Like [`sum_metric`], over the series whose label `label` equals `value`.
+pub fn sum_metric_where(text: &str, name: &str, label: &str, value: &str) -> f64 {
+    samples(text)
+        .iter()
+        .filter(|s| s.name == name && s.label(label) == Some(value))
+        .map(|s| s.value)
+        .sum()
+}
+
+/// `GET path` over HTTP/1.0; returns the status code and the body. Errors
+/// when nothing answers (e.g. the server is not listening yet).
+pub fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("GET {path}: {what}"));
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let status = head
+        .split_ascii_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status code"))?;
+    let mut body = raw[head_end + 4..].to_vec();
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    let body = String::from_utf8(body).map_err(|_| bad("body is not UTF-8"))?;
+    Ok((status, body))
+}
+
+/// Like [`try_http_get`], panicking when the request fails.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+fn dechunk(mut s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = s.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&s[..eol]).ok()?;
+        let size = size.split(';').next()?.trim();
+        let size = usize::from_str_radix(size, 16).ok()?;
+        s = &s[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(s.get(..size)?);
+        s = s.get(size + 2..)?;
+    }
+}
+
+/// A local TCP port that was free a moment ago (bound to port 0, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
