@@ -35,6 +35,12 @@ integers only, every key present even when 0, for both senders:
                              shift="none" always is, for both senders
   connections_opened         SYN/ACK segments that tshark does not flag
                              tcp.analysis.retransmission
+  connections_opened_reused_isn
+                             those of them that tshark flags
+                             tcp.analysis.reused_ports: a SYN/ACK with an
+                             ISN other than the one its sender used before
+                             in the same stream (tcp-exporter counts one
+                             handshake per connection: docs/analysis.md)
   analysis_retransmission{sender}
                              tcp.analysis.retransmission set, and neither
                              fast_retransmission nor spurious_retransmission
@@ -90,6 +96,7 @@ FIELDS = [
     "tcp.analysis.zero_window_probe",
     "tcp.analysis.window_full",
     "tcp.analysis.keep_alive",
+    "tcp.analysis.reused_ports",
 ]
 
 # key name -> tshark flag field, for the flags that are counted as they are
@@ -183,6 +190,7 @@ def compute(rows):
             c[f'{k}{{sender="{s}"}}'] = 0
         c[f'syn_wscale{{sender="{s}",shift="none"}}'] = 0
     c["connections_opened"] = 0
+    c["connections_opened_reused_isn"] = 0
 
     for r in rows:
         src, _dst = endpoints(r)
@@ -207,6 +215,8 @@ def compute(rows):
         spurious = is_set(r["tcp.analysis.spurious_retransmission"])
         if syn and is_set(r["tcp.flags.ack"]) and not retrans:
             c["connections_opened"] += 1
+            if is_set(r["tcp.analysis.reused_ports"]):
+                c["connections_opened_reused_isn"] += 1
         if spurious:
             c["analysis_spurious_retransmission" + lab] += 1
         elif fast:

@@ -3,6 +3,7 @@
 
 use crate::decode::Segment;
 
+use super::analysis::{Analyzer, Flags};
 use super::key::Side;
 use super::seq::SeqNum;
 use super::Nanos;
@@ -63,6 +64,11 @@ pub struct Step {
     pub handshake_rtt: Option<(Side, Nanos)>,
     /// Lifetime of a connection that just closed, when its SYN was seen.
     pub duration: Option<Nanos>,
+    /// The sequence analysis of the segment.
+    pub flags: Flags,
+    /// A data RTT sample: the leg (the side whose ACK completed it) and the
+    /// time in nanoseconds.
+    pub data_rtt: Option<(Side, Nanos)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -76,9 +82,9 @@ pub struct Conn {
     synack_count: u8,
     last_syn: Nanos,
     last_synack: Nanos,
-    client_isn: SeqNum,
     server_isn: SeqNum,
     fin_seen: [bool; 2],
+    analyzer: Analyzer,
 }
 
 impl Conn {
@@ -110,9 +116,9 @@ impl Conn {
             synack_count: 0,
             last_syn: 0,
             last_synack: 0,
-            client_isn: SeqNum(seg.seq),
             server_isn: SeqNum(0),
             fin_seen: [false; 2],
+            analyzer: Analyzer::default(),
         }
     }
 
@@ -129,18 +135,12 @@ impl Conn {
     }
 
     /// Whether `seg`, from `side`, opens a new connection on this flow's
-    /// addresses and ports instead of continuing this one: a SYN after the
-    /// close, or a SYN that is not a retransmission of this one's.
+    /// addresses and ports instead of continuing this one: a SYN whose ISN
+    /// is not the one this side used before (as tshark starts a new
+    /// tcp.stream). A SYN with the same ISN is a retransmission, even after
+    /// the close.
     pub fn is_superseded_by(&self, seg: &Segment, side: Side) -> bool {
-        if !seg.flags.syn() || seg.flags.ack() {
-            return false;
-        }
-        match self.phase {
-            Phase::Closed | Phase::Midstream => true,
-            Phase::SynSent | Phase::SynReceived | Phase::Established => {
-                side != Side::Client || SeqNum(seg.seq) != self.client_isn
-            }
-        }
+        self.analyzer.is_new_connection(seg, side)
     }
 
     /// What the connection ends as when it is dropped for idleness.
@@ -153,7 +153,16 @@ impl Conn {
         self.close(lifecycle, now)
     }
 
+    /// Runs the sequence analysis and the lifecycle over one segment.
     pub fn on_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
+        let verdict = self.analyzer.on_segment(seg, side, now);
+        let mut step = self.lifecycle(seg, side, now);
+        step.flags = verdict.flags;
+        step.data_rtt = verdict.rtt;
+        step
+    }
+
+    fn lifecycle(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
         if self.phase == Phase::Closed {
             return Step::default();
         }
@@ -171,7 +180,6 @@ impl Conn {
             (true, false, Side::Client) => {
                 if self.syn_count == 0 {
                     self.start = Some(now);
-                    self.client_isn = SeqNum(seg.seq);
                 }
                 self.syn_count = self.syn_count.saturating_add(1);
                 self.last_syn = now;
@@ -216,8 +224,8 @@ impl Conn {
         };
         Step {
             lifecycle: Some(lifecycle),
-            handshake_rtt: None,
             duration,
+            ..Step::default()
         }
     }
 }
@@ -379,8 +387,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn new_syn_supersedes_a_closed_or_midstream_connection() {
-        let mut c = Conn::new(&seg(40000, 80, ACK, 1, 1), true);
+    fn syn_with_a_new_isn_supersedes_the_connection() {
+        let first = seg(40000, 80, ACK, 1, 1);
+        let mut c = Conn::new(&first, true);
+        c.on_segment(&first, Side::Client, 0);
         let syn = seg(40000, 80, SYN, 100, 0);
         assert!(c.is_superseded_by(&syn, Side::Client));
         let mut d = Conn::new(&syn, true);

@@ -8,13 +8,17 @@
 //! own to each connection (`FlowTable<T>`, `FlowHooks<T>`) and turns
 //! outcomes into counts.
 
+mod analysis;
 mod conn;
 mod key;
+mod rtt;
 mod seq;
 mod table;
 
+pub use analysis::{Analyzer, Flags};
 pub use conn::{CloseReason, Conn, Lifecycle, Phase, Step};
 pub use key::{FlowKey, Orientation, Side};
+pub use rtt::RTT_SLOTS;
 pub use seq::SeqNum;
 pub use table::{
     FlowHooks, FlowTable, Outcome, Removal, CLOSED_LINGER_NANOS, DEFAULT_IDLE_TIMEOUT_SECS,

@@ -13,7 +13,9 @@ use crate::decode::DecodeErrorKind;
 use crate::flow::{CloseReason, Side};
 
 use super::names::{self, Def, Kind, DURATION_BUCKETS, RTT_BUCKETS};
-use super::shard::{close_index, Histogram, Peer, Shard, WSCALE_NONE, WSCALE_SLOTS};
+use super::shard::{
+    close_index, Histogram, Peer, Shard, RETRANSMISSION_KINDS, WSCALE_NONE, WSCALE_SLOTS,
+};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -80,7 +82,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const ALL: [Def; 20] = [
+const ALL: [Def; 30] = [
+    names::RETRANSMITTED_SEGMENTS,
+    names::RETRANSMITTED_BYTES,
+    names::OUT_OF_ORDER,
+    names::DUPLICATE_ACKS,
+    names::LOST_SEGMENTS,
+    names::ZERO_WINDOW,
+    names::ZERO_WINDOW_PROBES,
+    names::WINDOW_FULL,
+    names::KEEPALIVES,
+    names::RTT,
     names::PACKETS,
     names::PAYLOAD_BYTES,
     names::IP_BYTES,
@@ -262,6 +274,16 @@ impl Collector for Exporter {
         let mut failed = Scalars::new(names::FAILED);
         let mut closed = Scalars::new(names::CLOSED);
         let mut active = Scalars::new(names::ACTIVE);
+        let mut retransmitted = Scalars::new(names::RETRANSMITTED_SEGMENTS);
+        let mut retransmitted_bytes = Scalars::new(names::RETRANSMITTED_BYTES);
+        let mut out_of_order = Scalars::new(names::OUT_OF_ORDER);
+        let mut duplicate_acks = Scalars::new(names::DUPLICATE_ACKS);
+        let mut lost = Scalars::new(names::LOST_SEGMENTS);
+        let mut zero_window = Scalars::new(names::ZERO_WINDOW);
+        let mut zero_window_probes = Scalars::new(names::ZERO_WINDOW_PROBES);
+        let mut window_full = Scalars::new(names::WINDOW_FULL);
+        let mut keepalives = Scalars::new(names::KEEPALIVES);
+        let mut rtt = Histograms::new(names::RTT, &RTT_BUCKETS);
         let mut duration = Histograms::new(names::DURATION, &DURATION_BUCKETS);
         let mut handshake = Histograms::new(names::HANDSHAKE_RTT, &RTT_BUCKETS);
         let mut build = Scalars::new(names::BUILD_INFO);
@@ -295,6 +317,21 @@ impl Collector for Exporter {
                     ip_bytes.with(&base, &sender, d.ip_bytes as f64);
                     resets.with(&base, &sender, d.resets as f64);
                     dont_fragment.with(&base, &sender, d.dont_fragment as f64);
+                    for (kind, n) in RETRANSMISSION_KINDS.iter().zip(d.retransmitted) {
+                        retransmitted.with(
+                            &base,
+                            &[("sender", side.as_str()), ("kind", kind)],
+                            n as f64,
+                        );
+                    }
+                    retransmitted_bytes.with(&base, &sender, d.retransmitted_bytes as f64);
+                    out_of_order.with(&base, &sender, d.out_of_order as f64);
+                    duplicate_acks.with(&base, &sender, d.duplicate_acks as f64);
+                    lost.with(&base, &sender, d.lost_segments as f64);
+                    zero_window.with(&base, &sender, d.zero_window as f64);
+                    zero_window_probes.with(&base, &sender, d.zero_window_probes as f64);
+                    window_full.with(&base, &sender, d.window_full as f64);
+                    keepalives.with(&base, &sender, d.keepalives as f64);
                     for slot in 0..WSCALE_SLOTS {
                         if d.syn_window_scale[slot] > 0 {
                             let shift = shift_label(slot);
@@ -325,11 +362,15 @@ impl Collector for Exporter {
                     duration.add(base.clone(), &h.duration);
                 }
                 for leg in Side::BOTH {
-                    let rtt = &h.handshake_rtt[leg.index()];
-                    if rtt.count() > 0 {
-                        let mut labels = base.clone();
-                        labels.push(("leg", leg.as_str().to_string()));
-                        handshake.add(labels, rtt);
+                    let mut labels = base.clone();
+                    labels.push(("leg", leg.as_str().to_string()));
+                    let h_rtt = &h.handshake_rtt[leg.index()];
+                    if h_rtt.count() > 0 {
+                        handshake.add(labels.clone(), h_rtt);
+                    }
+                    let d_rtt = &h.rtt[leg.index()];
+                    if d_rtt.count() > 0 {
+                        rtt.add(labels, d_rtt);
                     }
                 }
             }
@@ -375,6 +416,16 @@ impl Collector for Exporter {
             failed.family(),
             closed.family(),
             active.family(),
+            retransmitted.family(),
+            retransmitted_bytes.family(),
+            out_of_order.family(),
+            duplicate_acks.family(),
+            lost.family(),
+            zero_window.family(),
+            zero_window_probes.family(),
+            window_full.family(),
+            keepalives.family(),
+            rtt.family(),
             duration.family(),
             handshake.family(),
             build.family(),

@@ -77,6 +77,57 @@ pub const HANDSHAKE_RTT: Def = def(
     "Handshake round-trip time from the capture point: leg=server is SYN to SYN/ACK, leg=client is SYN/ACK to the client's ACK.",
 );
 
+pub const RETRANSMITTED_SEGMENTS: Def = def(
+    "tcp_retransmitted_segments_total",
+    Counter,
+    "Retransmitted segments, each counted once by its most specific kind (spurious_retransmission: the data was already acknowledged; fast_retransmission: after duplicate ACKs; retransmission: the rest), as Wireshark's TCP analysis classifies them.",
+);
+pub const RETRANSMITTED_BYTES: Def = def(
+    "tcp_retransmitted_bytes_total",
+    Counter,
+    "Payload bytes of retransmitted segments (all kinds).",
+);
+pub const OUT_OF_ORDER: Def = def(
+    "tcp_out_of_order_segments_total",
+    Counter,
+    "Segments carrying data before data the capture saw earlier (tcp.analysis.out_of_order).",
+);
+pub const DUPLICATE_ACKS: Def = def(
+    "tcp_duplicate_acks_total",
+    Counter,
+    "Duplicate ACKs: no data, same ACK and window as the previous segment (tcp.analysis.duplicate_ack).",
+);
+pub const LOST_SEGMENTS: Def = def(
+    "tcp_lost_segments_total",
+    Counter,
+    "Gaps: a segment starting beyond the next expected sequence number, so data was not seen (tcp.analysis.lost_segment).",
+);
+pub const ZERO_WINDOW: Def = def(
+    "tcp_zero_window_segments_total",
+    Counter,
+    "Segments advertising a zero receive window (tcp.analysis.zero_window).",
+);
+pub const ZERO_WINDOW_PROBES: Def = def(
+    "tcp_zero_window_probes_total",
+    Counter,
+    "Zero-window probes (tcp.analysis.zero_window_probe).",
+);
+pub const WINDOW_FULL: Def = def(
+    "tcp_window_full_segments_total",
+    Counter,
+    "Segments that fill the receiver's advertised window (tcp.analysis.window_full).",
+);
+pub const KEEPALIVES: Def = def(
+    "tcp_keepalives_total",
+    Counter,
+    "Keep-alive segments (tcp.analysis.keep_alive).",
+);
+pub const RTT: Def = def(
+    "tcp_rtt_seconds",
+    Histogram,
+    "Round-trip time from the capture point, from a data segment to the ACK that first covers it, never from a retransmitted segment (Karn): leg=server times the server's answer to client data, leg=client the client's answer to server data.",
+);
+
 pub const BUILD_INFO: Def = def(
     "tcp_exporter_build_info",
     Gauge,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ahash::RandomState;
 
 use crate::decode::{DecodeErrorKind, Segment};
-use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Removal, Side, Step};
+use crate::flow::{CloseReason, Flags, Lifecycle, Nanos, Orientation, Removal, Side, Step};
 
 use super::names::{DURATION_BUCKETS, RTT_BUCKETS};
 
@@ -69,7 +69,25 @@ pub struct DirCounters {
     pub resets: u64,
     pub dont_fragment: u64,
     pub syn_window_scale: [u64; WSCALE_SLOTS],
+    /// By kind: [retransmission, fast_retransmission, spurious_retransmission].
+    pub retransmitted: [u64; 3],
+    pub retransmitted_bytes: u64,
+    pub out_of_order: u64,
+    pub duplicate_acks: u64,
+    pub lost_segments: u64,
+    pub zero_window: u64,
+    pub zero_window_probes: u64,
+    pub window_full: u64,
+    pub keepalives: u64,
 }
+
+/// The `kind` label values of tcp_retransmitted_segments_total, in the
+/// order of `DirCounters::retransmitted`.
+pub const RETRANSMISSION_KINDS: [&str; 3] = [
+    "retransmission",
+    "fast_retransmission",
+    "spurious_retransmission",
+];
 
 /// Counts of one (client, server, server_port) series.
 #[derive(Clone, Copy, Debug, Default)]
@@ -133,6 +151,8 @@ pub type DurationHistogram = Histogram<{ DURATION_BUCKETS.len() }>;
 pub struct ServerHistograms {
     /// Indexed by leg: [client, server].
     pub handshake_rtt: [RttHistogram; 2],
+    /// Data RTT, indexed by leg.
+    pub rtt: [RttHistogram; 2],
     pub duration: DurationHistogram,
 }
 
@@ -292,7 +312,34 @@ impl Shard {
             };
             d.syn_window_scale[slot] += 1;
         }
-        if *step != Step::default() {
+        let f = step.flags;
+        if f.0 != 0 {
+            let kind = if f.has(Flags::SPURIOUS_RETRANSMISSION) {
+                Some(2)
+            } else if f.has(Flags::FAST_RETRANSMISSION) {
+                Some(1)
+            } else if f.has(Flags::RETRANSMISSION) {
+                Some(0)
+            } else {
+                None
+            };
+            if let Some(kind) = kind {
+                d.retransmitted[kind] += 1;
+                d.retransmitted_bytes += seg.payload_len as u64;
+            }
+            d.out_of_order += f.has(Flags::OUT_OF_ORDER) as u64;
+            d.duplicate_acks += f.has(Flags::DUPLICATE_ACK) as u64;
+            d.lost_segments += f.has(Flags::LOST_SEGMENT) as u64;
+            d.zero_window += f.has(Flags::ZERO_WINDOW) as u64;
+            d.zero_window_probes += f.has(Flags::ZERO_WINDOW_PROBE) as u64;
+            d.window_full += f.has(Flags::WINDOW_FULL) as u64;
+            d.keepalives += f.has(Flags::KEEP_ALIVE) as u64;
+        }
+        if step.lifecycle.is_some()
+            || step.handshake_rtt.is_some()
+            || step.duration.is_some()
+            || step.data_rtt.is_some()
+        {
             self.apply(ids, step);
         }
     }
@@ -347,6 +394,9 @@ impl Shard {
         let h = &mut self.servers.entries[ids.server as usize].1;
         if let Some((leg, rtt)) = step.handshake_rtt {
             h.handshake_rtt[leg.index()].observe(&self.rtt_bounds, rtt);
+        }
+        if let Some((leg, rtt)) = step.data_rtt {
+            h.rtt[leg.index()].observe(&self.rtt_bounds, rtt);
         }
         if let Some(d) = step.duration {
             h.duration.observe(&self.duration_bounds, d);

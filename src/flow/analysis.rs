@@ -1,0 +1,336 @@
+//! Wireshark's TCP sequence analysis, per connection and direction: which
+//! segments are retransmissions (plain, fast, spurious), out of order, after
+//! a gap, duplicate ACKs, keep-alives, zero windows, probes, or fill the
+//! peer's window. A pure function of (state, segment, capture time): no
+//! allocation, no I/O, no clock.
+//!
+//! The rules and their order follow tshark 4.0 (see docs/analysis.md, which
+//! also lists where this differs on purpose). Numbers are compared as
+//! tshark compares them: raw 32-bit sequence numbers in wrapping order, raw
+//! 16-bit windows except in the window-full check, and 0 read as "unknown"
+//! for the next expected sequence number.
+
+use crate::decode::Segment;
+
+use super::key::Side;
+use super::rtt::RttSampler;
+use super::seq::SeqNum;
+use super::Nanos;
+
+/// What the analysis says of one segment. At most one of the four
+/// retransmission-family flags (RETRANSMISSION, FAST_RETRANSMISSION,
+/// SPURIOUS_RETRANSMISSION, OUT_OF_ORDER) is set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(pub u16);
+
+impl Flags {
+    pub const RETRANSMISSION: u16 = 1 << 0;
+    pub const FAST_RETRANSMISSION: u16 = 1 << 1;
+    pub const SPURIOUS_RETRANSMISSION: u16 = 1 << 2;
+    pub const OUT_OF_ORDER: u16 = 1 << 3;
+    pub const LOST_SEGMENT: u16 = 1 << 4;
+    pub const ACKED_UNSEEN: u16 = 1 << 5;
+    pub const DUPLICATE_ACK: u16 = 1 << 6;
+    pub const ZERO_WINDOW: u16 = 1 << 7;
+    pub const ZERO_WINDOW_PROBE: u16 = 1 << 8;
+    pub const ZERO_WINDOW_PROBE_ACK: u16 = 1 << 9;
+    pub const WINDOW_FULL: u16 = 1 << 10;
+    pub const WINDOW_UPDATE: u16 = 1 << 11;
+    pub const KEEP_ALIVE: u16 = 1 << 12;
+    pub const KEEP_ALIVE_ACK: u16 = 1 << 13;
+
+    pub fn has(self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u16) {
+        self.0 |= flag;
+    }
+
+    /// Whether the segment repeats data, by any of the three kinds.
+    pub fn is_retransmission(self) -> bool {
+        self.has(Self::RETRANSMISSION | Self::FAST_RETRANSMISSION | Self::SPURIOUS_RETRANSMISSION)
+    }
+}
+
+/// A window-scale shift as the analysis knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scale {
+    /// No handshake seen, no option seen.
+    Unknown,
+    /// The handshake shows scaling is off.
+    Off,
+    Shift(u8),
+}
+
+/// tshark's "no window seen yet": no real 16-bit window equals it.
+const NO_WINDOW: u32 = u32::MAX;
+/// A duplicate-ACK count that tshark sets after an ACK of unseen data; it
+/// passes the "two or more duplicate ACKs" test of a fast retransmission.
+const DUPACK_SENTINEL: u32 = u32::MAX;
+/// Fast retransmissions follow the peer's last segment by less than this.
+const FAST_RETRANSMISSION_WINDOW: Nanos = 20_000_000;
+/// Out-of-order threshold while the handshake RTT is unknown.
+const DEFAULT_OOO_THRESHOLD: Nanos = 3_000_000;
+
+/// What one direction of a connection has shown so far.
+#[derive(Clone, Copy, Debug)]
+pub struct DirState {
+    /// The sequence number before this side's first byte (its ISN), once
+    /// known: a SYN without ACK that disagrees opens a new connection.
+    base_seq: Option<SeqNum>,
+    /// The raw window of this side's last segment.
+    window: u32,
+    scale: Scale,
+    /// This side's last segment was its SYN or SYN/ACK (whose window is
+    /// never scaled).
+    first_ack_pending: bool,
+    /// Next expected sequence number; 0 means unknown, as in tshark.
+    next_seq: SeqNum,
+    next_seq_time: Nanos,
+    /// Highest sequence number reached without a gap; 0 means unknown.
+    max_seq_to_be_acked: SeqNum,
+    /// The ACK field of this side's last segment, ACK flag or not.
+    last_ack: SeqNum,
+    last_ack_time: Nanos,
+    dupack_count: u32,
+    /// This side's last segment was a keep-alive / a zero-window probe.
+    last_was_keepalive: bool,
+    last_was_zwp: bool,
+    rtt: RttSampler,
+}
+
+impl Default for DirState {
+    fn default() -> Self {
+        DirState {
+            base_seq: None,
+            window: NO_WINDOW,
+            scale: Scale::Unknown,
+            first_ack_pending: false,
+            next_seq: SeqNum(0),
+            next_seq_time: 0,
+            max_seq_to_be_acked: SeqNum(0),
+            last_ack: SeqNum(0),
+            last_ack_time: 0,
+            dupack_count: 0,
+            last_was_keepalive: false,
+            last_was_zwp: false,
+            rtt: RttSampler::default(),
+        }
+    }
+}
+
+/// The analysis of one segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub flags: Flags,
+    /// A data RTT sample completed by this segment's ACK: the leg (the side
+    /// that answered) and the time.
+    pub rtt: Option<(Side, Nanos)>,
+}
+
+/// Sequence-analysis state of one connection, both directions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Analyzer {
+    dir: [DirState; 2],
+    /// Time of the most recent SYN without ACK.
+    last_syn: Option<Nanos>,
+    /// Handshake RTT (tshark's iRTT): most recent SYN to the first non-SYN
+    /// ACK after it. Negative when timestamps run backwards.
+    initial_rtt: Option<i64>,
+}
+
+impl Analyzer {
+    /// Whether `seg` from `side` is a SYN that opens a new connection on
+    /// these addresses and ports: its ISN differs from the one this side
+    /// used (tshark starts a new tcp.stream then).
+    pub fn is_new_connection(&self, seg: &Segment, side: Side) -> bool {
+        seg.flags.syn()
+            && !seg.flags.ack()
+            && self.dir[side.index()]
+                .base_seq
+                .is_some_and(|base| base != SeqNum(seg.seq))
+    }
+
+    pub fn on_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Verdict {
+        let (fwd, rev) = pair(&mut self.dir, side);
+        let f = seg.flags;
+        let seq = SeqNum(seg.seq);
+        let ack = SeqNum(seg.ack);
+        let win = seg.window as u32;
+        let len = seg.payload_len;
+        let sfr = f.syn() || f.fin() || f.rst();
+        let mut flags = Flags::default();
+
+        // A SYN with the ISN already known: a retransmitted SYN.
+        if f.syn() && !f.ack() && fwd.base_seq == Some(seq) {
+            fwd.next_seq = fwd.max_seq_to_be_acked;
+        }
+        if f.syn() && f.ack() && fwd.base_seq.is_some_and(|b| b != seq) {
+            fwd.base_seq = Some(seq);
+        }
+        if fwd.base_seq.is_none() {
+            fwd.base_seq = Some(if f.syn() { seq } else { seq.plus(u32::MAX) });
+        }
+        if rev.base_seq.is_none() && f.ack() {
+            rev.base_seq = Some(ack.plus(u32::MAX));
+        }
+
+        let same_position = len == 0 && seq == fwd.next_seq && ack == fwd.last_ack && !sfr;
+        if len == 1 && seq == fwd.next_seq && rev.window == 0 {
+            flags.set(Flags::ZERO_WINDOW_PROBE);
+        } else {
+            if win == 0 && !sfr {
+                flags.set(Flags::ZERO_WINDOW);
+            }
+            if fwd.next_seq.0 != 0 && seq > fwd.next_seq && !f.rst() {
+                flags.set(Flags::LOST_SEGMENT);
+            }
+            if len <= 1 && seq == fwd.next_seq.plus(u32::MAX) && !sfr {
+                flags.set(Flags::KEEP_ALIVE);
+            }
+            if same_position && win != 0 && win != fwd.window {
+                flags.set(Flags::WINDOW_UPDATE);
+            }
+            if len > 0 && !sfr && rev.scale != Scale::Unknown {
+                let shift = match (rev.first_ack_pending, rev.scale) {
+                    (false, Scale::Shift(s)) => s as u32,
+                    _ => 0,
+                };
+                let edge = rev.last_ack.plus(rev.window.wrapping_shl(shift));
+                if seq.plus(len) == edge {
+                    flags.set(Flags::WINDOW_FULL);
+                }
+            }
+            if same_position && win != 0 && win == fwd.window && rev.last_was_keepalive {
+                flags.set(Flags::KEEP_ALIVE_ACK);
+            } else if same_position && win == 0 && fwd.window == 0 && rev.last_was_zwp {
+                flags.set(Flags::ZERO_WINDOW_PROBE_ACK);
+            } else if same_position && win != 0 && win == fwd.window {
+                fwd.dupack_count = if fwd.dupack_count == DUPACK_SENTINEL {
+                    1
+                } else {
+                    fwd.dupack_count.wrapping_add(1)
+                };
+                flags.set(Flags::DUPLICATE_ACK);
+            }
+        }
+        if ack != fwd.last_ack {
+            fwd.dupack_count = 0;
+        }
+
+        // An ACK beyond what the peer was seen to send.
+        if f.ack() && rev.max_seq_to_be_acked.0 != 0 && ack > rev.max_seq_to_be_acked {
+            if rev.max_seq_to_be_acked < rev.next_seq {
+                rev.max_seq_to_be_acked = rev.next_seq;
+                flags.set(Flags::ACKED_UNSEEN);
+            } else {
+                if rev.dupack_count == 0 {
+                    flags.set(Flags::ACKED_UNSEEN);
+                }
+                rev.dupack_count = DUPACK_SENTINEL;
+            }
+        }
+
+        let occupies = len > 0 || f.syn() || f.fin();
+        if occupies && !flags.has(Flags::KEEP_ALIVE) {
+            let syn_fin = (f.syn() || f.fin()) as u32;
+            let mut not_advanced = fwd.next_seq.0 != 0 && seq < fwd.next_seq;
+            if len > 1 && seq == fwd.next_seq.plus(u32::MAX) {
+                not_advanced = false;
+            }
+            let since = |t: Nanos| now.checked_sub(t).unwrap_or(Nanos::MAX);
+            let ooo_threshold = match self.initial_rtt {
+                None | Some(0) => DEFAULT_OOO_THRESHOLD,
+                Some(rtt) if rtt < 0 => Nanos::MAX,
+                Some(rtt) => rtt as Nanos,
+            };
+            if len > 0 && rev.last_ack.0 != 0 && seq.plus(len) <= rev.last_ack {
+                flags.set(Flags::SPURIOUS_RETRANSMISSION);
+            } else if not_advanced
+                && rev.dupack_count >= 2
+                && rev.last_ack == seq
+                && since(rev.last_ack_time) < FAST_RETRANSMISSION_WINDOW
+            {
+                flags.set(Flags::FAST_RETRANSMISSION);
+            } else if not_advanced
+                && since(fwd.next_seq_time) < ooo_threshold
+                && fwd.next_seq != seq.plus(len + syn_fin)
+            {
+                flags.set(Flags::OUT_OF_ORDER);
+            } else if not_advanced {
+                flags.set(Flags::RETRANSMISSION);
+            }
+        }
+
+        // Where this direction stands now.
+        let end = seq.plus(
+            len + if occupies {
+                (f.syn() || f.fin()) as u32
+            } else {
+                0
+            },
+        );
+        let probe = flags.has(Flags::ZERO_WINDOW_PROBE);
+        if (end > fwd.next_seq || fwd.next_seq.0 == 0) && !probe {
+            if len > 0 && !flags.is_retransmission() {
+                fwd.rtt.on_new_data(end, now);
+            }
+            fwd.next_seq = end;
+            fwd.next_seq_time = now;
+        }
+        if flags.is_retransmission() || flags.has(Flags::OUT_OF_ORDER) {
+            fwd.rtt.on_retransmission();
+        }
+        if (seq == fwd.max_seq_to_be_acked || fwd.max_seq_to_be_acked.0 == 0) && !probe {
+            fwd.max_seq_to_be_acked = fwd.next_seq;
+        }
+        fwd.window = win;
+        fwd.last_ack = ack;
+        fwd.last_ack_time = now;
+        fwd.last_was_keepalive = flags.has(Flags::KEEP_ALIVE);
+        fwd.last_was_zwp = probe;
+
+        // The peer's data this segment acknowledges, for the data RTT.
+        let rtt = if f.ack() {
+            rev.rtt.on_ack(ack, now).map(|t| (side, t))
+        } else {
+            None
+        };
+
+        // After the analysis, as tshark does: handshake bookkeeping.
+        if f.syn() {
+            if !f.ack() {
+                self.last_syn = Some(now);
+            }
+            fwd.first_ack_pending = true;
+        } else if f.ack() {
+            // tshark reads an iRTT of exactly 0 as "not yet measured".
+            if let (Some(syn), None | Some(0)) = (self.last_syn, self.initial_rtt) {
+                self.initial_rtt = Some(now as i64 - syn as i64);
+            }
+            fwd.first_ack_pending = false;
+        }
+        if let Some(shift) = seg.options.window_scale {
+            fwd.scale = Scale::Shift(shift.min(14));
+        }
+        if f.syn() {
+            if fwd.scale == Scale::Unknown {
+                fwd.scale = Scale::Off;
+                rev.scale = Scale::Off;
+            } else if f.ack() && rev.scale == Scale::Off {
+                fwd.scale = Scale::Off;
+            }
+        }
+        Verdict { flags, rtt }
+    }
+}
+
+/// The sender's and the peer's state, both mutable.
+fn pair(dir: &mut [DirState; 2], side: Side) -> (&mut DirState, &mut DirState) {
+    let [client, server] = dir;
+    match side {
+        Side::Client => (client, server),
+        Side::Server => (server, client),
+    }
+}
