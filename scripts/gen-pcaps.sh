@@ -49,7 +49,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [[ $(id -u) -eq 0 ]] || { echo "gen-pcaps.sh: must run as root" >&2; exit 1; }
-for tool in ip ethtool nft tcpdump tshark editcap mergecap "$PY"; do
+for tool in ip ethtool nft tcpdump tshark editcap mergecap capinfos "$PY"; do
     command -v "$tool" >/dev/null || { echo "gen-pcaps.sh: $tool not found" >&2; exit 1; }
 done
 mkdir -p "$OUT"
@@ -399,7 +399,7 @@ gen_router_loss() {
 
 # Files made from the captures above.
 gen_derived() {
-    log "vlan.pcap, raw_ip.pcap, pcapng_mixed.pcapng"
+    log "vlan.pcap, raw_ip.pcap, pcapng_mixed.pcapng, midstream.pcap"
     # 802.1Q on every frame; QinQ on the third handshake's SYN and the frame
     # after it (its SYN/ACK).
     local syn
@@ -414,6 +414,11 @@ gen_derived() {
     # pcapng (one Ethernet interface) holding IPv4 and IPv6 connections.
     mergecap -F pcap -w "$TMP/mixed.pcap" "$OUT/short_conns.pcap" "$OUT/ipv6.pcap"
     editcap -F pcapng "$TMP/mixed.pcap" "$OUT/pcapng_mixed.pcapng"
+    # A capture that starts mid-connection: bulk_loss without its first 60
+    # frames (the first transfers' handshakes and early data).
+    local frames
+    frames=$(capinfos -c -M "$OUT/bulk_loss.pcap" | awk -F: '/Number of packets/ {gsub(/ /, "", $2); print $2}')
+    editcap -r "$OUT/bulk_loss.pcap" "$OUT/midstream.pcap" "61-$frames"
 }
 
 start=$SECONDS
