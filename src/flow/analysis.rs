@@ -334,3 +334,394 @@ fn pair(dir: &mut [DirState; 2], side: Side) -> (&mut DirState, &mut DirState) {
         Side::Server => (server, client),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{TcpFlags, TcpOptions};
+
+    const S: u8 = TcpFlags::SYN;
+    const A: u8 = TcpFlags::ACK;
+    const F: u8 = TcpFlags::FIN;
+    const MS: Nanos = 1_000_000;
+    const US: Nanos = 1_000;
+
+    /// Feeds one connection segment by segment, on its own clock.
+    struct Conv {
+        a: Analyzer,
+        now: Nanos,
+    }
+
+    struct Seg {
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        win: u16,
+        len: u32,
+        wscale: Option<u8>,
+        sack: &'static [(u32, u32)],
+    }
+
+    fn seg(flags: u8, seq: u32, ack: u32, win: u16, len: u32) -> Seg {
+        Seg {
+            flags,
+            seq,
+            ack,
+            win,
+            len,
+            wscale: None,
+            sack: &[],
+        }
+    }
+
+    impl Seg {
+        fn sack(mut self, blocks: &'static [(u32, u32)]) -> Seg {
+            self.sack = blocks;
+            self
+        }
+    }
+
+    impl Conv {
+        fn new() -> Conv {
+            Conv {
+                a: Analyzer::default(),
+                now: 1_700_000_000 * 1_000_000_000,
+            }
+        }
+
+        fn send(&mut self, side: Side, after: Nanos, s: Seg) -> Verdict {
+            self.now += after;
+            let mut options = TcpOptions {
+                window_scale: s.wscale,
+                ..TcpOptions::default()
+            };
+            for &b in s.sack {
+                options.sack[options.sack_count as usize] = b;
+                options.sack_count += 1;
+            }
+            let segment = Segment {
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "10.0.0.2".parse().unwrap(),
+                ip_len: 40 + s.len,
+                dont_fragment: true,
+                src_port: 40000,
+                dst_port: 80,
+                seq: s.seq,
+                ack: s.ack,
+                flags: TcpFlags(s.flags),
+                window: s.win,
+                payload_len: s.len,
+                options,
+            };
+            self.a.on_segment(&segment, side, self.now)
+        }
+
+        fn c(&mut self, after: Nanos, s: Seg) -> Flags {
+            self.send(Side::Client, after, s).flags
+        }
+
+        fn s(&mut self, after: Nanos, s: Seg) -> Flags {
+            self.send(Side::Server, after, s).flags
+        }
+
+        /// SYN (ISN 1000) / SYN-ACK (ISN 5000) / ACK with a 100 µs
+        /// handshake RTT; window scale as given.
+        fn handshake(ws_client: Option<u8>, ws_server: Option<u8>) -> Conv {
+            let mut t = Conv::new();
+            let mut syn = seg(S, 1000, 0, 64240, 0);
+            syn.wscale = ws_client;
+            let mut synack = seg(S | A, 5000, 1001, 65160, 0);
+            synack.wscale = ws_server;
+            assert_eq!(t.c(0, syn), Flags::default());
+            assert_eq!(t.s(50 * US, synack), Flags::default());
+            assert_eq!(t.c(50 * US, seg(A, 1001, 5001, 502, 0)), Flags::default());
+            t
+        }
+    }
+
+    fn only(flag: u16) -> Flags {
+        Flags(flag)
+    }
+
+    #[test]
+    fn in_order_data_and_acks_carry_no_flags() {
+        let mut t = Conv::handshake(Some(7), Some(7));
+        assert_eq!(t.c(MS, seg(A, 1001, 5001, 502, 100)), Flags::default());
+        assert_eq!(t.c(MS, seg(A, 1101, 5001, 502, 100)), Flags::default());
+        assert_eq!(t.s(MS, seg(A, 5001, 1201, 509, 0)), Flags::default());
+    }
+
+    #[test]
+    fn repeated_data_later_than_the_handshake_rtt_is_a_retransmission() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        t.c(MS, seg(A, 1101, 5001, 502, 100));
+        let f = t.c(200 * MS, seg(A, 1001, 5001, 502, 100));
+        assert_eq!(f, only(Flags::RETRANSMISSION));
+    }
+
+    #[test]
+    fn retransmission_after_three_duplicate_acks_is_fast() {
+        let mut t = Conv::handshake(None, None);
+        for i in 0..4 {
+            t.c(100 * US, seg(A, 1001 + 100 * i, 5001, 502, 100));
+        }
+        // 1101..1201 was lost after the capture point: the server ACKs 1101
+        // once, then three duplicates.
+        assert_eq!(t.s(100 * US, seg(A, 5001, 1101, 500, 0)), Flags::default());
+        for _ in 0..3 {
+            assert_eq!(
+                t.s(100 * US, seg(A, 5001, 1101, 500, 0)),
+                only(Flags::DUPLICATE_ACK)
+            );
+        }
+        let f = t.c(5 * MS, seg(A, 1101, 5001, 502, 100));
+        assert_eq!(f, only(Flags::FAST_RETRANSMISSION));
+    }
+
+    #[test]
+    fn fast_retransmission_needs_the_last_dup_ack_under_20_ms_ago() {
+        let mut t = Conv::handshake(None, None);
+        for i in 0..3 {
+            t.c(100 * US, seg(A, 1001 + 100 * i, 5001, 502, 100));
+        }
+        for _ in 0..3 {
+            t.s(100 * US, seg(A, 5001, 1101, 500, 0));
+        }
+        let f = t.c(20 * MS, seg(A, 1101, 5001, 502, 100));
+        assert_eq!(f, only(Flags::RETRANSMISSION));
+    }
+
+    #[test]
+    fn data_already_acknowledged_is_spurious() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        t.s(MS, seg(A, 5001, 1101, 500, 0));
+        let f = t.c(300 * MS, seg(A, 1001, 5001, 502, 100));
+        assert_eq!(f, only(Flags::SPURIOUS_RETRANSMISSION));
+    }
+
+    #[test]
+    fn earlier_data_soon_after_later_data_is_out_of_order() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        // 1101..1201 overtaken by 1201..1301, then arrives 10 µs later,
+        // within the 100 µs handshake RTT.
+        assert_eq!(
+            t.c(MS, seg(A, 1201, 5001, 502, 100)),
+            only(Flags::LOST_SEGMENT)
+        );
+        let f = t.c(10 * US, seg(A, 1101, 5001, 502, 100));
+        assert_eq!(f, only(Flags::OUT_OF_ORDER));
+        // The same late arrival after the handshake RTT is a retransmission.
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        t.c(MS, seg(A, 1201, 5001, 502, 100));
+        let f = t.c(150 * US, seg(A, 1101, 5001, 502, 100));
+        assert_eq!(f, only(Flags::RETRANSMISSION));
+    }
+
+    #[test]
+    fn without_a_handshake_the_out_of_order_threshold_is_3_ms() {
+        let mut t = Conv::new();
+        t.c(0, seg(A, 1001, 5001, 502, 100));
+        t.c(MS, seg(A, 1201, 5001, 502, 100));
+        assert_eq!(
+            t.c(2_999 * US, seg(A, 1101, 5001, 502, 100)),
+            only(Flags::OUT_OF_ORDER)
+        );
+        let mut t = Conv::new();
+        t.c(0, seg(A, 1001, 5001, 502, 100));
+        t.c(MS, seg(A, 1201, 5001, 502, 100));
+        assert_eq!(
+            t.c(3 * MS, seg(A, 1101, 5001, 502, 100)),
+            only(Flags::RETRANSMISSION)
+        );
+    }
+
+    #[test]
+    fn a_gap_is_a_lost_segment() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        assert_eq!(
+            t.c(MS, seg(A, 1501, 5001, 502, 100)),
+            only(Flags::LOST_SEGMENT)
+        );
+        assert_eq!(t.c(MS, seg(A, 1601, 5001, 502, 100)), Flags::default());
+    }
+
+    #[test]
+    fn keepalive_is_a_byte_before_next_seq_and_never_a_retransmission() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        t.s(MS, seg(A, 5001, 1101, 500, 0));
+        // Linux sends its keep-alive with no data, one below next seq; some
+        // stacks send one garbage byte there.
+        assert_eq!(
+            t.c(2 * MS, seg(A, 1100, 5001, 502, 0)),
+            only(Flags::KEEP_ALIVE)
+        );
+        assert_eq!(
+            t.s(MS, seg(A, 5001, 1101, 500, 0)),
+            only(Flags::KEEP_ALIVE_ACK)
+        );
+        assert_eq!(
+            t.c(2 * MS, seg(A, 1100, 5001, 502, 1)),
+            only(Flags::KEEP_ALIVE)
+        );
+    }
+
+    #[test]
+    fn zero_window_then_a_probe_at_next_seq() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        assert_eq!(t.s(MS, seg(A, 5001, 1101, 0, 0)), only(Flags::ZERO_WINDOW));
+        assert_eq!(
+            t.c(200 * MS, seg(A, 1101, 5001, 502, 1)),
+            only(Flags::ZERO_WINDOW_PROBE)
+        );
+        let ack = t.s(MS, seg(A, 5001, 1101, 0, 0));
+        assert_eq!(
+            ack,
+            Flags(Flags::ZERO_WINDOW | Flags::ZERO_WINDOW_PROBE_ACK)
+        );
+        // A probe does not move next seq: the next one is a probe too.
+        assert_eq!(
+            t.c(400 * MS, seg(A, 1101, 5001, 502, 1)),
+            only(Flags::ZERO_WINDOW_PROBE)
+        );
+    }
+
+    #[test]
+    fn linux_zero_window_probe_is_a_keepalive_to_wireshark() {
+        // Linux probes a zero window with an empty segment one byte below
+        // next seq; by Wireshark's rules that is a keep-alive.
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        t.s(MS, seg(A, 5001, 1101, 0, 0));
+        assert_eq!(
+            t.c(200 * MS, seg(A, 1100, 5001, 502, 0)),
+            only(Flags::KEEP_ALIVE)
+        );
+    }
+
+    #[test]
+    fn window_full_uses_the_negotiated_scale() {
+        // The server scales by 2^7: a raw window of 2 is 256 bytes.
+        let mut t = Conv::handshake(Some(7), Some(7));
+        t.s(MS, seg(A, 5001, 1001, 2, 0));
+        assert_eq!(t.c(MS, seg(A, 1001, 5001, 502, 200)), Flags::default());
+        assert_eq!(
+            t.c(MS, seg(A, 1201, 5001, 502, 56)),
+            only(Flags::WINDOW_FULL)
+        );
+    }
+
+    #[test]
+    fn window_is_not_scaled_when_either_side_did_not_offer_scaling() {
+        let mut t = Conv::handshake(Some(7), None);
+        t.s(MS, seg(A, 5001, 1001, 256, 0));
+        assert_eq!(
+            t.c(MS, seg(A, 1001, 5001, 502, 256)),
+            only(Flags::WINDOW_FULL)
+        );
+    }
+
+    #[test]
+    fn window_full_is_not_judged_without_the_handshake() {
+        let mut t = Conv::new();
+        t.s(0, seg(A, 5001, 1001, 256, 0));
+        assert_eq!(t.c(MS, seg(A, 1001, 5001, 502, 256)), Flags::default());
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_past_2_pow_32() {
+        let mut t = Conv::new();
+        let isn = u32::MAX - 150;
+        t.c(0, seg(S, isn, 0, 64240, 0));
+        t.s(50 * US, seg(S | A, 5000, isn.wrapping_add(1), 65160, 0));
+        t.c(50 * US, seg(A, isn.wrapping_add(1), 5001, 502, 0));
+        for i in 0..4u32 {
+            let f = t.c(MS, seg(A, isn.wrapping_add(1 + 100 * i), 5001, 502, 100));
+            assert_eq!(f, Flags::default(), "segment {i} across the wrap");
+        }
+        let again = t.c(200 * MS, seg(A, isn.wrapping_add(101), 5001, 502, 100));
+        assert_eq!(again, only(Flags::RETRANSMISSION));
+        let gap = t.c(MS, seg(A, isn.wrapping_add(601), 5001, 502, 100));
+        assert_eq!(gap, only(Flags::LOST_SEGMENT));
+    }
+
+    #[test]
+    fn duplicate_ack_needs_the_same_window_and_sack_blocks_do_not_matter() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A, 1001, 5001, 502, 100));
+        t.s(MS, seg(A, 5001, 1101, 500, 0));
+        let dup = t.s(MS, seg(A, 5001, 1101, 500, 0).sack(&[(1201, 1301)]));
+        assert_eq!(dup, only(Flags::DUPLICATE_ACK));
+        assert_eq!(
+            t.s(MS, seg(A, 5001, 1101, 600, 0)),
+            only(Flags::WINDOW_UPDATE)
+        );
+        assert_eq!(
+            t.s(MS, seg(A, 5001, 1101, 600, 0)),
+            only(Flags::DUPLICATE_ACK)
+        );
+    }
+
+    #[test]
+    fn fin_counts_as_one_sequence_number() {
+        let mut t = Conv::handshake(None, None);
+        t.c(MS, seg(A | F, 1001, 5001, 502, 0));
+        // A segment right after the FIN's sequence number is no gap (as
+        // tshark has it, this pure ACK repeating the FIN's ACK and window is
+        // a duplicate ACK)...
+        assert_eq!(
+            t.c(MS, seg(A, 1002, 5001, 502, 0)),
+            only(Flags::DUPLICATE_ACK)
+        );
+        // ...and the FIN again is a retransmission.
+        assert_eq!(
+            t.c(300 * MS, seg(A | F, 1001, 5001, 502, 0)),
+            only(Flags::RETRANSMISSION)
+        );
+    }
+
+    #[test]
+    fn data_rtt_times_new_data_to_its_ack_but_never_retransmitted_data() {
+        let mut t = Conv::handshake(None, None);
+        t.send(Side::Client, MS, seg(A, 1001, 5001, 502, 100));
+        let v = t.send(Side::Server, 250 * US, seg(A, 5001, 1101, 500, 0));
+        assert_eq!(v.rtt, Some((Side::Server, 250 * US)));
+        t.send(Side::Client, MS, seg(A, 1101, 5001, 502, 100));
+        t.send(Side::Client, 300 * MS, seg(A, 1101, 5001, 502, 100));
+        let v = t.send(Side::Server, 250 * US, seg(A, 5001, 1201, 500, 0));
+        assert_eq!(v.rtt, None, "Karn: the data was sent twice");
+    }
+
+    #[test]
+    fn a_syn_with_another_isn_is_a_new_connection() {
+        let t = Conv::handshake(None, None);
+        let mut syn = Segment {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            ip_len: 40,
+            dont_fragment: true,
+            src_port: 40000,
+            dst_port: 80,
+            seq: 1000,
+            ack: 0,
+            flags: TcpFlags(S),
+            window: 64240,
+            payload_len: 0,
+            options: TcpOptions::default(),
+        };
+        assert!(!t.a.is_new_connection(&syn, Side::Client), "same ISN");
+        syn.seq = 777;
+        assert!(t.a.is_new_connection(&syn, Side::Client));
+        syn.flags = TcpFlags(S | A);
+        assert!(
+            !t.a.is_new_connection(&syn, Side::Client),
+            "SYN/ACK never is"
+        );
+    }
+}
