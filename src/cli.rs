@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::capture::af_packet::{
+    DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_TIMEOUT_MS,
+};
 use crate::flow::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_FLOWS};
 use crate::metrics::DEFAULT_MAX_SERIES;
 
@@ -83,7 +86,37 @@ pub struct Args {
     #[arg(long)]
     pub promisc: bool,
 
-    /// Kernel capture buffer per interface, in MiB.
+    /// Kernel capture buffer per interface, in MiB (pcap backend).
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub buffer_size: u32,
+
+    /// Capture backend: `pcap` (libpcap, portable) or `af-packet` (Linux
+    /// TPACKET_V3 rings, one per worker thread, joined by PACKET_FANOUT).
+    #[arg(long, value_enum, default_value_t = BackendArg::Pcap)]
+    pub backend: BackendArg,
+
+    /// af-packet: worker threads (each with its own socket, ring, flow
+    /// table and counters) per interface. Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// af-packet: ring block size in KiB (a multiple of the page size).
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_BLOCK_SIZE / 1024)]
+    pub ring_block_size: u32,
+
+    /// af-packet: ring blocks per worker.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BLOCK_COUNT)]
+    pub ring_blocks: u32,
+
+    /// af-packet: milliseconds after which the kernel hands over a block
+    /// that is not full.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_BLOCK_TIMEOUT_MS)]
+    pub ring_timeout: u32,
+}
+
+/// `--backend` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Pcap,
+    AfPacket,
 }

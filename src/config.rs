@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::cli::Args;
+use crate::capture::af_packet::{
+    DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_TIMEOUT_MS,
+};
+use crate::cli::{Args, BackendArg};
 use crate::flow::Nanos;
 
 /// What to capture from.
@@ -14,8 +17,21 @@ pub enum Source {
     File { path: PathBuf, print: bool },
 }
 
+/// The live capture backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Pcap,
+    AfPacket {
+        workers: usize,
+        block_size: u32,
+        block_count: u32,
+        block_timeout_ms: u32,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub backend: Backend,
     pub source: Source,
     pub listen: SocketAddr,
     /// BPF expression; empty for none.
@@ -41,7 +57,16 @@ pub enum ConfigError {
     BufferTooLarge(u32),
     #[error("interface {0:?} is given twice")]
     DuplicateInterface(String),
+    #[error("--ring-block-size {0} KiB must be a multiple of the {1}-byte page size")]
+    RingBlockSize(u32, usize),
+    #[error("--workers and --ring-* apply to --backend af-packet only")]
+    NotAfPacket,
+    #[error("--workers {0}: at most {MAX_WORKERS}")]
+    TooManyWorkers(usize),
 }
+
+/// Worker threads per interface, at most.
+pub const MAX_WORKERS: usize = 64;
 
 /// The capture filter of live interfaces when -f is not given.
 pub const DEFAULT_LIVE_FILTER: &str = "tcp";
@@ -73,6 +98,42 @@ impl Config {
         if args.buffer_size > 2047 {
             return Err(ConfigError::BufferTooLarge(args.buffer_size));
         }
+        let backend = match args.backend {
+            BackendArg::Pcap => {
+                let ring_defaults = args.ring_block_size == DEFAULT_BLOCK_SIZE / 1024
+                    && args.ring_blocks == DEFAULT_BLOCK_COUNT
+                    && args.ring_timeout == DEFAULT_BLOCK_TIMEOUT_MS;
+                if args.workers.is_some() || !ring_defaults {
+                    return Err(ConfigError::NotAfPacket);
+                }
+                Backend::Pcap
+            }
+            BackendArg::AfPacket => {
+                let workers = args
+                    .workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                if workers == 0 {
+                    return Err(ConfigError::Zero("workers"));
+                }
+                if workers > MAX_WORKERS {
+                    return Err(ConfigError::TooManyWorkers(workers));
+                }
+                if args.ring_blocks == 0 {
+                    return Err(ConfigError::Zero("ring-blocks"));
+                }
+                let page = page_size();
+                let block_size = args.ring_block_size.saturating_mul(1024);
+                if block_size == 0 || block_size as usize % page != 0 {
+                    return Err(ConfigError::RingBlockSize(args.ring_block_size, page));
+                }
+                Backend::AfPacket {
+                    workers,
+                    block_size,
+                    block_count: args.ring_blocks,
+                    block_timeout_ms: args.ring_timeout.max(1),
+                }
+            }
+        };
         let filter = match (&args.filter, &args.read) {
             (Some(f), _) => f.clone(),
             (None, Some(_)) => String::new(),
@@ -97,6 +158,7 @@ impl Config {
             }
         };
         Ok(Config {
+            backend,
             source,
             listen: SocketAddr::new(args.listen, args.port),
             filter,
@@ -107,6 +169,16 @@ impl Config {
             promisc: args.promisc,
             buffer_bytes: args.buffer_size * 1024 * 1024,
         })
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
     }
 }
 
@@ -173,6 +245,40 @@ mod tests {
                 path: "x.pcap".into(),
                 print: true
             }
+        );
+    }
+
+    #[test]
+    fn af_packet_takes_workers_and_ring_geometry() {
+        let c = parse(&[
+            "--backend",
+            "af-packet",
+            "--workers",
+            "3",
+            "--ring-blocks",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::AfPacket {
+                workers: 3,
+                block_size: DEFAULT_BLOCK_SIZE,
+                block_count: 4,
+                block_timeout_ms: DEFAULT_BLOCK_TIMEOUT_MS
+            }
+        );
+        assert_eq!(
+            parse(&["--workers", "2"]).unwrap_err(),
+            ConfigError::NotAfPacket
+        );
+        assert!(matches!(
+            parse(&["--backend", "af-packet", "--ring-block-size", "3"]).unwrap_err(),
+            ConfigError::RingBlockSize(3, _)
+        ));
+        assert_eq!(
+            parse(&["--backend", "af-packet", "--workers", "0"]).unwrap_err(),
+            ConfigError::Zero("workers")
         );
     }
 

@@ -9,9 +9,11 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use tcp_exporter::capture::{LiveOptions, PacketSource, PcapFile, PcapLive};
+use tcp_exporter::capture::{
+    AfPacket, AfPacketOptions, LiveOptions, PacketSource, PcapFile, PcapLive,
+};
 use tcp_exporter::cli::Args;
-use tcp_exporter::config::{Config, Source};
+use tcp_exporter::config::{Backend, Config, Source};
 use tcp_exporter::http::{self, HttpState};
 use tcp_exporter::metrics::{Exporter, Shard};
 use tcp_exporter::pipeline::{run_source, Stopped, Worker};
@@ -69,13 +71,10 @@ fn run(args: Args) -> Result<()> {
             };
             // Open every interface before anything runs: a bad name or a
             // missing privilege fails the start, with the reason.
-            let sources = interfaces
-                .iter()
-                .map(|name| PcapLive::open(name, &opts))
-                .collect::<Result<Vec<_>, _>>()?;
+            let sources = open_live(interfaces, &config, opts)?;
             let handles: Vec<_> = sources
                 .into_iter()
-                .map(|s| start(Box::new(s), &config, &exporter, &stop).1)
+                .map(|s| start(s, &config, &exporter, &stop).1)
                 .collect();
             serve(&config, &exporter, Arc::new(AtomicBool::new(true)), &stop)?;
             for handle in handles {
@@ -85,6 +84,46 @@ fn run(args: Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Opens the capture sources of every interface: one libpcap handle each,
+/// or `workers` AF_PACKET sockets each, joined in a fanout group per
+/// interface.
+fn open_live(
+    interfaces: &[String],
+    config: &Config,
+    opts: LiveOptions,
+) -> Result<Vec<Box<dyn PacketSource>>> {
+    let mut sources: Vec<Box<dyn PacketSource>> = Vec::new();
+    for (index, name) in interfaces.iter().enumerate() {
+        match &config.backend {
+            Backend::Pcap => sources.push(Box::new(PcapLive::open(name, &opts)?)),
+            Backend::AfPacket {
+                workers,
+                block_size,
+                block_count,
+                block_timeout_ms,
+            } => {
+                let ring = AfPacketOptions {
+                    snaplen: opts.snaplen,
+                    filter: opts.filter.clone(),
+                    block_size: *block_size,
+                    block_count: *block_count,
+                    block_timeout_ms: *block_timeout_ms,
+                    read_timeout_ms: opts.read_timeout_ms,
+                };
+                // One group per interface, distinct from other processes'
+                // groups as far as the PID makes it so.
+                let group = (std::process::id() as u16)
+                    .wrapping_mul(64)
+                    .wrapping_add(index as u16);
+                for _ in 0..*workers {
+                    sources.push(Box::new(AfPacket::open(name, &ring, Some(group))?));
+                }
+            }
+        }
+    }
+    Ok(sources)
 }
 
 type CaptureThread = JoinHandle<Result<Stopped, tcp_exporter::capture::CaptureError>>;

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::capture::{CaptureError, Frame, Next, PacketSource};
+use crate::capture::{CaptureError, CaptureStats, Frame, Next, PacketSource};
 use crate::decode::{decode, LinkType};
 use crate::flow::{Conn, FlowHooks, FlowKey, FlowTable, Nanos, Removal, Step};
 use crate::metrics::{SeriesIds, Shard};
@@ -123,9 +123,7 @@ pub fn run_source(
         if since_stats >= STATS_EVERY {
             since_stats = 0;
             if let Some(stats) = source.stats() {
-                let mut s = lock(shard);
-                s.capture.kernel_drops = stats.kernel_drops;
-                s.capture.interface_drops = stats.interface_drops;
+                copy_stats(&mut lock(shard), &stats);
             }
         }
         if let Some(done) = done {
@@ -133,14 +131,19 @@ pub fn run_source(
         }
     };
     if let Some(stats) = source.stats() {
-        let mut s = lock(shard);
-        s.capture.kernel_drops = stats.kernel_drops;
-        s.capture.interface_drops = stats.interface_drops;
+        copy_stats(&mut lock(shard), &stats);
     }
     if result.is_err() {
         lock(shard).interface_up = false;
     }
     result
+}
+
+fn copy_stats(shard: &mut Shard, stats: &CaptureStats) {
+    shard.capture.kernel_drops = stats.kernel_drops;
+    shard.capture.interface_drops = stats.interface_drops;
+    shard.capture.ring_freezes = stats.ring_freezes;
+    shard.capture.ring_errors = stats.ring_errors;
 }
 
 /// A poisoned shard lock only means a panic mid-update elsewhere; the

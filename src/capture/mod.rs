@@ -6,9 +6,12 @@
 //! what time it is when no frame comes (`Next::Idle`), so that idle flows
 //! expire on a quiet interface.
 
+pub mod af_packet;
 mod pcap_file;
 mod pcap_live;
+pub mod ring;
 
+pub use af_packet::{AfPacket, AfPacketOptions};
 pub use pcap_file::PcapFile;
 pub use pcap_live::{LiveOptions, PcapLive};
 
@@ -39,8 +42,15 @@ pub enum Next<'a> {
 /// counted since the source opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureStats {
+    /// Frames the kernel dropped for want of buffer or ring space.
     pub kernel_drops: u64,
+    /// Frames the interface or its driver dropped (libpcap only).
     pub interface_drops: u64,
+    /// Times an AF_PACKET ring was full and froze (its drops are in
+    /// `kernel_drops`).
+    pub ring_freezes: u64,
+    /// Frames skipped because a ring block did not hold together.
+    pub ring_errors: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -141,7 +141,7 @@ pub const CAPTURE_PACKETS: Def = def(
 pub const CAPTURE_DROPS: Def = def(
     "tcp_exporter_capture_drops_total",
     Counter,
-    "Frames lost before the exporter saw them, as the capture backend reports them (stage=kernel: no room in the capture buffer; stage=interface: dropped by the interface or driver).",
+    "Frames lost before the exporter saw them, as the capture backend reports them (stage=kernel: no room in the capture buffer or ring; stage=interface: dropped by the interface or driver; stage=ring_freeze: times an AF_PACKET ring was full, its drops being under kernel; stage=ring_error: frames skipped in a malformed ring block).",
 );
 pub const DECODE_ERRORS: Def = def(
     "tcp_exporter_decode_errors_total",

@@ -162,6 +162,8 @@ pub struct CaptureCounters {
     pub packets: u64,
     pub kernel_drops: u64,
     pub interface_drops: u64,
+    pub ring_freezes: u64,
+    pub ring_errors: u64,
 }
 
 /// Why flows left the table early, for `tcp_exporter_flow_evictions_total`.

@@ -1,0 +1,422 @@
+//! Linux AF_PACKET capture: a TPACKET_V3 memory-mapped receive ring per
+//! socket, written directly on libc. Sockets of one interface join one
+//! PACKET_FANOUT hash group, so each worker thread owns a socket, its ring,
+//! and (above this layer) its flow table and counters; the kernel's flow
+//! hash is symmetric, so both directions of a connection reach one worker.
+//!
+//! Sockets are SOCK_DGRAM: frames start at the network header whatever the
+//! interface's link type (`-i any` included), and VLAN tags, which the kernel
+//! moves to metadata, are not in the way. The BPF filter is compiled by
+//! libpcap for raw IP and attached to each socket, with its accept length
+//! cut to the snap length, so the kernel copies only headers into the ring.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::ring::{self, PACKET_OUTGOING, TP_STATUS_KERNEL, TP_STATUS_USER};
+use super::{CaptureError, CaptureStats, Frame, Next, PacketSource};
+use crate::decode::LinkType;
+use crate::flow::Nanos;
+
+/// Default ring geometry: 16 blocks of 1 MiB per worker. At the default
+/// snap length a packet takes about 272 bytes of ring, so a ring holds
+/// about 60,000 packets: 60 ms of a 1 Mpps burst.
+pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
+pub const DEFAULT_BLOCK_COUNT: u32 = 16;
+/// The kernel hands a block over when full or after this many ms.
+pub const DEFAULT_BLOCK_TIMEOUT_MS: u32 = 50;
+
+/// How to build each socket's ring.
+#[derive(Clone, Debug)]
+pub struct AfPacketOptions {
+    pub snaplen: u32,
+    /// BPF expression; empty for none.
+    pub filter: String,
+    pub block_size: u32,
+    pub block_count: u32,
+    pub block_timeout_ms: u32,
+    /// How long `next` waits in poll(2) before reporting `Next::Idle`.
+    pub read_timeout_ms: u32,
+}
+
+/// Where the reader is inside the block it holds.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    remaining: u32,
+    offset: usize,
+}
+
+pub struct AfPacket {
+    name: String,
+    fd: OwnedFd,
+    ring: *mut u8,
+    ring_len: usize,
+    block_size: usize,
+    block_count: usize,
+    current: usize,
+    cursor: Option<Cursor>,
+    read_timeout_ms: i32,
+    /// The last call found no block ready and said so: this one waits.
+    drained: bool,
+    /// The loopback interface's index: what this host sends on it is seen
+    /// twice (out and in), so the outgoing copy is skipped, as libpcap does.
+    loopback: i32,
+    stats: CaptureStats,
+}
+
+// SAFETY: the mapping is owned by this value alone (no copies of the pointer
+// escape except borrowed frames tied to `&mut self`); moving it to the
+// capture thread that then uses it exclusively is sound.
+unsafe impl Send for AfPacket {}
+
+const ETH_P_ALL: u16 = 0x0003;
+/// libpcap's DLT_RAW on Linux: filters compiled for it start at the IP header.
+const DLT_RAW: i32 = 12;
+const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW";
+
+fn os_error(what: &str, step: &str) -> CaptureError {
+    let err = std::io::Error::last_os_error();
+    let hint = if err.raw_os_error() == Some(libc::EPERM) {
+        PERMISSION_HINT
+    } else {
+        ""
+    };
+    CaptureError::Open {
+        what: what.to_string(),
+        message: format!("{step}: {err}"),
+        hint,
+    }
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> bool {
+    // SAFETY: `value` is a live, properly sized value for this option.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Compiles `filter` for raw IP with libpcap and caps every accept length
+/// at `snaplen` (an empty filter accepts everything, cut to `snaplen`).
+pub fn compile_filter(filter: &str, snaplen: u32) -> Result<Vec<libc::sock_filter>, CaptureError> {
+    const BPF_RET_K: u16 = 0x06;
+    if filter.is_empty() {
+        return Ok(vec![libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: snaplen,
+        }]);
+    }
+    let bad = |message: String| CaptureError::Filter {
+        filter: filter.to_string(),
+        message,
+    };
+    let dead = pcap::Capture::dead(pcap::Linktype(DLT_RAW)).map_err(|e| bad(e.to_string()))?;
+    let program = dead.compile(filter, true).map_err(|e| bad(e.to_string()))?;
+    program
+        .get_instructions()
+        .iter()
+        .map(|insn| {
+            // The pcap crate shows an instruction only as "code jt jf k".
+            let text = insn.to_string();
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
+            let mut next = || -> Result<u64, CaptureError> {
+                parts
+                    .next()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| bad(format!("unreadable BPF instruction {text:?}")))
+            };
+            let code = next()? as u16;
+            let (jt, jf, mut k) = (next()? as u8, next()? as u8, next()? as u32);
+            if code == BPF_RET_K && k != 0 {
+                k = k.min(snaplen);
+            }
+            Ok(libc::sock_filter { code, jt, jf, k })
+        })
+        .collect()
+}
+
+impl AfPacket {
+    /// Opens one socket with its ring on `interface` (`any` for all), joined
+    /// to fanout group `group` when given.
+    pub fn open(
+        interface: &str,
+        opts: &AfPacketOptions,
+        group: Option<u16>,
+    ) -> Result<AfPacket, CaptureError> {
+        let ifindex = if interface == "any" {
+            0
+        } else {
+            let name = CString::new(interface).map_err(|_| CaptureError::Open {
+                what: interface.to_string(),
+                message: "interface name holds a NUL byte".into(),
+                hint: "",
+            })?;
+            // SAFETY: a valid NUL-terminated string.
+            match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+                0 => return Err(os_error(interface, "no such interface")),
+                i => i as i32,
+            }
+        };
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM,
+                (ETH_P_ALL.to_be()) as i32,
+            )
+        };
+        if raw < 0 {
+            return Err(os_error(interface, "socket(AF_PACKET)"));
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if !setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            &(libc::tpacket_versions::TPACKET_V3 as i32),
+        ) {
+            return Err(os_error(interface, "PACKET_VERSION TPACKET_V3"));
+        }
+        let mut program = compile_filter(&opts.filter, opts.snaplen)?;
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        if !setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog) {
+            return Err(os_error(interface, "SO_ATTACH_FILTER"));
+        }
+        let frame_size = 2048u32;
+        let req = libc::tpacket_req3 {
+            tp_block_size: opts.block_size,
+            tp_block_nr: opts.block_count,
+            tp_frame_size: frame_size,
+            tp_frame_nr: opts.block_size / frame_size * opts.block_count,
+            tp_retire_blk_tov: opts.block_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        if !setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req) {
+            return Err(os_error(interface, "PACKET_RX_RING (ring geometry)"));
+        }
+        let ring_len = opts.block_size as usize * opts.block_count as usize;
+        // SAFETY: maps the ring the kernel just made for this socket.
+        let ring = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ring == libc::MAP_FAILED {
+            return Err(os_error(interface, "mmap of the ring"));
+        }
+        let source = AfPacket {
+            name: interface.to_string(),
+            fd,
+            ring: ring as *mut u8,
+            ring_len,
+            block_size: opts.block_size as usize,
+            block_count: opts.block_count as usize,
+            current: 0,
+            cursor: None,
+            read_timeout_ms: opts.read_timeout_ms as i32,
+            drained: false,
+            loopback: loopback_index(),
+            stats: CaptureStats::default(),
+        };
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ETH_P_ALL.to_be();
+        addr.sll_ifindex = ifindex;
+        // SAFETY: binds with a fully initialised sockaddr_ll of its own size.
+        let bound = unsafe {
+            libc::bind(
+                source.fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if bound != 0 {
+            return Err(os_error(interface, "bind"));
+        }
+        if let Some(group) = group {
+            let mode = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_DEFRAG;
+            let arg = group as u32 | (mode << 16);
+            if !setsockopt(&source.fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg) {
+                return Err(os_error(interface, "PACKET_FANOUT"));
+            }
+        }
+        Ok(source)
+    }
+
+    /// The status word of block `i`, shared with the kernel.
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: block i lies inside the mapping, its status word is
+        // 4-aligned (blocks are page-aligned), and the kernel accesses it
+        // atomically too.
+        unsafe {
+            &*(self
+                .ring
+                .add(i * self.block_size + ring::block::BLOCK_STATUS)
+                as *const AtomicU32)
+        }
+    }
+
+    /// The bytes of block `i`, for as long as the caller holds `self`.
+    fn block<'a>(&self, i: usize) -> &'a [u8] {
+        // SAFETY: the block lies inside the mapping, which lives as long as
+        // `self`; it is read only while its status says it is ours (the
+        // kernel does not write it until we hand it back), and the returned
+        // borrow is tied to `&mut self` by `next`'s signature.
+        unsafe { std::slice::from_raw_parts(self.ring.add(i * self.block_size), self.block_size) }
+    }
+
+    fn release_current(&mut self) {
+        self.status(self.current)
+            .store(TP_STATUS_KERNEL, Ordering::Release);
+        self.current = (self.current + 1) % self.block_count;
+        self.cursor = None;
+    }
+
+    fn wait(&self) -> bool {
+        let mut fds = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLERR,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut fds, 1, self.read_timeout_ms) > 0 }
+    }
+}
+
+impl Drop for AfPacket {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `open`; no borrow of it
+        // can outlive `self`.
+        unsafe {
+            libc::munmap(self.ring as *mut libc::c_void, self.ring_len);
+        }
+    }
+}
+
+/// The index of `lo`, or -1 (no interface has it) when there is none.
+fn loopback_index() -> i32 {
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c"lo".as_ptr()) } {
+        0 => -1,
+        i => i as i32,
+    }
+}
+
+fn wall_clock() -> Nanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as Nanos)
+        .unwrap_or(0)
+}
+
+impl PacketSource for AfPacket {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn link_type(&self) -> LinkType {
+        LinkType::RawIp
+    }
+
+    fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        // Waiting happens only on the call after one that reported Idle, so
+        // the caller can let go of its locks between the two.
+        let mut may_wait = std::mem::take(&mut self.drained);
+        loop {
+            match self.cursor {
+                Some(c) if c.remaining > 0 => {
+                    let block = self.block(self.current);
+                    match ring::packet_at(block, c.offset) {
+                        Ok(p) => {
+                            self.cursor = Some(Cursor {
+                                remaining: c.remaining - 1,
+                                offset: c.offset + p.next_offset as usize,
+                            });
+                            if p.pkttype == PACKET_OUTGOING && p.ifindex == self.loopback {
+                                continue;
+                            }
+                            return Ok(Next::Frame(Frame {
+                                ts: p.sec as Nanos * 1_000_000_000 + p.nsec as Nanos,
+                                data: p.data,
+                                wire_len: p.len,
+                            }));
+                        }
+                        Err(_) => {
+                            self.stats.ring_errors += c.remaining as u64;
+                            self.release_current();
+                        }
+                    }
+                }
+                Some(_) => self.release_current(),
+                None => {
+                    if self.status(self.current).load(Ordering::Acquire) & TP_STATUS_USER != 0 {
+                        match ring::block_header(self.block(self.current)) {
+                            Ok(h) => {
+                                self.cursor = Some(Cursor {
+                                    remaining: h.num_pkts,
+                                    offset: h.first,
+                                })
+                            }
+                            Err(_) => {
+                                self.stats.ring_errors += 1;
+                                self.release_current();
+                            }
+                        }
+                    } else if may_wait && self.wait() {
+                        may_wait = false;
+                    } else {
+                        self.drained = true;
+                        return Ok(Next::Idle(wall_clock()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn stats(&mut self) -> Option<CaptureStats> {
+        // SAFETY: zeroed tpacket_stats_v3 is valid; getsockopt fills it.
+        let mut s: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        // SAFETY: `s` and `len` are live and sized for PACKET_STATISTICS.
+        let ok = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                &mut s as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        } == 0;
+        if ok {
+            // The kernel resets these on every read: add them up.
+            self.stats.kernel_drops += s.tp_drops as u64;
+            self.stats.ring_freezes += s.tp_freeze_q_cnt as u64;
+        }
+        Some(self.stats)
+    }
+
+    fn batch(&self) -> usize {
+        // Frames of a retired block come without blocking.
+        256
+    }
+}
