@@ -1,12 +1,10 @@
 //! IPv4 (with options) and IPv6 (with its extension-header chain): where the
 //! TCP header starts, and how long the packet is by its own length fields.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
 use etherparse::err::{ipv4, ipv6};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 
-use super::{DecodeError, DecodeErrorKind};
+use super::{Addr, DecodeError, DecodeErrorKind};
 
 const PROTO_TCP: u8 = 6;
 /// IPv6 extension headers followed before the chain is called malformed.
@@ -16,8 +14,8 @@ const MAX_IPV6_EXTENSIONS: usize = 8;
 /// An IP packet whose headers were all captured and are consistent.
 #[derive(Debug)]
 pub(super) struct IpPacket {
-    pub src: IpAddr,
-    pub dst: IpAddr,
+    pub src: Addr,
+    pub dst: Addr,
     pub dont_fragment: bool,
     /// IP header bytes, IPv6 extension headers included.
     pub header_len: usize,
@@ -82,8 +80,8 @@ fn parse_v4(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
         return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset, 0, 0));
     }
     Ok(IpPacket {
-        src: IpAddr::V4(Ipv4Addr::from(header.source())),
-        dst: IpAddr::V4(Ipv4Addr::from(header.destination())),
+        src: Addr::v4(header.source()),
+        dst: Addr::v4(header.destination()),
         dont_fragment: header.dont_fragment(),
         header_len,
         total_len,
@@ -122,8 +120,8 @@ fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
         ));
     }
     Ok(IpPacket {
-        src: IpAddr::V6(Ipv6Addr::from(header.source())),
-        dst: IpAddr::V6(Ipv6Addr::from(header.destination())),
+        src: Addr::v6(header.source()),
+        dst: Addr::v6(header.destination()),
         dont_fragment: false,
         header_len,
         total_len,

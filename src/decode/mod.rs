@@ -16,15 +16,50 @@ mod link;
 mod tcp;
 
 pub use link::LinkType;
-pub use tcp::{TcpFlags, TcpOptions, MAX_SACK_BLOCKS};
+pub use tcp::{parse_options, TcpFlags, TcpOptions, MAX_SACK_BLOCKS};
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
-/// One decoded TCP segment: the headers the analysis needs, by value.
+/// An IP address as one 128-bit number: IPv6 as it is, IPv4 mapped into
+/// `::ffff:0:0/96`. Cheap to compare and hash on the per-packet path; `ip()`
+/// gives the std type back when a label is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr(pub u128);
+
+impl Addr {
+    pub fn v4(octets: [u8; 4]) -> Addr {
+        Addr(0xffff_0000_0000 | u32::from_be_bytes(octets) as u128)
+    }
+
+    pub fn v6(octets: [u8; 16]) -> Addr {
+        Addr(u128::from_be_bytes(octets))
+    }
+
+    /// The address; an IPv4-mapped IPv6 address reads as IPv4.
+    pub fn ip(self) -> IpAddr {
+        let v6 = Ipv6Addr::from(self.0);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    }
+}
+
+impl From<IpAddr> for Addr {
+    fn from(ip: IpAddr) -> Addr {
+        match ip {
+            IpAddr::V4(v4) => Addr::v4(v4.octets()),
+            IpAddr::V6(v6) => Addr::v6(v6.octets()),
+        }
+    }
+}
+
+/// One decoded TCP segment: the header fields the analysis needs, by value,
+/// and the TCP option bytes, borrowed from the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub src: IpAddr,
-    pub dst: IpAddr,
+pub struct Segment<'a> {
+    pub src: Addr,
+    pub dst: Addr,
     /// Bytes of the IP packet as its header states them (IPv4 total length,
     /// IPv6 payload length + 40), never more than the frame's wire length.
     pub ip_len: u32,
@@ -40,6 +75,15 @@ pub struct Segment {
     /// TCP payload bytes: IP payload less the TCP header.
     pub payload_len: u32,
     pub options: TcpOptions,
+    /// The TCP option bytes as captured.
+    pub raw_options: &'a [u8],
+}
+
+impl<'a> Segment<'a> {
+    /// The SACK blocks (left, right edges) the segment carries.
+    pub fn sack_blocks(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
+        tcp::sack_blocks(self.raw_options)
+    }
 }
 
 /// Why a frame did not become a segment. Each kind is one value of the
@@ -137,7 +181,7 @@ impl DecodeError {
 ///
 /// `wire_len` is the frame's length on the wire (pcap's `len`), which may be
 /// larger than `frame.len()` when the snap length cut it.
-pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment, DecodeError> {
+pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment<'_>, DecodeError> {
     let (l3, offset) = link::strip(link, frame)?;
     // The IP packet may be longer on the wire than what was captured.
     let ip_wire_len = (wire_len as usize).max(frame.len()).saturating_sub(offset);
@@ -165,7 +209,8 @@ pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment, De
         flags: tcp.flags(),
         window: tcp.window(),
         payload_len: (tcp_len - tcp.header_len()) as u32,
-        options: tcp.options(),
+        options: parse_options(tcp.raw_options()),
+        raw_options: tcp.raw_options(),
     })
 }
 
@@ -181,8 +226,8 @@ mod tests {
     fn ethernet_ipv4_tcp_decodes_every_field() {
         let frame = eth_ipv4_tcp(&TcpSpec::default());
         let seg = decode(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
-        assert_eq!(seg.src, "10.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(seg.dst, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(seg.src.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(seg.dst.ip(), "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(seg.src_port, 40000);
         assert_eq!(seg.dst_port, 80);
         assert_eq!(seg.seq, 1000);
@@ -192,6 +237,18 @@ mod tests {
         assert_eq!(seg.payload_len, 10);
         assert_eq!(seg.ip_len, 20 + 20 + 10);
         assert!(seg.dont_fragment);
+    }
+
+    #[test]
+    fn addresses_round_trip_through_addr() {
+        for text in ["10.1.2.3", "0.0.0.0", "fd00::1", "::1", "2001:db8::ffff:1"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(Addr::from(ip).ip(), ip, "{text}");
+        }
+        assert!(
+            Addr::from("10.0.0.1".parse::<IpAddr>().unwrap())
+                < Addr::from("10.0.0.2".parse::<IpAddr>().unwrap())
+        );
     }
 
     #[test]
@@ -286,7 +343,7 @@ mod tests {
         assert_eq!(seg.dst_port, 80);
         let v6 = eth_ipv6_tcp(&TcpSpec::default(), &[]);
         let seg = decode(LinkType::RawIp, &v6[14..], (v6.len() - 14) as u32).unwrap();
-        assert_eq!(seg.dst, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!(seg.dst.ip(), "fd00::2".parse::<IpAddr>().unwrap());
         let seg = decode(LinkType::Ipv6, &v6[14..], (v6.len() - 14) as u32).unwrap();
         assert_eq!(seg.payload_len, 10);
         let err = decode(LinkType::Ipv4, &v6[14..], (v6.len() - 14) as u32).unwrap_err();

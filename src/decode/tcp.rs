@@ -2,7 +2,7 @@
 //! SACK permitted, SACK blocks and timestamps.
 
 use etherparse::err::tcp::HeaderSliceError;
-use etherparse::{TcpHeaderSlice, TcpOptionElement};
+use etherparse::TcpHeaderSlice;
 
 use super::{DecodeError, DecodeErrorKind};
 
@@ -37,8 +37,13 @@ impl TcpFlags {
     }
 }
 
-/// The options of one segment. Malformed options end the parse: what came
-/// before them is kept, as Wireshark does.
+/// The options of one segment that the analysis reads, parsed once. The
+/// option bytes themselves stay borrowed in the segment
+/// (`Segment::sack_blocks` walks them again when asked).
+///
+/// An option whose length byte runs past the end, or is below 2, ends the
+/// parse: what came before it is kept, as Wireshark does. A known option of
+/// the wrong length is skipped by its length and not used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpOptions {
     pub mss: Option<u16>,
@@ -46,24 +51,69 @@ pub struct TcpOptions {
     /// analysis applies.
     pub window_scale: Option<u8>,
     pub sack_permitted: bool,
-    pub sack_count: u8,
-    pub sack: [(u32, u32); MAX_SACK_BLOCKS],
+    /// How many SACK blocks the segment carries.
+    pub sack_blocks: u8,
     /// (TSval, TSecr)
     pub timestamps: Option<(u32, u32)>,
 }
 
-impl TcpOptions {
-    /// The SACK blocks present, left and right edges.
-    pub fn sack_blocks(&self) -> &[(u32, u32)] {
-        &self.sack[..(self.sack_count as usize).min(MAX_SACK_BLOCKS)]
-    }
+const KIND_END: u8 = 0;
+const KIND_NOP: u8 = 1;
+const KIND_MSS: u8 = 2;
+const KIND_WINDOW_SCALE: u8 = 3;
+const KIND_SACK_PERMITTED: u8 = 4;
+const KIND_SACK: u8 = 5;
+const KIND_TIMESTAMPS: u8 = 8;
 
-    fn push_sack(&mut self, block: (u32, u32)) {
-        if let Some(slot) = self.sack.get_mut(self.sack_count as usize) {
-            *slot = block;
-            self.sack_count += 1;
+/// Walks TCP option bytes: (kind, body) for every option with a length.
+fn walk(mut o: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || loop {
+        let (&kind, rest) = o.split_first()?;
+        match kind {
+            KIND_END => return None,
+            KIND_NOP => o = rest,
+            _ => {
+                let len = *rest.first()? as usize;
+                if len < 2 || len > o.len() {
+                    return None;
+                }
+                let body = &o[2..len];
+                o = &o[len..];
+                return Some((kind, body));
+            }
+        }
+    })
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Parses the options the analysis needs.
+pub fn parse_options(raw: &[u8]) -> TcpOptions {
+    let mut out = TcpOptions::default();
+    for (kind, body) in walk(raw) {
+        match (kind, body.len()) {
+            (KIND_MSS, 2) => out.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+            (KIND_WINDOW_SCALE, 1) => out.window_scale = Some(body[0]),
+            (KIND_SACK_PERMITTED, 0) => out.sack_permitted = true,
+            (KIND_SACK, n) if n % 8 == 0 => {
+                out.sack_blocks = out
+                    .sack_blocks
+                    .saturating_add((n / 8).min(MAX_SACK_BLOCKS) as u8)
+            }
+            (KIND_TIMESTAMPS, 8) => out.timestamps = Some((be32(body, 0), be32(body, 4))),
+            _ => {}
         }
     }
+    out
+}
+
+/// The SACK blocks (left, right edges) in option bytes.
+pub fn sack_blocks(raw: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    walk(raw)
+        .filter(|(kind, body)| *kind == KIND_SACK && body.len() % 8 == 0)
+        .flat_map(|(_, body)| body.chunks_exact(8).map(|b| (be32(b, 0), be32(b, 4))))
 }
 
 /// A TCP header whose full length (options included) was captured.
@@ -111,30 +161,10 @@ impl<'a> TcpView<'a> {
         TcpFlags(self.header.slice()[13])
     }
 
-    pub fn options(&self) -> TcpOptions {
-        let mut out = TcpOptions::default();
-        if self.header.options().is_empty() {
-            return out;
-        }
-        for option in self.header.options_iterator() {
-            match option {
-                Ok(TcpOptionElement::MaximumSegmentSize(mss)) => out.mss = Some(mss),
-                Ok(TcpOptionElement::WindowScale(shift)) => out.window_scale = Some(shift),
-                Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => {
-                    out.sack_permitted = true
-                }
-                Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => {
-                    out.push_sack(first);
-                    for block in rest.into_iter().flatten() {
-                        out.push_sack(block);
-                    }
-                }
-                Ok(TcpOptionElement::Timestamp(val, ecr)) => out.timestamps = Some((val, ecr)),
-                Ok(TcpOptionElement::Noop) => {}
-                Err(_) => break,
-            }
-        }
-        out
+    /// The option bytes, after the fixed 20-byte header.
+    pub fn raw_options(&self) -> &'a [u8] {
+        // The header slice is at least 20 bytes long (checked in `parse`).
+        self.header.slice().get(20..).unwrap_or(&[])
     }
 }
 
@@ -159,7 +189,7 @@ mod tests {
         ];
         let bytes = view_of(&opts);
         let tcp = TcpView::parse(&bytes, 0).unwrap();
-        let o = tcp.options();
+        let o = parse_options(tcp.raw_options());
         assert_eq!(o.mss, Some(1460));
         assert_eq!(o.window_scale, Some(7));
         assert!(o.sack_permitted);
@@ -174,8 +204,26 @@ mod tests {
             opts.extend_from_slice(&v.to_be_bytes());
         }
         let bytes = view_of(&opts);
-        let o = TcpView::parse(&bytes, 0).unwrap().options();
-        assert_eq!(o.sack_blocks(), &[(100, 200), (300, 400)]);
+        let raw = TcpView::parse(&bytes, 0).unwrap().raw_options();
+        assert_eq!(parse_options(raw).sack_blocks, 2);
+        assert_eq!(
+            sack_blocks(raw).collect::<Vec<_>>(),
+            vec![(100, 200), (300, 400)]
+        );
+    }
+
+    #[test]
+    fn known_option_of_the_wrong_length_is_skipped() {
+        // Window scale with length 4, then MSS.
+        let o = parse_options(&[3, 4, 7, 7, 2, 4, 0x05, 0xb4]);
+        assert_eq!((o.window_scale, o.mss), (None, Some(1460)));
+    }
+
+    #[test]
+    fn end_of_options_and_zero_length_stop_the_walk() {
+        assert_eq!(parse_options(&[0, 3, 3, 7]).window_scale, None);
+        assert_eq!(parse_options(&[8, 0, 3, 3, 7]).window_scale, None);
+        assert_eq!(parse_options(&[1, 1, 3, 3, 7]).window_scale, Some(7));
     }
 
     #[test]
@@ -183,7 +231,7 @@ mod tests {
         // MSS, then a window-scale option claiming length 9.
         let opts = [2, 4, 0x05, 0xb4, 3, 9, 7, 0];
         let bytes = view_of(&opts);
-        let o = TcpView::parse(&bytes, 0).unwrap().options();
+        let o = parse_options(TcpView::parse(&bytes, 0).unwrap().raw_options());
         assert_eq!(o.mss, Some(1460));
         assert_eq!(o.window_scale, None);
     }

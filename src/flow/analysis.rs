@@ -338,7 +338,7 @@ fn pair(dir: &mut [DirState; 2], side: Side) -> (&mut DirState, &mut DirState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{TcpFlags, TcpOptions};
+    use crate::decode::{parse_options, Addr, TcpFlags, TcpOptions};
 
     const S: u8 = TcpFlags::SYN;
     const A: u8 = TcpFlags::ACK;
@@ -359,7 +359,7 @@ mod tests {
         win: u16,
         len: u32,
         wscale: Option<u8>,
-        sack: &'static [(u32, u32)],
+        options: &'static [u8],
     }
 
     fn seg(flags: u8, seq: u32, ack: u32, win: u16, len: u32) -> Seg {
@@ -370,13 +370,14 @@ mod tests {
             win,
             len,
             wscale: None,
-            sack: &[],
+            options: &[],
         }
     }
 
     impl Seg {
-        fn sack(mut self, blocks: &'static [(u32, u32)]) -> Seg {
-            self.sack = blocks;
+        /// Raw option bytes for the segment (parsed as the decoder would).
+        fn options(mut self, raw: &'static [u8]) -> Seg {
+            self.options = raw;
             self
         }
     }
@@ -391,17 +392,13 @@ mod tests {
 
         fn send(&mut self, side: Side, after: Nanos, s: Seg) -> Verdict {
             self.now += after;
-            let mut options = TcpOptions {
-                window_scale: s.wscale,
-                ..TcpOptions::default()
-            };
-            for &b in s.sack {
-                options.sack[options.sack_count as usize] = b;
-                options.sack_count += 1;
+            let mut options = parse_options(s.options);
+            if s.wscale.is_some() {
+                options.window_scale = s.wscale;
             }
             let segment = Segment {
-                src: "10.0.0.1".parse().unwrap(),
-                dst: "10.0.0.2".parse().unwrap(),
+                src: Addr::v4([10, 0, 0, 1]),
+                dst: Addr::v4([10, 0, 0, 2]),
                 ip_len: 40 + s.len,
                 dont_fragment: true,
                 src_port: 40000,
@@ -412,6 +409,7 @@ mod tests {
                 window: s.win,
                 payload_len: s.len,
                 options,
+                raw_options: s.options,
             };
             self.a.on_segment(&segment, side, self.now)
         }
@@ -656,7 +654,9 @@ mod tests {
         let mut t = Conv::handshake(None, None);
         t.c(MS, seg(A, 1001, 5001, 502, 100));
         t.s(MS, seg(A, 5001, 1101, 500, 0));
-        let dup = t.s(MS, seg(A, 5001, 1101, 500, 0).sack(&[(1201, 1301)]));
+        // NOP NOP SACK 1201-1301
+        const SACK: &[u8] = &[1, 1, 5, 10, 0, 0, 4, 0xb1, 0, 0, 5, 0x15];
+        let dup = t.s(MS, seg(A, 5001, 1101, 500, 0).options(SACK));
         assert_eq!(dup, only(Flags::DUPLICATE_ACK));
         assert_eq!(
             t.s(MS, seg(A, 5001, 1101, 600, 0)),
@@ -702,8 +702,8 @@ mod tests {
     fn a_syn_with_another_isn_is_a_new_connection() {
         let t = Conv::handshake(None, None);
         let mut syn = Segment {
-            src: "10.0.0.1".parse().unwrap(),
-            dst: "10.0.0.2".parse().unwrap(),
+            src: Addr::v4([10, 0, 0, 1]),
+            dst: Addr::v4([10, 0, 0, 2]),
             ip_len: 40,
             dont_fragment: true,
             src_port: 40000,
@@ -714,6 +714,7 @@ mod tests {
             window: 64240,
             payload_len: 0,
             options: TcpOptions::default(),
+            raw_options: &[],
         };
         assert!(!t.a.is_new_connection(&syn, Side::Client), "same ISN");
         syn.seq = 777;

@@ -233,16 +233,16 @@ impl Conn {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::decode::{TcpFlags, TcpOptions};
+    use crate::decode::{Addr, TcpFlags, TcpOptions};
 
     /// A segment between 10.0.0.1 (ports from 1024) and 10.0.0.2 (ports
     /// below 1024), so that both directions of a test connection agree.
-    pub fn seg(src_port: u16, dst_port: u16, flags: u8, seq: u32, ack: u32) -> Segment {
-        let host = |port: u16| -> std::net::IpAddr {
+    pub fn seg(src_port: u16, dst_port: u16, flags: u8, seq: u32, ack: u32) -> Segment<'static> {
+        let host = |port: u16| {
             if port < 1024 {
-                "10.0.0.2".parse().unwrap()
+                Addr::v4([10, 0, 0, 2])
             } else {
-                "10.0.0.1".parse().unwrap()
+                Addr::v4([10, 0, 0, 1])
             }
         };
         Segment {
@@ -258,6 +258,7 @@ pub(crate) mod tests {
             window: 1000,
             payload_len: 0,
             options: TcpOptions::default(),
+            raw_options: &[],
         }
     }
 

@@ -3,14 +3,14 @@
 
 use std::net::IpAddr;
 
-use crate::decode::Segment;
+use crate::decode::{Addr, Segment};
 
 /// Both endpoints of a connection, the lower (address, port) first, so that
 /// both directions give the same key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub lo: (IpAddr, u16),
-    pub hi: (IpAddr, u16),
+    pub lo: (Addr, u16),
+    pub hi: (Addr, u16),
 }
 
 impl FlowKey {

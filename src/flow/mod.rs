@@ -37,8 +37,8 @@ impl Conn {
             (key.hi, key.lo)
         };
         Orientation {
-            client: client.0,
-            server: server.0,
+            client: client.0.ip(),
+            server: server.0.ip(),
             server_port: server.1,
         }
     }
