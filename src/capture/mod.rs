@@ -9,6 +9,7 @@
 pub mod af_packet;
 mod pcap_file;
 mod pcap_live;
+mod pcap_reader;
 pub mod ring;
 
 pub use af_packet::{AfPacket, AfPacketOptions};

@@ -1,17 +1,24 @@
-//! Reading pcap and pcapng files through libpcap, with nanosecond
-//! timestamps whatever the file's own precision.
+//! Reading capture files: classic pcap with our own chunked reader
+//! (`pcap_reader`), pcapng (and any file read with `-f`) through libpcap,
+//! with nanosecond timestamps whatever the file's own precision.
 
 use std::path::Path;
 
 use pcap::{Capture, Offline, Precision};
 
+use super::pcap_reader::PcapReader;
 use super::{link_type_of, CaptureError, CaptureStats, Frame, Next, PacketSource};
 use crate::decode::LinkType;
 
 pub struct PcapFile {
     name: String,
-    cap: Capture<Offline>,
+    inner: Inner,
     link: LinkType,
+}
+
+enum Inner {
+    Own(PcapReader),
+    Libpcap(Capture<Offline>),
 }
 
 impl PcapFile {
@@ -19,6 +26,21 @@ impl PcapFile {
     /// would on a live capture (empty for none).
     pub fn open(path: &Path, filter: &str) -> Result<PcapFile, CaptureError> {
         let what = path.display().to_string();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| what.clone());
+        if filter.is_empty() {
+            if let Some(reader) = PcapReader::open(path, &name)? {
+                let dlt = pcap::Linktype(reader.header().link_type as i32);
+                let link = link_type_of(&what, dlt)?;
+                return Ok(PcapFile {
+                    name,
+                    inner: Inner::Own(reader),
+                    link,
+                });
+            }
+        }
         let mut cap = Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
             CaptureError::Open {
                 what: what.clone(),
@@ -33,11 +55,11 @@ impl PcapFile {
                 message: e.to_string(),
             })?;
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or(what);
-        Ok(PcapFile { name, cap, link })
+        Ok(PcapFile {
+            name,
+            inner: Inner::Libpcap(cap),
+            link,
+        })
     }
 }
 
@@ -51,7 +73,11 @@ impl PacketSource for PcapFile {
     }
 
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
-        match self.cap.next_packet() {
+        let cap = match &mut self.inner {
+            Inner::Own(reader) => return reader.next(),
+            Inner::Libpcap(cap) => cap,
+        };
+        match cap.next_packet() {
             Ok(p) => Ok(Next::Frame(Frame {
                 ts: super::pcap_live::timeval_nanos(&p.header.ts, 1),
                 data: p.data,
