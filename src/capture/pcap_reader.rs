@@ -96,13 +96,11 @@ impl PcapReader {
         self.header
     }
 
+    /// A 32-bit field of the record header at `at`; `fill` made sure the
+    /// header is in the buffer.
+    #[inline]
     fn u32_at(&self, at: usize) -> u32 {
-        let b = [
-            self.buf[at],
-            self.buf[at + 1],
-            self.buf[at + 2],
-            self.buf[at + 3],
-        ];
+        let b: [u8; 4] = self.buf[at..at + 4].try_into().unwrap_or_default();
         if self.header.swapped {
             u32::from_be_bytes(b)
         } else {
@@ -112,7 +110,16 @@ impl PcapReader {
 
     /// Makes sure `need` bytes from `at` are in the buffer, reading more of
     /// the file; false when the file ends first.
+    #[inline]
     fn fill(&mut self, need: usize) -> Result<bool, CaptureError> {
+        if self.filled - self.at >= need {
+            return Ok(true);
+        }
+        self.refill(need)
+    }
+
+    #[cold]
+    fn refill(&mut self, need: usize) -> Result<bool, CaptureError> {
         while self.filled - self.at < need {
             if self.eof {
                 return Ok(false);

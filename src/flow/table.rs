@@ -178,17 +178,35 @@ impl<T: Copy> FlowTable<T> {
         // A lingering flow is not refreshed: late segments must not keep it.
         if !(was_closed && list == List::Closed) {
             s.last = s.last.max(now);
-            self.unlink(slot);
-            self.push_tail(slot, list);
+            let moved = s.list != list;
+            // The flow of the previous segment is often this one: it is
+            // the tail already.
+            if moved || self.tails[list as usize] != slot {
+                self.unlink(slot);
+                self.push_tail(slot, list);
+            }
         }
         Outcome { tag, sender, step }
     }
 
     /// Drops flows idle for longer than the timeout, and closed flows whose
     /// linger is over, as of capture time `now`.
+    #[inline]
     pub fn expire(&mut self, now: Nanos, hooks: &mut impl FlowHooks<T>) {
         self.clock = self.clock.max(now);
         let now = self.clock;
+        let due = |head: u32, timeout: Nanos| {
+            head != NIL && now.saturating_sub(self.slots[head as usize].last) > timeout
+        };
+        if due(self.heads[List::Open as usize], self.idle_timeout)
+            || due(self.heads[List::Closed as usize], self.linger)
+        {
+            self.expire_due(now, hooks);
+        }
+    }
+
+    #[cold]
+    fn expire_due(&mut self, now: Nanos, hooks: &mut impl FlowHooks<T>) {
         for (list, timeout) in [(List::Open, self.idle_timeout), (List::Closed, self.linger)] {
             loop {
                 let head = self.heads[list as usize];
