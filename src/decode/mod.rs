@@ -20,24 +20,39 @@ pub use tcp::{parse_options, TcpFlags, TcpOptions, MAX_SACK_BLOCKS};
 
 use std::net::{IpAddr, Ipv6Addr};
 
-/// An IP address as one 128-bit number: IPv6 as it is, IPv4 mapped into
+/// An IP address as one 128-bit number, held as two 64-bit halves (so that
+/// flow keys align to 8 bytes, not 16): IPv6 as it is, IPv4 mapped into
 /// `::ffff:0:0/96`. Cheap to compare and hash on the per-packet path; `ip()`
-/// gives the std type back when a label is made.
+/// gives the std type back when a label is made. Ordered as the number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Addr(pub u128);
+pub struct Addr {
+    hi: u64,
+    lo: u64,
+}
 
 impl Addr {
+    pub fn from_u128(n: u128) -> Addr {
+        Addr {
+            hi: (n >> 64) as u64,
+            lo: n as u64,
+        }
+    }
+
+    pub fn as_u128(self) -> u128 {
+        (self.hi as u128) << 64 | self.lo as u128
+    }
+
     pub fn v4(octets: [u8; 4]) -> Addr {
-        Addr(0xffff_0000_0000 | u32::from_be_bytes(octets) as u128)
+        Addr::from_u128(0xffff_0000_0000 | u32::from_be_bytes(octets) as u128)
     }
 
     pub fn v6(octets: [u8; 16]) -> Addr {
-        Addr(u128::from_be_bytes(octets))
+        Addr::from_u128(u128::from_be_bytes(octets))
     }
 
     /// The address; an IPv4-mapped IPv6 address reads as IPv4.
     pub fn ip(self) -> IpAddr {
-        let v6 = Ipv6Addr::from(self.0);
+        let v6 = Ipv6Addr::from(self.as_u128());
         match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(v6),

@@ -77,8 +77,10 @@ const DEFAULT_OOO_THRESHOLD: Nanos = 3_000_000;
 #[derive(Clone, Copy, Debug)]
 pub struct DirState {
     /// The sequence number before this side's first byte (its ISN), once
-    /// known: a SYN without ACK that disagrees opens a new connection.
-    base_seq: Option<SeqNum>,
+    /// known (`has_base`): a SYN without ACK that disagrees opens a new
+    /// connection.
+    base_seq: SeqNum,
+    has_base: bool,
     /// The raw window of this side's last segment.
     window: u32,
     scale: Scale,
@@ -103,7 +105,8 @@ pub struct DirState {
 impl Default for DirState {
     fn default() -> Self {
         DirState {
-            base_seq: None,
+            base_seq: SeqNum(0),
+            has_base: false,
             window: NO_WINDOW,
             scale: Scale::Unknown,
             first_ack_pending: false,
@@ -133,11 +136,12 @@ pub struct Verdict {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Analyzer {
     dir: [DirState; 2],
-    /// Time of the most recent SYN without ACK.
-    last_syn: Option<Nanos>,
+    /// Time of the most recent SYN without ACK; 0 for none (as tshark).
+    last_syn: Nanos,
     /// Handshake RTT (tshark's iRTT): most recent SYN to the first non-SYN
     /// ACK after it. Negative when timestamps run backwards.
-    initial_rtt: Option<i64>,
+    /// 0 until measured (as tshark: an iRTT of exactly 0 is "not yet").
+    initial_rtt: i64,
 }
 
 impl Analyzer {
@@ -145,11 +149,8 @@ impl Analyzer {
     /// these addresses and ports: its ISN differs from the one this side
     /// used (tshark starts a new tcp.stream then).
     pub fn is_new_connection(&self, seg: &Segment, side: Side) -> bool {
-        seg.flags.syn()
-            && !seg.flags.ack()
-            && self.dir[side.index()]
-                .base_seq
-                .is_some_and(|base| base != SeqNum(seg.seq))
+        let dir = &self.dir[side.index()];
+        seg.flags.syn() && !seg.flags.ack() && dir.has_base && dir.base_seq != SeqNum(seg.seq)
     }
 
     pub fn on_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Verdict {
@@ -163,17 +164,19 @@ impl Analyzer {
         let mut flags = Flags::default();
 
         // A SYN with the ISN already known: a retransmitted SYN.
-        if f.syn() && !f.ack() && fwd.base_seq == Some(seq) {
+        if f.syn() && !f.ack() && fwd.has_base && fwd.base_seq == seq {
             fwd.next_seq = fwd.max_seq_to_be_acked;
         }
-        if f.syn() && f.ack() && fwd.base_seq.is_some_and(|b| b != seq) {
-            fwd.base_seq = Some(seq);
+        if f.syn() && f.ack() && fwd.has_base && fwd.base_seq != seq {
+            fwd.base_seq = seq;
         }
-        if fwd.base_seq.is_none() {
-            fwd.base_seq = Some(if f.syn() { seq } else { seq.plus(u32::MAX) });
+        if !fwd.has_base {
+            fwd.base_seq = if f.syn() { seq } else { seq.plus(u32::MAX) };
+            fwd.has_base = true;
         }
-        if rev.base_seq.is_none() && f.ack() {
-            rev.base_seq = Some(ack.plus(u32::MAX));
+        if !rev.has_base && f.ack() {
+            rev.base_seq = ack.plus(u32::MAX);
+            rev.has_base = true;
         }
 
         let same_position = len == 0 && seq == fwd.next_seq && ack == fwd.last_ack && !sfr;
@@ -241,9 +244,9 @@ impl Analyzer {
             }
             let since = |t: Nanos| now.checked_sub(t).unwrap_or(Nanos::MAX);
             let ooo_threshold = match self.initial_rtt {
-                None | Some(0) => DEFAULT_OOO_THRESHOLD,
-                Some(rtt) if rtt < 0 => Nanos::MAX,
-                Some(rtt) => rtt as Nanos,
+                0 => DEFAULT_OOO_THRESHOLD,
+                rtt if rtt < 0 => Nanos::MAX,
+                rtt => rtt as Nanos,
             };
             if len > 0 && rev.last_ack.0 != 0 && seq.plus(len) <= rev.last_ack {
                 flags.set(Flags::SPURIOUS_RETRANSMISSION);
@@ -301,13 +304,13 @@ impl Analyzer {
         // After the analysis, as tshark does: handshake bookkeeping.
         if f.syn() {
             if !f.ack() {
-                self.last_syn = Some(now);
+                self.last_syn = now;
             }
             fwd.first_ack_pending = true;
         } else if f.ack() {
             // tshark reads an iRTT of exactly 0 as "not yet measured".
-            if let (Some(syn), None | Some(0)) = (self.last_syn, self.initial_rtt) {
-                self.initial_rtt = Some(now as i64 - syn as i64);
+            if self.last_syn != 0 && self.initial_rtt == 0 {
+                self.initial_rtt = now as i64 - self.last_syn as i64;
             }
             fwd.first_ack_pending = false;
         }

@@ -76,8 +76,8 @@ pub struct Conn {
     /// Whether the client is the flow key's `lo` endpoint.
     pub client_is_lo: bool,
     pub phase: Phase,
-    /// Time of the first SYN, when seen: the connection's start.
-    start: Option<Nanos>,
+    /// Time of the first SYN, when seen: the connection's start (0: not seen).
+    start: Nanos,
     syn_count: u8,
     synack_count: u8,
     last_syn: Nanos,
@@ -111,7 +111,7 @@ impl Conn {
         Conn {
             client_is_lo: sender_is_lo == sender_is_client,
             phase,
-            start: None,
+            start: 0,
             syn_count: 0,
             synack_count: 0,
             last_syn: 0,
@@ -179,7 +179,7 @@ impl Conn {
         match (flags.syn(), flags.ack(), side) {
             (true, false, Side::Client) => {
                 if self.syn_count == 0 {
-                    self.start = Some(now);
+                    self.start = now;
                 }
                 self.syn_count = self.syn_count.saturating_add(1);
                 self.last_syn = now;
@@ -219,7 +219,7 @@ impl Conn {
     fn close(&mut self, lifecycle: Lifecycle, now: Nanos) -> Step {
         self.phase = Phase::Closed;
         let duration = match lifecycle {
-            Lifecycle::Closed(_) => self.start.map(|s| now.saturating_sub(s)),
+            Lifecycle::Closed(_) if self.start != 0 => Some(now.saturating_sub(self.start)),
             _ => None,
         };
         Step {
@@ -360,14 +360,15 @@ pub(crate) mod tests {
     fn rst_after_open_closes_with_rst() {
         let syn = seg(40000, 80, SYN, 100, 0);
         let mut c = Conn::new(&syn, true);
-        c.on_segment(&syn, Side::Client, 0);
-        c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 10);
-        let step = c.on_segment(&seg(40000, 80, RST, 101, 0), Side::Client, 50);
+        // Capture time 0 means "no time" (as in tshark): start later.
+        c.on_segment(&syn, Side::Client, 1_000);
+        c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 1_010);
+        let step = c.on_segment(&seg(40000, 80, RST, 101, 0), Side::Client, 1_050);
         assert_eq!(step.lifecycle, Some(Lifecycle::Closed(CloseReason::Rst)));
         assert_eq!(step.duration, Some(50));
         // Late segments change nothing.
         assert_eq!(
-            c.on_segment(&seg(80, 40000, RST, 501, 0), Side::Server, 60),
+            c.on_segment(&seg(80, 40000, RST, 501, 0), Side::Server, 1_060),
             Step::default()
         );
     }

@@ -6,23 +6,40 @@ use std::net::IpAddr;
 use crate::decode::{Addr, Segment};
 
 /// Both endpoints of a connection, the lower (address, port) first, so that
-/// both directions give the same key.
+/// both directions give the same key. 40 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub lo: (Addr, u16),
-    pub hi: (Addr, u16),
+    pub lo_addr: Addr,
+    pub hi_addr: Addr,
+    pub lo_port: u16,
+    pub hi_port: u16,
 }
 
 impl FlowKey {
-    /// The key of a segment, and whether its sender is `lo`.
+    /// The key of a segment, and whether its sender is the `lo` endpoint.
     pub fn of(seg: &Segment) -> (FlowKey, bool) {
         let src = (seg.src, seg.src_port);
         let dst = (seg.dst, seg.dst_port);
-        if src <= dst {
-            (FlowKey { lo: src, hi: dst }, true)
+        let (lo, hi, sender_is_lo) = if src <= dst {
+            (src, dst, true)
         } else {
-            (FlowKey { lo: dst, hi: src }, false)
-        }
+            (dst, src, false)
+        };
+        let key = FlowKey {
+            lo_addr: lo.0,
+            hi_addr: hi.0,
+            lo_port: lo.1,
+            hi_port: hi.1,
+        };
+        (key, sender_is_lo)
+    }
+
+    pub fn lo(&self) -> (Addr, u16) {
+        (self.lo_addr, self.lo_port)
+    }
+
+    pub fn hi(&self) -> (Addr, u16) {
+        (self.hi_addr, self.hi_port)
     }
 }
 

@@ -32,9 +32,9 @@ impl Conn {
     /// Client and server addresses of a connection with this key.
     pub fn orientation(&self, key: &FlowKey) -> Orientation {
         let (client, server) = if self.client_is_lo {
-            (key.lo, key.hi)
+            (key.lo(), key.hi())
         } else {
-            (key.hi, key.lo)
+            (key.hi(), key.lo())
         };
         Orientation {
             client: client.0.ip(),

@@ -6,10 +6,11 @@ use super::seq::SeqNum;
 use super::Nanos;
 
 /// Outstanding samples kept per direction. A bulk sender has far more
-/// segments in flight; one timed segment per window is what TCP itself
-/// does (RFC 6298 without timestamps), a few give steadier figures. When
-/// all slots are taken, new segments are not timed until an ACK frees one.
-pub const RTT_SLOTS: usize = 4;
+/// segments in flight; one timed segment per round trip is what TCP itself
+/// does (RFC 6298 without timestamps), two give a sample per delayed ACK
+/// pair. When both are taken, new segments are not timed until an ACK
+/// frees one. (Each slot is 16 bytes of every flow.)
+pub const RTT_SLOTS: usize = 2;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Sample {

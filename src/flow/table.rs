@@ -7,9 +7,8 @@
 //! Touching a flow moves it to the tail; expiry pops from the head. Both are
 //! O(1), so the per-packet cost does not grow with the table.
 
-use std::collections::HashMap;
-
 use ahash::RandomState;
+use hashbrown::HashTable;
 
 use crate::decode::Segment;
 
@@ -76,7 +75,10 @@ pub struct Outcome<T> {
 
 /// Every tracked connection of one worker, at most `max_flows` of them.
 pub struct FlowTable<T> {
-    index: HashMap<FlowKey, u32, RandomState>,
+    /// Slot numbers, found by the hash of their slot's key: the key is
+    /// stored once, in the slot.
+    index: HashTable<u32>,
+    hasher: RandomState,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     heads: [u32; 2],
@@ -92,14 +94,18 @@ pub struct FlowTable<T> {
 
 impl<T: Copy> FlowTable<T> {
     pub fn new(max_flows: usize, idle_timeout: Nanos) -> Self {
+        let max_flows = max_flows.max(1);
+        // Reserved, not touched: the memory becomes resident only as flows
+        // come, and the slab never moves (no doubling, no copy at peak).
         FlowTable {
-            index: HashMap::with_hasher(RandomState::new()),
-            slots: Vec::new(),
+            index: HashTable::with_capacity(max_flows),
+            hasher: RandomState::new(),
+            slots: Vec::with_capacity(max_flows),
             free: Vec::new(),
             heads: [NIL; 2],
             tails: [NIL; 2],
             lens: [0; 2],
-            max_flows: max_flows.max(1),
+            max_flows,
             idle_timeout,
             linger: CLOSED_LINGER_NANOS.min(idle_timeout),
             clock: 0,
@@ -130,8 +136,15 @@ impl<T: Copy> FlowTable<T> {
     ) -> Outcome<T> {
         self.expire(now, hooks);
         let (key, sender_is_lo) = FlowKey::of(seg);
-        let slot = match self.index.get(&key) {
-            Some(&i) => {
+        let hash = self.hasher.hash_one(key);
+        let found = {
+            let slots = &self.slots;
+            self.index
+                .find(hash, |&i| slots[i as usize].key == key)
+                .copied()
+        };
+        let slot = match found {
+            Some(i) => {
                 let s = &self.slots[i as usize];
                 let side = s.conn.sender(sender_is_lo);
                 if s.conn.is_superseded_by(seg, side) {
@@ -161,7 +174,9 @@ impl<T: Copy> FlowTable<T> {
                 let conn = Conn::new(seg, sender_is_lo);
                 let tag = hooks.start(&key, &conn);
                 let i = self.alloc(key, conn, tag, now);
-                self.index.insert(key, i);
+                let (slots, hasher) = (&self.slots, &self.hasher);
+                self.index
+                    .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key));
                 i
             }
         };
@@ -277,8 +292,10 @@ impl<T: Copy> FlowTable<T> {
 
     fn remove(&mut self, i: u32) {
         self.unlink(i);
-        let key = self.slots[i as usize].key;
-        self.index.remove(&key);
+        let hash = self.hasher.hash_one(self.slots[i as usize].key);
+        if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
         self.free.push(i);
     }
 
@@ -425,5 +442,20 @@ mod tests {
         assert_eq!(log.removed, vec![(1, Removal::Superseded, None)]);
         assert_eq!(t.open_len(), 1);
         assert_eq!(t.len(), 1);
+    }
+}
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::metrics::SeriesIds;
+
+    /// The per-flow memory budget (docs/performance.md): a slot of the slab
+    /// (key, connection and analysis state, series ids, LRU links) and an
+    /// index entry. A field added to the per-flow state shows here first.
+    #[test]
+    fn a_flow_slot_stays_within_its_budget() {
+        let slot = std::mem::size_of::<Slot<SeriesIds>>();
+        assert!(slot <= 304, "a flow slot grew to {slot} bytes");
+        assert_eq!(std::mem::size_of::<FlowKey>(), 40);
     }
 }

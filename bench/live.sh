@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Live capture: replay the benchmark capture at top speed into one end of a
+# veth pair with tcpreplay; on the other end, in a network namespace this
+# script creates, run tcp-exporter (one backend per run) and, at the same
+# time, `tcpdump -w /dev/null`. Reports the share of the replayed packets
+# each accounted for, and the CPU each used per replayed packet (user +
+# system time from /proc, all threads).
+#
+#   bench/live.sh [FILE]     default target/bench/bulk.pcap (made if missing)
+#
+# BENCH_BACKENDS="pcap af-packet" picks the backends; BENCH_WORKERS (2) the
+# af-packet workers. The replayed frames are the capture's (96-byte snap
+# length), so the wire carries headers only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+file=${1:-target/bench/bulk.pcap}
+bin=target/release/tcp-exporter
+backends=${BENCH_BACKENDS:-pcap af-packet}
+workers=${BENCH_WORKERS:-2}
+ns=tcpx-bench-live-$$
+port=19311
+[ -f "$file" ] || bench/make-capture.sh "$file"
+[ -x "$bin" ] || cargo build --release --locked
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  ip link del tbl0 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+ip netns add "$ns"
+ip link add tbl0 type veth peer name tbl1 netns "$ns"
+ip link set tbl0 up
+ip -n "$ns" link set tbl1 up
+ip -n "$ns" link set lo up
+ethtool -K tbl0 tso off gso off gro off >/dev/null
+ip netns exec "$ns" ethtool -K tbl1 tso off gso off gro off >/dev/null
+
+# utime + stime of a process and all its threads, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+scrape() { ip netns exec "$ns" curl -s "http://127.0.0.1:$port/metrics"; }
+sum_metric() { awk -v m="$1" '$1 ~ "^"m"({|$)" {s += $2} END {printf "%d", s}'; }
+
+run_one() {
+  local backend=$1 args=()
+  [ "$backend" = af-packet ] && args=(--backend af-packet --workers "$workers")
+  ip netns exec "$ns" "$bin" -i tbl1 -p "$port" --listen 127.0.0.1 "${args[@]}" 2>/dev/null &
+  local exp=$!
+  pids+=("$exp")
+  ip netns exec "$ns" tcpdump -i tbl1 -n -s 192 -w /dev/null tcp 2>"$tmp/tcpdump.err" &
+  local dump=$!
+  pids+=("$dump")
+  for _ in $(seq 100); do
+    [ "$(ip netns exec "$ns" curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] \
+      && grep -q "listening on" "$tmp/tcpdump.err" && break
+    sleep 0.1
+  done
+  local e0 d0 e1 d1
+  e0=$(cpu_ticks "$exp"); d0=$(cpu_ticks "$dump")
+  local sent
+  sent=$(tcpreplay --topspeed -i tbl0 "$file" 2>&1 | awk '/Actual:/ {print $2; exit}')
+  # Let both drain: the exporter's count stops moving.
+  local last=-1 now=0
+  for _ in $(seq 100); do
+    now=$(scrape | sum_metric tcp_exporter_capture_packets_total)
+    [ "$now" = "$last" ] && break
+    last=$now
+    sleep 0.3
+  done
+  e1=$(cpu_ticks "$exp"); d1=$(cpu_ticks "$dump")
+  local text
+  text=$(scrape)
+  local counted drops
+  counted=$(echo "$text" | sum_metric tcp_packets_total)
+  drops=$(echo "$text" | awk '/^tcp_exporter_capture_drops_total.*stage="kernel"/ {s += $2} END {printf "%d", s}')
+  kill -INT "$dump"; wait "$dump" 2>/dev/null || true
+  kill -TERM "$exp"; wait "$exp" 2>/dev/null || true
+  pids=()
+  local dumped
+  dumped=$(awk '/packets captured/ {print $1}' "$tmp/tcpdump.err")
+  awk -v b="$backend" -v s="$sent" -v c="$counted" -v k="$drops" -v et="$((e1 - e0))" \
+      -v d="$dumped" -v dt="$((d1 - d0))" -v hz="$hz" 'BEGIN {
+    printf "| tcp-exporter %-22s | %9d | %9d | %8.3f%% | %6d | %6.2f s | %5.1f ns |\n", b, s, c, 100 * c / s, k, et / hz, 1e9 * et / hz / s
+    printf "| tcpdump -w /dev/null (same run)    | %9d | %9d | %8.3f%% |        | %6.2f s | %5.1f ns |\n", s, d, 100 * d / s, dt / hz, 1e9 * dt / hz / s
+  }'
+}
+
+tmp=$(mktemp -d)
+echo "| capturer | replayed | accounted | share | kernel drops | CPU | CPU/packet |"
+echo "|---|---|---|---|---|---|---|"
+for b in $backends; do
+  label=$b
+  [ "$b" = af-packet ] && label="af-packet ($workers workers)"
+  run_one "$b" | sed "s/tcp-exporter $b /tcp-exporter $label/"
+done
+rm -rf "$tmp"

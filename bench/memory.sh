@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Memory per flow: peak RSS of `tcp-exporter -r FILE --print` over a capture
+# of N distinct SYNs (bench/syn-flood.py; every SYN is a new flow, none is
+# answered, none idles out), less the peak RSS over a capture of 10 SYNs,
+# divided by N. The flow table is sized to hold them all.
+#
+#   bench/memory.sh [N]      default 1000000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000000}
+bin=target/release/tcp-exporter
+[ -x "$bin" ] || cargo build --release --locked
+mkdir -p target/bench
+big=target/bench/syn-$n.pcap
+[ -f "$big" ] || python3 bench/syn-flood.py "$n" "$big"
+python3 bench/syn-flood.py 10 target/bench/syn-10.pcap
+
+peak_kib() {
+  local tmp; tmp=$(mktemp)
+  /usr/bin/time -o "$tmp" -f '%M' "$bin" -r "$1" --print --max-flows "$((n + 1000))" \
+    --flow-idle-timeout 3600 >/dev/null
+  cat "$tmp"; rm -f "$tmp"
+}
+base=$(peak_kib target/bench/syn-10.pcap)
+full=$(peak_kib "$big")
+flows=$("$bin" -r "$big" --print --max-flows "$((n + 1000))" --flow-idle-timeout 3600 \
+  | awk '/^tcp_exporter_flows_tracked/ {s += $2} END {printf "%d", s}')
+awk -v n="$n" -v f="$flows" -v b="$base" -v p="$full" 'BEGIN {
+  printf "| flows tracked | peak RSS | baseline RSS | bytes per flow |\n|---|---|---|---|\n"
+  printf "| %d | %.1f MiB | %.1f MiB | %.0f |\n", f, p / 1024, b / 1024, (p - b) * 1024 / f
+}'
