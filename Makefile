@@ -65,7 +65,35 @@ ensure_pkgs() {
 }
 endef
 
-.PHONY: deps test-deps build run test pcaps
+# What the deployment tests need besides (tests/deploy, `make test-deploy`):
+# a virtualenv for helm-sdkpy and kubernetes-validate; `prometheus` and
+# `promtool` come with TEST_PKGS.
+DEPLOY_PKGS := python3-venv
+DEPLOY_VENV := target/deploy-venv
+# The container image `make image` builds; the tag is the crate's version.
+IMAGE ?= tcp-exporter
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# docker or podman; empty: the first of them whose engine answers.
+CONTAINER_ENGINE ?=
+
+# The deployment tests, run by `make test` after the cargo tests and by
+# `make test-deploy` alone: a virtualenv made again only when
+# tests/deploy/requirements.txt changes, then tests/deploy/run.py. (A shell
+# snippet rather than a sub-make, so that `make -n test` runs nothing.)
+define DEPLOY_TESTS
+req=tests/deploy/requirements.txt
+if ! cmp -s "$$req" $(DEPLOY_VENV)/requirements.txt; then
+  rm -rf $(DEPLOY_VENV)
+  python3 -m venv $(DEPLOY_VENV)
+  # helm-sdkpy declares Python >= 3.12; what the tests use works on 3.11.
+  $(DEPLOY_VENV)/bin/pip install --quiet --disable-pip-version-check --no-cache-dir \
+    --ignore-requires-python -r "$$req"
+  cp "$$req" $(DEPLOY_VENV)/requirements.txt
+fi
+$(DEPLOY_VENV)/bin/python tests/deploy/run.py
+endef
+
+.PHONY: deps test-deps build run test pcaps test-deploy image
 
 deps:
 	@$(ENSURE_PKGS)
@@ -76,7 +104,7 @@ deps:
 test-deps:
 	@$(ENSURE_PKGS)
 	need_cargo
-	ensure_pkgs $(BUILD_PKGS) $(TEST_PKGS)
+	ensure_pkgs $(BUILD_PKGS) $(TEST_PKGS) $(DEPLOY_PKGS)
 
 build:
 	$(CARGO) build --release --locked
@@ -93,7 +121,41 @@ test: test-deps
 	$(CARGO) test --release --locked
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+	$(CARGO) build --release --locked
+	$(DEPLOY_TESTS)
 
 # Regenerates testdata/pcaps from real traffic between network namespaces.
 pcaps: test-deps
 	bash scripts/gen-pcaps.sh
+
+# Deployment tests (tests/deploy): the dashboard and alerting rules against a
+# real Prometheus scraping the exporter, the Helm chart through Helm's own
+# library (helm-sdkpy) and the Kubernetes schemas (kubernetes-validate), the
+# image's runtime libraries. The Python packages go into target/deploy-venv.
+test-deploy: test-deps
+	$(CARGO) build --release --locked
+	$(DEPLOY_TESTS)
+
+# The container image (Dockerfile). No engine runs on the CI machine: build
+# it where docker or podman does. CONTAINER_ENGINE=podman picks one.
+image:
+	@engine="$(CONTAINER_ENGINE)"
+	installed=()
+	if [[ -z $$engine ]]; then
+	  for e in docker podman; do
+	    command -v "$$e" >/dev/null || continue
+	    installed+=("$$e")
+	    if "$$e" info >/dev/null 2>&1; then engine=$$e; break; fi
+	  done
+	fi
+	if [[ -z $$engine ]]; then
+	  if (( $${#installed[@]} )); then
+	    echo "make image: $${installed[*]} installed, but no container engine answers ('$${installed[0]} info' fails)" >&2
+	  else
+	    echo "make image: no container engine: neither docker nor podman is installed" >&2
+	  fi
+	  echo "make image: build the image where one runs (CI has none): make image, or docker build -t $(IMAGE):$(IMAGE_TAG) ." >&2
+	  exit 1
+	fi
+	echo "make image: $$engine build -t $(IMAGE):$(IMAGE_TAG)"
+	"$$engine" build --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) .

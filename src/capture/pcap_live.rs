@@ -34,7 +34,7 @@ pub struct PcapLive {
     totals: CaptureStats,
 }
 
-const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW (and CAP_NET_ADMIN)";
+const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW";
 
 impl PcapLive {
     pub fn open(interface: &str, opts: &LiveOptions) -> Result<PcapLive, CaptureError> {

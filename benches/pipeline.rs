@@ -1,0 +1,72 @@
+//! Per-packet cost of decode, and of decode + flow analysis + counting, on
+//! the frames of a real capture (testdata/pcaps/bulk_loss.pcap: bulk
+//! transfers with loss, so retransmissions, duplicate ACKs and window-full
+//! segments are on the path). `cargo bench --bench pipeline`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+use tcp_exporter::capture::{Next, PacketSource, PcapFile};
+use tcp_exporter::decode::{decode, LinkType};
+use tcp_exporter::metrics::Shard;
+use tcp_exporter::pipeline::Worker;
+
+/// The capture's frames, owned: (capture time, bytes, wire length).
+fn frames() -> (LinkType, Vec<(u64, Vec<u8>, u32)>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcaps/bulk_loss.pcap");
+    let mut source = PcapFile::open(&path, "").expect("the test capture opens");
+    let link = source.link_type();
+    let mut out = Vec::new();
+    while let Ok(Next::Frame(f)) = source.next() {
+        out.push((f.ts, f.data.to_vec(), f.wire_len));
+    }
+    (link, out)
+}
+
+fn bench(c: &mut Criterion) {
+    let (link, frames) = frames();
+    let mut group = c.benchmark_group("per_packet");
+    group.throughput(Throughput::Elements(frames.len() as u64));
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            let mut payload = 0u64;
+            for (_, data, wire) in &frames {
+                if let Ok(seg) = decode(link, data, *wire) {
+                    payload += seg.payload_len as u64;
+                }
+            }
+            payload
+        })
+    });
+    group.bench_function("decode_analyse_count", |b| {
+        // A fresh worker and shard for each pass (made outside the timing),
+        // as if the capture were replayed.
+        let setup = || {
+            (
+                Worker::new(link, 131_072, 300_000_000_000),
+                Shard::new(Arc::from("bench"), 10_000),
+            )
+        };
+        b.iter_batched(
+            setup,
+            |(mut worker, mut shard)| {
+                for (ts, data, wire) in &frames {
+                    let frame = tcp_exporter::capture::Frame {
+                        ts: *ts,
+                        data,
+                        wire_len: *wire,
+                    };
+                    worker.process(&mut shard, &frame);
+                }
+                (worker, shard)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,140 @@
+{{/* Names, labels, and the exporter's command line, shared by the templates. */}}
+
+{{- define "tcp-exporter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name; the chart name is not repeated when the release already contains it. */}}
+{{- define "tcp-exporter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tcp-exporter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tcp-exporter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tcp-exporter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels on every object. `jobLabel` is the label the ServiceMonitor and
+PodMonitor take the Prometheus job name from: the alerting rules select
+job="tcp-exporter", whatever the release is called.
+*/}}
+{{- define "tcp-exporter.labels" -}}
+helm.sh/chart: {{ include "tcp-exporter.chart" . }}
+{{ include "tcp-exporter.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: exporter
+jobLabel: tcp-exporter
+{{- end }}
+
+{{- define "tcp-exporter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tcp-exporter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "tcp-exporter.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The container's arguments, from the values: a flag is left out when its
+value is null or empty, so that the exporter's own default applies.
+Numbers go through int64 so that large ones do not print as 1e+06.
+*/}}
+{{- define "tcp-exporter.args" -}}
+{{- $v := .Values }}
+{{- range $v.interfaces }}
+- -i
+- {{ . | quote }}
+{{- end }}
+- --port
+- {{ $v.port | int64 | quote }}
+- --listen
+- {{ $v.listen | quote }}
+{{- with $v.filter }}
+- --filter
+- {{ . | quote }}
+{{- end }}
+{{- if ne $v.backend "pcap" }}
+- --backend
+- {{ $v.backend | quote }}
+{{- end }}
+{{- if eq $v.backend "af-packet" }}
+{{- range $flag, $key := dict "--workers" "workers" "--ring-block-size" "ringBlockSizeKiB" "--ring-blocks" "ringBlocks" "--ring-timeout" "ringTimeoutMs" }}
+{{- $value := index $v.afPacket $key }}
+{{- if not (kindIs "invalid" $value) }}
+- {{ $flag }}
+- {{ $value | int64 | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with $v.labels }}
+- --labels
+- {{ join "," . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $v.maxFlows) }}
+- --max-flows
+- {{ $v.maxFlows | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $v.flowIdleTimeout) }}
+- --flow-idle-timeout
+- {{ $v.flowIdleTimeout | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $v.maxSeries) }}
+- --max-series
+- {{ $v.maxSeries | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $v.snaplen) }}
+- --snaplen
+- {{ $v.snaplen | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $v.bufferSizeMiB) }}
+- --buffer-size
+- {{ $v.bufferSizeMiB | int64 | quote }}
+{{- end }}
+{{- if $v.promisc }}
+- --promisc
+{{- end }}
+{{- range $v.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Capabilities added after dropping ALL: NET_RAW opens the AF_PACKET socket
+(pcap and af-packet backends: libpcap's ring and promiscuous mode need
+nothing more); the xdp backend also attaches programs to interfaces
+(NET_ADMIN), loads programs and maps (BPF) and needs PERFMON for the
+verifier's pointer arithmetic and ring buffers.
+*/}}
+{{- define "tcp-exporter.capabilities" -}}
+{{- $caps := list "NET_RAW" }}
+{{- if eq .Values.backend "xdp" }}
+{{- $caps = concat $caps (list "NET_ADMIN" "BPF" "PERFMON") }}
+{{- end }}
+{{- $caps = concat $caps .Values.securityContext.extraCapabilities | uniq }}
+{{- toYaml $caps }}
+{{- end }}
+
+{{/* Whether a Prometheus Operator object of kind `kind` is rendered: enabled, and the cluster serves the kind or `force` says to. */}}
+{{- define "tcp-exporter.monitoringObject" -}}
+{{- $cfg := index .root.Values .key }}
+{{- if and $cfg.enabled (or $cfg.force (.root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind))) }}true{{ end }}
+{{- end }}

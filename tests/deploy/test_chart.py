@@ -1,0 +1,392 @@
+"""The Helm chart, with real Helm: the library inside the PyPI package
+helm-sdkpy (Helm's own Go code behind a C interface).
+
+- Lint: helm-sdkpy's Lint action on the chart, and on a copy whose
+  values.yaml is the defaults merged with values/xdp-monitoring.yaml (Lint
+  takes no values). helm-sdkpy reports each message's severity and path but
+  not its text (the Go error serialises as {}), so a failure names the file
+  and the render below gives the reason.
+- Render: helm-sdkpy has no `template` action. Its Install action, pointed at
+  a stand-in API server on loopback (kubestub.py), renders the chart exactly
+  as `helm install` would and returns the manifest; the stub serves discovery
+  with or without monitoring.coreos.com/v1, which is what
+  `.Capabilities.APIVersions` sees. values.schema.json is enforced there too.
+- Every rendered manifest of a built-in kind is validated with
+  kubernetes-validate (strict: unknown fields fail) for the oldest Kubernetes
+  the chart accepts and the newest the package knows. Its schemas have no
+  Prometheus Operator kinds: ServiceMonitor, PodMonitor and PrometheusRule
+  are checked here against what they must select and carry instead, and the
+  PrometheusRule's rules go through `promtool check rules`.
+"""
+
+import asyncio
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import yaml
+
+from common import CHART, DASHBOARD, EXPORTER, RULES, ROOT, tool
+from kubestub import KubeStub
+
+XDP_VALUES = ROOT / "tests" / "deploy" / "values" / "xdp-monitoring.yaml"
+OLDEST_KUBERNETES = "1.25"  # Chart.yaml kubeVersion
+RELEASE = "tcpx"
+NAMESPACE = "monitoring"
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+AF_PACKET_VALUES = {"backend": "af-packet",
+                    "afPacket": {"workers": 4, "ringBlockSizeKiB": 2048, "ringBlocks": 32, "ringTimeoutMs": 20}}
+# Flags the chart can render before the exporter has them (later issues):
+# remove each from here when `tcp-exporter --help` lists it.
+PENDING_FLAGS = {"--labels"}
+PENDING_BACKENDS = {"xdp"}
+
+helm = None
+kubernetes_validate = None
+_helm_home = None
+_saved_env = {}
+
+
+def setUpModule():
+    global helm, kubernetes_validate, _helm_home
+    # Helm keeps a cache, config and data directory; the library reads these
+    # when it loads (on first use), so they point into a temporary directory.
+    # helm-sdkpy makes ~/.cache/helm, ~/.config/helm and ~/.local/share/helm
+    # whatever HELM_*_HOME say, so HOME itself points there while it runs.
+    _helm_home = tempfile.mkdtemp(prefix="tcp-exporter-helm-")
+    _saved_env.update({k: os.environ.get(k) for k in ("HOME", "HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")})
+    os.environ["HOME"] = _helm_home
+    for var, sub in (("HELM_CACHE_HOME", ".cache/helm"), ("HELM_CONFIG_HOME", ".config/helm"),
+                     ("HELM_DATA_HOME", ".local/share/helm")):
+        os.environ[var] = os.path.join(_helm_home, sub)
+    import helm_sdkpy
+    import kubernetes_validate as kv
+    helm, kubernetes_validate = helm_sdkpy, kv
+
+
+def tearDownModule():
+    for k, v in _saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if _helm_home:
+        shutil.rmtree(_helm_home, ignore_errors=True)
+
+
+def deep_merge(base, override):
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def xdp_values():
+    with open(XDP_VALUES) as f:
+        return yaml.safe_load(f)
+
+
+def lint(chart_dir):
+    """Helm's lint messages as (severity name, path)."""
+    config = helm.Configuration(namespace=NAMESPACE)
+    result = asyncio.run(helm.Lint(config).run(str(chart_dir)))
+    names = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
+    return [(names.get(m["Severity"], str(m["Severity"])), m["Path"]) for m in result.get("Messages") or []]
+
+
+class Rendered:
+    def __init__(self, docs, notes, sent):
+        self.docs = docs
+        self.notes = notes
+        self.sent = sent  # what Helm sent to the API server
+
+    def kinds(self):
+        return sorted(d["kind"] for d in self.docs)
+
+    def one(self, kind):
+        found = [d for d in self.docs if d["kind"] == kind]
+        assert len(found) == 1, "%d %s in the manifest" % (len(found), kind)
+        return found[0]
+
+
+def render(values=None, monitoring_crds=False):
+    """`helm install` of the chart against the stub API server; returns the
+    manifest Helm rendered and applied."""
+    stub = KubeStub(monitoring_crds=monitoring_crds)
+    fd, kubeconfig = tempfile.mkstemp(prefix="kubeconfig-", suffix=".yaml", dir=_helm_home)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(stub.kubeconfig())
+        config = helm.Configuration(namespace=NAMESPACE, kubeconfig=kubeconfig)
+        result = asyncio.run(helm.Install(config).run(RELEASE, str(CHART), values=values, wait=False, timeout=60))
+        docs = [d for d in yaml.safe_load_all(result["manifest"]) if d]
+        return Rendered(docs, result["info"].get("notes", ""), list(stub.created))
+    finally:
+        stub.stop()
+        os.unlink(kubeconfig)
+
+
+def container(daemonset):
+    containers = daemonset["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+class ChartLint(unittest.TestCase):
+    def assertLintClean(self, chart_dir):
+        bad = [m for m in lint(chart_dir) if m[0] not in ("info",)]
+        self.assertEqual(bad, [], "helm lint reports (severity, file); the render tests show why")
+
+    def test_lint_default_values(self):
+        self.assertLintClean(CHART)
+
+    def test_lint_xdp_monitoring_values(self):
+        with tempfile.TemporaryDirectory(prefix="tcp-exporter-chart-") as tmp:
+            chart = os.path.join(tmp, "tcp-exporter")
+            shutil.copytree(CHART, chart)
+            with open(CHART / "values.yaml") as f:
+                defaults = yaml.safe_load(f)
+            with open(os.path.join(chart, "values.yaml"), "w") as f:
+                yaml.safe_dump(deep_merge(defaults, xdp_values()), f)
+            self.assertLintClean(chart)
+
+    def test_lint_catches_a_broken_template(self):
+        # The lint check above is only worth something if a broken chart fails it.
+        with tempfile.TemporaryDirectory(prefix="tcp-exporter-chart-") as tmp:
+            chart = os.path.join(tmp, "tcp-exporter")
+            shutil.copytree(CHART, chart)
+            with open(os.path.join(chart, "templates", "service.yaml"), "a") as f:
+                f.write("\n{{ .Values.port | no_such_function }}\n")
+            self.assertIn(("error", "templates/"), lint(chart))
+
+
+class ChartRender(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.default = render()
+        cls.default_operator = render(monitoring_crds=True)
+        cls.xdp = render(xdp_values(), monitoring_crds=True)
+        cls.af_packet = render(AF_PACKET_VALUES)
+        cls.renders = {"default": cls.default, "default with operator": cls.default_operator,
+                       "xdp-monitoring.yaml": cls.xdp, "af-packet": cls.af_packet}
+
+    # ------------------------------------------------------------ which objects
+    def test_without_the_operator_no_monitoring_objects(self):
+        self.assertEqual(self.default.kinds(), ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"])
+
+    def test_with_the_operator_servicemonitor_and_rules_by_default(self):
+        self.assertEqual(self.default_operator.kinds(),
+                         ["ConfigMap", "DaemonSet", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"])
+
+    def test_podmonitor_when_enabled(self):
+        self.assertEqual(self.xdp.kinds(), ["ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule", "Service",
+                                            "ServiceAccount", "ServiceMonitor"])
+
+    def test_force_renders_monitoring_objects_without_the_operator(self):
+        # Helm renders the three, then cannot apply them to a cluster that has
+        # no such kinds, and says so: the forced objects were rendered. (In
+        # `helm template`, which needs no cluster, they are simply output.)
+        with self.assertRaises(helm.InstallError) as cm:
+            render(xdp_values(), monitoring_crds=False)
+        message = str(cm.exception)
+        for kind in sorted(MONITORING_KINDS):
+            self.assertIn('no matches for kind "%s" in version "monitoring.coreos.com/v1"' % kind, message)
+
+    def test_helm_applied_what_it_rendered(self):
+        for name, r in self.renders.items():
+            with self.subTest(render=name):
+                posted = sorted(path.rsplit("/", 1)[1] for method, path, _ in r.sent
+                                if method == "POST" and not path.endswith("/secrets"))
+                self.assertEqual(posted, sorted(d["kind"].lower() + "s" for d in r.docs))
+
+    # ------------------------------------------------------------ the DaemonSet
+    def assertPodBasics(self, ds):
+        pod = ds["spec"]["template"]["spec"]
+        self.assertIs(pod["hostNetwork"], True)
+        self.assertEqual(pod["dnsPolicy"], "ClusterFirstWithHostNet")
+        self.assertIs(pod["automountServiceAccountToken"], False)
+        c = container(ds)
+        sc = c["securityContext"]
+        self.assertIs(sc["readOnlyRootFilesystem"], True)
+        self.assertIs(sc["allowPrivilegeEscalation"], False)
+        self.assertIs(sc["privileged"], False)
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "metrics"})
+        self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "metrics"})
+        self.assertIn("resources", c)
+        return pod, c
+
+    def test_default_daemonset(self):
+        ds = self.default.one("DaemonSet")
+        pod, c = self.assertPodBasics(ds)
+        self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0"])
+        self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
+        self.assertEqual(c["ports"], [{"name": "metrics", "containerPort": 9090, "hostPort": 9090, "protocol": "TCP"}])
+        self.assertEqual(pod["tolerations"], [{"operator": "Exists"}])
+        self.assertNotIn("priorityClassName", pod)
+        self.assertEqual(c["image"], "tcp-exporter:0.1.0")
+        self.assertIn("NET_RAW", self.default.notes)
+
+    def test_xdp_daemonset_carries_every_value(self):
+        ds = self.xdp.one("DaemonSet")
+        pod, c = self.assertPodBasics(ds)
+        self.assertEqual(c["args"], [
+            "-i", "eth0", "-i", "eth1", "-i", "bond0.100",
+            "--port", "9187", "--listen", "$(POD_IP)",
+            "--filter", "tcp port 443 or tcp port 5432",
+            "--backend", "xdp",
+            "--labels", "interface,server,server_port",
+            "--max-flows", "1000000", "--flow-idle-timeout", "120", "--max-series", "20000",
+            "--snaplen", "128", "--buffer-size", "64", "--promisc",
+            "--future-flag=1",
+        ])
+        self.assertEqual(c["securityContext"]["capabilities"]["add"],
+                         ["NET_RAW", "NET_ADMIN", "BPF", "PERFMON", "SYS_RESOURCE"])
+        self.assertEqual(c["ports"][0]["containerPort"], 9187)
+        self.assertEqual(c["ports"][0]["hostPort"], 9187)
+        self.assertIn({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, c["env"])
+        self.assertEqual(pod["priorityClassName"], "system-node-critical")
+        self.assertEqual(pod["tolerations"], xdp_values()["tolerations"])
+        self.assertEqual(c["resources"], xdp_values()["resources"])
+        self.assertEqual(ds["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"], "9187")
+
+    def test_af_packet_backend_needs_net_raw_only(self):
+        c = container(self.af_packet.one("DaemonSet"))
+        self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0",
+                                     "--backend", "af-packet", "--ring-block-size", "2048", "--ring-blocks", "32",
+                                     "--ring-timeout", "20", "--workers", "4"])
+        self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
+
+    def test_every_flag_the_chart_renders_is_one_the_exporter_has(self):
+        # Catches a flag renamed in the CLI but not in the chart.
+        help_text = subprocess.run([str(EXPORTER), "--help"], capture_output=True, text=True, check=True).stdout
+        flags = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", help_text))
+        self.assertIn("--interface", flags)
+        flags.add("-i")
+        rendered = set()
+        for r in (self.xdp, self.af_packet):
+            args = container(r.one("DaemonSet"))["args"]
+            rendered |= {a for a in args if a.startswith("-") and a not in xdp_values()["extraArgs"]}
+        self.assertLessEqual(rendered - PENDING_FLAGS, flags)
+        m = re.search(r"--backend.*?\[possible values: ([^\]]+)\]", help_text, re.S)
+        self.assertIsNotNone(m, "no --backend in tcp-exporter --help")
+        backends = set(m.group(1).replace(" ", "").split(","))
+        with open(CHART / "values.schema.json") as f:
+            schema_backends = set(json.load(f)["properties"]["backend"]["enum"])
+        self.assertLessEqual(backends, schema_backends, "a backend the chart does not offer")
+        self.assertLessEqual(schema_backends - backends, PENDING_BACKENDS)
+
+    # ------------------------------------------------------------ schemas
+    def test_manifests_validate_against_kubernetes_schemas(self):
+        versions = [OLDEST_KUBERNETES, kubernetes_validate.utils.latest_version()]
+        checked = 0
+        for name, r in self.renders.items():
+            for doc in r.docs:
+                if doc["kind"] in MONITORING_KINDS:
+                    continue  # no schema in kubernetes-validate: see test_monitoring_objects_*
+                for version in versions:
+                    with self.subTest(render=name, kind=doc["kind"], kubernetes=version):
+                        try:
+                            kubernetes_validate.validate(doc, version, strict=True)
+                        except kubernetes_validate.utils.ValidationError as e:
+                            self.fail("%s %s: %s at %s" % (doc["kind"], doc["metadata"]["name"], e.message,
+                                                           "/".join(str(p) for p in e.path)))
+                        checked += 1
+        self.assertGreaterEqual(checked, 16)
+
+    def test_values_schema_rejects_bad_values(self):
+        for bad in ({"backend": "dpdk"}, {"interfaces": "eth0"}, {"port": 70000}, {"interface": ["eth0"]},
+                    {"maxFlows": 0}, {"securityContext": {"extraCapabilities": ["cap_sys_admin"]}}):
+            with self.subTest(values=bad):
+                with self.assertRaises(helm.InstallError) as cm:
+                    render(bad)
+                self.assertIn("schema", str(cm.exception))
+
+    # ------------------------------------------------------------ monitoring objects
+    def assertSelects(self, selector, labels):
+        for k, v in selector["matchLabels"].items():
+            self.assertEqual(labels.get(k), v, "selector %s does not match labels %s" % (selector, labels))
+
+    def test_monitoring_objects_select_the_exporter(self):
+        for name, r in (("default with operator", self.default_operator), ("xdp-monitoring.yaml", self.xdp)):
+            with self.subTest(render=name):
+                ds, svc, sm = r.one("DaemonSet"), r.one("Service"), r.one("ServiceMonitor")
+                pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+                self.assertSelects({"matchLabels": svc["spec"]["selector"]}, pod_labels)
+                self.assertEqual(svc["spec"]["clusterIP"], "None")
+                self.assertSelects(sm["spec"]["selector"], svc["metadata"]["labels"])
+                self.assertEqual(sm["spec"]["namespaceSelector"], {"matchNames": [NAMESPACE]})
+                ports = {p["name"] for p in svc["spec"]["ports"]}
+                for ep in sm["spec"]["endpoints"]:
+                    self.assertIn(ep["port"], ports)
+                    self.assertEqual(ep["path"], "/metrics")
+                # The job the alerting rules expect.
+                self.assertEqual(svc["metadata"]["labels"][sm["spec"]["jobLabel"]], "tcp-exporter")
+        pm = self.xdp.one("PodMonitor")
+        ds = self.xdp.one("DaemonSet")
+        pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+        self.assertSelects(pm["spec"]["selector"], pod_labels)
+        self.assertEqual(pod_labels[pm["spec"]["jobLabel"]], "tcp-exporter")
+        container_ports = {p["name"] for p in container(ds)["ports"]}
+        for ep in pm["spec"]["podMetricsEndpoints"]:
+            self.assertIn(ep["port"], container_ports)
+        self.assertEqual(self.xdp.one("ServiceMonitor")["metadata"]["labels"]["release"], "kube-prometheus-stack")
+        self.assertEqual(self.xdp.one("ServiceMonitor")["spec"]["endpoints"][0]["interval"], "15s")
+
+    def test_prometheus_rule_is_the_rules_file(self):
+        with open(RULES) as f:
+            groups = yaml.safe_load(f)["groups"]
+        rule = self.default_operator.one("PrometheusRule")
+        self.assertEqual(rule["spec"]["groups"], groups)
+        # With additionalRuleLabels: added to every rule, never over a rule's own.
+        forced = self.xdp.one("PrometheusRule")
+        self.assertEqual(forced["metadata"]["labels"]["release"], "kube-prometheus-stack")
+        for g_shipped, g in zip(groups, forced["spec"]["groups"]):
+            for r_shipped, r in zip(g_shipped["rules"], g["rules"]):
+                self.assertEqual(r["labels"], {**{"team": "network"}, **r_shipped["labels"]})
+                self.assertEqual(r["expr"], r_shipped["expr"])
+        # And what the chart ships passes promtool.
+        with tempfile.TemporaryDirectory(prefix="tcp-exporter-rules-") as tmp:
+            for name, doc in (("default", rule), ("xdp", forced)):
+                path = os.path.join(tmp, name + ".yml")
+                with open(path, "w") as f:
+                    yaml.safe_dump({"groups": doc["spec"]["groups"]}, f)
+                out = subprocess.run([tool("promtool"), "check", "rules", path], capture_output=True, text=True)
+                self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+
+    def test_dashboard_configmap_carries_the_dashboard(self):
+        with open(DASHBOARD) as f:
+            dashboard = json.load(f)
+        cases = (("default", self.default, NAMESPACE, None),
+                 ("xdp-monitoring.yaml", self.xdp, "grafana", {"grafana_folder": "Network"}))
+        for name, r, namespace, annotations in cases:
+            with self.subTest(render=name):
+                cm = r.one("ConfigMap")
+                self.assertEqual(cm["metadata"]["labels"]["grafana_dashboard"], "1")
+                self.assertEqual(cm["metadata"]["namespace"], namespace)
+                self.assertEqual(cm["metadata"].get("annotations"), annotations)
+                self.assertEqual(json.loads(cm["data"]["tcp-exporter.json"]), dashboard)
+
+
+class SingleSource(unittest.TestCase):
+    """dashboards/ and alerts/ hold the same bytes as the chart's files/, which
+    the chart reads (Helm cannot read outside the chart): symlinks today."""
+
+    def test_dashboard_and_rules_are_the_charts(self):
+        for top, in_chart in ((DASHBOARD, CHART / "files" / "tcp-exporter.json"),
+                              (RULES, CHART / "files" / "tcp-exporter.rules.yml")):
+            with self.subTest(file=str(top.relative_to(ROOT))):
+                self.assertEqual(top.read_bytes(), in_chart.read_bytes(),
+                                 "%s differs from %s" % (top, in_chart))
+
+
+if __name__ == "__main__":
+    unittest.main()
