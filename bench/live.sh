@@ -47,7 +47,7 @@ scrape() { ip netns exec "$ns" curl -s "http://127.0.0.1:$port/metrics"; }
 sum_metric() { awk -v m="$1" '$1 ~ "^"m"({|$)" {s += $2} END {printf "%d", s}'; }
 
 run_one() {
-  local backend=$1 args=()
+  local backend=$1 label=$2 args=()
   [ "$backend" = af-packet ] && args=(--backend af-packet --workers "$workers")
   ip netns exec "$ns" "$bin" -i tbl1 -p "$port" --listen 127.0.0.1 "${args[@]}" 2>/dev/null &
   local exp=$!
@@ -83,10 +83,10 @@ run_one() {
   pids=()
   local dumped
   dumped=$(awk '/packets captured/ {print $1}' "$tmp/tcpdump.err")
-  awk -v b="$backend" -v s="$sent" -v c="$counted" -v k="$drops" -v et="$((e1 - e0))" \
+  awk -v b="$label" -v s="$sent" -v c="$counted" -v k="$drops" -v et="$((e1 - e0))" \
       -v d="$dumped" -v dt="$((d1 - d0))" -v hz="$hz" 'BEGIN {
-    printf "| tcp-exporter %-22s | %9d | %9d | %8.3f%% | %6d | %6.2f s | %5.1f ns |\n", b, s, c, 100 * c / s, k, et / hz, 1e9 * et / hz / s
-    printf "| tcpdump -w /dev/null (same run)    | %9d | %9d | %8.3f%% |        | %6.2f s | %5.1f ns |\n", s, d, 100 * d / s, dt / hz, 1e9 * dt / hz / s
+    printf "| tcp-exporter %-28s | %9d | %9d | %8.3f%% | %6d | %6.2f s | %5.1f ns |\n", b, s, c, 100 * c / s, k, et / hz, 1e9 * et / hz / s
+    printf "| tcpdump -w /dev/null (same run)          | %9d | %9d | %8.3f%% |        | %6.2f s | %5.1f ns |\n", s, d, 100 * d / s, dt / hz, 1e9 * dt / hz / s
   }'
 }
 
@@ -96,6 +96,6 @@ echo "|---|---|---|---|---|---|---|"
 for b in $backends; do
   label=$b
   [ "$b" = af-packet ] && label="af-packet ($workers workers)"
-  run_one "$b" | sed "s/tcp-exporter $b /tcp-exporter $label/"
+  run_one "$b" "$label"
 done
 rm -rf "$tmp"
