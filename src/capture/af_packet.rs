@@ -13,10 +13,9 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ring::{self, PACKET_OUTGOING, TP_STATUS_KERNEL, TP_STATUS_USER};
-use super::{CaptureError, CaptureStats, Frame, Next, PacketSource};
+use super::{wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource, PERMISSION_HINT};
 use crate::decode::LinkType;
 use crate::flow::Nanos;
 
@@ -74,7 +73,6 @@ unsafe impl Send for AfPacket {}
 const ETH_P_ALL: u16 = 0x0003;
 /// libpcap's DLT_RAW on Linux: filters compiled for it start at the IP header.
 const DLT_RAW: i32 = 12;
-const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW";
 
 fn os_error(what: &str, step: &str) -> CaptureError {
     let err = std::io::Error::last_os_error();
@@ -320,13 +318,6 @@ fn loopback_index() -> i32 {
         0 => -1,
         i => i as i32,
     }
-}
-
-fn wall_clock() -> Nanos {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as Nanos)
-        .unwrap_or(0)
 }
 
 impl PacketSource for AfPacket {

@@ -88,6 +88,17 @@ pub trait PacketSource: Send {
     fn batch(&self) -> usize;
 }
 
+/// What to do about a permission error when opening a capture.
+const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW";
+
+/// Now, on the wall clock: what a live source reports when no frame comes.
+fn wall_clock() -> Nanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as Nanos)
+        .unwrap_or(0)
+}
+
 fn link_type_of(what: &str, dlt: pcap::Linktype) -> Result<LinkType, CaptureError> {
     LinkType::from_dlt(dlt.0).ok_or_else(|| CaptureError::UnsupportedLink {
         what: what.to_string(),

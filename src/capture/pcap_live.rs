@@ -1,11 +1,13 @@
 //! Live capture on an interface through libpcap.
 
 use std::os::unix::io::AsRawFd;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pcap::{Active, Capture};
 
-use super::{link_type_of, CaptureError, CaptureStats, Frame, Next, PacketSource};
+use super::{
+    link_type_of, wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource,
+    PERMISSION_HINT,
+};
 use crate::decode::LinkType;
 use crate::flow::Nanos;
 
@@ -33,8 +35,6 @@ pub struct PcapLive {
     last_raw: (u32, u32),
     totals: CaptureStats,
 }
-
-const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW";
 
 impl PcapLive {
     pub fn open(interface: &str, opts: &LiveOptions) -> Result<PcapLive, CaptureError> {
@@ -90,13 +90,6 @@ pub(super) fn timeval_nanos(tv: &libc::timeval, scale: u64) -> Nanos {
     (tv.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add((tv.tv_usec as u64).wrapping_mul(scale))
-}
-
-fn wall_clock() -> Nanos {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as Nanos)
-        .unwrap_or(0)
 }
 
 impl PacketSource for PcapLive {
