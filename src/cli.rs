@@ -64,7 +64,7 @@ pub struct Args {
 
     /// Most connections tracked at once per interface. When full, the least
     /// recently active flow is evicted (counted in
-    /// tcp_exporter_flow_evictions_total{reason="table_full"}). About 310
+    /// tcp_exporter_flow_evictions_total{reason="table_full"}). About 270
     /// bytes of memory each, used only as flows come.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FLOWS)]
     pub max_flows: usize,

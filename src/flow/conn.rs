@@ -6,7 +6,7 @@ use crate::decode::Segment;
 use super::analysis::{Analyzer, Flags};
 use super::key::Side;
 use super::seq::SeqNum;
-use super::Nanos;
+use super::{Nanos, ShortTime};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +80,8 @@ pub struct Conn {
     start: Nanos,
     syn_count: u8,
     synack_count: u8,
-    last_syn: Nanos,
-    last_synack: Nanos,
+    last_syn: ShortTime,
+    last_synack: ShortTime,
     server_isn: SeqNum,
     fin_seen: [bool; 2],
     analyzer: Analyzer,
@@ -114,8 +114,8 @@ impl Conn {
             start: 0,
             syn_count: 0,
             synack_count: 0,
-            last_syn: 0,
-            last_synack: 0,
+            last_syn: ShortTime::default(),
+            last_synack: ShortTime::default(),
             server_isn: SeqNum(0),
             fin_seen: [false; 2],
             analyzer: Analyzer::default(),
@@ -182,24 +182,24 @@ impl Conn {
                     self.start = now;
                 }
                 self.syn_count = self.syn_count.saturating_add(1);
-                self.last_syn = now;
+                self.last_syn = ShortTime::at(now);
             }
             (true, true, Side::Server) => {
                 if self.synack_count == 0 {
                     step.lifecycle = Some(Lifecycle::Opened);
                     // Karn: a retransmitted SYN makes the sample ambiguous.
                     if self.syn_count == 1 {
-                        step.handshake_rtt = Some((Side::Server, now - self.last_syn.min(now)));
+                        step.handshake_rtt = Some((Side::Server, self.last_syn.elapsed(now)));
                     }
                     self.server_isn = SeqNum(seg.seq);
                     self.phase = Phase::SynReceived;
                 }
                 self.synack_count = self.synack_count.saturating_add(1);
-                self.last_synack = now;
+                self.last_synack = ShortTime::at(now);
             }
             (false, true, Side::Client) if self.phase == Phase::SynReceived => {
                 if SeqNum(seg.ack) == self.server_isn.plus(1) && self.synack_count == 1 {
-                    step.handshake_rtt = Some((Side::Client, now - self.last_synack.min(now)));
+                    step.handshake_rtt = Some((Side::Client, self.last_synack.elapsed(now)));
                 }
                 self.phase = Phase::Established;
             }
@@ -301,17 +301,17 @@ pub(crate) mod tests {
         let syn = seg(40000, 80, SYN, 100, 0);
         let mut c = Conn::new(&syn, true);
         assert_eq!(c.on_segment(&syn, Side::Client, 1_000), Step::default());
-        let step = c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 1_300);
+        let step = c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 301_000);
         assert_eq!(step.lifecycle, Some(Lifecycle::Opened));
-        assert_eq!(step.handshake_rtt, Some((Side::Server, 300)));
-        let step = c.on_segment(&seg(40000, 80, ACK, 101, 501), Side::Client, 1_350);
-        assert_eq!(step.handshake_rtt, Some((Side::Client, 50)));
+        assert_eq!(step.handshake_rtt, Some((Side::Server, 300_000)));
+        let step = c.on_segment(&seg(40000, 80, ACK, 101, 501), Side::Client, 351_000);
+        assert_eq!(step.handshake_rtt, Some((Side::Client, 50_000)));
         assert_eq!(c.phase, Phase::Established);
-        let step = c.on_segment(&seg(40000, 80, FINACK, 101, 501), Side::Client, 5_000);
+        let step = c.on_segment(&seg(40000, 80, FINACK, 101, 501), Side::Client, 5_000_000);
         assert_eq!(step.lifecycle, None);
-        let step = c.on_segment(&seg(80, 40000, FINACK, 501, 102), Side::Server, 6_000);
+        let step = c.on_segment(&seg(80, 40000, FINACK, 501, 102), Side::Server, 6_000_001);
         assert_eq!(step.lifecycle, Some(Lifecycle::Closed(CloseReason::Fin)));
-        assert_eq!(step.duration, Some(5_000));
+        assert_eq!(step.duration, Some(5_999_001), "durations keep nanoseconds");
         assert!(c.is_closed());
     }
 

@@ -3,7 +3,7 @@
 //! per direction and Karn's rule (a retransmission voids what it overlaps).
 
 use super::seq::SeqNum;
-use super::Nanos;
+use super::{Nanos, ShortTime};
 
 /// Outstanding samples kept per direction. A bulk sender has far more
 /// segments in flight; one timed segment per round trip is what TCP itself
@@ -16,7 +16,7 @@ pub const RTT_SLOTS: usize = 2;
 struct Sample {
     /// Sequence number just past the segment.
     end: SeqNum,
-    sent: Nanos,
+    sent: ShortTime,
 }
 
 /// The timed, unacknowledged segments of one direction.
@@ -31,7 +31,10 @@ impl RttSampler {
     pub fn on_new_data(&mut self, end: SeqNum, now: Nanos) {
         let len = self.len as usize;
         if len < RTT_SLOTS {
-            self.slots[len] = Sample { end, sent: now };
+            self.slots[len] = Sample {
+                end,
+                sent: ShortTime::at(now),
+            };
             self.len += 1;
         }
     }
@@ -46,16 +49,18 @@ impl RttSampler {
     /// An ACK from the peer at `now`: the newest timed segment it covers
     /// gives the sample; every covered one is done with.
     pub fn on_ack(&mut self, ack: SeqNum, now: Nanos) -> Option<Nanos> {
-        let mut newest: Option<Nanos> = None;
+        // The newest covered sample is the shortest time ago.
+        let mut rtt: Option<Nanos> = None;
         for s in &self.slots[..self.len as usize] {
             if s.end <= ack {
-                newest = Some(newest.map_or(s.sent, |n| n.max(s.sent)));
+                let t = s.sent.elapsed(now);
+                rtt = Some(rtt.map_or(t, |r| r.min(t)));
             }
         }
-        if newest.is_some() {
+        if rtt.is_some() {
             self.retain(|s| s.end > ack);
         }
-        newest.map(|sent| now.saturating_sub(sent))
+        rtt
     }
 
     fn retain(&mut self, keep: impl Fn(&Sample) -> bool) {
@@ -74,14 +79,20 @@ impl RttSampler {
 mod tests {
     use super::*;
 
+    const US: Nanos = 1_000;
+
     #[test]
     fn ack_covering_a_segment_gives_its_rtt() {
         let mut r = RttSampler::default();
-        r.on_new_data(SeqNum(1100), 1_000);
-        assert_eq!(r.on_ack(SeqNum(1000), 1_200), None, "does not cover it");
-        assert_eq!(r.on_ack(SeqNum(1100), 1_250), Some(250));
+        r.on_new_data(SeqNum(1100), 1_000 * US);
         assert_eq!(
-            r.on_ack(SeqNum(1100), 1_300),
+            r.on_ack(SeqNum(1000), 1_200 * US),
+            None,
+            "does not cover it"
+        );
+        assert_eq!(r.on_ack(SeqNum(1100), 1_250 * US), Some(250 * US));
+        assert_eq!(
+            r.on_ack(SeqNum(1100), 1_300 * US),
             None,
             "first covering ACK only"
         );
@@ -90,9 +101,9 @@ mod tests {
     #[test]
     fn delayed_ack_over_two_segments_times_the_newest() {
         let mut r = RttSampler::default();
-        r.on_new_data(SeqNum(1100), 1_000);
-        r.on_new_data(SeqNum(1200), 1_010);
-        assert_eq!(r.on_ack(SeqNum(1200), 1_100), Some(90));
+        r.on_new_data(SeqNum(1100), 1_000 * US);
+        r.on_new_data(SeqNum(1200), 1_010 * US);
+        assert_eq!(r.on_ack(SeqNum(1200), 1_100 * US), Some(90 * US));
         assert_eq!(r.len, 0);
     }
 
@@ -104,10 +115,10 @@ mod tests {
         r.on_retransmission();
         assert_eq!(r.on_ack(SeqNum(1100), 2_000), None);
         assert_eq!(r.on_ack(SeqNum(1200), 2_010), None);
-        r.on_new_data(SeqNum(1300), 3_000);
+        r.on_new_data(SeqNum(1300), 3_000 * US);
         assert_eq!(
-            r.on_ack(SeqNum(1300), 3_040),
-            Some(40),
+            r.on_ack(SeqNum(1300), 3_040 * US),
+            Some(40 * US),
             "new data is timed again"
         );
     }
@@ -124,7 +135,22 @@ mod tests {
     #[test]
     fn samples_survive_the_sequence_wrap() {
         let mut r = RttSampler::default();
-        r.on_new_data(SeqNum(u32::MAX - 10).plus(100), 5);
-        assert_eq!(r.on_ack(SeqNum(89), 25), Some(20));
+        r.on_new_data(SeqNum(u32::MAX - 10).plus(100), 5 * US);
+        assert_eq!(r.on_ack(SeqNum(89), 25 * US), Some(20 * US));
+    }
+
+    #[test]
+    fn samples_survive_the_wrap_of_the_short_clock() {
+        let mut r = RttSampler::default();
+        let before_wrap = (u32::MAX as Nanos - 5) * US;
+        r.on_new_data(SeqNum(1100), before_wrap);
+        assert_eq!(r.on_ack(SeqNum(1100), before_wrap + 30 * US), Some(30 * US));
+    }
+
+    #[test]
+    fn a_clock_running_backwards_gives_zero_not_an_hour() {
+        let mut r = RttSampler::default();
+        r.on_new_data(SeqNum(1100), 5_000 * US);
+        assert_eq!(r.on_ack(SeqNum(1100), 4_000 * US), Some(0));
     }
 }

@@ -27,10 +27,27 @@ pub const CLOSED_LINGER_NANOS: Nanos = 10_000_000_000;
 
 const NIL: u32 = u32::MAX;
 
+/// The two LRU lists. A slot's list is not stored: it is the list of its
+/// connection's phase (closed or not) as it was when last linked, which
+/// callers know.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum List {
     Open = 0,
     Closed = 1,
+}
+
+impl List {
+    fn closed_if(closed: bool) -> List {
+        if closed {
+            List::Closed
+        } else {
+            List::Open
+        }
+    }
+
+    fn of(conn: &Conn) -> List {
+        List::closed_if(conn.is_closed())
+    }
 }
 
 struct Slot<T> {
@@ -38,7 +55,6 @@ struct Slot<T> {
     conn: Conn,
     tag: T,
     last: Nanos,
-    list: List,
     prev: u32,
     next: u32,
 }
@@ -149,6 +165,7 @@ impl<T: Copy> FlowTable<T> {
                 let side = s.conn.sender(sender_is_lo);
                 if s.conn.is_superseded_by(seg, side) {
                     let old = s.conn;
+                    let old_list = List::of(&old);
                     let old_tag = s.tag;
                     let step = if old.is_closed() {
                         Step::default()
@@ -162,7 +179,7 @@ impl<T: Copy> FlowTable<T> {
                     let s = &mut self.slots[i as usize];
                     s.conn = conn;
                     s.tag = tag;
-                    self.unlink(i);
+                    self.unlink(i, old_list);
                     self.push_tail(i, List::Open);
                 }
                 i
@@ -184,20 +201,15 @@ impl<T: Copy> FlowTable<T> {
         let sender = s.conn.sender(sender_is_lo);
         let was_closed = s.conn.is_closed();
         let step = s.conn.on_segment(seg, sender, now);
-        let list = if s.conn.is_closed() {
-            List::Closed
-        } else {
-            List::Open
-        };
+        let (before, list) = (List::closed_if(was_closed), List::of(&s.conn));
         let tag = s.tag;
         // A lingering flow is not refreshed: late segments must not keep it.
-        if !(was_closed && list == List::Closed) {
+        if !(before == List::Closed && list == List::Closed) {
             s.last = s.last.max(now);
-            let moved = s.list != list;
             // The flow of the previous segment is often this one: it is
             // the tail already.
-            if moved || self.tails[list as usize] != slot {
-                self.unlink(slot);
+            if before != list || self.tails[list as usize] != slot {
+                self.unlink(slot, before);
                 self.push_tail(slot, list);
             }
         }
@@ -237,7 +249,7 @@ impl<T: Copy> FlowTable<T> {
                     List::Closed => (Removal::Released, Step::default()),
                 };
                 let tag = s.tag;
-                self.remove(head);
+                self.remove(head, list);
                 hooks.removed(tag, reason, step);
             }
         }
@@ -245,10 +257,10 @@ impl<T: Copy> FlowTable<T> {
 
     fn evict_one(&mut self, hooks: &mut impl FlowHooks<T>) {
         // A closed flow costs least to lose; else the least recently active.
-        let victim = if self.heads[List::Closed as usize] != NIL {
-            self.heads[List::Closed as usize]
+        let (victim, list) = if self.heads[List::Closed as usize] != NIL {
+            (self.heads[List::Closed as usize], List::Closed)
         } else {
-            self.heads[List::Open as usize]
+            (self.heads[List::Open as usize], List::Open)
         };
         if victim == NIL {
             return;
@@ -262,7 +274,7 @@ impl<T: Copy> FlowTable<T> {
             let mut c = s.conn;
             c.on_idle(now)
         };
-        self.remove(victim);
+        self.remove(victim, list);
         hooks.removed(tag, Removal::Evicted, step);
     }
 
@@ -272,7 +284,6 @@ impl<T: Copy> FlowTable<T> {
             conn,
             tag,
             last: now,
-            list: List::Open,
             prev: NIL,
             next: NIL,
         };
@@ -290,8 +301,8 @@ impl<T: Copy> FlowTable<T> {
         i
     }
 
-    fn remove(&mut self, i: u32) {
-        self.unlink(i);
+    fn remove(&mut self, i: u32, list: List) {
+        self.unlink(i, list);
         let hash = self.hasher.hash_one(self.slots[i as usize].key);
         if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
             entry.remove();
@@ -299,10 +310,12 @@ impl<T: Copy> FlowTable<T> {
         self.free.push(i);
     }
 
-    fn unlink(&mut self, i: u32) {
-        let (prev, next, list) = {
+    /// Takes slot `i` out of `list`, which must be the list it is in.
+    fn unlink(&mut self, i: u32, list: List) {
+        let list = list as usize;
+        let (prev, next) = {
             let s = &self.slots[i as usize];
-            (s.prev, s.next, s.list as usize)
+            (s.prev, s.next)
         };
         if prev == NIL {
             self.heads[list] = next;
@@ -322,7 +335,6 @@ impl<T: Copy> FlowTable<T> {
         let tail = self.tails[l];
         {
             let s = &mut self.slots[i as usize];
-            s.list = list;
             s.prev = tail;
             s.next = NIL;
         }
@@ -455,7 +467,7 @@ mod size_tests {
     #[test]
     fn a_flow_slot_stays_within_its_budget() {
         let slot = std::mem::size_of::<Slot<SeriesIds>>();
-        assert!(slot <= 304, "a flow slot grew to {slot} bytes");
+        assert!(slot <= 256, "a flow slot grew to {slot} bytes");
         assert_eq!(std::mem::size_of::<FlowKey>(), 40);
     }
 }
