@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
                         ts: *ts,
                         data,
                         wire_len: *wire,
+                        gso_size: 0,
                     };
                     worker.process(&mut shard, &frame);
                 }

@@ -37,7 +37,8 @@ impl Worker {
             }
         };
         let out = self.flows.on_segment(&seg, frame.ts, &mut Hooks(shard));
-        shard.on_segment(out.tag, out.sender, &seg, &out.step);
+        let segments = wire_segments(seg.payload_len, frame.gso_size);
+        shard.on_segment(out.tag, out.sender, &seg, segments, &out.step);
         shard.flows_tracked = self.flows.len() as u64;
     }
 
@@ -45,6 +46,20 @@ impl Worker {
     pub fn tick(&mut self, shard: &mut Shard, now: Nanos) {
         self.flows.expire(now, &mut Hooks(shard));
         shard.flows_tracked = self.flows.len() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire_segments;
+
+    #[test]
+    fn super_packets_count_as_their_wire_segments() {
+        assert_eq!(wire_segments(14_480, 1448), 10);
+        assert_eq!(wire_segments(14_481, 1448), 11);
+        assert_eq!(wire_segments(1000, 1448), 1);
+        assert_eq!(wire_segments(0, 1448), 1);
+        assert_eq!(wire_segments(64_000, 0), 1, "no offload information");
     }
 }
 
@@ -58,6 +73,18 @@ impl FlowHooks<SeriesIds> for Hooks<'_> {
 
     fn removed(&mut self, ids: SeriesIds, removal: Removal, step: Step) {
         self.0.on_removed(ids, removal, &step)
+    }
+}
+
+/// How many wire segments a frame stands for: a segmentation-offload
+/// super-packet of `payload` bytes cut at `gso_size` is that many segments;
+/// anything else is one. (The analysis sees one segment either way, as
+/// tshark does reading the same capture.)
+fn wire_segments(payload: u32, gso_size: u16) -> u32 {
+    if gso_size == 0 || payload <= gso_size as u32 {
+        1
+    } else {
+        payload.div_ceil(gso_size as u32)
     }
 }
 

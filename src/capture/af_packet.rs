@@ -4,11 +4,16 @@
 //! and (above this layer) its flow table and counters; the kernel's flow
 //! hash is symmetric, so both directions of a connection reach one worker.
 //!
-//! Sockets are SOCK_DGRAM: frames start at the network header whatever the
-//! interface's link type (`-i any` included), and VLAN tags, which the kernel
-//! moves to metadata, are not in the way. The BPF filter is compiled by
-//! libpcap for raw IP and attached to each socket, with its accept length
-//! cut to the snap length, so the kernel copies only headers into the ring.
+//! On an Ethernet (or loopback) interface, sockets are SOCK_RAW with
+//! PACKET_VNET_HDR: each frame comes with the kernel's virtio-net header, so
+//! a segmentation-offload super-packet (GRO on receive, TSO/GSO on send)
+//! says how many wire segments it stands for. On `-i any` and other link
+//! types, sockets are SOCK_DGRAM: frames start at the network header (the
+//! kernel allows no virtio-net header there), and a super-packet counts as
+//! one segment, as it does for libpcap and tcpdump. The BPF filter is
+//! compiled by libpcap for the frames' link type and attached to each
+//! socket, with its accept length cut to the snap length, so the kernel
+//! copies only headers into the ring.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -57,6 +62,10 @@ pub struct AfPacket {
     current: usize,
     cursor: Option<Cursor>,
     read_timeout_ms: i32,
+    /// Frames are Ethernet with a virtio-net header before each (SOCK_RAW),
+    /// or start at the IP header (SOCK_DGRAM).
+    link: LinkType,
+    vnet: bool,
     /// The last call found no block ready and said so: this one waits.
     drained: bool,
     /// The loopback interface's index: what this host sends on it is seen
@@ -73,6 +82,10 @@ unsafe impl Send for AfPacket {}
 const ETH_P_ALL: u16 = 0x0003;
 /// libpcap's DLT_RAW on Linux: filters compiled for it start at the IP header.
 const DLT_RAW: i32 = 12;
+const DLT_EN10MB: i32 = 1;
+/// ARPHRD_ETHER and ARPHRD_LOOPBACK (whose frames carry an Ethernet header).
+const ARPHRD_ETHER: u32 = 1;
+const ARPHRD_LOOPBACK: u32 = 772;
 
 fn os_error(what: &str, step: &str) -> CaptureError {
     let err = std::io::Error::last_os_error();
@@ -103,7 +116,11 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> bool {
 
 /// Compiles `filter` for raw IP with libpcap and caps every accept length
 /// at `snaplen` (an empty filter accepts everything, cut to `snaplen`).
-pub fn compile_filter(filter: &str, snaplen: u32) -> Result<Vec<libc::sock_filter>, CaptureError> {
+pub fn compile_filter(
+    filter: &str,
+    snaplen: u32,
+    dlt: i32,
+) -> Result<Vec<libc::sock_filter>, CaptureError> {
     const BPF_RET_K: u16 = 0x06;
     if filter.is_empty() {
         return Ok(vec![libc::sock_filter {
@@ -117,7 +134,7 @@ pub fn compile_filter(filter: &str, snaplen: u32) -> Result<Vec<libc::sock_filte
         filter: filter.to_string(),
         message,
     };
-    let dead = pcap::Capture::dead(pcap::Linktype(DLT_RAW)).map_err(|e| bad(e.to_string()))?;
+    let dead = pcap::Capture::dead(pcap::Linktype(dlt)).map_err(|e| bad(e.to_string()))?;
     let program = dead.compile(filter, true).map_err(|e| bad(e.to_string()))?;
     program
         .get_instructions()
@@ -164,14 +181,18 @@ impl AfPacket {
                 i => i as i32,
             }
         };
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM,
-                (ETH_P_ALL.to_be()) as i32,
-            )
+        let ethernet = interface != "any"
+            && matches!(
+                hardware_type(interface),
+                Some(ARPHRD_ETHER | ARPHRD_LOOPBACK)
+            );
+        let kind = if ethernet {
+            libc::SOCK_RAW
+        } else {
+            libc::SOCK_DGRAM
         };
+        // SAFETY: plain socket(2); the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, kind, (ETH_P_ALL.to_be()) as i32) };
         if raw < 0 {
             return Err(os_error(interface, "socket(AF_PACKET)"));
         }
@@ -185,7 +206,15 @@ impl AfPacket {
         ) {
             return Err(os_error(interface, "PACKET_VERSION TPACKET_V3"));
         }
-        let mut program = compile_filter(&opts.filter, opts.snaplen)?;
+        // Must come before the ring. A kernel that refuses it still
+        // captures; super-packets then count as one segment.
+        let vnet = ethernet && setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32);
+        let (link, dlt) = if ethernet {
+            (LinkType::Ethernet, DLT_EN10MB)
+        } else {
+            (LinkType::RawIp, DLT_RAW)
+        };
+        let mut program = compile_filter(&opts.filter, opts.snaplen, dlt)?;
         let fprog = libc::sock_fprog {
             len: program.len() as u16,
             filter: program.as_mut_ptr(),
@@ -231,6 +260,8 @@ impl AfPacket {
             current: 0,
             cursor: None,
             read_timeout_ms: opts.read_timeout_ms as i32,
+            link,
+            vnet,
             drained: false,
             loopback: loopback_index(),
             stats: CaptureStats::default(),
@@ -311,6 +342,15 @@ impl Drop for AfPacket {
     }
 }
 
+/// The interface's ARPHRD_* type, from sysfs.
+fn hardware_type(interface: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/type"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The index of `lo`, or -1 (no interface has it) when there is none.
 fn loopback_index() -> i32 {
     // SAFETY: a valid NUL-terminated string.
@@ -326,7 +366,7 @@ impl PacketSource for AfPacket {
     }
 
     fn link_type(&self) -> LinkType {
-        LinkType::RawIp
+        self.link
     }
 
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
@@ -346,10 +386,16 @@ impl PacketSource for AfPacket {
                             if p.pkttype == PACKET_OUTGOING && p.ifindex == self.loopback {
                                 continue;
                             }
+                            let gso_size = if self.vnet {
+                                ring::vnet_gso_size(block, p.data_at)
+                            } else {
+                                0
+                            };
                             return Ok(Next::Frame(Frame {
                                 ts: p.sec as Nanos * 1_000_000_000 + p.nsec as Nanos,
                                 data: p.data,
                                 wire_len: p.len,
+                                gso_size,
                             }));
                         }
                         Err(_) => {

@@ -28,6 +28,10 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
     /// The frame's length on the wire.
     pub wire_len: u32,
+    /// For a segmentation-offload super-packet whose backend can tell: the
+    /// segment size it stands for on the wire (0: one wire segment, or
+    /// unknown).
+    pub gso_size: u16,
 }
 
 /// What a source has next.

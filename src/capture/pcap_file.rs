@@ -82,6 +82,7 @@ impl PacketSource for PcapFile {
                 ts: super::pcap_live::timeval_nanos(&p.header.ts, 1),
                 data: p.data,
                 wire_len: p.header.len,
+                gso_size: 0,
             })),
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
             Err(e) => Err(CaptureError::Read {

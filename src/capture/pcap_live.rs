@@ -121,6 +121,7 @@ impl PacketSource for PcapLive {
                 ts: timeval_nanos(&p.header.ts, 1),
                 data: p.data,
                 wire_len: p.header.len,
+                gso_size: 0,
             })),
             // Non-blocking: nothing buffered now.
             Err(pcap::Error::TimeoutExpired) => {

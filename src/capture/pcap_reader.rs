@@ -187,6 +187,7 @@ impl PcapReader {
             ts: sec * 1_000_000_000 + frac * scale,
             data: &self.buf[start..start + caplen],
             wire_len,
+            gso_size: 0,
         }))
     }
 }

@@ -74,6 +74,8 @@ pub struct RingPacket<'a> {
     pub ifindex: i32,
     pub pkttype: u8,
     pub data: &'a [u8],
+    /// Where `data` starts in the block.
+    pub data_at: usize,
     /// Offset of the next packet from this one's start; 0 for the last.
     pub next_offset: u32,
 }
@@ -116,6 +118,7 @@ pub fn packet_at(b: &[u8], offset: usize) -> Result<RingPacket<'_>, RingError> {
             len: snaplen,
         })?;
     Ok(RingPacket {
+        data_at: offset + mac,
         sec: field(packet::SEC)?,
         nsec: field(packet::NSEC)?,
         len: field(packet::LEN)?,
@@ -127,6 +130,27 @@ pub fn packet_at(b: &[u8], offset: usize) -> Result<RingPacket<'_>, RingError> {
         data,
         next_offset: field(packet::NEXT_OFFSET)?,
     })
+}
+
+/// `struct virtio_net_hdr`, which a socket with PACKET_VNET_HDR finds just
+/// before each frame: `gso_type` at 1, `gso_size` at 4 (little-endian).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// The segment size of a segmentation-offload super-packet, from the
+/// virtio-net header before the frame at `data_at`; 0 for a plain packet
+/// (GSO type none) or when the header is not there.
+pub fn vnet_gso_size(block: &[u8], data_at: usize) -> u16 {
+    let Some(h) = data_at
+        .checked_sub(VNET_HDR_LEN)
+        .and_then(|at| block.get(at..data_at))
+    else {
+        return 0;
+    };
+    if h[1] == 0 {
+        0
+    } else {
+        u16::from_le_bytes([h[4], h[5]])
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +259,18 @@ mod tests {
         let p = [7u8; 32];
         let block = synthetic_block(48 + 80 + 32, &[&p]);
         assert_eq!(walk(&block).unwrap()[0].data, &p[..]);
+    }
+
+    #[test]
+    fn vnet_header_before_the_frame_gives_the_gso_size() {
+        let mut block = vec![0u8; 64];
+        // GSO TCPv4 (1), gso_size 1448, right before data at 40.
+        block[30 + 1] = 1;
+        block[30 + 4..30 + 6].copy_from_slice(&1448u16.to_le_bytes());
+        assert_eq!(vnet_gso_size(&block, 40), 1448);
+        block[31] = 0; // GSO none
+        assert_eq!(vnet_gso_size(&block, 40), 0);
+        assert_eq!(vnet_gso_size(&block, 5), 0, "no room for a header");
     }
 
     #[test]

@@ -298,14 +298,25 @@ impl Shard {
         SeriesIds { pair, server }
     }
 
-    /// Counts one segment of a connection.
-    pub fn on_segment(&mut self, ids: SeriesIds, sender: Side, seg: &Segment, step: &Step) {
+    /// Counts one segment of a connection, which stands for `segments` wire
+    /// segments (more than one for an offload super-packet: each carried
+    /// its own headers, and its own DF bit).
+    pub fn on_segment(
+        &mut self,
+        ids: SeriesIds,
+        sender: Side,
+        seg: &Segment,
+        segments: u32,
+        step: &Step,
+    ) {
         let d = &mut self.pairs.entries[ids.pair as usize].1.dir[sender.index()];
-        d.packets += 1;
+        let n = segments as u64;
+        let headers = seg.ip_len.saturating_sub(seg.payload_len) as u64;
+        d.packets += n;
         d.payload_bytes += seg.payload_len as u64;
-        d.ip_bytes += seg.ip_len as u64;
+        d.ip_bytes += seg.payload_len as u64 + headers * n;
         d.resets += seg.flags.rst() as u64;
-        d.dont_fragment += seg.dont_fragment as u64;
+        d.dont_fragment += seg.dont_fragment as u64 * n;
         if seg.flags.syn() {
             let slot = match seg.options.window_scale {
                 // RFC 7323 2.3: a shift above 14 is used as 14.
