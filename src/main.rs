@@ -40,7 +40,7 @@ fn run(args: Args) -> Result<()> {
     match &config.source {
         Source::File { path, print: true } => {
             let source = PcapFile::open(path, &config.filter)?;
-            let (_, handle) = start(Box::new(source), &config, &exporter, &stop);
+            let handle = start(Box::new(source), &config, &exporter, &stop)?;
             join(handle)?;
             print!("{}", Exporter::render(&exporter.registry()));
             Ok(())
@@ -48,7 +48,7 @@ fn run(args: Args) -> Result<()> {
         Source::File { path, print: false } => {
             let source = PcapFile::open(path, &config.filter)?;
             let ready = Arc::new(AtomicBool::new(false));
-            let (_, handle) = start(Box::new(source), &config, &exporter, &stop);
+            let handle = start(Box::new(source), &config, &exporter, &stop)?;
             let marker = Arc::clone(&ready);
             let reader = std::thread::spawn(move || {
                 let result = join(handle);
@@ -72,10 +72,10 @@ fn run(args: Args) -> Result<()> {
             // Open every interface before anything runs: a bad name or a
             // missing privilege fails the start, with the reason.
             let sources = open_live(interfaces, &config, opts)?;
-            let handles: Vec<_> = sources
+            let handles = sources
                 .into_iter()
-                .map(|s| start(s, &config, &exporter, &stop).1)
-                .collect();
+                .map(|s| start(s, &config, &exporter, &stop))
+                .collect::<Result<Vec<_>>>()?;
             serve(&config, &exporter, Arc::new(AtomicBool::new(true)), &stop)?;
             for handle in handles {
                 // A failed interface was reported when it failed.
@@ -134,7 +134,7 @@ fn start(
     config: &Config,
     exporter: &Arc<Exporter>,
     stop: &Arc<AtomicBool>,
-) -> (String, CaptureThread) {
+) -> Result<CaptureThread> {
     let name = source.name().to_string();
     let shard = Arc::new(Mutex::new(Shard::new(
         name.as_str().into(),
@@ -145,7 +145,7 @@ fn start(
     let stop = Arc::clone(stop);
     let thread_name = format!("capture-{name}");
     let label = name.clone();
-    let handle = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
             let result = run_source(source.as_mut(), &mut worker, &shard, &stop);
@@ -154,8 +154,7 @@ fn start(
             }
             result
         })
-        .expect("spawning a capture thread");
-    (name, handle)
+        .with_context(|| format!("cannot start the capture thread of {name}"))
 }
 
 fn join(handle: CaptureThread) -> Result<()> {
