@@ -330,3 +330,52 @@ fn unreadable_file_is_a_clear_error_not_a_panic() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_file_without_print_is_served_until_sigterm_then_exits_zero() {
+    let capture = pcap_dir().join("short_conns.pcap");
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
+        .arg("-r")
+        .arg(&capture)
+        .args(["-p", &port.to_string(), "--listen", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !matches!(common::try_http_get(addr, "/readyz"), Ok((200, _))) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the exporter never became ready");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, text) = common::http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let served = common::sum_metric(&text, "tcp_packets_total");
+    let printed = common::sum_metric(&print_metrics(&capture), "tcp_packets_total");
+    assert!(
+        served > 0.0 && served == printed,
+        "served {served}, printed {printed}"
+    );
+    // The shell's own kill: a minimal image may have no /bin/kill.
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit within 5 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
