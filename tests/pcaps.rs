@@ -211,6 +211,15 @@ fn differences(name: &str, expected_text: &str, exporter_text: &str) -> Vec<Stri
     failures
 }
 
+fn assert_agree(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn every_capture_matches_tshark_counts_exactly() {
     let mut failures = Vec::new();
@@ -220,12 +229,7 @@ fn every_capture_matches_tshark_counts_exactly() {
             .expect("read .expected");
         failures.extend(differences(&name, &expected, &print_metrics(&capture)));
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_agree(&failures);
 }
 
 /// Random conversations (scripts/random-conversations.py) reach the corners
@@ -266,12 +270,7 @@ fn random_conversations_match_tshark_exactly() {
         ));
     }
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_agree(&failures);
 }
 
 #[test]
