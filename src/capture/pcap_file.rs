@@ -79,7 +79,7 @@ impl PacketSource for PcapFile {
         };
         match cap.next_packet() {
             Ok(p) => Ok(Next::Frame(Frame {
-                ts: super::pcap_live::timeval_nanos(&p.header.ts, 1),
+                ts: super::pcap_live::timeval_nanos(&p.header.ts),
                 data: p.data,
                 wire_len: p.header.len,
                 gso_size: 0,

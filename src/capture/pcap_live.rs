@@ -84,12 +84,12 @@ impl PcapLive {
     }
 }
 
-/// A pcap timestamp in nanoseconds. With nanosecond precision the
-/// `tv_usec` field holds nanoseconds; `scale` is 1 then, 1000 for micro.
-pub(super) fn timeval_nanos(tv: &libc::timeval, scale: u64) -> Nanos {
+/// A pcap timestamp in nanoseconds. Every handle is opened with
+/// nanosecond precision, so `tv_usec` holds nanoseconds.
+pub(super) fn timeval_nanos(tv: &libc::timeval) -> Nanos {
     (tv.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
-        .wrapping_add((tv.tv_usec as u64).wrapping_mul(scale))
+        .wrapping_add(tv.tv_usec as u64)
 }
 
 impl PacketSource for PcapLive {
@@ -118,7 +118,7 @@ impl PacketSource for PcapLive {
         }
         match self.cap.next_packet() {
             Ok(p) => Ok(Next::Frame(Frame {
-                ts: timeval_nanos(&p.header.ts, 1),
+                ts: timeval_nanos(&p.header.ts),
                 data: p.data,
                 wire_len: p.header.len,
                 gso_size: 0,
