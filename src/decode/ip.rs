@@ -26,6 +26,38 @@ pub(super) struct IpPacket {
 }
 
 impl IpPacket {
+    /// A packet whose headers take `header_len` bytes, `stated_len` long by
+    /// its length field (0: not stated) and `wire_len` on the wire; fails
+    /// when the length cannot hold the headers. The one place where IP
+    /// lengths are judged, for frames and kernel summaries alike.
+    pub fn new(
+        src: Addr,
+        dst: Addr,
+        dont_fragment: bool,
+        header_len: usize,
+        stated_len: usize,
+        wire_len: usize,
+        offset: usize,
+    ) -> Result<IpPacket, DecodeError> {
+        let total_len = stated_or_wire(stated_len, wire_len);
+        if total_len < header_len {
+            return Err(DecodeError::new(
+                DecodeErrorKind::BadIpLength,
+                offset,
+                header_len,
+                total_len,
+            ));
+        }
+        Ok(IpPacket {
+            src,
+            dst,
+            dont_fragment,
+            header_len,
+            total_len,
+            payload_len: total_len - header_len,
+        })
+    }
+
     /// `l3` is what was captured from the IP header on; `wire_len` is how
     /// long the IP packet was on the wire; `offset` is `l3`'s place in the
     /// frame, for error reports.
@@ -63,30 +95,22 @@ fn parse_v4(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
             ihl as usize * 4,
         ),
     })?;
-    let header_len = header.slice().len();
-    let total_len = stated_or_wire(header.total_len() as usize, wire_len);
-    if total_len < header_len {
-        return Err(DecodeError::new(
-            DecodeErrorKind::BadIpLength,
-            offset,
-            header_len,
-            total_len,
-        ));
-    }
+    let packet = IpPacket::new(
+        Addr::v4(header.source()),
+        Addr::v4(header.destination()),
+        header.dont_fragment(),
+        header.slice().len(),
+        header.total_len() as usize,
+        wire_len,
+        offset,
+    )?;
     if header.more_fragments() || header.fragments_offset().value() != 0 {
         return Err(DecodeError::new(DecodeErrorKind::IpFragment, offset, 0, 0));
     }
     if header.protocol().0 != PROTO_TCP {
         return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset, 0, 0));
     }
-    Ok(IpPacket {
-        src: Addr::v4(header.source()),
-        dst: Addr::v4(header.destination()),
-        dont_fragment: header.dont_fragment(),
-        header_len,
-        total_len,
-        payload_len: total_len - header_len,
-    })
+    Ok(packet)
 }
 
 fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, DecodeError> {
@@ -103,30 +127,18 @@ fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
     })?;
     let fixed = header.slice().len();
     let stated = header.payload_length() as usize;
-    // A payload length of 0 is a jumbogram or an offloaded super-packet:
-    // the wire length is all we know.
-    let total_len = if stated == 0 {
-        wire_len.max(fixed)
-    } else {
-        (fixed + stated).min(wire_len.max(fixed))
-    };
     let header_len = walk_extensions(l3, header.next_header().0, fixed, offset)?;
-    if total_len < header_len {
-        return Err(DecodeError::new(
-            DecodeErrorKind::BadIpLength,
-            offset,
-            header_len,
-            total_len,
-        ));
-    }
-    Ok(IpPacket {
-        src: Addr::v6(header.source()),
-        dst: Addr::v6(header.destination()),
-        dont_fragment: false,
+    IpPacket::new(
+        Addr::v6(header.source()),
+        Addr::v6(header.destination()),
+        false,
         header_len,
-        total_len,
-        payload_len: total_len - header_len,
-    })
+        // A payload length of 0 is a jumbogram or an offloaded
+        // super-packet: the wire length is all we know.
+        if stated == 0 { 0 } else { fixed + stated },
+        wire_len.max(fixed),
+        offset,
+    )
 }
 
 /// Follows the extension-header chain from `next` at `at`; returns where the
@@ -191,8 +203,9 @@ fn truncated(offset: usize, needed: usize, had: usize) -> DecodeError {
     DecodeError::new(DecodeErrorKind::TruncatedIp, offset, needed, had)
 }
 
-/// The stated IPv4 total length, unless it is 0 (TCP segmentation offload
-/// leaves it so in captures on the sending host); never beyond the wire.
+/// The stated length, unless it is 0 (TCP segmentation offload leaves an
+/// IPv4 total length so in captures on the sending host; an IPv6 jumbogram
+/// or super-packet states no payload length); never beyond the wire.
 fn stated_or_wire(stated: usize, wire_len: usize) -> usize {
     if stated == 0 {
         wire_len

@@ -21,6 +21,9 @@ pub enum LinkType {
     Ipv6,
     /// LINKTYPE_NULL (0, host byte order) and LINKTYPE_LOOP (108, network order).
     Loopback { big_endian: bool },
+    /// Not a pcap link type: the records of the xdp backend, headers already
+    /// summarised by the kernel (`summary`).
+    KernelSummary,
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -40,7 +43,7 @@ pub(super) enum Announced {
 }
 
 impl LinkType {
-    pub const SUPPORTED: [LinkType; 8] = [
+    pub const SUPPORTED: [LinkType; 9] = [
         LinkType::Ethernet,
         LinkType::LinuxSll,
         LinkType::LinuxSll2,
@@ -49,6 +52,7 @@ impl LinkType {
         LinkType::Ipv6,
         LinkType::Loopback { big_endian: false },
         LinkType::Loopback { big_endian: true },
+        LinkType::KernelSummary,
     ];
 
     /// Maps a pcap link-type number; `None` when we cannot decode it.
@@ -77,6 +81,9 @@ pub(super) fn strip(link: LinkType, frame: &[u8]) -> Result<(&[u8], usize), Deco
         LinkType::Ipv4 => (0, Announced::V4),
         LinkType::Ipv6 => (0, Announced::V6),
         LinkType::Loopback { big_endian } => (4, loopback_family(frame, big_endian)?),
+        // `decode` hands summaries to `summary` before this; they have no
+        // link header to strip.
+        LinkType::KernelSummary => (0, Announced::Either),
     };
     let l3 = frame.get(offset..).unwrap_or(&[]);
     let version = l3.first().map(|b| b >> 4);

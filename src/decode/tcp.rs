@@ -4,7 +4,10 @@
 use etherparse::err::tcp::HeaderSliceError;
 use etherparse::TcpHeaderSlice;
 
-use super::{DecodeError, DecodeErrorKind};
+use super::{DecodeError, DecodeErrorKind, TcpFields};
+
+/// TCP option bytes in a header, at most (a data offset of 15 words).
+pub const MAX_TCP_OPTIONS: usize = 40;
 
 /// A TCP segment carries at most four SACK blocks (three with timestamps).
 pub const MAX_SACK_BLOCKS: usize = 4;
@@ -140,25 +143,20 @@ impl<'a> TcpView<'a> {
     pub fn header_len(&self) -> usize {
         self.header.slice().len()
     }
-    pub fn src_port(&self) -> u16 {
-        self.header.source_port()
-    }
-    pub fn dst_port(&self) -> u16 {
-        self.header.destination_port()
-    }
-    pub fn seq(&self) -> u32 {
-        self.header.sequence_number()
-    }
-    pub fn ack(&self) -> u32 {
-        self.header.acknowledgment_number()
-    }
-    pub fn window(&self) -> u16 {
-        self.header.window_size()
-    }
-    pub fn flags(&self) -> TcpFlags {
-        // Byte 13 holds CWR ECE URG ACK PSH RST SYN FIN; the slice is at
-        // least 20 bytes long.
-        TcpFlags(self.header.slice()[13])
+
+    pub fn fields(&self) -> TcpFields<'a> {
+        TcpFields {
+            src_port: self.header.source_port(),
+            dst_port: self.header.destination_port(),
+            seq: self.header.sequence_number(),
+            ack: self.header.acknowledgment_number(),
+            // Byte 13 holds CWR ECE URG ACK PSH RST SYN FIN; the slice is
+            // at least 20 bytes long.
+            flags: TcpFlags(self.header.slice()[13]),
+            window: self.header.window_size(),
+            header_len: self.header_len(),
+            raw_options: self.raw_options(),
+        }
     }
 
     /// The option bytes, after the fixed 20-byte header.

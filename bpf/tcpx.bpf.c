@@ -1,0 +1,255 @@
+/* tcp-exporter's kernel side (`--backend xdp`): summarise the headers of
+ * every TCP segment an interface receives (XDP) and sends (TC egress) into a
+ * fixed-size record (record.h) in a BPF ring buffer. Nothing is changed and
+ * nothing is dropped: XDP returns XDP_PASS, TC returns TC_ACT_UNSPEC (pass,
+ * and let any later program in the chain run).
+ *
+ * Only parsing lives here. Length rules, option parsing and everything
+ * above them run in user space on the same code as the frame decoder.
+ * Packets that are not TCP pass without a record; TCP packets whose
+ * headers do not hold together get a record whose status says why.
+ *
+ * Built by build.rs with clang when the cargo feature `xdp` is on. */
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "record.h"
+
+/* Not a record: the packet is not TCP (or shows too little to tell). */
+#define SKIP (-1)
+
+#define PROTO_TCP 6
+/* Stacked VLAN tags followed, as the frame decoder does. */
+#define MAX_VLAN_TAGS 4
+/* IPv6 extension headers followed, as the frame decoder does. */
+#define MAX_IPV6_EXTENSIONS 8
+/* ...and at most this many bytes of IPv6 header with them. */
+#define MAX_IPV6_HEADERS_LEN 1024
+/* Linear bytes the TC program wants before parsing: Ethernet, two tags,
+ * IPv6 with a few extension headers, TCP with full options. */
+#define TC_PULL_LEN 192
+
+/* Size set by user space at load time (--xdp-ring-size). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} tcpx_events SEC(".maps");
+
+/* Records lost because the ring buffer was full, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tcpx_drops SEC(".maps");
+
+static __always_inline int is_vlan(__u16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD) ||
+	       proto == bpf_htons(0x9100);
+}
+
+/* IPv4: where TCP starts, or why not. */
+static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
+{
+	if ((void *)(l3 + 10) > end || l3[9] != PROTO_TCP)
+		return SKIP;
+	if (l3[0] >> 4 != 4)
+		return TCPX_BAD_IP_VERSION;
+	if ((void *)(l3 + 20) > end)
+		return TCPX_TRUNCATED_IP;
+	__u32 ihl = (l3[0] & 0x0f) * 4;
+	if (ihl < 20)
+		return TCPX_BAD_IP_HEADER_LENGTH;
+	if ((void *)(l3 + ihl) > end)
+		return TCPX_TRUNCATED_IP;
+	__u16 frag = bpf_ntohs(*(__u16 *)(l3 + 6));
+	if (frag & 0x3fff)
+		return TCPX_IP_FRAGMENT;
+	r->ip_version = 4;
+	r->dont_fragment = (frag & 0x4000) != 0;
+	r->ip_stated_len = bpf_ntohs(*(__u16 *)(l3 + 2));
+	r->ip_header_len = ihl;
+	r->src[10] = r->src[11] = 0xff;
+	r->dst[10] = r->dst[11] = 0xff;
+	__builtin_memcpy(&r->src[12], l3 + 12, 4);
+	__builtin_memcpy(&r->dst[12], l3 + 16, 4);
+	return TCPX_OK;
+}
+
+/* IPv6 with its extension-header chain: where TCP starts, or why not. */
+static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
+{
+	if ((void *)(l3 + 40) > end)
+		return SKIP;
+	if (l3[0] >> 4 != 6)
+		return TCPX_BAD_IP_VERSION;
+	__u32 payload = bpf_ntohs(*(__u16 *)(l3 + 4));
+	__u8 next = l3[6];
+	__u32 at = 40;
+	int found = 0;
+	for (int i = 0; i <= MAX_IPV6_EXTENSIONS; i++) {
+		if (next == PROTO_TCP) {
+			found = 1;
+			break;
+		}
+		__u8 *h = l3 + at;
+		if ((void *)(h + 8) > end)
+			return TCPX_TRUNCATED_IP;
+		__u32 len;
+		switch (next) {
+		case 0:   /* hop-by-hop */
+		case 43:  /* routing */
+		case 60:  /* destination options */
+		case 135: /* mobility */
+		case 139: /* HIP */
+		case 140: /* shim6 */
+			len = (h[1] + 1) * 8;
+			break;
+		case 44: /* fragment: only an atomic one holds a whole segment */
+			if (bpf_ntohs(*(__u16 *)(h + 2)) & 0xfff9)
+				return h[0] == PROTO_TCP ? TCPX_IP_FRAGMENT : SKIP;
+			len = 8;
+			break;
+		case 51: /* authentication header */
+			len = (h[1] + 2) * 4;
+			break;
+		default:
+			return SKIP;
+		}
+		next = h[0];
+		at += len;
+		/* Headers past this point are not followed (and the bound keeps
+		 * the offset provably small for the verifier). */
+		if (at > MAX_IPV6_HEADERS_LEN)
+			return TCPX_IPV6_EXTENSION_CHAIN;
+	}
+	if (!found)
+		return TCPX_IPV6_EXTENSION_CHAIN;
+	r->ip_version = 6;
+	r->ip_stated_len = payload ? payload + 40 : 0;
+	r->ip_header_len = at;
+	__builtin_memcpy(r->src, l3 + 8, 16);
+	__builtin_memcpy(r->dst, l3 + 24, 16);
+	return TCPX_OK;
+}
+
+/* Fills `r` from the frame in [data, end) whose wire length is `wire_len`.
+ * Returns a tcpx_status, or SKIP. */
+static __always_inline int summarise(void *data, void *end, __u32 wire_len,
+				     struct tcpx_record *r)
+{
+	__u8 *p = data;
+	if ((void *)(p + 14) > end)
+		return SKIP;
+	__u16 proto = *(__u16 *)(p + 12);
+	__u32 off = 14;
+#pragma unroll
+	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
+		if (!is_vlan(proto))
+			break;
+		if ((void *)(p + off + 4) > end)
+			return SKIP;
+		proto = *(__u16 *)(p + off + 2);
+		off += 4;
+	}
+	__u8 *l3 = p + off;
+	int status;
+	if (proto == bpf_htons(ETH_P_IP))
+		status = ipv4(l3, end, r);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		status = ipv6(l3, end, r);
+	else
+		return SKIP;
+	if (status != TCPX_OK)
+		return status;
+	r->l3_len = wire_len > off ? wire_len - off : 0;
+
+	/* The mask changes nothing (at most 1024) but tells the verifier. */
+	__u8 *t = l3 + (r->ip_header_len & 0x7ff);
+	if ((void *)(t + 20) > end)
+		return TCPX_TRUNCATED_TCP;
+	__u32 doff = (t[12] >> 4) * 4;
+	if (doff < 20)
+		return TCPX_BAD_TCP_HEADER_LENGTH;
+	if ((void *)(t + doff) > end)
+		return TCPX_TRUNCATED_TCP;
+	r->src_port = bpf_ntohs(*(__u16 *)(t + 0));
+	r->dst_port = bpf_ntohs(*(__u16 *)(t + 2));
+	r->seq = bpf_ntohl(*(__u32 *)(t + 4));
+	r->ack = bpf_ntohl(*(__u32 *)(t + 8));
+	r->flags = t[13];
+	r->window = bpf_ntohs(*(__u16 *)(t + 14));
+	r->tcp_header_len = doff;
+	__u32 optlen = doff - 20;
+	r->options_len = optlen;
+	/* Options come in 4-byte words (the data offset counts words). */
+#pragma unroll
+	for (int i = 0; i < TCPX_MAX_OPTIONS / 4; i++) {
+		if (i * 4 >= optlen)
+			break;
+		__u8 *w = t + 20 + i * 4;
+		if ((void *)(w + 4) > end)
+			return TCPX_TRUNCATED_TCP;
+		__builtin_memcpy(&r->options[i * 4], w, 4);
+	}
+	return TCPX_OK;
+}
+
+static __always_inline void emit(struct tcpx_record *r, int status, __u8 hook)
+{
+	r->status = status;
+	r->hook = hook;
+	r->ts_ns = bpf_ktime_get_ns();
+	if (bpf_ringbuf_output(&tcpx_events, r, sizeof(*r), 0) != 0) {
+		__u32 key = 0;
+		__u64 *lost = bpf_map_lookup_elem(&tcpx_drops, &key);
+		if (lost)
+			*lost += 1;
+	}
+}
+
+SEC("xdp")
+int tcpx_xdp(struct xdp_md *ctx)
+{
+	struct tcpx_record r = {};
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	int status = summarise(data, end, bpf_xdp_get_buff_len(ctx), &r);
+	if (status != SKIP) {
+		r.ifindex = ctx->ingress_ifindex;
+		emit(&r, status, TCPX_XDP_INGRESS);
+	}
+	return XDP_PASS;
+}
+
+SEC("classifier")
+int tcpx_tc_egress(struct __sk_buff *skb)
+{
+	struct tcpx_record r = {};
+	__u32 len = skb->len;
+	__u32 want = len < TC_PULL_LEN ? len : TC_PULL_LEN;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	/* Headers beyond the linear part (rare on egress) are pulled in; the
+	 * packet's bytes stay as they are. */
+	if (data + want > end) {
+		bpf_skb_pull_data(skb, want);
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+	}
+	int status = summarise(data, end, len, &r);
+	if (status != SKIP) {
+		r.ifindex = skb->ifindex;
+		r.gso_size = skb->gso_size;
+		r.gso_segs = skb->gso_segs;
+		emit(&r, status, TCPX_TC_EGRESS);
+	}
+	return TC_ACT_UNSPEC;
+}
+
+char LICENSE[] SEC("license") = "Apache-2.0";
