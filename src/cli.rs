@@ -90,8 +90,11 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub buffer_size: u32,
 
-    /// Capture backend: `pcap` (libpcap, portable) or `af-packet` (Linux
-    /// TPACKET_V3 rings, one per worker thread, joined by PACKET_FANOUT).
+    /// Capture backend: `pcap` (libpcap, portable), `af-packet` (Linux
+    /// TPACKET_V3 rings, one per worker thread, joined by PACKET_FANOUT), or
+    /// `xdp` (eBPF programs on XDP ingress and TC egress summarise headers
+    /// in the kernel; needs a build with `--features xdp`, named Ethernet
+    /// or loopback interfaces, and no -f).
     #[arg(long, value_enum, default_value_t = BackendArg::Pcap)]
     pub backend: BackendArg,
 
@@ -112,6 +115,24 @@ pub struct Args {
     /// that is not full.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_BLOCK_TIMEOUT_MS)]
     pub ring_timeout: u32,
+
+    /// xdp: how the XDP program attaches: `auto` (native where the driver
+    /// supports it, else generic), `native`, or `generic`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub xdp_mode: Option<XdpModeArg>,
+
+    /// xdp: BPF ring buffer per interface, in MiB (a power of two). Records
+    /// that find it full are counted as kernel drops.
+    #[arg(long, value_name = "MIB")]
+    pub xdp_ring_size: Option<u32>,
+}
+
+/// `--xdp-mode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
 }
 
 /// `--backend` values.
@@ -119,4 +140,5 @@ pub struct Args {
 pub enum BackendArg {
     Pcap,
     AfPacket,
+    Xdp,
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use crate::capture::af_packet::{
     DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_TIMEOUT_MS,
 };
-use crate::cli::{Args, BackendArg};
+use crate::capture::{XdpAttach, DEFAULT_XDP_RING_MIB};
+use crate::cli::{Args, BackendArg, XdpModeArg};
 use crate::flow::Nanos;
 
 /// What to capture from.
@@ -26,6 +27,11 @@ pub enum Backend {
         block_size: u32,
         block_count: u32,
         block_timeout_ms: u32,
+    },
+    /// eBPF programs on each interface (cargo feature `xdp`).
+    Xdp {
+        attach: XdpAttach,
+        ring_bytes: u32,
     },
 }
 
@@ -63,7 +69,26 @@ pub enum ConfigError {
     NotAfPacket,
     #[error("--workers {0}: at most {MAX_WORKERS}")]
     TooManyWorkers(usize),
+    #[error("--xdp-mode and --xdp-ring-size apply to --backend xdp only")]
+    NotXdp,
+    #[error("--xdp-ring-size {0} MiB must be a power of two, at most {MAX_XDP_RING_MIB}")]
+    XdpRingSize(u32),
+    #[error(
+        "--backend xdp takes no -f: its programs hand over every TCP segment, \
+         and nothing else"
+    )]
+    XdpFilter,
+    #[error(
+        "--backend xdp attaches to named interfaces, not `any`: list them with -i \
+         (each may be given once)"
+    )]
+    XdpAny,
+    #[error("--backend xdp captures live interfaces; -r reads files with libpcap")]
+    XdpFile,
 }
+
+/// The largest BPF ring buffer per interface, in MiB.
+pub const MAX_XDP_RING_MIB: u32 = 1024;
 
 /// Worker threads per interface, at most.
 pub const MAX_WORKERS: usize = 64;
@@ -98,7 +123,41 @@ impl Config {
         if args.buffer_size > 2047 {
             return Err(ConfigError::BufferTooLarge(args.buffer_size));
         }
+        if args.backend != BackendArg::Xdp
+            && (args.xdp_mode.is_some() || args.xdp_ring_size.is_some())
+        {
+            return Err(ConfigError::NotXdp);
+        }
         let backend = match args.backend {
+            BackendArg::Xdp => {
+                let ring_defaults = args.ring_block_size == DEFAULT_BLOCK_SIZE / 1024
+                    && args.ring_blocks == DEFAULT_BLOCK_COUNT
+                    && args.ring_timeout == DEFAULT_BLOCK_TIMEOUT_MS;
+                if args.workers.is_some() || !ring_defaults {
+                    return Err(ConfigError::NotAfPacket);
+                }
+                if args.filter.is_some() {
+                    return Err(ConfigError::XdpFilter);
+                }
+                if args.read.is_some() {
+                    return Err(ConfigError::XdpFile);
+                }
+                if args.interfaces.is_empty() || args.interfaces.iter().any(|i| i == "any") {
+                    return Err(ConfigError::XdpAny);
+                }
+                let mib = args.xdp_ring_size.unwrap_or(DEFAULT_XDP_RING_MIB);
+                if !mib.is_power_of_two() || mib > MAX_XDP_RING_MIB {
+                    return Err(ConfigError::XdpRingSize(mib));
+                }
+                Backend::Xdp {
+                    attach: match args.xdp_mode.unwrap_or(XdpModeArg::Auto) {
+                        XdpModeArg::Auto => XdpAttach::Auto,
+                        XdpModeArg::Native => XdpAttach::Native,
+                        XdpModeArg::Generic => XdpAttach::Generic,
+                    },
+                    ring_bytes: mib * 1024 * 1024,
+                }
+            }
             BackendArg::Pcap => {
                 let ring_defaults = args.ring_block_size == DEFAULT_BLOCK_SIZE / 1024
                     && args.ring_blocks == DEFAULT_BLOCK_COUNT
@@ -280,6 +339,61 @@ mod tests {
             parse(&["--backend", "af-packet", "--workers", "0"]).unwrap_err(),
             ConfigError::Zero("workers")
         );
+    }
+
+    #[test]
+    fn xdp_takes_a_mode_and_ring_size_on_named_interfaces() {
+        let c = parse(&[
+            "--backend",
+            "xdp",
+            "-i",
+            "eth0",
+            "--xdp-mode",
+            "generic",
+            "--xdp-ring-size",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::Xdp {
+                attach: XdpAttach::Generic,
+                ring_bytes: 4 << 20
+            }
+        );
+        let c = parse(&["--backend", "xdp", "-i", "eth0"]).unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::Xdp {
+                attach: XdpAttach::Auto,
+                ring_bytes: DEFAULT_XDP_RING_MIB << 20
+            }
+        );
+        let refused = [
+            (&["--backend", "xdp"][..], ConfigError::XdpAny),
+            (&["--backend", "xdp", "-i", "any"], ConfigError::XdpAny),
+            (
+                &["--backend", "xdp", "-i", "eth0", "-f", "port 80"],
+                ConfigError::XdpFilter,
+            ),
+            (
+                &["--backend", "xdp", "-i", "eth0", "--xdp-ring-size", "3"],
+                ConfigError::XdpRingSize(3),
+            ),
+            (
+                &["--backend", "xdp", "-i", "eth0", "--workers", "2"],
+                ConfigError::NotAfPacket,
+            ),
+            (&["-i", "eth0", "--xdp-mode", "native"], ConfigError::NotXdp),
+            (
+                &["--backend", "af-packet", "--xdp-ring-size", "4"],
+                ConfigError::NotXdp,
+            ),
+            (&["--backend", "xdp", "-r", "x.pcap"], ConfigError::XdpFile),
+        ];
+        for (argv, want) in refused {
+            assert_eq!(parse(argv).unwrap_err(), want, "{argv:?}");
+        }
     }
 
     #[test]

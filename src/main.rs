@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use tcp_exporter::capture::{
-    AfPacket, AfPacketOptions, LiveOptions, PacketSource, PcapFile, PcapLive,
+    AfPacket, AfPacketOptions, LiveOptions, PacketSource, PcapFile, PcapLive, XdpOptions,
 };
 use tcp_exporter::cli::Args;
 use tcp_exporter::config::{Backend, Config, Source};
@@ -121,9 +121,42 @@ fn open_live(
                     sources.push(Box::new(AfPacket::open(name, &ring, Some(group))?));
                 }
             }
+            Backend::Xdp { attach, ring_bytes } => {
+                let xdp = XdpOptions {
+                    attach: *attach,
+                    ring_bytes: *ring_bytes,
+                    read_timeout_ms: opts.read_timeout_ms,
+                };
+                sources.push(open_xdp(name, &xdp)?);
+            }
         }
     }
     Ok(sources)
+}
+
+/// Loads and attaches the eBPF programs on one interface.
+#[cfg(feature = "xdp")]
+fn open_xdp(name: &str, opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
+    let source = tcp_exporter::capture::XdpCapture::open(name, opts)?;
+    eprintln!(
+        "tcp-exporter: {name}: XDP attached in {} mode{}",
+        source.mode().as_str(),
+        if source.watches_egress() {
+            ", TC on egress"
+        } else {
+            " (loopback: ingress sees every packet once)"
+        }
+    );
+    Ok(Box::new(source))
+}
+
+#[cfg(not(feature = "xdp"))]
+fn open_xdp(_name: &str, _opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
+    anyhow::bail!(
+        "this tcp-exporter was built without the xdp backend: build it with \
+         `cargo build --release --features xdp` (`make build FEATURES=xdp` installs clang \
+         and the headers it needs), or use --backend af-packet"
+    )
 }
 
 type CaptureThread = JoinHandle<Result<Stopped, tcp_exporter::capture::CaptureError>>;

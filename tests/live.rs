@@ -1,9 +1,9 @@
 //! Live capture, end to end: real TCP traffic between the root network
-//! namespace and a namespace of the test's own, over a veth pair; two
-//! exporters (the pcap backend, and the af-packet backend with two fanout
-//! workers) and tcpdump capture the root end at the same time. Each exporter
-//! must count every packet that tcpdump wrote, and the two must serve the
-//! same traffic metrics, sample for sample.
+//! namespace and a namespace of the test's own, over a veth pair; exporters
+//! with each backend (pcap; af-packet with two fanout workers; xdp, in a
+//! build with that feature) and tcpdump capture the root end at the same
+//! time. Each exporter must count every packet that tcpdump wrote, and all
+//! must serve the same traffic metrics, sample for sample.
 //!
 //! Needs root and the `ip`, `tcpdump`, `ethtool` and `python3` commands
 //! (`make test-deps`). Without root the test fails, unless `TCPX_SKIP_LIVE=1`
@@ -30,7 +30,7 @@ const SERVER_PORT: u16 = 8080;
 const CLOSED_PORT: u16 = 8081;
 
 #[test]
-fn live_capture_counts_every_packet_tcpdump_sees_with_both_backends() {
+fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
     if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
         eprintln!("live capture test: skipped (TCPX_SKIP_LIVE=1)");
         return;
@@ -111,6 +111,38 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_both_backends() {
             .stdout(af_log.try_clone().unwrap())
             .stderr(af_log),
     );
+    // The xdp backend, when built: its programs on the same interface.
+    let xdp_http = if cfg!(feature = "xdp") {
+        let xdp_port = common::free_port();
+        let xdp_log = File::create(lab.dir.join("exporter-xdp.log")).unwrap();
+        let xdp_exporter = lab.spawn(
+            "tcp-exporter --backend xdp",
+            Command::new(EXPORTER)
+                .args([
+                    "-i",
+                    &iface,
+                    "-p",
+                    &xdp_port.to_string(),
+                    "--listen",
+                    "127.0.0.1",
+                ])
+                .args(["--backend", "xdp"])
+                .stdout(xdp_log.try_clone().unwrap())
+                .stderr(xdp_log),
+        );
+        let xdp_http = SocketAddr::from((Ipv4Addr::LOCALHOST, xdp_port));
+        lab.wait_until(
+            "the xdp exporter is ready",
+            Duration::from_secs(20),
+            |lab| {
+                lab.check_alive(xdp_exporter);
+                matches!(try_http_get(xdp_http, "/readyz"), Ok((200, _)))
+            },
+        );
+        Some(xdp_http)
+    } else {
+        None
+    };
     lab.wait_until(
         "the af-packet exporter is ready",
         Duration::from_secs(20),
@@ -220,7 +252,24 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_both_backends() {
         metric_lines(&text, "tcp_exporter_capture_drops_total"),
     );
 
-    let server_ip = server_ip.to_string();
+    if let Some(xdp_http) = xdp_http {
+        let xdp_text = counted_like_tcpdump(xdp_http, &iface, packets);
+        let xdp_view = traffic_samples(&xdp_text);
+        let only_pcap: Vec<_> = pcap_view.iter().filter(|l| !xdp_view.contains(l)).collect();
+        let only_xdp: Vec<_> = xdp_view.iter().filter(|l| !pcap_view.contains(l)).collect();
+        assert!(
+            only_pcap.is_empty() && only_xdp.is_empty(),
+            "the pcap and xdp backends disagree on the same traffic:\n\
+             pcap only: {only_pcap:#?}\nxdp only: {only_xdp:#?}"
+        );
+        assert_eq!(
+            sum_metric(&xdp_text, "tcp_exporter_capture_drops_total"),
+            0.0,
+            "xdp reported drops where tcpdump saw none:\n{}",
+            metric_lines(&xdp_text, "tcp_exporter_capture_drops_total"),
+        );
+    }
+
     let server_ip = server_ip.to_string();
     assert_eq!(
         sum_metric_where(&text, "tcp_exporter_interface_up", "interface", &iface),
@@ -507,7 +556,13 @@ for _ in range({CONNECTIONS}):
 
     fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ["exporter.log", "tcpdump.log", "server.log"] {
+        for name in [
+            "exporter.log",
+            "exporter-af-packet.log",
+            "exporter-xdp.log",
+            "tcpdump.log",
+            "server.log",
+        ] {
             let text = fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
             out += &format!("--- {name} (last lines)\n");

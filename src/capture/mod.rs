@@ -11,10 +11,14 @@ mod pcap_file;
 mod pcap_live;
 mod pcap_reader;
 pub mod ring;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 pub use af_packet::{AfPacket, AfPacketOptions};
 pub use pcap_file::PcapFile;
 pub use pcap_live::{LiveOptions, PcapLive};
+#[cfg(feature = "xdp")]
+pub use xdp::XdpCapture;
 
 use crate::decode::LinkType;
 use crate::flow::Nanos;
@@ -33,6 +37,43 @@ pub struct Frame<'a> {
     /// unknown).
     pub gso_size: u16,
 }
+
+/// How the xdp backend attaches its XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAttach {
+    /// Native (in the driver) where the driver supports it, else generic.
+    Auto,
+    /// In the driver, before an skb is built; fails where unsupported.
+    Native,
+    /// In the kernel's generic path, after the skb is built; works on any
+    /// interface.
+    Generic,
+}
+
+impl XdpAttach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpAttach::Auto => "auto",
+            XdpAttach::Native => "native",
+            XdpAttach::Generic => "generic",
+        }
+    }
+}
+
+/// Settings of the xdp backend (available when built with the `xdp`
+/// feature; the types exist in every build so that flags parse the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpOptions {
+    pub attach: XdpAttach,
+    /// Size of the BPF ring buffer per interface: a power of two, at least
+    /// a page.
+    pub ring_bytes: u32,
+    /// How long a read waits for records before reporting Idle.
+    pub read_timeout_ms: u32,
+}
+
+/// The default ring buffer: 16 MiB, about 120,000 records of 136 bytes.
+pub const DEFAULT_XDP_RING_MIB: u32 = 16;
 
 /// What a source has next.
 pub enum Next<'a> {

@@ -1,0 +1,55 @@
+//! Builds the eBPF programs of the `xdp` feature (bpf/tcpx.bpf.c) with clang
+//! into OUT_DIR, where src/capture/xdp.rs includes the object. Without the
+//! feature it does nothing: a plain build needs neither clang nor libbpf.
+//!
+//! `CLANG` names the compiler (default `clang`); `TCPX_BPF_CFLAGS` adds
+//! flags (say, another include directory).
+
+use std::env;
+use std::path::PathBuf;
+use std::process::{exit, Command};
+
+const SOURCE: &str = "bpf/tcpx.bpf.c";
+const HEADER: &str = "bpf/record.h";
+const OBJECT: &str = "tcpx.bpf.o";
+const INSTALL_HINT: &str = "the xdp feature needs clang, llvm, libbpf-dev and linux-libc-dev: \
+     `make deps FEATURES=xdp` installs them (Debian), or \
+     apt-get install clang llvm libbpf-dev linux-libc-dev";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    if env::var_os("CARGO_FEATURE_XDP").is_none() {
+        return;
+    }
+    println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-changed={HEADER}");
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=TCPX_BPF_CFLAGS");
+
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join(OBJECT);
+    // Debian keeps asm/types.h under the multiarch directory, which clang
+    // does not search for `-target bpf`.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_string());
+    let multiarch = format!("/usr/include/{arch}-linux-gnu");
+    let extra = env::var("TCPX_BPF_CFLAGS").unwrap_or_default();
+
+    let mut cmd = Command::new(&clang);
+    cmd.args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
+        .arg(format!("-I{multiarch}"))
+        .args(extra.split_whitespace())
+        .args(["-c", SOURCE, "-o"])
+        .arg(&out);
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail(&format!(
+            "{clang} failed to compile {SOURCE} ({status}); {INSTALL_HINT}"
+        )),
+        Err(e) => fail(&format!("cannot run {clang}: {e}; {INSTALL_HINT}")),
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    exit(1)
+}

@@ -1,0 +1,549 @@
+//! The xdp backend (cargo feature `xdp`): eBPF programs on an interface's
+//! ingress (XDP) and egress (TC clsact) summarise each TCP segment's headers
+//! in the kernel, before an skb is built on XDP-capable drivers, and hand
+//! the records to user space through a BPF ring buffer. Every packet passes
+//! on unchanged.
+//!
+//! This module owns loading and attaching the programs (with aya, through
+//! bpf links, so they go away with the process), reading the ring buffer,
+//! and the kernel's count of records lost to a full ring. The records are
+//! decoded by `decode::summary`, so nothing above capture changes.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::tc::{self, NlOptions, TcAttachOptions};
+use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+
+use super::{
+    wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource, XdpAttach, XdpOptions,
+};
+use crate::decode::summary::{record_meta, RECORD_LEN};
+use crate::decode::LinkType;
+use crate::flow::Nanos;
+
+/// The object build.rs compiles from bpf/tcpx.bpf.c.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpx.bpf.o"));
+
+/// Program and map names in bpf/tcpx.bpf.c.
+const XDP_PROGRAM: &str = "tcpx_xdp";
+const TC_PROGRAM: &str = "tcpx_tc_egress";
+const EVENTS_MAP: &str = "tcpx_events";
+const DROPS_MAP: &str = "tcpx_drops";
+
+const PRIVILEGE_HINT: &str =
+    "; the xdp backend needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON";
+
+/// Records handled under one lock of the metric shard.
+const BATCH: usize = 256;
+
+/// ARPHRD_* types whose frames start with an Ethernet header.
+const ARPHRD_ETHER: u32 = 1;
+const ARPHRD_LOOPBACK: u32 = 772;
+
+/// One interface's programs, links and ring buffer.
+pub struct XdpCapture {
+    name: String,
+    ring: RingBuf<MapData>,
+    drops: PerCpuArray<MapData, u64>,
+    /// The links live as long as this: dropping it detaches the programs.
+    _ebpf: Ebpf,
+    /// The record handed out last, copied out of the ring so that its slot
+    /// is released at once.
+    record: [u8; RECORD_LEN],
+    record_len: usize,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds: turns the
+    /// kernel's timestamps into capture time.
+    clock_offset: i64,
+    read_timeout_ms: i32,
+    /// The last call returned Idle: the next may wait for records.
+    drained: bool,
+    mode: XdpAttach,
+    egress: bool,
+}
+
+impl XdpCapture {
+    pub fn open(name: &str, opts: &XdpOptions) -> Result<XdpCapture, CaptureError> {
+        let open_error = |message: String, hint: &'static str| CaptureError::Open {
+            what: format!("{name} (xdp)"),
+            message,
+            hint,
+        };
+        let ifindex = if_index(name).ok_or_else(|| open_error("no such interface".into(), ""))?;
+        let loopback = match hardware_type(name) {
+            Some(ARPHRD_ETHER) => false,
+            Some(ARPHRD_LOOPBACK) => true,
+            other => {
+                return Err(open_error(
+                    format!(
+                        "the xdp backend reads Ethernet frames, and this interface has \
+                         hardware type {}; use --backend af-packet or pcap for it",
+                        other.map_or("unknown".to_string(), |t| t.to_string())
+                    ),
+                    "",
+                ))
+            }
+        };
+        if let Some(attached) = attached_xdp(ifindex).map_err(|e| {
+            open_error(
+                format!("cannot ask the kernel about XDP programs on it: {e}"),
+                "",
+            )
+        })? {
+            return Err(open_error(describe_attached(name, &attached), ""));
+        }
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, opts.ring_bytes)
+            .load(OBJECT)
+            .map_err(|e| {
+                open_error(
+                    format!("cannot load the eBPF programs: {e}"),
+                    PRIVILEGE_HINT,
+                )
+            })?;
+
+        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)
+            .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
+            .map_err(|m| open_error(m, ""))?;
+        xdp.load()
+            .map_err(|e| open_error(describe_load(XDP_PROGRAM, &e), PRIVILEGE_HINT))?;
+        let mode = attach_xdp(xdp, ifindex, opts.attach)
+            .map_err(|e| open_error(format!("cannot attach XDP: {e}"), PRIVILEGE_HINT))?;
+
+        // On loopback every packet is sent and received on the same device:
+        // ingress alone sees each once, as libpcap does.
+        let egress = !loopback;
+        if egress {
+            let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)
+                .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
+                .map_err(|m| open_error(m, ""))?;
+            tc.load()
+                .map_err(|e| open_error(describe_load(TC_PROGRAM, &e), PRIVILEGE_HINT))?;
+            attach_egress(tc, name)
+                .map_err(|e| open_error(format!("cannot attach TC egress: {e}"), PRIVILEGE_HINT))?;
+        }
+
+        let ring = ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or_else(|| format!("no map {EVENTS_MAP}"))
+            .and_then(|m| RingBuf::try_from(m).map_err(|e| e.to_string()))
+            .map_err(|m| open_error(m, ""))?;
+        let drops = ebpf
+            .take_map(DROPS_MAP)
+            .ok_or_else(|| format!("no map {DROPS_MAP}"))
+            .and_then(|m| PerCpuArray::try_from(m).map_err(|e| e.to_string()))
+            .map_err(|m| open_error(m, ""))?;
+        Ok(XdpCapture {
+            name: name.to_string(),
+            ring,
+            drops,
+            _ebpf: ebpf,
+            record: [0; RECORD_LEN],
+            record_len: 0,
+            clock_offset: clock_offset(),
+            read_timeout_ms: opts.read_timeout_ms.min(i32::MAX as u32) as i32,
+            drained: false,
+            mode,
+            egress,
+        })
+    }
+
+    /// The XDP mode the program runs in (native or generic).
+    pub fn mode(&self) -> XdpAttach {
+        self.mode
+    }
+
+    /// Whether a TC program watches egress too (not on loopback).
+    pub fn watches_egress(&self) -> bool {
+        self.egress
+    }
+
+    /// Waits up to the read timeout for records; true when some came.
+    fn wait(&self) -> bool {
+        let mut fds = libc::pollfd {
+            fd: self.ring.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut fds, 1, self.read_timeout_ms) > 0 }
+    }
+}
+
+impl PacketSource for XdpCapture {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn link_type(&self) -> LinkType {
+        LinkType::KernelSummary
+    }
+
+    fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        // Waiting happens only on the call after one that reported Idle, so
+        // the caller can let go of its locks between the two.
+        let mut may_wait = std::mem::take(&mut self.drained);
+        loop {
+            if let Some(item) = self.ring.next() {
+                // A record of another size (a program out of step with this
+                // reader) is handed on cut or short: decode counts it.
+                let n = item.len().min(RECORD_LEN);
+                self.record[..n].copy_from_slice(&item[..n]);
+                self.record_len = n;
+                drop(item);
+                let data = &self.record[..self.record_len];
+                let (ts, wire_len, gso_size) = match record_meta(data) {
+                    Some(m) => (
+                        (m.monotonic_ns as i64).saturating_add(self.clock_offset) as Nanos,
+                        m.l3_len,
+                        m.gso_size,
+                    ),
+                    None => (wall_clock(), n as u32, 0),
+                };
+                return Ok(Next::Frame(Frame {
+                    ts,
+                    data,
+                    wire_len,
+                    gso_size,
+                }));
+            }
+            if may_wait && self.wait() {
+                may_wait = false;
+                continue;
+            }
+            self.drained = true;
+            // Follows a step of the wall clock, as the idle tick does.
+            self.clock_offset = clock_offset();
+            return Ok(Next::Idle(wall_clock()));
+        }
+    }
+
+    fn stats(&mut self) -> Option<CaptureStats> {
+        let lost = self.drops.get(&0, 0).ok()?;
+        Some(CaptureStats {
+            kernel_drops: lost.iter().sum(),
+            ..CaptureStats::default()
+        })
+    }
+
+    fn batch(&self) -> usize {
+        BATCH
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program, String> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("the eBPF object has no program {name}"))
+}
+
+/// Attaches in the mode asked for; `Auto` tries native XDP first, then
+/// generic. Says which mode it got.
+fn attach_xdp(xdp: &mut Xdp, ifindex: u32, want: XdpAttach) -> Result<XdpAttach, ProgramError> {
+    match want {
+        XdpAttach::Native => xdp
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+            .map(|_| want),
+        XdpAttach::Generic => xdp.attach_to_if_index(ifindex, XdpMode::Skb).map(|_| want),
+        XdpAttach::Auto => match xdp.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(_) => Ok(XdpAttach::Native),
+            Err(_) => xdp
+                .attach_to_if_index(ifindex, XdpMode::Skb)
+                .map(|_| XdpAttach::Generic),
+        },
+    }
+}
+
+/// Attaches the egress program first in the interface's TCX chain (kernel
+/// 6.6 and later: a bpf link, gone with the process), so that no other
+/// program's verdict hides a packet from it; on older kernels, as a clsact
+/// filter through netlink (which aya removes on a clean exit only).
+fn attach_egress(tc: &mut SchedClassifier, name: &str) -> Result<(), ProgramError> {
+    let tcx = tc.attach_with_options(
+        name,
+        TcAttachType::Egress,
+        TcAttachOptions::TcxOrder(LinkOrder::first()),
+    );
+    if tcx.is_ok() {
+        return Ok(());
+    }
+    // An existing clsact qdisc is fine.
+    let _ = tc::qdisc_add_clsact(name);
+    tc.attach_with_options(
+        name,
+        TcAttachType::Egress,
+        TcAttachOptions::Netlink(NlOptions::default()),
+    )
+    .map(|_| ())
+}
+
+/// A load failure with the end of the verifier's log, where it says why.
+fn describe_load(program: &str, e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!(
+                "the kernel refused program {program}: {io_error}; verifier: {}",
+                tail.join(" | ")
+            )
+        }
+        other => format!("cannot load program {program}: {other}"),
+    }
+}
+
+/// An XDP program found on an interface before ours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedXdp {
+    pub prog_id: u32,
+    /// "native", "generic", "offloaded" or "several".
+    pub mode: &'static str,
+}
+
+fn describe_attached(name: &str, attached: &AttachedXdp) -> String {
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == attached.prog_id)
+        .and_then(|p| p.name_as_str().map(str::to_string));
+    let whose = match program.as_deref() {
+        Some(XDP_PROGRAM) => format!(
+            "{XDP_PROGRAM} (id {}), tcp-exporter's own: in use by another tcp-exporter, or \
+             left behind by one that did not exit cleanly (attached without a bpf link)",
+            attached.prog_id
+        ),
+        Some(other) => format!("{other} (id {})", attached.prog_id),
+        None => format!("id {}", attached.prog_id),
+    };
+    let off = match attached.mode {
+        "generic" => "xdpgeneric off",
+        "native" => "xdpdrv off",
+        "offloaded" => "xdpoffload off",
+        _ => "xdp off",
+    };
+    format!(
+        "an XDP program is already attached in {} mode: {whose}. An interface runs one \
+         XDP program at a time: if nothing needs it, remove it with \
+         `ip link set dev {name} {off}`; or capture this interface with --backend af-packet",
+        attached.mode
+    )
+}
+
+fn if_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// The interface's ARPHRD_* type, from sysfs.
+fn hardware_type(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/type"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, now.
+fn clock_offset() -> i64 {
+    let now = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to write into.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    };
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+}
+
+/// Route netlink: the XDP program attached to an interface, if any
+/// (`IFLA_XDP` of RTM_GETLINK), whether through a link or not.
+fn attached_xdp(ifindex: u32) -> std::io::Result<Option<AttachedXdp>> {
+    use std::io::Error;
+    // SAFETY: plain socket creation; the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let request = getlink_request(ifindex);
+    // SAFETY: sends `request.len()` bytes from a live buffer.
+    let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if sent < 0 {
+        return Err(Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    // SAFETY: receives into a live buffer of the given length.
+    let got = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got < 0 {
+        return Err(Error::last_os_error());
+    }
+    parse_getlink_reply(&buf[..got as usize]).map_err(Error::other)
+}
+
+const NLMSG_HEADER_LEN: usize = 16;
+const IFINFOMSG_LEN: usize = 16;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// RTM_GETLINK for one interface: nlmsghdr then ifinfomsg, native order.
+fn getlink_request(ifindex: u32) -> Vec<u8> {
+    let len = (NLMSG_HEADER_LEN + IFINFOMSG_LEN) as u32;
+    let mut m = Vec::with_capacity(len as usize);
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+    m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+    m.push(libc::AF_UNSPEC as u8); // ifi_family
+    m.push(0); // padding
+    m.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    m.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
+    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+    m
+}
+
+/// Reads IFLA_XDP out of an RTM_NEWLINK reply (or the error of an
+/// NLMSG_ERROR one).
+fn parse_getlink_reply(reply: &[u8]) -> Result<Option<AttachedXdp>, String> {
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
+    let u32_at = |b: &[u8], i: usize| {
+        b.get(i..i + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let msg_len = u32_at(reply, 0).ok_or("short netlink reply")? as usize;
+    let msg = reply.get(..msg_len).ok_or("netlink reply cut short")?;
+    let kind = u16_at(msg, 4).ok_or("short netlink reply")?;
+    if kind == libc::NLMSG_ERROR as u16 {
+        let errno = u32_at(msg, NLMSG_HEADER_LEN).ok_or("short netlink error")? as i32;
+        return Err(std::io::Error::from_raw_os_error(-errno).to_string());
+    }
+    if kind != libc::RTM_NEWLINK {
+        return Err(format!("unexpected netlink message type {kind}"));
+    }
+    let attrs = msg
+        .get(NLMSG_HEADER_LEN + IFINFOMSG_LEN..)
+        .ok_or("netlink reply without link info")?;
+    let Some(xdp) = attributes(attrs).find(|(t, _)| *t == IFLA_XDP) else {
+        return Ok(None);
+    };
+    let mut mode = 0u8;
+    let mut prog_id = 0u32;
+    for (t, value) in attributes(xdp.1) {
+        match t {
+            IFLA_XDP_ATTACHED => mode = value.first().copied().unwrap_or(0),
+            IFLA_XDP_PROG_ID | IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID
+            | IFLA_XDP_HW_PROG_ID
+                if prog_id == 0 =>
+            {
+                prog_id = u32_at(value, 0).unwrap_or(0)
+            }
+            _ => {}
+        }
+    }
+    let mode = match mode {
+        0 => return Ok(None),
+        1 => "native",
+        2 => "generic",
+        3 => "offloaded",
+        _ => "several",
+    };
+    Ok(Some(AttachedXdp { prog_id, mode }))
+}
+
+/// The (type, value) pairs of a run of netlink attributes.
+fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as usize;
+        let kind = u16::from_ne_bytes([*b.get(2)?, *b.get(3)?]) & NLA_TYPE_MASK;
+        let value = b.get(4..len)?;
+        b = b.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+        Some((kind, value))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        a.resize(a.len().next_multiple_of(4), 0);
+        a
+    }
+
+    fn reply(attrs: &[u8]) -> Vec<u8> {
+        let mut m = getlink_request(3);
+        m[4..6].copy_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+        m.extend_from_slice(attrs);
+        let len = m.len() as u32;
+        m[..4].copy_from_slice(&len.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn getlink_reply_names_the_attached_program_and_mode() {
+        let mut nested = attr(IFLA_XDP_ATTACHED, &[2]);
+        nested.extend(attr(IFLA_XDP_PROG_ID, &77u32.to_ne_bytes()));
+        let mut attrs = attr(3, b"veth0\0"); // IFLA_IFNAME first
+        attrs.extend(attr(IFLA_XDP | 0x8000, &nested)); // NLA_F_NESTED
+        assert_eq!(
+            parse_getlink_reply(&reply(&attrs)),
+            Ok(Some(AttachedXdp {
+                prog_id: 77,
+                mode: "generic"
+            }))
+        );
+    }
+
+    #[test]
+    fn getlink_reply_without_a_program_is_none() {
+        let attrs = attr(IFLA_XDP, &attr(IFLA_XDP_ATTACHED, &[0]));
+        assert_eq!(parse_getlink_reply(&reply(&attrs)), Ok(None));
+        assert_eq!(parse_getlink_reply(&reply(&attr(3, b"lo\0"))), Ok(None));
+    }
+
+    #[test]
+    fn getlink_error_and_garbage_are_errors_not_panics() {
+        let mut err = getlink_request(3);
+        err[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        err.extend_from_slice(&(-libc::ENODEV).to_ne_bytes());
+        let len = err.len() as u32;
+        err[..4].copy_from_slice(&len.to_ne_bytes());
+        assert!(parse_getlink_reply(&err).is_err());
+        for n in 0..40 {
+            let _ = parse_getlink_reply(&vec![0xff; n]);
+        }
+    }
+
+    #[test]
+    fn the_kernel_answers_for_loopback() {
+        // Loopback exists everywhere and never has an XDP program here.
+        let lo = if_index("lo").expect("lo");
+        assert_eq!(attached_xdp(lo).unwrap(), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! The xdp backend's life cycle on a real interface (a veth pair the test
+//! makes and removes): the programs attach on start, and on SIGTERM the
+//! exporter exits 0 with its XDP and TC programs gone from the kernel; an
+//! XDP program left attached without a bpf link (as a crash on a kernel
+//! without XDP links would leave it) stops the start with a message that
+//! says what it is and how to remove it.
+//!
+//! Built with the `xdp` feature only. Needs root, `ip` (iproute2, with
+//! libbpf) and `bpftool`; `TCPX_SKIP_LIVE=1` skips it, as for tests/live.rs.
+#![cfg(feature = "xdp")]
+
+mod common;
+
+use common::try_http_get;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const EXPORTER: &str = env!("CARGO_BIN_EXE_tcp-exporter");
+/// The programs' object, as build.rs compiled it.
+const OBJECT: &str = concat!(env!("OUT_DIR"), "/tcpx.bpf.o");
+
+#[test]
+fn programs_attach_on_start_and_are_gone_after_sigterm() {
+    if skipped() {
+        return;
+    }
+    let veth = Veth::new("s");
+    let port = common::free_port();
+    let mut exporter = start(&veth.name, port);
+    let ids = wait_for_programs(&mut exporter, port);
+    assert_eq!(ids.len(), 2, "an XDP and a TC program: {ids:?}");
+    assert!(
+        link_show(&veth.name).contains("prog/xdp"),
+        "no XDP program on {}:\n{}",
+        veth.name,
+        link_show(&veth.name)
+    );
+
+    let pid = exporter.id().to_string();
+    sh(&["kill", "-TERM", &pid]);
+    let status = wait_exit(&mut exporter, Duration::from_secs(10));
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(
+        !link_show(&veth.name).contains("prog/xdp"),
+        "the XDP program stayed attached after exit:\n{}",
+        link_show(&veth.name)
+    );
+    for (id, name) in &ids {
+        assert!(
+            !tool(&["bpftool", "prog", "show", "id", id])
+                .status
+                .success(),
+            "program {name} (id {id}) is still loaded after exit"
+        );
+    }
+}
+
+#[test]
+fn an_xdp_program_left_attached_is_reported_with_how_to_remove_it() {
+    if skipped() {
+        return;
+    }
+    let veth = Veth::new("l");
+    // Attached through netlink, without a link: it outlives its loader.
+    let out = tool(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        &veth.name,
+        "xdpgeneric",
+        "obj",
+        OBJECT,
+        "sec",
+        "xdp",
+    ]);
+    assert!(out.status.success(), "ip could not attach: {out:?}");
+
+    let port = common::free_port();
+    let out = Command::new(EXPORTER)
+        .args([
+            "--backend",
+            "xdp",
+            "-i",
+            &veth.name,
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["--listen", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let remove = format!("ip link set dev {} xdpgeneric off", veth.name);
+    for needle in [
+        "already attached in generic mode",
+        "tcpx_xdp",
+        "tcp-exporter's own",
+        &remove,
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    // The advice works.
+    let words: Vec<&str> = remove.split(' ').collect();
+    assert!(tool(&words).status.success());
+    assert!(!link_show(&veth.name).contains("prog/xdp"));
+}
+
+fn skipped() -> bool {
+    if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+        eprintln!("xdp test: skipped (TCPX_SKIP_LIVE=1)");
+        return true;
+    }
+    let uid = String::from_utf8(tool(&["id", "-u"]).stdout).unwrap();
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "the xdp tests need root; set TCPX_SKIP_LIVE=1 to skip them"
+    );
+    false
+}
+
+fn start(iface: &str, port: u16) -> Child {
+    Command::new(EXPORTER)
+        .args(["--backend", "xdp", "-i", iface, "-p", &port.to_string()])
+        .args(["--listen", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the exporter")
+}
+
+/// Waits until the exporter is ready; returns the ids and names of the
+/// tcpx programs then loaded.
+fn wait_for_programs(exporter: &mut Child, port: u16) -> Vec<(String, String)> {
+    let http = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(try_http_get(http, "/readyz"), Ok((200, _))) {
+        if let Some(status) = exporter.try_wait().unwrap() {
+            panic!("the exporter exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "the exporter is not ready");
+        sleep(Duration::from_millis(50));
+    }
+    // `bpftool prog show` lines read `ID: TYPE  name NAME  tag ...`.
+    let out = String::from_utf8(tool(&["bpftool", "prog", "show"]).stdout).unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let (id, rest) = l.split_once(':')?;
+            let name = rest
+                .split_whitespace()
+                .skip_while(|w| *w != "name")
+                .nth(1)?;
+            name.starts_with("tcpx_")
+                .then(|| (id.trim().to_string(), name.to_string()))
+        })
+        .collect()
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("no exit within {limit:?} of SIGTERM");
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn link_show(iface: &str) -> String {
+    String::from_utf8_lossy(&tool(&["ip", "link", "show", "dev", iface]).stdout).into_owned()
+}
+
+fn tool(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]))
+}
+
+fn sh(args: &[&str]) {
+    // Through the shell's builtin `kill`: the tests have no libc binding.
+    let out = tool(&[&["sh", "-c", "\"$@\"", "sh"][..], args].concat());
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+/// A veth pair of the test's own, removed when dropped (also on failure).
+struct Veth {
+    name: String,
+}
+
+impl Veth {
+    fn new(tag: &str) -> Veth {
+        let name = format!("tx{tag}{}", std::process::id());
+        let peer = format!("{name}p");
+        let _ = tool(&["ip", "link", "del", &name]);
+        let out = tool(&[
+            "ip", "link", "add", &name, "type", "veth", "peer", "name", &peer,
+        ]);
+        assert!(out.status.success(), "ip link add: {out:?}");
+        let veth = Veth { name };
+        for dev in [&veth.name, &peer] {
+            assert!(tool(&["ip", "link", "set", dev, "up"]).status.success());
+        }
+        veth
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        // Deleting one end deletes both, with any program attached.
+        let _ = tool(&["ip", "link", "del", &self.name]);
+    }
+}
