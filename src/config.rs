@@ -182,7 +182,7 @@ impl Config {
                 }
                 let page = page_size();
                 let block_size = args.ring_block_size.saturating_mul(1024);
-                if block_size == 0 || block_size as usize % page != 0 {
+                if block_size == 0 || !(block_size as usize).is_multiple_of(page) {
                     return Err(ConfigError::RingBlockSize(args.ring_block_size, page));
                 }
                 Backend::AfPacket {

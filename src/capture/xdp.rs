@@ -359,7 +359,10 @@ fn clock_offset() -> i64 {
         };
         // SAFETY: a valid timespec to write into.
         unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+        // time_t and c_long are narrower than i64 on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        let (sec, nsec) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
+        sec * 1_000_000_000 + nsec
     };
     now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
 }

@@ -34,7 +34,7 @@ impl Default for TcpSpec {
 
 fn tcp_bytes(spec: &TcpSpec) -> Vec<u8> {
     let mut options = spec.options.clone();
-    while options.len() % 4 != 0 {
+    while !options.len().is_multiple_of(4) {
         options.push(0);
     }
     let mut t = Vec::new();
