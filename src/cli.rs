@@ -117,7 +117,9 @@ pub struct Args {
     pub ring_timeout: u32,
 
     /// xdp: how the XDP program attaches: `auto` (native where the driver
-    /// supports it, else generic), `native`, or `generic`.
+    /// supports it, else generic; always generic on virtual interfaces such
+    /// as veth, where native XDP would turn off the peer's TSO/GSO),
+    /// `native`, or `generic`.
     #[arg(long, value_enum, value_name = "MODE")]
     pub xdp_mode: Option<XdpModeArg>,
 

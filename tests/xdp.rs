@@ -1,12 +1,13 @@
 //! The xdp backend's life cycle on a real interface (a veth pair the test
-//! makes and removes): the programs attach on start, and on SIGTERM the
-//! exporter exits 0 with its XDP and TC programs gone from the kernel; an
+//! makes and removes): the programs attach on start (generic XDP on a veth,
+//! leaving the peer's TSO as it was), and on SIGTERM the exporter exits 0
+//! with its XDP and TC programs gone from the kernel; an
 //! XDP program left attached without a bpf link (as a crash on a kernel
 //! without XDP links would leave it) stops the start with a message that
 //! says what it is and how to remove it.
 //!
 //! Built with the `xdp` feature only. Needs root, `ip` (iproute2, with
-//! libbpf) and `bpftool`; `TCPX_SKIP_LIVE=1` skips it, as for tests/live.rs.
+//! libbpf), `ethtool` and `bpftool`; `TCPX_SKIP_LIVE=1` skips it, as for tests/live.rs.
 #![cfg(feature = "xdp")]
 
 mod common;
@@ -27,10 +28,26 @@ fn programs_attach_on_start_and_are_gone_after_sigterm() {
         return;
     }
     let veth = Veth::new("s");
+    let tso = |dev: &str| {
+        let out = String::from_utf8(tool(&["ethtool", "-k", dev]).stdout).unwrap();
+        out.lines()
+            .find_map(|l| l.strip_prefix("tcp-segmentation-offload: "))
+            .map(|v| v.starts_with("on"))
+            .expect("ethtool -k shows tcp-segmentation-offload")
+    };
+    let peer_tso = tso(&veth.peer);
     let port = common::free_port();
-    let mut exporter = start(&veth.name, port);
+    let log = std::env::temp_dir().join(format!("tcpx-xdp-{}.log", std::process::id()));
+    let mut exporter = start(&veth.name, port, &log);
     let ids = wait_for_programs(&mut exporter, port);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
     assert_eq!(ids.len(), 2, "an XDP and a TC program: {ids:?}");
+    assert!(
+        text.contains("XDP attached in generic mode, TC on egress"),
+        "auto mode on a veth should be generic:\n{text}"
+    );
+    assert_eq!(tso(&veth.peer), peer_tso, "the peer's TSO changed");
     assert!(
         link_show(&veth.name).contains("prog/xdp"),
         "no XDP program on {}:\n{}",
@@ -123,13 +140,13 @@ fn skipped() -> bool {
     false
 }
 
-fn start(iface: &str, port: u16) -> Child {
+fn start(iface: &str, port: u16, log: &std::path::Path) -> Child {
     Command::new(EXPORTER)
         .args(["--backend", "xdp", "-i", iface, "-p", &port.to_string()])
         .args(["--listen", "127.0.0.1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start the exporter")
 }
@@ -195,6 +212,7 @@ fn sh(args: &[&str]) {
 /// A veth pair of the test's own, removed when dropped (also on failure).
 struct Veth {
     name: String,
+    peer: String,
 }
 
 impl Veth {
@@ -206,8 +224,8 @@ impl Veth {
             "ip", "link", "add", &name, "type", "veth", "peer", "name", &peer,
         ]);
         assert!(out.status.success(), "ip link add: {out:?}");
-        let veth = Veth { name };
-        for dev in [&veth.name, &peer] {
+        let veth = Veth { name, peer };
+        for dev in [&veth.name, &veth.peer] {
             assert!(tool(&["ip", "link", "set", dev, "up"]).status.success());
         }
         veth

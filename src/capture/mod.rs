@@ -41,7 +41,8 @@ pub struct Frame<'a> {
 /// How the xdp backend attaches its XDP program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpAttach {
-    /// Native (in the driver) where the driver supports it, else generic.
+    /// Native (in the driver) where the driver supports it, else generic;
+    /// generic on virtual interfaces (veth, bridge, loopback).
     Auto,
     /// In the driver, before an skb is built; fails where unsupported.
     Native,

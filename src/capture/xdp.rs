@@ -110,7 +110,7 @@ impl XdpCapture {
             .map_err(|m| open_error(m, ""))?;
         xdp.load()
             .map_err(|e| open_error(describe_load(XDP_PROGRAM, &e), PRIVILEGE_HINT))?;
-        let mode = attach_xdp(xdp, ifindex, opts.attach)
+        let mode = attach_xdp(xdp, ifindex, opts.attach, is_virtual(name))
             .map_err(|e| open_error(format!("cannot attach XDP: {e}"), PRIVILEGE_HINT))?;
 
         // On loopback every packet is sent and received on the same device:
@@ -239,19 +239,25 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
         .ok_or_else(|| format!("the eBPF object has no program {name}"))
 }
 
-/// Attaches in the mode asked for; `Auto` tries native XDP first, then
-/// generic. Says which mode it got.
-fn attach_xdp(xdp: &mut Xdp, ifindex: u32, want: XdpAttach) -> Result<XdpAttach, ProgramError> {
+/// Attaches in the mode asked for. `Auto` tries native XDP first, then
+/// generic, on interfaces backed by a device; virtual ones (veth, bridges,
+/// loopback) get generic: native XDP on a veth takes TSO/GSO away from its
+/// peer and caps the peer's MTU, and a passive observer must not change how
+/// a pod sends. Says which mode it got.
+fn attach_xdp(
+    xdp: &mut Xdp,
+    ifindex: u32,
+    want: XdpAttach,
+    virtual_if: bool,
+) -> Result<XdpAttach, ProgramError> {
+    let mut attach = |mode: XdpMode| xdp.attach_to_if_index(ifindex, mode).map(|_| ());
     match want {
-        XdpAttach::Native => xdp
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-            .map(|_| want),
-        XdpAttach::Generic => xdp.attach_to_if_index(ifindex, XdpMode::Skb).map(|_| want),
-        XdpAttach::Auto => match xdp.attach_to_if_index(ifindex, XdpMode::Driver) {
-            Ok(_) => Ok(XdpAttach::Native),
-            Err(_) => xdp
-                .attach_to_if_index(ifindex, XdpMode::Skb)
-                .map(|_| XdpAttach::Generic),
+        XdpAttach::Native => attach(XdpMode::Driver).map(|_| want),
+        XdpAttach::Generic => attach(XdpMode::Skb).map(|_| want),
+        XdpAttach::Auto if virtual_if => attach(XdpMode::Skb).map(|_| XdpAttach::Generic),
+        XdpAttach::Auto => match attach(XdpMode::Driver) {
+            Ok(()) => Ok(XdpAttach::Native),
+            Err(_) => attach(XdpMode::Skb).map(|_| XdpAttach::Generic),
         },
     }
 }
@@ -339,6 +345,11 @@ fn if_index(name: &str) -> Option<u32> {
     // SAFETY: a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// Whether no device backs the interface (veth, bridge, loopback, ...).
+fn is_virtual(name: &str) -> bool {
+    !std::path::Path::new(&format!("/sys/class/net/{name}/device")).exists()
 }
 
 /// The interface's ARPHRD_* type, from sysfs.
