@@ -3,6 +3,11 @@
 #   make run ARGS='-i eth0'   install what building needs, build, run the exporter
 #   make test                 install the test tools, run every test and lint
 #
+# FEATURES=xdp adds the xdp capture backend (eBPF, built with clang) to
+# `make deps`, `make build` and `make run`:
+#   make run FEATURES=xdp ARGS='--backend xdp -i eth0'
+# `make test` always builds and tests it.
+#
 # Installing Debian packages needs root; everything else does not.
 
 SHELL := bash
@@ -16,11 +21,20 @@ ARGS ?=
 
 # What building needs (libpcap headers, found by pkg-config, linked by gcc).
 BUILD_PKGS := libpcap-dev pkg-config gcc
+# Cargo features to build with (space- or comma-separated): `xdp`.
+FEATURES ?=
+CARGO_FEATURES := $(if $(strip $(FEATURES)),--features '$(strip $(FEATURES))',)
+# What the xdp feature needs besides: clang for `-target bpf` (llvm with it),
+# libbpf's headers (bpf_helpers.h), the kernel's UAPI headers.
+XDP_PKGS := clang llvm libbpf-dev linux-libc-dev
+WANT_XDP_PKGS := $(if $(findstring xdp,$(FEATURES)),$(XDP_PKGS),)
 # What the tests need besides: reference analysis (tshark), capture and replay
 # (tcpdump, tcpreplay), test networks with loss (iproute2, nftables, ethtool),
 # traffic (iperf3, python3), `promtool check metrics` (prometheus), curl.
+# bpftool lists the xdp backend's programs (tests/xdp.rs) and their run
+# time (bench/live.sh).
 TEST_PKGS := tshark tcpdump tcpreplay nftables iproute2 ethtool iperf3 \
-             python3 prometheus curl
+             python3 prometheus curl bpftool
 
 # need_cargo: fails with a message when there is no Rust toolchain.
 # ensure_pkgs PKG...: install the Debian packages that are missing, with one
@@ -98,30 +112,36 @@ endef
 deps:
 	@$(ENSURE_PKGS)
 	need_cargo
-	ensure_pkgs $(BUILD_PKGS)
+	ensure_pkgs $(BUILD_PKGS) $(WANT_XDP_PKGS)
 
-# One package list, so that apt-get update runs at most once.
+# One package list, so that apt-get update runs at most once. The tests
+# build the xdp feature too.
 test-deps:
 	@$(ENSURE_PKGS)
 	need_cargo
-	ensure_pkgs $(BUILD_PKGS) $(TEST_PKGS) $(DEPLOY_PKGS)
+	ensure_pkgs $(BUILD_PKGS) $(XDP_PKGS) $(TEST_PKGS) $(DEPLOY_PKGS)
 
-build:
-	$(CARGO) build --release --locked
+build: deps
+	$(CARGO) build --release --locked $(CARGO_FEATURES)
 
-run: deps build
+run: build
 	./target/release/tcp-exporter $(ARGS)
 
 # Tests build with the release profile, so dependencies compile once, shared
-# with `make build`. The live capture test needs root (see tests/live.rs).
+# with `make build`. They run with the xdp feature, so that all three capture
+# backends are tested; the live capture tests need root (see tests/live.rs
+# and tests/xdp.rs). Lints cover both builds. The last build, without the
+# feature, is what the deployment tests run, and shows that a plain build
+# never calls clang.
 test: test-deps
 	if ! $(CARGO) clippy --version >/dev/null 2>&1 || ! $(CARGO) fmt --version >/dev/null 2>&1; then
 	  rustup component add clippy rustfmt
 	fi
-	$(CARGO) test --release --locked
+	$(CARGO) test --release --locked --features xdp
 	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets --locked --features xdp -- -D warnings
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
-	$(CARGO) build --release --locked
+	CLANG=/bin/false $(CARGO) build --release --locked
 	$(DEPLOY_TESTS)
 
 # Regenerates testdata/pcaps from real traffic between network namespaces.

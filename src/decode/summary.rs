@@ -162,22 +162,41 @@ fn u32_at(r: &[u8; RECORD_LEN], at: usize) -> u32 {
     u32::from_ne_bytes(bytes(r, at))
 }
 
-/// Records as the kernel programs write them, for tests here and in the
-/// capture layer: what `summarise()` in bpf/tcpx.bpf.c makes of a frame.
-#[cfg(test)]
-pub(crate) mod encode {
+/// Records as the kernel programs write them, for tests and benchmarks:
+/// what `summarise()` in bpf/tcpx.bpf.c makes of a frame.
+pub mod encode {
     use super::{at, RECORD_LEN};
 
-    /// The record of an Ethernet frame holding IPv4 or IPv6 (no extension
-    /// headers) and TCP, as the XDP program would write it.
-    pub fn record_of_frame(frame: &[u8], ts: u64) -> [u8; RECORD_LEN] {
+    /// The record of an untagged Ethernet frame holding IPv4 or IPv6 (no
+    /// extension headers) and TCP, whole, as the XDP program would write
+    /// it; `None` for any other frame.
+    /// `wire_len` is the frame's length on the wire.
+    pub fn record_of_frame(frame: &[u8], wire_len: u32, ts: u64) -> Option<[u8; RECORD_LEN]> {
+        let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+        let l3 = frame.get(14..)?;
+        let version = l3.first()? >> 4;
+        let ip_len = match (ethertype, version) {
+            (0x0800, 4) => (l3[0] & 0xf) as usize * 4,
+            (0x86dd, 6) if l3.get(6) == Some(&6) => 40,
+            _ => return None,
+        };
+        let proto_tcp = version == 6 || l3.get(9) == Some(&6);
+        let t = l3.get(ip_len..)?;
+        let doff = (*t.get(12)? >> 4) as usize * 4;
+        if !proto_tcp || doff < 20 || t.len() < doff {
+            return None;
+        }
+        Some(encode(frame, wire_len.max(frame.len() as u32) - 14, ts))
+    }
+
+    fn encode(frame: &[u8], l3_wire_len: u32, ts: u64) -> [u8; RECORD_LEN] {
         let mut r = [0u8; RECORD_LEN];
         let l3 = &frame[14..];
         let put =
             |r: &mut [u8; RECORD_LEN], at: usize, b: &[u8]| r[at..at + b.len()].copy_from_slice(b);
         put(&mut r, at::TS_NS, &ts.to_ne_bytes());
         put(&mut r, at::IFINDEX, &7u32.to_ne_bytes());
-        put(&mut r, at::L3_LEN, &(l3.len() as u32).to_ne_bytes());
+        put(&mut r, at::L3_LEN, &l3_wire_len.to_ne_bytes());
         let (ip_len, stated) = match l3[0] >> 4 {
             4 => {
                 r[at::IP_VERSION] = 4;
@@ -216,24 +235,12 @@ pub(crate) mod encode {
         put(&mut r, at::OPTIONS, &t[20..doff]);
         r
     }
-
-    /// A record whose status says the kernel refused the packet.
-    pub fn refused(status: u8) -> [u8; RECORD_LEN] {
-        let mut r = [0u8; RECORD_LEN];
-        r[at::STATUS] = status;
-        r
-    }
-
-    pub fn set_u16(r: &mut [u8; RECORD_LEN], field: usize, v: u16) {
-        r[field..field + 2].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    pub use super::at::{IP_STATED_LEN, L3_LEN, OPTIONS_LEN, TCP_HEADER_LEN};
 }
 
 #[cfg(test)]
 mod tests {
-    use super::encode::*;
+    use super::at::{IP_STATED_LEN, L3_LEN, OPTIONS_LEN, TCP_HEADER_LEN};
+    use super::encode::record_of_frame;
     use super::*;
     use crate::decode::fixtures::*;
     use crate::decode::{decode as decode_frame, LinkType};
@@ -262,11 +269,22 @@ mod tests {
         ]
     }
 
+    /// A record whose status says the kernel refused the packet.
+    fn refused(status: u8) -> [u8; RECORD_LEN] {
+        let mut r = [0u8; RECORD_LEN];
+        r[at::STATUS] = status;
+        r
+    }
+
+    fn set_u16(r: &mut [u8; RECORD_LEN], field: usize, v: u16) {
+        r[field..field + 2].copy_from_slice(&v.to_ne_bytes());
+    }
+
     #[test]
     fn a_record_decodes_to_the_segment_of_its_frame() {
         for frame in frames() {
             let want = decode_frame(LinkType::Ethernet, &frame, frame.len() as u32).unwrap();
-            let record = record_of_frame(&frame, 5);
+            let record = record_of_frame(&frame, frame.len() as u32, 5).unwrap();
             let got = decode(&record).unwrap();
             assert_eq!(got, want, "frame {frame:02x?}");
             assert_eq!(
@@ -279,7 +297,7 @@ mod tests {
     #[test]
     fn record_meta_reads_time_interface_and_length() {
         let frame = eth_ipv4_tcp(&TcpSpec::default());
-        let record = record_of_frame(&frame, 123_456_789);
+        let record = record_of_frame(&frame, frame.len() as u32, 123_456_789).unwrap();
         let meta = record_meta(&record).unwrap();
         assert_eq!(meta.monotonic_ns, 123_456_789);
         assert_eq!(meta.ifindex, 7);
@@ -309,7 +327,7 @@ mod tests {
     #[test]
     fn lengths_are_judged_as_for_frames() {
         let frame = eth_ipv4_tcp(&TcpSpec::default());
-        let good = record_of_frame(&frame, 0);
+        let good = record_of_frame(&frame, frame.len() as u32, 0).unwrap();
 
         // An IP total length shorter than the IP header.
         let mut r = good;
@@ -359,7 +377,7 @@ mod tests {
         };
         let mut decoded = 0;
         for frame in frames() {
-            let good = record_of_frame(&frame, 1);
+            let good = record_of_frame(&frame, frame.len() as u32, 1).unwrap();
             for _ in 0..20_000 {
                 let mut r = good;
                 for _ in 0..1 + next() % 4 {
@@ -381,7 +399,7 @@ mod tests {
     #[test]
     fn a_record_cut_short_is_truncated_link() {
         let frame = eth_ipv4_tcp(&TcpSpec::default());
-        let record = record_of_frame(&frame, 0);
+        let record = record_of_frame(&frame, frame.len() as u32, 0).unwrap();
         let err = decode(&record[..RECORD_LEN - 1]).unwrap_err();
         assert_eq!(err.kind, DecodeErrorKind::TruncatedLink);
     }
