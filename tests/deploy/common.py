@@ -23,6 +23,11 @@ RULES = ROOT / "alerts" / "tcp-exporter.rules.yml"
 CHART_DASHBOARD = CHART / "files" / "tcp-exporter.json"
 CHART_RULES = CHART / "files" / "tcp-exporter.rules.yml"
 
+# The capabilities the chart adds for backend xdp, and all the xdp backend
+# needs (no NET_RAW): test_chart.py checks the chart renders exactly these,
+# test_capabilities.py that the exporter starts with them and with no fewer.
+XDP_CAPABILITIES = ["BPF", "NET_ADMIN", "PERFMON"]
+
 
 def tool(name):
     """Absolute path of a command, or None."""

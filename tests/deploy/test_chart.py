@@ -31,7 +31,7 @@ import unittest
 
 import yaml
 
-from common import CHART, DASHBOARD, EXPORTER, RULES, ROOT, tool
+from common import CHART, DASHBOARD, EXPORTER, RULES, ROOT, XDP_CAPABILITIES, tool
 from kubestub import KubeStub
 
 XDP_VALUES = ROOT / "tests" / "deploy" / "values" / "xdp-monitoring.yaml"
@@ -39,12 +39,18 @@ OLDEST_KUBERNETES = "1.25"  # Chart.yaml kubeVersion
 RELEASE = "tcpx"
 NAMESPACE = "monitoring"
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
-AF_PACKET_VALUES = {"backend": "af-packet",
-                    "afPacket": {"workers": 4, "ringBlockSizeKiB": 2048, "ringBlocks": 32, "ringTimeoutMs": 20}}
+# xdp settings too: only backend xdp renders them.
+AF_PACKET_VALUES = {"backend": "af-packet", "filter": "tcp port 443",
+                    "afPacket": {"workers": 4, "ringBlockSizeKiB": 2048, "ringBlocks": 32, "ringTimeoutMs": 20},
+                    "xdp": {"mode": "native", "ringSizeMiB": 64}}
+# The fewest values backend xdp renders with.
+XDP_MINIMAL_VALUES = {"backend": "xdp", "interfaces": ["eth0"]}
+XDP_INTERFACES_MESSAGE = "backend xdp needs named interfaces, not `any` or an empty list"
+XDP_FILTER_MESSAGE = "backend xdp takes no filter"
 # Flags the chart can render before the exporter has them (later issues):
 # remove each from here when `tcp-exporter --help` lists it.
 PENDING_FLAGS = {"--labels"}
-PENDING_BACKENDS = {"xdp"}
+PENDING_BACKENDS = set()
 
 helm = None
 kubernetes_validate = None
@@ -175,8 +181,9 @@ class ChartRender(unittest.TestCase):
         cls.default_operator = render(monitoring_crds=True)
         cls.xdp = render(xdp_values(), monitoring_crds=True)
         cls.af_packet = render(AF_PACKET_VALUES)
+        cls.xdp_minimal = render(XDP_MINIMAL_VALUES)
         cls.renders = {"default": cls.default, "default with operator": cls.default_operator,
-                       "xdp-monitoring.yaml": cls.xdp, "af-packet": cls.af_packet}
+                       "xdp-monitoring.yaml": cls.xdp, "af-packet": cls.af_packet, "xdp minimal": cls.xdp_minimal}
 
     # ------------------------------------------------------------ which objects
     def test_without_the_operator_no_monitoring_objects(self):
@@ -241,15 +248,13 @@ class ChartRender(unittest.TestCase):
         self.assertEqual(c["args"], [
             "-i", "eth0", "-i", "eth1", "-i", "bond0.100",
             "--port", "9187", "--listen", "$(POD_IP)",
-            "--filter", "tcp port 443 or tcp port 5432",
-            "--backend", "xdp",
+            "--backend", "xdp", "--xdp-mode", "native", "--xdp-ring-size", "64",
             "--labels", "interface,server,server_port",
             "--max-flows", "1000000", "--flow-idle-timeout", "120", "--max-series", "20000",
             "--snaplen", "128", "--buffer-size", "64", "--promisc",
             "--future-flag=1",
         ])
-        self.assertEqual(c["securityContext"]["capabilities"]["add"],
-                         ["NET_RAW", "NET_ADMIN", "BPF", "PERFMON", "SYS_RESOURCE"])
+        self.assertEqual(c["securityContext"]["capabilities"]["add"], XDP_CAPABILITIES + ["SYS_RESOURCE"])
         self.assertEqual(c["ports"][0]["containerPort"], 9187)
         self.assertEqual(c["ports"][0]["hostPort"], 9187)
         self.assertIn({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, c["env"])
@@ -260,10 +265,47 @@ class ChartRender(unittest.TestCase):
 
     def test_af_packet_backend_needs_net_raw_only(self):
         c = container(self.af_packet.one("DaemonSet"))
+        # No --xdp-*: those settings are for backend xdp only (the exporter
+        # refuses them with another backend).
         self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0",
+                                     "--filter", "tcp port 443",
                                      "--backend", "af-packet", "--ring-block-size", "2048", "--ring-blocks", "32",
                                      "--ring-timeout", "20", "--workers", "4"])
         self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
+
+    def test_xdp_backend_gets_exactly_the_measured_capabilities(self):
+        c = container(self.xdp_minimal.one("DaemonSet"))
+        self.assertEqual(c["args"], ["-i", "eth0", "--port", "9090", "--listen", "0.0.0.0",
+                                     "--backend", "xdp", "--xdp-mode", "auto"])
+        sc = c["securityContext"]
+        self.assertEqual(sc["capabilities"], {"drop": ["ALL"], "add": XDP_CAPABILITIES})
+        self.assertEqual(sc["runAsUser"], 0)
+        self.assertIs(sc["allowPrivilegeEscalation"], False)
+        self.assertIn("Capabilities: drop ALL, add BPF, NET_ADMIN, PERFMON.", self.xdp_minimal.notes)
+
+    def test_xdp_settings_render_only_when_set(self):
+        cases = (({"mode": None, "ringSizeMiB": 1024}, ["--xdp-ring-size", "1024"]),
+                 ({"mode": "generic", "ringSizeMiB": 1}, ["--xdp-mode", "generic", "--xdp-ring-size", "1"]),
+                 (None, []))  # null removes the defaults: the exporter's own apply
+        for xdp, flags in cases:
+            with self.subTest(xdp=xdp):
+                c = container(render(dict(XDP_MINIMAL_VALUES, xdp=xdp)).one("DaemonSet"))
+                self.assertEqual(c["args"], ["-i", "eth0", "--port", "9090", "--listen", "0.0.0.0",
+                                             "--backend", "xdp"] + flags)
+
+    def test_xdp_without_named_interfaces_does_not_render(self):
+        # The exporter would exit at start: the chart says why instead.
+        for interfaces in (["any"], [], None, ["eth0", "any"]):
+            with self.subTest(interfaces=interfaces):
+                with self.assertRaises(helm.InstallError) as cm:
+                    render({"backend": "xdp", "interfaces": interfaces})
+                self.assertIn(XDP_INTERFACES_MESSAGE, str(cm.exception))
+                self.assertIn("interfaces: [eth0]", str(cm.exception))
+
+    def test_xdp_with_a_filter_does_not_render(self):
+        with self.assertRaises(helm.InstallError) as cm:
+            render(dict(XDP_MINIMAL_VALUES, filter="tcp port 443"))
+        self.assertIn(XDP_FILTER_MESSAGE, str(cm.exception))
 
     def test_every_flag_the_chart_renders_is_one_the_exporter_has(self):
         # Catches a flag renamed in the CLI but not in the chart.
@@ -304,7 +346,14 @@ class ChartRender(unittest.TestCase):
 
     def test_values_schema_rejects_bad_values(self):
         for bad in ({"backend": "dpdk"}, {"interfaces": "eth0"}, {"port": 70000}, {"interface": ["eth0"]},
-                    {"maxFlows": 0}, {"securityContext": {"extraCapabilities": ["cap_sys_admin"]}}):
+                    {"maxFlows": 0}, {"securityContext": {"extraCapabilities": ["cap_sys_admin"]}},
+                    # --xdp-ring-size: a power of two, at most 1024 MiB.
+                    dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": 3}),
+                    dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": 0}),
+                    dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": 2048}),
+                    dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": "16"}),
+                    dict(XDP_MINIMAL_VALUES, xdp={"mode": "offload"}),
+                    dict(XDP_MINIMAL_VALUES, xdp={"ringSize": 16})):
             with self.subTest(values=bad):
                 with self.assertRaises(helm.InstallError) as cm:
                     render(bad)

@@ -1,7 +1,9 @@
 """The container image, as far as a machine without a container engine can
 check it: `make image` finds an engine or says there is none, and calls it
-as it should; the runtime stage installs every library the release binary
-links against; the build context keeps what cargo needs."""
+as it should; the build stage builds every backend (the xdp feature too) with
+what the Makefile says building needs; the runtime stage installs every
+library the release binary links against, and the xdp feature adds none; the
+build context keeps what cargo needs."""
 
 import fnmatch
 import os
@@ -10,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import tomllib
 import unittest
 
 from common import EXPORTER, ROOT
@@ -42,6 +45,33 @@ def apt_installs(lines):
 def cargo_version():
     m = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text())
     return m.group(1)
+
+
+def makefile_packages(variable):
+    """The Debian packages a Makefile variable lists (`NAME := a b c`)."""
+    m = re.search(r"(?m)^%s\s*:=\s*((?:.*\\\n)*.*)$" % re.escape(variable), (ROOT / "Makefile").read_text())
+    assert m, "no %s in the Makefile" % variable
+    return set(m.group(1).replace("\\\n", " ").split())
+
+
+def locked_dependencies(name):
+    """The packages `name` depends on in Cargo.lock, transitively, itself included."""
+    with open(ROOT / "Cargo.lock", "rb") as f:
+        packages = tomllib.load(f)["package"]
+
+    def find(spec):
+        dep_name, _, version = spec.partition(" ")
+        found = [p for p in packages if p["name"] == dep_name and (not version or p["version"] == version)]
+        assert len(found) == 1, "%d packages %r in Cargo.lock" % (len(found), spec)
+        return found[0]
+
+    seen, todo = set(), [find(name)]
+    while todo:
+        p = todo.pop()
+        if (p["name"], p["version"]) not in seen:
+            seen.add((p["name"], p["version"]))
+            todo.extend(find(d) for d in p.get("dependencies", []))
+    return seen
 
 
 class MakeImage(unittest.TestCase):
@@ -101,6 +131,32 @@ class Dockerfile(unittest.TestCase):
         self.assertIn("cargo build --release --locked", build_runs)
         self.assertIn("libpcap-dev", apt_installs(stages()[0][1]))
 
+    def test_build_stage_builds_every_backend(self):
+        # The image serves all three backends: the xdp feature, whose eBPF
+        # programs build.rs compiles with clang.
+        build_runs = " ".join(stages()[0][1])
+        self.assertRegex(build_runs, r"cargo build --release --locked --features xdp(\s|$)")
+        installs = apt_installs(stages()[0][1])
+        # What the Makefile installs for building (gcc comes with the rust
+        # image) and for the xdp feature (clang, llvm, libbpf-dev,
+        # linux-libc-dev): one list, kept in the Makefile.
+        xdp_pkgs = makefile_packages("XDP_PKGS")
+        self.assertIn("clang", xdp_pkgs)
+        self.assertLessEqual(xdp_pkgs, installs)
+        self.assertLessEqual(makefile_packages("BUILD_PKGS") - {"gcc"}, installs)
+        # None of it at run time.
+        self.assertFalse(xdp_pkgs & apt_installs(stages()[1][1]))
+
+    def test_xdp_feature_links_no_native_library(self):
+        # The runtime test below reads the libraries of the binary built here,
+        # with or without the xdp feature (`make test-deploy` builds it
+        # without). The feature adds aya, which is pure Rust: nothing in its
+        # dependencies links a C library (a -sys crate, by convention), so
+        # the image's xdp build needs no more than libpcap0.8.
+        deps = locked_dependencies("aya")
+        self.assertIn("aya", {n for n, _ in deps})
+        self.assertEqual(sorted(n for n, _ in deps if n.endswith("-sys")), [])
+
     def test_runtime_stage_installs_every_library_the_binary_links(self):
         # The binary built here (Debian bookworm, as the build stage) names its
         # libraries; each must come from a package the runtime stage has.
@@ -136,10 +192,12 @@ class Dockerfile(unittest.TestCase):
     def test_build_context_keeps_what_cargo_needs(self):
         patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                     if line.strip() and not line.startswith("#")]
+        # build.rs compiles bpf/ for the xdp feature.
         files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "Cargo.toml", "Cargo.lock", "src", "benches",
-                                "build.rs"], capture_output=True, text=True).stdout.split() \
-            or ["Cargo.toml", "Cargo.lock", "src/main.rs"]
+                                "build.rs", "bpf"], capture_output=True, text=True).stdout.split() \
+            or ["Cargo.toml", "Cargo.lock", "src/main.rs", "build.rs", "bpf/tcpx.bpf.c"]
         self.assertIn("Cargo.lock", files)
+        self.assertIn("bpf/tcpx.bpf.c", files)
         for f in files:
             parts = f.split("/")
             prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]

@@ -85,6 +85,17 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if eq $v.backend "xdp" }}
+{{- $xdp := $v.xdp | default dict }}
+{{- with $xdp.mode }}
+- --xdp-mode
+- {{ . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $xdp.ringSizeMiB) }}
+- --xdp-ring-size
+- {{ $xdp.ringSizeMiB | int64 | quote }}
+{{- end }}
+{{- end }}
 {{- with $v.labels }}
 - --labels
 - {{ join "," . | quote }}
@@ -118,19 +129,37 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 {{- end }}
 
 {{/*
-Capabilities added after dropping ALL: NET_RAW opens the AF_PACKET socket
-(pcap and af-packet backends: libpcap's ring and promiscuous mode need
-nothing more); the xdp backend also attaches programs to interfaces
-(NET_ADMIN), loads programs and maps (BPF) and needs PERFMON for the
-verifier's pointer arithmetic and ring buffers.
+Capabilities added after dropping ALL, measured (values.yaml says how): the
+pcap and af-packet backends open an AF_PACKET socket (NET_RAW; libpcap's
+ring and promiscuous mode need nothing more). The xdp backend opens no packet
+socket: it creates maps and loads programs (BPF) of networking program types
+(NET_ADMIN), and needs PERFMON, without which the verifier's Spectre
+hardening refuses the programs' packet pointer arithmetic.
 */}}
 {{- define "tcp-exporter.capabilities" -}}
 {{- $caps := list "NET_RAW" }}
 {{- if eq .Values.backend "xdp" }}
-{{- $caps = concat $caps (list "NET_ADMIN" "BPF" "PERFMON") }}
+{{- $caps = list "BPF" "NET_ADMIN" "PERFMON" }}
 {{- end }}
 {{- $caps = concat $caps .Values.securityContext.extraCapabilities | uniq }}
 {{- toYaml $caps }}
+{{- end }}
+
+{{/*
+Settings the exporter would refuse at start, refused when rendering instead,
+with the reason: a DaemonSet whose pods exit at once helps nobody. The schema
+checks each value alone; these are the combinations.
+*/}}
+{{- define "tcp-exporter.validate" -}}
+{{- $v := .Values }}
+{{- if eq $v.backend "xdp" }}
+{{- if or (not $v.interfaces) (has "any" $v.interfaces) }}
+{{- fail "backend xdp needs named interfaces, not `any` or an empty list (which means `any`): list the node's interfaces, e.g. interfaces: [eth0]. The exporter attaches its eBPF programs to each one and refuses `any`." }}
+{{- end }}
+{{- if $v.filter }}
+{{- fail "backend xdp takes no filter (its programs hand over every TCP segment, and the exporter refuses -f with it): leave filter empty, or use backend pcap or af-packet" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Whether a Prometheus Operator object of kind `kind` is rendered: enabled, and the cluster serves the kind or `force` says to. */}}

@@ -1,0 +1,196 @@
+"""The xdp backend's capabilities, measured: the exporter built with the xdp
+feature runs as the chart runs it in Kubernetes (uid 0 with only the added
+capabilities in its bounding, permitted and effective sets, none inheritable
+or ambient, and no_new_privs for allowPrivilegeEscalation: false), on one end
+of a veth pair this test makes:
+
+- with exactly XDP_CAPABILITIES (what the chart adds; no NET_RAW) it becomes
+  ready, attaches XDP to the interface and TC to its egress, and counts the
+  frames sent to it;
+- without any one of them it exits with an error before it is ready, and
+  leaves nothing attached.
+
+test_chart.py checks that the chart adds exactly XDP_CAPABILITIES, so a
+change to the eBPF programs that needs another capability, or one fewer,
+fails here. Needs root, setpriv (util-linux), ip (iproute2), and an exporter
+built with the xdp feature: the one TCPX_XDP_EXPORTER names, else
+target/release/tcp-exporter if it has the feature (`make test-deploy` builds
+it without, so these tests are skipped there unless TCPX_XDP_EXPORTER is set).
+The veth pair is removed and every exporter stopped by PID, also when a test
+fails.
+"""
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import unittest
+
+from common import EXPORTER, XDP_CAPABILITIES, free_port, http_get, start, stop, tool, wait_for
+
+# Bit numbers in /proc/PID/status CapEff (linux/capability.h).
+CAP_BITS = {"NET_ADMIN": 12, "NET_RAW": 13, "SYS_ADMIN": 21, "SYS_RESOURCE": 24, "PERFMON": 38, "BPF": 39}
+FRAMES = 5
+
+
+def has_xdp(path):
+    """Whether the exporter at `path` was built with the xdp feature. Without
+    it, --backend xdp fails before touching anything, and says so."""
+    if not path or not os.access(path, os.X_OK):
+        return False
+    r = subprocess.run([path, "--backend", "xdp", "-i", "tcpx-no-such0", "-p", str(free_port()),
+                        "--listen", "127.0.0.1"], capture_output=True, text=True, timeout=30)
+    return r.returncode != 0 and "built without the xdp backend" not in r.stderr + r.stdout
+
+
+def xdp_exporter():
+    named = os.environ.get("TCPX_XDP_EXPORTER")
+    if named:
+        if not has_xdp(named):
+            raise unittest.SkipTest("TCPX_XDP_EXPORTER=%s is not an exporter built with the xdp feature" % named)
+        return named
+    if has_xdp(str(EXPORTER)):
+        return str(EXPORTER)
+    raise unittest.SkipTest("%s was built without the xdp feature: set TCPX_XDP_EXPORTER to an exporter "
+                            "built with it (cargo build --release --features xdp)" % EXPORTER)
+
+
+def effective_capabilities(pid):
+    with open("/proc/%d/status" % pid) as f:
+        mask = int(re.search(r"(?m)^CapEff:\s*([0-9a-f]+)$", f.read()).group(1), 16)
+    names = {bit: name for name, bit in CAP_BITS.items()}
+    return sorted(names.get(bit, "cap%d" % bit) for bit in range(64) if mask >> bit & 1)
+
+
+def links(pid):
+    """The bpf links the process holds, as (link_type, ifindex, attach_type)."""
+    out = []
+    fd_dir = "/proc/%d/fdinfo" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            with open(os.path.join(fd_dir, fd)) as f:
+                info = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if "link_type" in info:
+            out.append((info["link_type"].strip(), info.get("ifindex", "").strip(),
+                        info.get("attach_type", "").strip()))
+    return out
+
+
+def tcp_syn_frame(dst_mac, src_mac):
+    """Ethernet + IPv4 + TCP SYN, 10.99.0.1:40000 -> 10.99.0.2:80, checksums right."""
+    def checksum(b):
+        if len(b) % 2:
+            b += b"\0"
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        s = (s >> 16) + (s & 0xFFFF)
+        s += s >> 16
+        return ~s & 0xFFFF
+    src, dst = socket.inet_aton("10.99.0.1"), socket.inet_aton("10.99.0.2")
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1000, 0, 5 << 4, 0x02, 64240, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", checksum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
+    return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + ip + tcp
+
+
+class XdpCapabilities(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root (a veth pair, XDP programs)")
+        cls.setpriv, cls.ip = tool("setpriv"), tool("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
+        if not cls.setpriv or not cls.ip:
+            raise unittest.SkipTest("needs setpriv (util-linux) and ip (iproute2)")
+        cls.exporter = xdp_exporter()
+        cls.tmp = tempfile.mkdtemp(prefix="tcp-exporter-caps-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+        # Names of at most 15 bytes, this run's own.
+        cls.dev, cls.peer = "tcpxcap%da" % (os.getpid() % 10000), "tcpxcap%db" % (os.getpid() % 10000)
+        subprocess.run([cls.ip, "link", "add", cls.dev, "type", "veth", "peer", "name", cls.peer],
+                       check=True, capture_output=True)
+        cls.addClassCleanup(subprocess.run, [cls.ip, "link", "del", cls.dev], capture_output=True)
+        for dev in (cls.dev, cls.peer):
+            subprocess.run([cls.ip, "link", "set", dev, "up"], check=True, capture_output=True)
+        with open("/sys/class/net/%s/ifindex" % cls.dev) as f:
+            cls.ifindex = f.read().strip()
+
+    def run_with(self, caps):
+        """Starts the exporter under setpriv with only `caps`; returns
+        (process, port, log path, "ready" or "exited")."""
+        port = free_port()
+        bounding = ",".join(["-all"] + ["+" + c.lower() for c in caps])
+        log = os.path.join(self.tmp, "exporter-%s.log" % ("-".join(caps) or "none"))
+        proc = start([self.setpriv, "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all",
+                      "--bounding-set=" + bounding, self.exporter, "--backend", "xdp", "-i", self.dev,
+                      "-p", port, "--listen", "127.0.0.1"], log)
+        self.addCleanup(stop, proc)
+
+        def outcome():
+            if proc.poll() is not None:
+                return "exited"
+            status, _ = http_get("http://127.0.0.1:%d/readyz" % port, timeout=1)
+            return "ready" if status == 200 else None
+        return proc, port, log, wait_for("the exporter to become ready or exit", outcome, timeout=30)
+
+    def xdp_attached(self):
+        out = subprocess.run([self.ip, "-d", "link", "show", "dev", self.dev], capture_output=True, text=True,
+                             check=True).stdout
+        return re.search(r"prog/xdp id \d+ name (\w+)", out)
+
+    def log_of(self, log):
+        with open(log) as f:
+            return f.read()
+
+    def test_chart_capabilities_suffice(self):
+        proc, port, log, outcome = self.run_with(XDP_CAPABILITIES)
+        self.assertEqual(outcome, "ready", self.log_of(log))
+        self.assertEqual(effective_capabilities(proc.pid), sorted(XDP_CAPABILITIES))
+        attached = self.xdp_attached()
+        self.assertIsNotNone(attached, "no XDP program on %s" % self.dev)
+        self.assertEqual(attached.group(1), "tcpx_xdp")
+        held = links(proc.pid)
+        self.assertTrue(any(t == "xdp" and i == self.ifindex for t, i, _ in held), held)
+        # TCX (a bpf link) where the kernel has it, else a clsact filter.
+        tc = subprocess.run([tool("tc") or "tc", "filter", "show", "dev", self.dev, "egress"],
+                            capture_output=True, text=True).stdout
+        tcx = any(t == "tcx" and i == self.ifindex and "egress" in a for t, i, a in held)
+        self.assertTrue(tcx or "tcpx_tc_egress" in tc,
+                        "no TC egress program on %s: links %s, tc %r" % (self.dev, held, tc))
+        # Records come through the ring buffer with no more than these.
+        with open("/sys/class/net/%s/address" % self.dev) as f:
+            dst = f.read().strip()
+        with open("/sys/class/net/%s/address" % self.peer) as f:
+            src = f.read().strip()
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((self.peer, 0))
+            for _ in range(FRAMES):
+                s.send(tcp_syn_frame(dst, src))
+        pattern = re.compile(r'(?m)^tcp_exporter_capture_packets_total\{interface="%s"\} (\d+)' % self.dev)
+
+        def counted():
+            m = pattern.search(http_get("http://127.0.0.1:%d/metrics" % port)[1])
+            return m and int(m.group(1)) >= FRAMES
+        wait_for("%d frames counted on %s" % (FRAMES, self.dev), counted, timeout=10)
+        stop(proc)
+        self.assertEqual(proc.returncode, 0, self.log_of(log))
+        self.assertIsNone(self.xdp_attached(), "XDP left on %s after a clean stop" % self.dev)
+
+    def test_each_chart_capability_is_needed(self):
+        for dropped in XDP_CAPABILITIES:
+            with self.subTest(without=dropped):
+                caps = [c for c in XDP_CAPABILITIES if c != dropped]
+                proc, _, log, outcome = self.run_with(caps)
+                self.assertEqual(outcome, "exited", "started without %s" % dropped)
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertIn("cannot open %s (xdp)" % self.dev, self.log_of(log))
+                self.assertIsNone(self.xdp_attached(), "XDP left on %s" % self.dev)
+
+
+if __name__ == "__main__":
+    unittest.main()
