@@ -4,30 +4,42 @@
 # script creates, run tcp-exporter (one backend per run) and, at the same
 # time, `tcpdump -w /dev/null`. Reports the share of the replayed packets
 # each accounted for, and the CPU each used per replayed packet (user +
-# system time from /proc, all threads).
+# system time from /proc, all threads; and the user-space part alone). For
+# the xdp backend, whose programs run in the kernel's receive path and are
+# not charged to the exporter's process, it also reports their own run time
+# per packet (kernel.bpf_stats_enabled, read with bpftool).
 #
 #   bench/live.sh [FILE]     default target/bench/bulk.pcap (made if missing)
 #
-# BENCH_BACKENDS="pcap af-packet" picks the backends; BENCH_WORKERS (2) the
-# af-packet workers. The replayed frames are the capture's (96-byte snap
+# BENCH_BACKENDS="pcap af-packet xdp-native xdp-generic" picks the backends
+# (the xdp ones build the exporter with --features xdp); BENCH_WORKERS (2)
+# the af-packet workers. BENCH_PERF=DIR records a profile of each exporter
+# during its replay (perf record -e cpu-clock -g) into DIR/BACKEND.data. The
+# replayed frames are the capture's (96-byte snap
 # length), so the wire carries headers only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 file=${1:-target/bench/bulk.pcap}
 bin=target/release/tcp-exporter
-backends=${BENCH_BACKENDS:-pcap af-packet}
+backends=${BENCH_BACKENDS:-pcap af-packet xdp-native xdp-generic}
 workers=${BENCH_WORKERS:-2}
 ns=tcpx-bench-live-$$
 port=19311
 [ -f "$file" ] || bench/make-capture.sh "$file"
-[ -x "$bin" ] || cargo build --release --locked
+if [[ $backends == *xdp* ]]; then
+  cargo build --release --locked --features xdp
+else
+  [ -x "$bin" ] || cargo build --release --locked
+fi
 
 pids=()
+bpf_stats=$(sysctl -n kernel.bpf_stats_enabled)
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   ip link del tbl0 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
+  sysctl -qw kernel.bpf_stats_enabled="$bpf_stats"
 }
 trap cleanup EXIT
 
@@ -39,8 +51,16 @@ ip -n "$ns" link set lo up
 ethtool -K tbl0 tso off gso off gro off >/dev/null
 ip netns exec "$ns" ethtool -K tbl1 tso off gso off gro off >/dev/null
 
-# utime + stime of a process and all its threads, in clock ticks.
+# utime + stime of a process and all its threads, in clock ticks; utime alone.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
+# Run time (ns) of the xdp backend's programs so far, all of them.
+bpf_run_ns() {
+  bpftool -j prog show | python3 -c '
+import json, sys
+print(sum(p.get("run_time_ns", 0) for p in json.load(sys.stdin)
+          if p.get("name", "").startswith("tcpx_")))'
+}
 hz=$(getconf CLK_TCK)
 
 scrape() { ip netns exec "$ns" curl -s "http://127.0.0.1:$port/metrics"; }
@@ -48,7 +68,11 @@ sum_metric() { awk -v m="$1" '$1 ~ "^"m"({|$)" {s += $2} END {printf "%d", s}'; 
 
 run_one() {
   local backend=$1 label=$2 args=()
-  [ "$backend" = af-packet ] && args=(--backend af-packet --workers "$workers")
+  case $backend in
+    af-packet) args=(--backend af-packet --workers "$workers") ;;
+    xdp-native) args=(--backend xdp --xdp-mode native) ;;
+    xdp-generic) args=(--backend xdp --xdp-mode generic) ;;
+  esac
   ip netns exec "$ns" "$bin" -i tbl1 -p "$port" --listen 127.0.0.1 "${args[@]}" 2>/dev/null &
   local exp=$!
   pids+=("$exp")
@@ -60,9 +84,15 @@ run_one() {
       && grep -q "listening on" "$tmp/tcpdump.err" && break
     sleep 0.1
   done
-  local e0 d0 e1 d1
-  e0=$(cpu_ticks "$exp"); d0=$(cpu_ticks "$dump")
-  local sent
+  local e0 d0 e1 d1 u0 u1 b0=0 b1=0
+  e0=$(cpu_ticks "$exp"); d0=$(cpu_ticks "$dump"); u0=$(user_ticks "$exp")
+  [[ $backend == xdp* ]] && b0=$(bpf_run_ns)
+  local sent perf=
+  if [ -n "${BENCH_PERF:-}" ]; then
+    mkdir -p "$BENCH_PERF"
+    perf record -q -e cpu-clock -F 4999 -g -p "$exp" -o "$BENCH_PERF/$backend.data" 2>/dev/null &
+    perf=$!
+  fi
   sent=$(tcpreplay --topspeed -i tbl0 "$file" 2>&1 | awk '/Actual:/ {print $2; exit}')
   # Let both drain: the exporter's count stops moving.
   local last=-1 now=0
@@ -72,7 +102,9 @@ run_one() {
     last=$now
     sleep 0.3
   done
-  e1=$(cpu_ticks "$exp"); d1=$(cpu_ticks "$dump")
+  e1=$(cpu_ticks "$exp"); d1=$(cpu_ticks "$dump"); u1=$(user_ticks "$exp")
+  if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" 2>/dev/null || true; fi
+  [[ $backend == xdp* ]] && b1=$(bpf_run_ns)
   local text
   text=$(scrape)
   local counted drops
@@ -84,18 +116,25 @@ run_one() {
   local dumped
   dumped=$(awk '/packets captured/ {print $1}' "$tmp/tcpdump.err")
   awk -v b="$label" -v s="$sent" -v c="$counted" -v k="$drops" -v et="$((e1 - e0))" \
+      -v ut="$((u1 - u0))" -v bpf="$((b1 - b0))" -v x="${backend%%-*}" \
       -v d="$dumped" -v dt="$((d1 - d0))" -v hz="$hz" 'BEGIN {
-    printf "| tcp-exporter %-28s | %9d | %9d | %8.3f%% | %6d | %6.2f s | %5.1f ns |\n", b, s, c, 100 * c / s, k, et / hz, 1e9 * et / hz / s
-    printf "| tcpdump -w /dev/null (same run)          | %9d | %9d | %8.3f%% |        | %6.2f s | %5.1f ns |\n", s, d, 100 * d / s, dt / hz, 1e9 * dt / hz / s
+    kernel = x == "xdp" ? sprintf("%5.1f ns", bpf / s) : "-"
+    printf "| tcp-exporter %-28s | %9d | %9d | %8.3f%% | %6d | %6.2f s | %5.1f ns | %5.1f ns | %s |\n", b, s, c, 100 * c / s, k, et / hz, 1e9 * et / hz / s, 1e9 * ut / hz / s, kernel
+    printf "| tcpdump -w /dev/null (same run)          | %9d | %9d | %8.3f%% |        | %6.2f s | %5.1f ns | | |\n", s, d, 100 * d / s, dt / hz, 1e9 * dt / hz / s
   }'
 }
 
 tmp=$(mktemp -d)
-echo "| capturer | replayed | accounted | share | kernel drops | CPU | CPU/packet |"
-echo "|---|---|---|---|---|---|---|"
+[[ $backends == *xdp* ]] && sysctl -qw kernel.bpf_stats_enabled=1
+echo "| capturer | replayed | accounted | share | kernel drops | CPU | CPU/packet | user/packet | BPF programs/packet |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for b in $backends; do
   label=$b
-  [ "$b" = af-packet ] && label="af-packet ($workers workers)"
+  case $b in
+    af-packet) label="af-packet ($workers workers)" ;;
+    xdp-native) label="xdp (native)" ;;
+    xdp-generic) label="xdp (generic)" ;;
+  esac
   run_one "$b" "$label"
 done
 rm -rf "$tmp"

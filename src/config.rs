@@ -71,7 +71,9 @@ pub enum ConfigError {
     TooManyWorkers(usize),
     #[error("--xdp-mode and --xdp-ring-size apply to --backend xdp only")]
     NotXdp,
-    #[error("--xdp-ring-size {0} MiB must be a power of two, at most {MAX_XDP_RING_MIB}")]
+    #[error(
+        "--xdp-ring-size {0} MiB must be a power of two from {MIN_XDP_RING_MIB} to {MAX_XDP_RING_MIB}"
+    )]
     XdpRingSize(u32),
     #[error(
         "--backend xdp takes no -f: its programs hand over every TCP segment, \
@@ -87,6 +89,9 @@ pub enum ConfigError {
     XdpFile,
 }
 
+/// The smallest BPF ring buffer per interface, in MiB: 30 ms of a million
+/// records a second, three times the reader's longest sleep.
+pub const MIN_XDP_RING_MIB: u32 = 4;
 /// The largest BPF ring buffer per interface, in MiB.
 pub const MAX_XDP_RING_MIB: u32 = 1024;
 
@@ -146,7 +151,7 @@ impl Config {
                     return Err(ConfigError::XdpAny);
                 }
                 let mib = args.xdp_ring_size.unwrap_or(DEFAULT_XDP_RING_MIB);
-                if !mib.is_power_of_two() || mib > MAX_XDP_RING_MIB {
+                if !mib.is_power_of_two() || !(MIN_XDP_RING_MIB..=MAX_XDP_RING_MIB).contains(&mib) {
                     return Err(ConfigError::XdpRingSize(mib));
                 }
                 Backend::Xdp {
@@ -379,6 +384,10 @@ mod tests {
             (
                 &["--backend", "xdp", "-i", "eth0", "--xdp-ring-size", "3"],
                 ConfigError::XdpRingSize(3),
+            ),
+            (
+                &["--backend", "xdp", "-i", "eth0", "--xdp-ring-size", "2"],
+                ConfigError::XdpRingSize(2),
             ),
             (
                 &["--backend", "xdp", "-i", "eth0", "--workers", "2"],

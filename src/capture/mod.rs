@@ -7,6 +7,8 @@
 //! expire on a quiet interface.
 
 pub mod af_packet;
+#[cfg(feature = "xdp")]
+mod bpf_ring;
 mod pcap_file;
 mod pcap_live;
 mod pcap_reader;

@@ -285,7 +285,7 @@ class ChartRender(unittest.TestCase):
 
     def test_xdp_settings_render_only_when_set(self):
         cases = (({"mode": None, "ringSizeMiB": 1024}, ["--xdp-ring-size", "1024"]),
-                 ({"mode": "generic", "ringSizeMiB": 1}, ["--xdp-mode", "generic", "--xdp-ring-size", "1"]),
+                 ({"mode": "generic", "ringSizeMiB": 4}, ["--xdp-mode", "generic", "--xdp-ring-size", "4"]),
                  (None, []))  # null removes the defaults: the exporter's own apply
         for xdp, flags in cases:
             with self.subTest(xdp=xdp):
@@ -347,8 +347,9 @@ class ChartRender(unittest.TestCase):
     def test_values_schema_rejects_bad_values(self):
         for bad in ({"backend": "dpdk"}, {"interfaces": "eth0"}, {"port": 70000}, {"interface": ["eth0"]},
                     {"maxFlows": 0}, {"securityContext": {"extraCapabilities": ["cap_sys_admin"]}},
-                    # --xdp-ring-size: a power of two, at most 1024 MiB.
+                    # --xdp-ring-size: a power of two from 4 to 1024 MiB.
                     dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": 3}),
+                    dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": 2}),
                     dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": 0}),
                     dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": 2048}),
                     dict(XDP_MINIMAL_VALUES, xdp={"ringSizeMiB": "16"}),
