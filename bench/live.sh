@@ -7,7 +7,10 @@
 # system time from /proc, all threads; and the user-space part alone). For
 # the xdp backend, whose programs run in the kernel's receive path and are
 # not charged to the exporter's process, it also reports their own run time
-# per packet (kernel.bpf_stats_enabled, read with bpftool).
+# per packet (kernel.bpf_stats_enabled, read with bpftool). Kernel work on
+# a packet's receive path is charged to whatever runs when it happens, so the
+# last column is the machine's: all CPUs' busy time during the replay, per
+# packet, above a first run with tcpdump alone (the "system" column).
 #
 #   bench/live.sh [FILE]     default target/bench/bulk.pcap (made if missing)
 #
@@ -61,7 +64,34 @@ import json, sys
 print(sum(p.get("run_time_ns", 0) for p in json.load(sys.stdin)
           if p.get("name", "").startswith("tcpx_")))'
 }
+# Busy time of all CPUs (user, nice, system, irq, softirq), in clock ticks.
+sys_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 hz=$(getconf CLK_TCK)
+base_ns=0
+
+# tcpdump alone: the machine's busy time per packet that the exporter's
+# rows are measured above.
+baseline() {
+  ip netns exec "$ns" tcpdump -i tbl1 -n -s 192 -w /dev/null tcp 2>"$tmp/tcpdump.err" &
+  local dump=$!
+  pids+=("$dump")
+  for _ in $(seq 100); do
+    grep -q "listening on" "$tmp/tcpdump.err" && break
+    sleep 0.1
+  done
+  local s0 s1 sent
+  s0=$(sys_ticks)
+  sent=$(tcpreplay --topspeed -i tbl0 "$file" 2>&1 | awk '/Actual:/ {print $2; exit}')
+  sleep 0.6
+  s1=$(sys_ticks)
+  kill -INT "$dump"; wait "$dump" 2>/dev/null || true
+  pids=()
+  local dumped
+  dumped=$(awk '/packets captured/ {print $1}' "$tmp/tcpdump.err")
+  base_ns=$(awk -v st="$((s1 - s0))" -v hz="$hz" -v s="$sent" 'BEGIN {printf "%.1f", 1e9 * st / hz / s}')
+  printf "| tcpdump alone (baseline)                  | %9d | %9d | %8.3f%% |        |          |          |          | | system %s ns |\n" \
+    "$sent" "$dumped" "$(awk -v d="$dumped" -v s="$sent" 'BEGIN {print 100 * d / s}')" "$base_ns"
+}
 
 scrape() { ip netns exec "$ns" curl -s "http://127.0.0.1:$port/metrics"; }
 sum_metric() { awk -v m="$1" '$1 ~ "^"m"({|$)" {s += $2} END {printf "%d", s}'; }
@@ -93,6 +123,8 @@ run_one() {
     perf record -q -e cpu-clock -F 4999 -g -p "$exp" -o "$BENCH_PERF/$backend.data" 2>/dev/null &
     perf=$!
   fi
+  local s0 s1
+  s0=$(sys_ticks)
   sent=$(tcpreplay --topspeed -i tbl0 "$file" 2>&1 | awk '/Actual:/ {print $2; exit}')
   # Let both drain: the exporter's count stops moving.
   local last=-1 now=0
@@ -103,6 +135,7 @@ run_one() {
     sleep 0.3
   done
   e1=$(cpu_ticks "$exp"); d1=$(cpu_ticks "$dump"); u1=$(user_ticks "$exp")
+  s1=$(sys_ticks)
   if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" 2>/dev/null || true; fi
   [[ $backend == xdp* ]] && b1=$(bpf_run_ns)
   local text
@@ -117,17 +150,20 @@ run_one() {
   dumped=$(awk '/packets captured/ {print $1}' "$tmp/tcpdump.err")
   awk -v b="$label" -v s="$sent" -v c="$counted" -v k="$drops" -v et="$((e1 - e0))" \
       -v ut="$((u1 - u0))" -v bpf="$((b1 - b0))" -v x="${backend%%-*}" \
-      -v d="$dumped" -v dt="$((d1 - d0))" -v hz="$hz" 'BEGIN {
-    kernel = x == "xdp" ? sprintf("%5.1f ns", bpf / s) : "-"
-    printf "| tcp-exporter %-28s | %9d | %9d | %8.3f%% | %6d | %6.2f s | %5.1f ns | %5.1f ns | %s |\n", b, s, c, 100 * c / s, k, et / hz, 1e9 * et / hz / s, 1e9 * ut / hz / s, kernel
-    printf "| tcpdump -w /dev/null (same run)          | %9d | %9d | %8.3f%% |        | %6.2f s | %5.1f ns | | |\n", s, d, 100 * d / s, dt / hz, 1e9 * dt / hz / s
+      -v d="$dumped" -v dt="$((d1 - d0))" -v hz="$hz" -v st="$((s1 - s0))" -v base="$base_ns" 'BEGIN {
+    kernel = x == "xdp" && bpf > 0 ? sprintf("%5.1f ns", bpf / s) : "-"
+    printf "| tcp-exporter %-28s | %9d | %9d | %8.3f%% | %6d | %6.2f s | %5.1f ns | %5.1f ns | %s | %5.1f ns |\n", b, s, c, 100 * c / s, k, et / hz, 1e9 * et / hz / s, 1e9 * ut / hz / s, kernel, 1e9 * st / hz / s - base
+    printf "| tcpdump -w /dev/null (same run)          | %9d | %9d | %8.3f%% |        | %6.2f s | %5.1f ns | | | |\n", s, d, 100 * d / s, dt / hz, 1e9 * dt / hz / s
   }'
 }
 
 tmp=$(mktemp -d)
-[[ $backends == *xdp* ]] && sysctl -qw kernel.bpf_stats_enabled=1
-echo "| capturer | replayed | accounted | share | kernel drops | CPU | CPU/packet | user/packet | BPF programs/packet |"
-echo "|---|---|---|---|---|---|---|---|---|"
+# BENCH_BPF_STATS=0 leaves the programs' run time unmeasured (the
+# measurement itself costs two clock reads per run).
+[[ $backends == *xdp* && ${BENCH_BPF_STATS:-1} == 1 ]] && sysctl -qw kernel.bpf_stats_enabled=1
+echo "| capturer | replayed | accounted | share | kernel drops | CPU | CPU/packet | user/packet | BPF programs/packet | system/packet above baseline |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+baseline
 for b in $backends; do
   label=$b
   case $b in
