@@ -1,7 +1,8 @@
 //! Segmentation offload, end to end: with TSO/GSO on, a veth carries
 //! super-packets of many segments each. The af-packet backend reads the
-//! kernel's virtio-net header of every frame and counts wire segments, so
-//! its tcp_packets_total must equal what the two TCP stacks say they sent
+//! kernel's virtio-net header of every frame, and the xdp backend (in a
+//! build with that feature) the skb's GSO size on TC egress, and both count
+//! wire segments, so each one's tcp_packets_total must equal what the two TCP stacks say they sent
 //! (TcpOutSegs + TcpRetransSegs of both namespaces, which count segments,
 //! not buffers; a retransmission is only in the second), while it received
 //! fewer frames than that.
@@ -88,7 +89,7 @@ fn sum(text: &str, name: &str) -> u64 {
 }
 
 #[test]
-fn af_packet_counts_offload_super_packets_as_wire_segments() {
+fn af_packet_and_xdp_count_offload_super_packets_as_wire_segments() {
     if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
         eprintln!("offload test: skipped (TCPX_SKIP_LIVE=1)");
         return;
@@ -136,39 +137,44 @@ fn af_packet_counts_offload_super_packets_as_wire_segments() {
         ]);
     }
 
-    let exporter = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &c,
-            EXPORTER,
-            "-i",
-            &c_if,
-            "--backend",
-            "af-packet",
-        ])
-        .args(["--workers", "1", "-p", "9090", "--listen", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tcp-exporter");
-    net.children.push(exporter);
-    let scrape = |path: &str| {
+    // Each backend on its own port of the client namespace's loopback.
+    let mut backends: Vec<(&str, u16, &[&str])> = vec![(
+        "af-packet",
+        9090,
+        &["--backend", "af-packet", "--workers", "1"],
+    )];
+    if cfg!(feature = "xdp") {
+        backends.push(("xdp", 9091, &["--backend", "xdp"]));
+    }
+    for (_, port, args) in &backends {
+        let exporter = Command::new("ip")
+            .args(["netns", "exec", &c, EXPORTER, "-i", &c_if])
+            .args(*args)
+            .args(["-p", &port.to_string(), "--listen", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tcp-exporter");
+        net.children.push(exporter);
+    }
+    let scrape = |port: u16, path: &str| {
         Command::new("ip")
             .args(["netns", "exec", &c, "curl", "-s", "-f"])
-            .arg(format!("http://127.0.0.1:9090{path}"))
+            .arg(format!("http://127.0.0.1:{port}{path}"))
             .output()
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while scrape("/readyz").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the exporter did not become ready"
-        );
-        sleep(Duration::from_millis(100));
+    for (name, port, _) in &backends {
+        while scrape(*port, "/readyz").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the {name} exporter did not become ready"
+            );
+            sleep(Duration::from_millis(100));
+        }
     }
     let server = Command::new("ip")
         .args(["netns", "exec", &s, "python3", "-c"])
@@ -186,7 +192,7 @@ fn af_packet_counts_offload_super_packets_as_wire_segments() {
     net.children.push(server);
     let mut ready = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(net.children[1].stdout.take().unwrap()),
+        &mut std::io::BufReader::new(net.children.last_mut().unwrap().stdout.take().unwrap()),
         &mut ready,
     )
     .unwrap();
@@ -213,24 +219,30 @@ fn af_packet_counts_offload_super_packets_as_wire_segments() {
     sleep(Duration::from_millis(200)); // the last ACK
     let sent = out_segments(&c) + out_segments(&s) - before;
 
+    for (name, port, _) in &backends {
+        check_backend(name, || scrape(*port, "/metrics"), sent);
+    }
+}
+
+/// Waits (10 s at most) until a backend's exporter has counted `sent`
+/// segments, then checks its counts.
+fn check_backend(name: &str, scrape: impl Fn() -> Option<String>, sent: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = scrape("/metrics").unwrap_or_default();
-        if sum(&text, "tcp_packets_total") == sent || Instant::now() >= deadline {
-            break text;
-        }
+    let mut text = scrape().unwrap_or_default();
+    while sum(&text, "tcp_packets_total") != sent && Instant::now() < deadline {
         sleep(Duration::from_millis(100));
-    };
+        text = scrape().unwrap_or_default();
+    }
     let packets = sum(&text, "tcp_packets_total");
     let frames = sum(&text, "tcp_exporter_capture_packets_total");
     assert_eq!(
         packets, sent,
-        "wire segments counted by the exporter vs segments both stacks sent \
+        "{name}: wire segments counted by the exporter vs segments both stacks sent \
          ({frames} frames captured)"
     );
     assert!(
         frames < packets / 2,
-        "only {frames} frames for {packets} segments: no super-packets were made, \
+        "{name}: only {frames} frames for {packets} segments: no super-packets were made, \
          so this test proved nothing (is TSO off on the veth?)"
     );
     let payload = text
@@ -242,6 +254,6 @@ fn af_packet_counts_offload_super_packets_as_wire_segments() {
     // payload: what was sent is a floor, not an equality.
     assert!(
         payload >= BYTES,
-        "client payload bytes {payload} < {BYTES} sent"
+        "{name}: client payload bytes {payload} < {BYTES} sent"
     );
 }
