@@ -30,6 +30,7 @@ impl IpPacket {
     /// its length field (0: not stated) and `wire_len` on the wire; fails
     /// when the length cannot hold the headers. The one place where IP
     /// lengths are judged, for frames and kernel summaries alike.
+    #[inline(always)]
     pub fn new(
         src: Addr,
         dst: Addr,
@@ -61,6 +62,7 @@ impl IpPacket {
     /// `l3` is what was captured from the IP header on; `wire_len` is how
     /// long the IP packet was on the wire; `offset` is `l3`'s place in the
     /// frame, for error reports.
+    #[inline]
     pub fn parse(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, DecodeError> {
         match l3.first().map(|b| b >> 4) {
             Some(4) => parse_v4(l3, wire_len, offset),

@@ -226,6 +226,7 @@ struct TcpFields<'a> {
 
 /// Puts an IP packet and its TCP header together into a segment, once the
 /// header is known to fit in what the IP lengths leave for it.
+#[inline(always)]
 fn assemble<'a>(
     packet: ip::IpPacket,
     tcp: TcpFields<'a>,

@@ -144,6 +144,7 @@ impl<'a> TcpView<'a> {
         self.header.slice().len()
     }
 
+    #[inline(always)]
     pub fn fields(&self) -> TcpFields<'a> {
         TcpFields {
             src_port: self.header.source_port(),
