@@ -138,10 +138,13 @@ test: test-deps
 	  rustup component add clippy rustfmt
 	fi
 	$(CARGO) test --release --locked --features xdp
+	# The xdp build, kept for the deployment tests' capability check.
+	cp target/release/tcp-exporter target/tcp-exporter-xdp
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets --locked --features xdp -- -D warnings
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 	CLANG=/bin/false $(CARGO) build --release --locked
+	export TCPX_XDP_EXPORTER=$$PWD/target/tcp-exporter-xdp
 	$(DEPLOY_TESTS)
 
 # Regenerates testdata/pcaps from real traffic between network namespaces.
