@@ -4,10 +4,12 @@
 //! with its XDP and TC programs gone from the kernel; an
 //! XDP program left attached without a bpf link (as a crash on a kernel
 //! without XDP links would leave it) stops the start with a message that
-//! says what it is and how to remove it.
+//! says what it is and how to remove it; and records that find the ring
+//! buffer full are counted as kernel drops, so that records plus drops add
+//! up to the TCP packets sent.
 //!
 //! Built with the `xdp` feature only. Needs root, `ip` (iproute2, with
-//! libbpf), `ethtool` and `bpftool`; `TCPX_SKIP_LIVE=1` skips it, as for tests/live.rs.
+//! libbpf), `ethtool`, `bpftool` and `tcpreplay`; `TCPX_SKIP_LIVE=1` skips it, as for tests/live.rs.
 #![cfg(feature = "xdp")]
 
 mod common;
@@ -124,6 +126,86 @@ fn an_xdp_program_left_attached_is_reported_with_how_to_remove_it() {
     let words: Vec<&str> = remove.split(' ').collect();
     assert!(tool(&words).status.success());
     assert!(!link_show(&veth.name).contains("prog/xdp"));
+}
+
+#[test]
+fn records_lost_to_a_full_ring_are_counted_as_kernel_drops() {
+    if skipped() {
+        return;
+    }
+    // The capture's TCP frames (it has a few others, which the programs
+    // pass without a record), replayed LOOPS times: more than the smallest
+    // ring holds (4 MiB / 136 bytes = 30,840 records) while the exporter is
+    // stopped and cannot read it.
+    const TCP_FRAMES: u64 = 809;
+    const LOOPS: u64 = 60;
+    let capture = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/pcaps/bulk_loss.pcap");
+    let veth = Veth::new("d");
+    let port = common::free_port();
+    let log = std::env::temp_dir().join(format!("tcpx-xdp-drops-{}.log", std::process::id()));
+    let mut exporter = Command::new(EXPORTER)
+        .args([
+            "--backend",
+            "xdp",
+            "-i",
+            &veth.name,
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["--listen", "127.0.0.1", "--xdp-ring-size", "4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the exporter");
+    wait_for_programs(&mut exporter, port);
+    let pid = exporter.id().to_string();
+    sh(&["kill", "-STOP", &pid]);
+    let out = tool(&[
+        "tcpreplay",
+        "--topspeed",
+        "--loop",
+        &LOOPS.to_string(),
+        "-i",
+        &veth.peer,
+        capture,
+    ]);
+    sh(&["kill", "-CONT", &pid]);
+    assert!(out.status.success(), "tcpreplay: {out:?}");
+
+    let http = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let sent = TCP_FRAMES * LOOPS;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (records, drops) = loop {
+        let text = match try_http_get(http, "/metrics") {
+            Ok((200, text)) => text,
+            _ => String::new(),
+        };
+        let records = common::sum_metric(&text, "tcp_exporter_capture_packets_total") as u64;
+        let drops =
+            common::sum_metric_where(&text, "tcp_exporter_capture_drops_total", "stage", "kernel")
+                as u64;
+        if records + drops >= sent || Instant::now() >= deadline {
+            break (records, drops);
+        }
+        sleep(Duration::from_millis(100));
+    };
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        drops > 0,
+        "no drops: the ring held {records} of {sent} records"
+    );
+    assert_eq!(
+        records + drops,
+        sent,
+        "{records} records and {drops} drops for {sent} TCP packets sent"
+    );
+    assert!(
+        records >= 30_000,
+        "the ring should have held about 30,840 records, it gave {records}"
+    );
 }
 
 fn skipped() -> bool {
