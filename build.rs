@@ -34,8 +34,13 @@ fn main() {
     let multiarch = format!("/usr/include/{arch}-linux-gnu");
     let extra = env::var("TCPX_BPF_CFLAGS").unwrap_or_default();
 
+    // The records are read in the target's byte order.
+    let target = match env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("big") => "bpfeb",
+        _ => "bpfel",
+    };
     let mut cmd = Command::new(&clang);
-    cmd.args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
+    cmd.args(["-O2", "-g", "-Wall", "-Werror", "-target", target])
         .arg(format!("-I{multiarch}"))
         .args(extra.split_whitespace())
         .args(["-c", SOURCE, "-o"])

@@ -19,8 +19,10 @@
 
 #include "record.h"
 
-/* Not a record: the packet is not TCP (or shows too little to tell). */
+/* Not a record: the packet is not TCP... */
 #define SKIP (-1)
+/* ...or shows too little to tell (on TC: of its linear part). */
+#define SHORT (-2)
 
 #define PROTO_TCP 6
 /* Stacked VLAN tags followed, as the frame decoder does. */
@@ -29,8 +31,9 @@
 #define MAX_IPV6_EXTENSIONS 8
 /* ...and at most this many bytes of IPv6 header with them. */
 #define MAX_IPV6_HEADERS_LEN 1024
-/* Linear bytes the TC program wants before parsing: Ethernet, two tags,
- * IPv6 with a few extension headers, TCP with full options. */
+/* Linear bytes the TC program asks for when the headers are not all in the
+ * skb's linear part: Ethernet, two tags, IPv6 with a few extension
+ * headers, TCP with full options. */
 #define TC_PULL_LEN 192
 
 /* Size set by user space at load time (--xdp-ring-size). */
@@ -57,7 +60,7 @@ static __always_inline int is_vlan(__u16 proto)
 static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 {
 	if ((void *)(l3 + 10) > end || l3[9] != PROTO_TCP)
-		return SKIP;
+		return SHORT;
 	if (l3[0] >> 4 != 4)
 		return TCPX_BAD_IP_VERSION;
 	if ((void *)(l3 + 20) > end)
@@ -85,7 +88,7 @@ static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 {
 	if ((void *)(l3 + 40) > end)
-		return SKIP;
+		return SHORT;
 	if (l3[0] >> 4 != 6)
 		return TCPX_BAD_IP_VERSION;
 	__u32 payload = bpf_ntohs(*(__u16 *)(l3 + 4));
@@ -139,13 +142,13 @@ static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 }
 
 /* Fills `r` from the frame in [data, end) whose wire length is `wire_len`.
- * Returns a tcpx_status, or SKIP. */
+ * Returns a tcpx_status, SKIP or SHORT. */
 static __always_inline int summarise(void *data, void *end, __u32 wire_len,
 				     struct tcpx_record *r)
 {
 	__u8 *p = data;
 	if ((void *)(p + 14) > end)
-		return SKIP;
+		return SHORT;
 	__u16 proto = *(__u16 *)(p + 12);
 	__u32 off = 14;
 #pragma unroll
@@ -153,7 +156,7 @@ static __always_inline int summarise(void *data, void *end, __u32 wire_len,
 		if (!is_vlan(proto))
 			break;
 		if ((void *)(p + off + 4) > end)
-			return SKIP;
+			return SHORT;
 		proto = *(__u16 *)(p + off + 2);
 		off += 4;
 	}
@@ -216,7 +219,7 @@ static __always_inline void emit(struct tcpx_record *r, int status, __u8 hook)
 		__u32 key = 0;
 		__u64 *lost = bpf_map_lookup_elem(&tcpx_drops, &key);
 		if (lost)
-			*lost += 1;
+			__sync_fetch_and_add(lost, 1);
 	}
 }
 
@@ -227,11 +230,59 @@ int tcpx_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	int status = summarise(data, end, bpf_xdp_get_buff_len(ctx), &r);
-	if (status != SKIP) {
+	if (status >= 0) {
 		r.ifindex = ctx->ingress_ifindex;
 		emit(&r, status, TCPX_XDP_INGRESS);
 	}
 	return XDP_PASS;
+}
+
+/* Whether the headers summarise() reads (up to the end of the TCP header)
+ * lie in [data, end): on TC, the skb's linear part. A packet that is surely
+ * not TCP counts as yes: there is nothing to pull for it. */
+static __always_inline int headers_linear(__u8 *p, void *end)
+{
+	if ((void *)(p + 14) > end)
+		return 0;
+	__u16 proto = *(__u16 *)(p + 12);
+	__u32 off = 14;
+#pragma unroll
+	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
+		if (!is_vlan(proto))
+			break;
+		if ((void *)(p + off + 4) > end)
+			return 0;
+		proto = *(__u16 *)(p + off + 2);
+		off += 4;
+	}
+	__u8 *l3 = p + off;
+	__u32 ip_len;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if ((void *)(l3 + 20) > end)
+			return 0;
+		if (l3[9] != PROTO_TCP)
+			return 1;
+		ip_len = (l3[0] & 0x0f) * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(l3 + 40) > end)
+			return 0;
+		switch (l3[6]) {
+		case PROTO_TCP:
+			break;
+		case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
+			/* Extension headers: pulled, to be followed. */
+			return 0;
+		default:
+			return 1;
+		}
+		ip_len = 40;
+	} else {
+		return 1;
+	}
+	__u8 *t = l3 + ip_len;
+	if ((void *)(t + 20) > end)
+		return 0;
+	return (void *)(t + (t[12] >> 4) * 4) <= end;
 }
 
 SEC("classifier")
@@ -242,15 +293,16 @@ int tcpx_tc_egress(struct __sk_buff *skb)
 	__u32 want = len < TC_PULL_LEN ? len : TC_PULL_LEN;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	/* Headers beyond the linear part (rare on egress) are pulled in; the
-	 * packet's bytes stay as they are. */
-	if (data + want > end) {
+	/* TCP keeps a segment's payload outside the linear part and its headers
+	 * inside. Pulling copies (the skb is a clone of the socket's), so it is
+	 * only for the rare packet whose headers run past the linear part. */
+	if (data + want > end && !headers_linear(data, end)) {
 		bpf_skb_pull_data(skb, want);
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 	}
 	int status = summarise(data, end, len, &r);
-	if (status != SKIP) {
+	if (status >= 0) {
 		r.ifindex = skb->ifindex;
 		r.gso_size = skb->gso_size;
 		r.gso_segs = skb->gso_segs;

@@ -21,11 +21,14 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 const EXPORTER: &str = env!("CARGO_BIN_EXE_tcp-exporter");
+/// One test at a time: each lists the tcpx programs loaded on the machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The programs' object, as build.rs compiled it.
 const OBJECT: &str = concat!(env!("OUT_DIR"), "/tcpx.bpf.o");
 
 #[test]
 fn programs_attach_on_start_and_are_gone_after_sigterm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if skipped() {
         return;
     }
@@ -78,6 +81,7 @@ fn programs_attach_on_start_and_are_gone_after_sigterm() {
 
 #[test]
 fn an_xdp_program_left_attached_is_reported_with_how_to_remove_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if skipped() {
         return;
     }
@@ -130,6 +134,7 @@ fn an_xdp_program_left_attached_is_reported_with_how_to_remove_it() {
 
 #[test]
 fn records_lost_to_a_full_ring_are_counted_as_kernel_drops() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if skipped() {
         return;
     }

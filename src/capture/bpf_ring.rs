@@ -11,7 +11,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
@@ -44,6 +44,12 @@ impl BpfRing {
     pub fn map(fd: BorrowedFd<'_>, size: usize) -> io::Result<BpfRing> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        if !size.is_power_of_two() || !size.is_multiple_of(page) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a ring buffer of {size} bytes is not a power of two of whole pages"),
+            ));
+        }
         // SAFETY: fresh shared mappings of the map's fd at the offsets the
         // kernel defines; failures are checked.
         let consumer = unsafe {
@@ -85,21 +91,22 @@ impl BpfRing {
             released: 0,
             end: 0,
         };
-        ring.pos = ring.consumer_pos().load(Ordering::Acquire);
+        ring.pos = ring.consumer_pos().load(Ordering::Acquire) as u64;
         ring.released = ring.pos;
         ring.end = ring.pos;
         Ok(ring)
     }
 
-    fn consumer_pos(&self) -> &AtomicU64 {
+    /// The positions are the kernel's `unsigned long`s.
+    fn consumer_pos(&self) -> &AtomicUsize {
         // SAFETY: page 0 is mapped for the life of self, aligned, and the
         // kernel reads it only atomically.
-        unsafe { &*(self.consumer as *const AtomicU64) }
+        unsafe { &*(self.consumer as *const AtomicUsize) }
     }
 
-    fn producer_pos(&self) -> &AtomicU64 {
+    fn producer_pos(&self) -> &AtomicUsize {
         // SAFETY: as for consumer_pos, on the producer page.
-        unsafe { &*(self.producer as *const AtomicU64) }
+        unsafe { &*(self.producer as *const AtomicUsize) }
     }
 
     /// Whether the producer has written past the reader (the record there
@@ -107,7 +114,7 @@ impl BpfRing {
     /// is released: the kernel's poll reports data until it is.
     pub fn has_record(&mut self) -> bool {
         if self.pos == self.end {
-            self.end = self.producer_pos().load(Ordering::Acquire);
+            self.end = self.producer_pos().load(Ordering::Acquire) as u64;
         }
         if self.pos == self.end {
             self.release();
@@ -125,7 +132,7 @@ impl BpfRing {
         }
         loop {
             if self.pos == self.end {
-                self.end = self.producer_pos().load(Ordering::Acquire);
+                self.end = self.producer_pos().load(Ordering::Acquire) as u64;
                 if self.pos == self.end {
                     self.release();
                     return None;
@@ -169,7 +176,8 @@ impl BpfRing {
     /// Tells the kernel that everything handed out may be overwritten.
     fn release(&mut self) {
         if self.released != self.pos {
-            self.consumer_pos().store(self.pos, Ordering::Release);
+            self.consumer_pos()
+                .store(self.pos as usize, Ordering::Release);
             self.released = self.pos;
         }
     }

@@ -204,7 +204,9 @@ impl PacketSource for XdpCapture {
         }
         let offset = self.clock_offset;
         let Some(data) = self.ring.next() else {
-            // A record still being written: it is read on the next call.
+            // A record still being written: it is read on the next call,
+            // which may wait for it rather than spin.
+            self.drained = true;
             return Ok(Next::Idle(wall_clock()));
         };
         let (ts, wire_len, gso_size) = match record_meta(data) {
