@@ -71,11 +71,14 @@ static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 	if ((void *)(l3 + ihl) > end)
 		return TCPX_TRUNCATED_IP;
 	__u16 frag = bpf_ntohs(*(__u16 *)(l3 + 6));
-	if (frag & 0x3fff)
+	__u16 stated = bpf_ntohs(*(__u16 *)(l3 + 2));
+	/* A stated length too short for the header is judged first (in user
+	 * space, as bad_ip_length), as the frame decoder does. */
+	if ((frag & 0x3fff) && !(stated != 0 && stated < ihl))
 		return TCPX_IP_FRAGMENT;
 	r->ip_version = 4;
 	r->dont_fragment = (frag & 0x4000) != 0;
-	r->ip_stated_len = bpf_ntohs(*(__u16 *)(l3 + 2));
+	r->ip_stated_len = stated;
 	r->ip_header_len = ihl;
 	r->src[10] = r->src[11] = 0xff;
 	r->dst[10] = r->dst[11] = 0xff;
@@ -101,6 +104,14 @@ static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 			break;
 		}
 		__u8 *h = l3 + at;
+		switch (next) {
+		case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
+			break;
+		default:
+			/* Not TCP, and not an extension header that leads to it. */
+			return SKIP;
+		}
+		/* Every extension header is at least 8 bytes long. */
 		if ((void *)(h + 8) > end)
 			return TCPX_TRUNCATED_IP;
 		__u32 len;
@@ -124,12 +135,22 @@ static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 		default:
 			return SKIP;
 		}
+		if ((void *)(h + len) > end)
+			return TCPX_TRUNCATED_IP;
 		next = h[0];
 		at += len;
 		/* Headers past this point are not followed (and the bound keeps
-		 * the offset provably small for the verifier). */
-		if (at > MAX_IPV6_HEADERS_LEN)
-			return TCPX_IPV6_EXTENSION_CHAIN;
+		 * the offset provably small for the verifier): what follows is
+		 * known only if it is neither TCP nor another extension. */
+		if (at > MAX_IPV6_HEADERS_LEN) {
+			switch (next) {
+			case PROTO_TCP:
+			case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
+				return TCPX_IPV6_EXTENSION_CHAIN;
+			default:
+				return SKIP;
+			}
+		}
 	}
 	if (!found)
 		return TCPX_IPV6_EXTENSION_CHAIN;
@@ -171,6 +192,11 @@ static __always_inline int summarise(void *data, void *end, __u32 wire_len,
 	if (status != TCPX_OK)
 		return status;
 	r->l3_len = wire_len > off ? wire_len - off : 0;
+	/* A stated length too short for the IP headers is the first fault the
+	 * frame decoder finds, before any in TCP: user space judges it from
+	 * this record. */
+	if (r->ip_stated_len != 0 && r->ip_stated_len < r->ip_header_len)
+		return TCPX_OK;
 
 	/* The mask changes nothing (at most 1024) but tells the verifier. */
 	__u8 *t = l3 + (r->ip_header_len & 0x7ff);

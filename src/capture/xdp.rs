@@ -506,6 +506,7 @@ fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::DecodeErrorKind;
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
@@ -558,6 +559,236 @@ mod tests {
         for n in 0..40 {
             let _ = parse_getlink_reply(&vec![0xff; n]);
         }
+    }
+
+    /// Runs a program once on `frame` (BPF_PROG_TEST_RUN); checks that it
+    /// returned `verdict`. False when the kernel would not run it: for a TC
+    /// program it refuses IP frames shorter than their IP header, which no
+    /// interface would hand it.
+    fn test_run(prog_fd: i32, frame: &[u8], verdict: u32) -> bool {
+        // union bpf_attr's `test` member: prog_fd, retval, data_size_in,
+        // data_size_out, data_in, data_out, repeat, duration, ... (80 bytes).
+        let mut attr = [0u64; 10];
+        attr[0] = prog_fd as u32 as u64;
+        attr[1] = frame.len() as u64;
+        attr[2] = frame.as_ptr() as u64;
+        attr[4] = 1; // repeat
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        // SAFETY: a valid attr of the size passed; the kernel reads
+        // `frame.len()` bytes from `frame` and writes only into attr.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        let error = std::io::Error::last_os_error();
+        if rc != 0
+            && verdict != 2
+            && frame.len() < 14 + 40
+            && error.raw_os_error() == Some(libc::EINVAL)
+        {
+            return false;
+        }
+        assert_eq!(
+            rc,
+            0,
+            "BPF_PROG_TEST_RUN on {} bytes ({:02x?}...): {error}",
+            frame.len(),
+            &frame[..frame.len().min(20)],
+        );
+        assert_eq!(attr[0] >> 32, verdict as u64, "the program's verdict");
+        true
+    }
+
+    /// Frames for the comparison: the decoder's fixtures, every TCP frame
+    /// of the Ethernet test captures, and many mutations of both.
+    fn comparison_frames() -> Vec<Vec<u8>> {
+        use crate::decode::fixtures::*;
+        let syn = TcpSpec {
+            flags: 0x02,
+            payload: 0,
+            options: vec![
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+            ],
+            ..TcpSpec::default()
+        };
+        let ipopt = TcpSpec {
+            ip_options: 8,
+            ..TcpSpec::default()
+        };
+        let mut frames = vec![
+            eth_ipv4_tcp(&TcpSpec::default()),
+            eth_ipv4_tcp(&syn),
+            eth_ipv4_tcp(&ipopt),
+            eth_ipv6_tcp(&TcpSpec::default(), &[]),
+            eth_ipv6_tcp(&syn, &[(0, 8), (60, 16), (43, 24)]),
+            eth_ipv6_tcp(&syn, &[(44, 8)]),
+            eth_ipv6_tcp(&TcpSpec::default(), &[(0, 8); 9]),
+            with_vlan_tags(&eth_ipv4_tcp(&syn), &[0x8100]),
+            with_vlan_tags(&eth_ipv6_tcp(&syn, &[]), &[0x88a8, 0x8100]),
+            with_vlan_tags(&eth_ipv4_tcp(&syn), &[0x8100; 5]),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcaps");
+        for name in [
+            "bulk_loss.pcap",
+            "ipv6.pcap",
+            "refused_aborted.pcap",
+            "vlan.pcap",
+        ] {
+            let mut file = crate::capture::PcapFile::open(&dir.join(name), "").unwrap();
+            assert_eq!(file.link_type(), LinkType::Ethernet, "{name}");
+            while let Ok(Next::Frame(f)) = file.next() {
+                if f.data.len() as u32 == f.wire_len {
+                    frames.push(f.data.to_vec());
+                }
+            }
+        }
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let originals = frames.len();
+        for i in 0..20_000 {
+            let mut f = frames[i % originals].clone();
+            for _ in 0..1 + next() % 3 {
+                // Mostly the headers: the first 80 bytes.
+                let at = (next() % f.len().min(80) as u64) as usize;
+                f[at] = next() as u8;
+            }
+            if next() % 4 == 0 {
+                let cut = 14 + (next() as usize) % (f.len() - 13);
+                f.truncate(cut);
+            }
+            frames.push(f);
+        }
+        frames
+    }
+
+    /// Whether the frame's IP header says TCP follows (directly, or for
+    /// IPv6 possibly after extension headers).
+    fn claims_tcp(frame: &[u8]) -> bool {
+        let mut at = 12;
+        let mut tags = 0;
+        while matches!(
+            frame.get(at..at + 2),
+            Some([0x81, 0x00] | [0x88, 0xa8] | [0x91, 0x00])
+        ) {
+            at += 4;
+            tags += 1;
+        }
+        if tags > 4 {
+            return false;
+        }
+        let l3 = frame.get(at + 2..).unwrap_or(&[]);
+        match frame.get(at..at + 2) {
+            Some([0x08, 0x00]) => l3.get(9) == Some(&6),
+            Some([0x86, 0xdd]) => {
+                matches!(l3.get(6), Some(6 | 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140))
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn the_kernel_program_summarises_frames_as_the_decoder_decodes_them() {
+        // A differential test of bpf/tcpx.bpf.c: each program (XDP, TC)
+        // runs on each frame through BPF_PROG_TEST_RUN, its record is
+        // decoded, and the result must be what the frame decoder makes of
+        // the frame.
+        if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "loading eBPF programs needs root; TCPX_SKIP_LIVE=1 skips"
+        );
+        let ring_bytes = 4 << 20;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, ring_bytes)
+            .load(OBJECT)
+            .unwrap();
+        let xdp: &mut Xdp = ebpf.program_mut(XDP_PROGRAM).unwrap().try_into().unwrap();
+        xdp.load().unwrap();
+        let xdp_fd = xdp.fd().unwrap().as_fd().as_raw_fd();
+        let tc: &mut SchedClassifier = ebpf.program_mut(TC_PROGRAM).unwrap().try_into().unwrap();
+        tc.load().unwrap();
+        let tc_fd = tc.fd().unwrap().as_fd().as_raw_fd();
+        // XDP_PASS; TC_ACT_UNSPEC (-1).
+        let programs = [(xdp_fd, 2u32), (tc_fd, u32::MAX)];
+        let events = match ebpf.take_map(EVENTS_MAP) {
+            Some(Map::RingBuf(data)) => data,
+            _ => panic!("no ring buffer"),
+        };
+        let mut ring = BpfRing::map(events.fd().as_fd(), ring_bytes as usize).unwrap();
+
+        let (mut compared, mut ok, mut refused) = (0, 0, 0);
+        for (frame, (prog_fd, verdict)) in comparison_frames()
+            .into_iter()
+            .flat_map(|f| programs.map(|p| (f.clone(), p)))
+        {
+            let want = crate::decode::decode(LinkType::Ethernet, &frame, frame.len() as u32);
+            if !test_run(prog_fd, &frame, verdict) {
+                continue;
+            }
+            let record = ring.has_record().then(|| ring.next().unwrap().to_vec());
+            assert!(!ring.has_record(), "one record per frame at most");
+            let got = record
+                .as_deref()
+                .map(|r| crate::decode::decode(LinkType::KernelSummary, r, 0));
+            compared += 1;
+            match (&want, got) {
+                (Ok(seg), Some(Ok(from_record))) => {
+                    ok += 1;
+                    assert_eq!(
+                        &from_record,
+                        seg,
+                        "frame {:02x?}",
+                        &frame[..frame.len().min(96)]
+                    );
+                }
+                (Err(e), Some(Err(from_record))) => {
+                    refused += 1;
+                    assert_eq!(
+                        from_record.kind,
+                        e.kind,
+                        "frame {:02x?}",
+                        &frame[..frame.len().min(96)]
+                    );
+                }
+                // Only TCP is reported: no record for what is not, or
+                // cannot be seen to be, TCP (docs/analysis.md).
+                (Err(e), None) => assert!(
+                    !claims_tcp(&frame)
+                        || matches!(
+                            e.kind,
+                            DecodeErrorKind::NotIp
+                                | DecodeErrorKind::NotTcp
+                                | DecodeErrorKind::TruncatedLink
+                                | DecodeErrorKind::TruncatedIp
+                                | DecodeErrorKind::BadIpVersion
+                                | DecodeErrorKind::IpFragment
+                        ),
+                    "no record for a frame the decoder refuses with {e}: {:02x?}",
+                    &frame[..frame.len().min(96)]
+                ),
+                (want, got) => panic!(
+                    "decoder: {want:?}, program: {got:?}, frame {:02x?}",
+                    &frame[..frame.len().min(96)]
+                ),
+            }
+        }
+        assert!(
+            ok > 5_000 && refused > 100,
+            "{compared} frames: {ok} segments, {refused} refused alike"
+        );
     }
 
     #[test]
