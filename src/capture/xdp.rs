@@ -104,20 +104,15 @@ impl XdpCapture {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)
-            .map_err(|e| {
-                open_error(
-                    format!("cannot load the eBPF programs: {e}"),
-                    PRIVILEGE_HINT,
-                )
-            })?;
+            .map_err(|e| open_error(format!("cannot load the eBPF programs: {e}"), hint_for(&e)))?;
 
         let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)
             .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
             .map_err(|m| open_error(m, ""))?;
         xdp.load()
-            .map_err(|e| open_error(describe_load(XDP_PROGRAM, &e), PRIVILEGE_HINT))?;
+            .map_err(|e| open_error(describe_load(XDP_PROGRAM, &e), hint_for(&e)))?;
         let mode = attach_xdp(xdp, ifindex, opts.attach, is_virtual(name))
-            .map_err(|e| open_error(format!("cannot attach XDP: {e}"), PRIVILEGE_HINT))?;
+            .map_err(|e| open_error(format!("cannot attach XDP: {e}"), hint_for(&e)))?;
 
         // On loopback every packet is sent and received on the same device:
         // ingress alone sees each once, as libpcap does.
@@ -127,9 +122,9 @@ impl XdpCapture {
                 .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
                 .map_err(|m| open_error(m, ""))?;
             tc.load()
-                .map_err(|e| open_error(describe_load(TC_PROGRAM, &e), PRIVILEGE_HINT))?;
+                .map_err(|e| open_error(describe_load(TC_PROGRAM, &e), hint_for(&e)))?;
             attach_egress(tc, name)
-                .map_err(|e| open_error(format!("cannot attach TC egress: {e}"), PRIVILEGE_HINT))?;
+                .map_err(|e| open_error(format!("cannot attach TC egress: {e}"), hint_for(&e)))?;
         }
 
         let events = match ebpf.take_map(EVENTS_MAP) {
@@ -137,7 +132,7 @@ impl XdpCapture {
             _ => return Err(open_error(format!("no ring buffer {EVENTS_MAP}"), "")),
         };
         let ring = BpfRing::map(events.fd().as_fd(), opts.ring_bytes as usize)
-            .map_err(|e| open_error(format!("cannot map the ring buffer: {e}"), PRIVILEGE_HINT))?;
+            .map_err(|e| open_error(format!("cannot map the ring buffer: {e}"), hint_for(&e)))?;
         let drops = ebpf
             .take_map(DROPS_MAP)
             .ok_or_else(|| format!("no map {DROPS_MAP}"))
@@ -291,6 +286,29 @@ fn attach_egress(tc: &mut SchedClassifier, name: &str) -> Result<(), ProgramErro
     .map(|_| ())
 }
 
+/// What to do about an error, by the OS error under it: privileges for
+/// EPERM/EACCES, the mode for EOPNOTSUPP (a driver without native XDP),
+/// memory for ENOMEM (the ring buffer is charged to the memory cgroup).
+fn hint_for(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return match io.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => PRIVILEGE_HINT,
+                Some(libc::EOPNOTSUPP) => {
+                    "; the driver has no native XDP: use --xdp-mode auto or generic"
+                }
+                Some(libc::ENOMEM) => {
+                    "; out of memory: a smaller --xdp-ring-size, or a higher memory limit"
+                }
+                _ => "",
+            };
+        }
+        cause = c.source();
+    }
+    ""
+}
+
 /// A load failure with the end of the verifier's log, where it says why.
 fn describe_load(program: &str, e: &ProgramError) -> String {
     match e {
@@ -301,10 +319,14 @@ fn describe_load(program: &str, e: &ProgramError) -> String {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log.lines().rev().take(8).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            format!(
-                "the kernel refused program {program}: {io_error}; verifier: {}",
-                tail.join(" | ")
-            )
+            if tail.is_empty() {
+                format!("the kernel refused program {program}: {io_error}")
+            } else {
+                format!(
+                    "the kernel refused program {program}: {io_error}; verifier: {}",
+                    tail.join(" | ")
+                )
+            }
         }
         other => format!("cannot load program {program}: {other}"),
     }
