@@ -69,12 +69,17 @@ sys_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 base_ns=0
 
+# tcpdump -w /dev/null on the capture end, in the background ($! is its pid).
+start_tcpdump() {
+  ip netns exec "$ns" tcpdump -i tbl1 -n -s 192 -w /dev/null tcp 2>"$tmp/tcpdump.err" &
+  pids+=("$!")
+}
+
 # tcpdump alone: the machine's busy time per packet that the exporter's
 # rows are measured above.
 baseline() {
-  ip netns exec "$ns" tcpdump -i tbl1 -n -s 192 -w /dev/null tcp 2>"$tmp/tcpdump.err" &
+  start_tcpdump
   local dump=$!
-  pids+=("$dump")
   for _ in $(seq 100); do
     grep -q "listening on" "$tmp/tcpdump.err" && break
     sleep 0.1
@@ -106,9 +111,8 @@ run_one() {
   ip netns exec "$ns" "$bin" -i tbl1 -p "$port" --listen 127.0.0.1 "${args[@]}" 2>/dev/null &
   local exp=$!
   pids+=("$exp")
-  ip netns exec "$ns" tcpdump -i tbl1 -n -s 192 -w /dev/null tcp 2>"$tmp/tcpdump.err" &
+  start_tcpdump
   local dump=$!
-  pids+=("$dump")
   for _ in $(seq 100); do
     [ "$(ip netns exec "$ns" curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] \
       && grep -q "listening on" "$tmp/tcpdump.err" && break

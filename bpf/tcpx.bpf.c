@@ -56,6 +56,41 @@ static __always_inline int is_vlan(__u16 proto)
 	       proto == bpf_htons(0x9100);
 }
 
+/* An IPv6 extension header the frame decoder follows: hop-by-hop,
+ * routing, fragment, AH, destination options, mobility, HIP, shim6. */
+static __always_inline int is_ipv6_extension(__u8 next)
+{
+	switch (next) {
+	case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Ethernet with up to MAX_VLAN_TAGS tags: sets the offset of the layer-3
+ * header and its ethertype (network order). Returns 0, or SHORT when the
+ * link header runs past `end`. */
+static __always_inline int link_header(__u8 *p, void *end, __u32 *off, __u16 *proto)
+{
+	if ((void *)(p + 14) > end)
+		return SHORT;
+	__u16 kind = *(__u16 *)(p + 12);
+	__u32 at = 14;
+#pragma unroll
+	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
+		if (!is_vlan(kind))
+			break;
+		if ((void *)(p + at + 4) > end)
+			return SHORT;
+		kind = *(__u16 *)(p + at + 2);
+		at += 4;
+	}
+	*off = at;
+	*proto = kind;
+	return 0;
+}
+
 /* IPv4: where TCP starts, or why not. */
 static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 {
@@ -104,13 +139,9 @@ static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 			break;
 		}
 		__u8 *h = l3 + at;
-		switch (next) {
-		case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
-			break;
-		default:
+		if (!is_ipv6_extension(next))
 			/* Not TCP, and not an extension header that leads to it. */
 			return SKIP;
-		}
 		/* Every extension header is at least 8 bytes long. */
 		if ((void *)(h + 8) > end)
 			return TCPX_TRUNCATED_IP;
@@ -142,15 +173,10 @@ static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 		/* Headers past this point are not followed (and the bound keeps
 		 * the offset provably small for the verifier): what follows is
 		 * known only if it is neither TCP nor another extension. */
-		if (at > MAX_IPV6_HEADERS_LEN) {
-			switch (next) {
-			case PROTO_TCP:
-			case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
-				return TCPX_IPV6_EXTENSION_CHAIN;
-			default:
-				return SKIP;
-			}
-		}
+		if (at > MAX_IPV6_HEADERS_LEN)
+			return next == PROTO_TCP || is_ipv6_extension(next) ?
+				       TCPX_IPV6_EXTENSION_CHAIN :
+				       SKIP;
 	}
 	if (!found)
 		return TCPX_IPV6_EXTENSION_CHAIN;
@@ -168,19 +194,10 @@ static __always_inline int summarise(void *data, void *end, __u32 wire_len,
 				     struct tcpx_record *r)
 {
 	__u8 *p = data;
-	if ((void *)(p + 14) > end)
+	__u32 off;
+	__u16 proto;
+	if (link_header(p, end, &off, &proto) != 0)
 		return SHORT;
-	__u16 proto = *(__u16 *)(p + 12);
-	__u32 off = 14;
-#pragma unroll
-	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
-		if (!is_vlan(proto))
-			break;
-		if ((void *)(p + off + 4) > end)
-			return SHORT;
-		proto = *(__u16 *)(p + off + 2);
-		off += 4;
-	}
 	__u8 *l3 = p + off;
 	int status;
 	if (proto == bpf_htons(ETH_P_IP))
@@ -268,19 +285,10 @@ int tcpx_xdp(struct xdp_md *ctx)
  * not TCP counts as yes: there is nothing to pull for it. */
 static __always_inline int headers_linear(__u8 *p, void *end)
 {
-	if ((void *)(p + 14) > end)
+	__u32 off;
+	__u16 proto;
+	if (link_header(p, end, &off, &proto) != 0)
 		return 0;
-	__u16 proto = *(__u16 *)(p + 12);
-	__u32 off = 14;
-#pragma unroll
-	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
-		if (!is_vlan(proto))
-			break;
-		if ((void *)(p + off + 4) > end)
-			return 0;
-		proto = *(__u16 *)(p + off + 2);
-		off += 4;
-	}
 	__u8 *l3 = p + off;
 	__u32 ip_len;
 	if (proto == bpf_htons(ETH_P_IP)) {
@@ -292,15 +300,11 @@ static __always_inline int headers_linear(__u8 *p, void *end)
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		if ((void *)(l3 + 40) > end)
 			return 0;
-		switch (l3[6]) {
-		case PROTO_TCP:
-			break;
-		case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
+		if (is_ipv6_extension(l3[6]))
 			/* Extension headers: pulled, to be followed. */
 			return 0;
-		default:
+		if (l3[6] != PROTO_TCP)
 			return 1;
-		}
 		ip_len = 40;
 	} else {
 		return 1;

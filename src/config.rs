@@ -133,14 +133,15 @@ impl Config {
         {
             return Err(ConfigError::NotXdp);
         }
+        let af_packet_flags = args.workers.is_some()
+            || args.ring_block_size != DEFAULT_BLOCK_SIZE / 1024
+            || args.ring_blocks != DEFAULT_BLOCK_COUNT
+            || args.ring_timeout != DEFAULT_BLOCK_TIMEOUT_MS;
+        if args.backend != BackendArg::AfPacket && af_packet_flags {
+            return Err(ConfigError::NotAfPacket);
+        }
         let backend = match args.backend {
             BackendArg::Xdp => {
-                let ring_defaults = args.ring_block_size == DEFAULT_BLOCK_SIZE / 1024
-                    && args.ring_blocks == DEFAULT_BLOCK_COUNT
-                    && args.ring_timeout == DEFAULT_BLOCK_TIMEOUT_MS;
-                if args.workers.is_some() || !ring_defaults {
-                    return Err(ConfigError::NotAfPacket);
-                }
                 if args.filter.is_some() {
                     return Err(ConfigError::XdpFilter);
                 }
@@ -163,15 +164,7 @@ impl Config {
                     ring_bytes: mib * 1024 * 1024,
                 }
             }
-            BackendArg::Pcap => {
-                let ring_defaults = args.ring_block_size == DEFAULT_BLOCK_SIZE / 1024
-                    && args.ring_blocks == DEFAULT_BLOCK_COUNT
-                    && args.ring_timeout == DEFAULT_BLOCK_TIMEOUT_MS;
-                if args.workers.is_some() || !ring_defaults {
-                    return Err(ConfigError::NotAfPacket);
-                }
-                Backend::Pcap
-            }
+            BackendArg::Pcap => Backend::Pcap,
             BackendArg::AfPacket => {
                 let workers = args
                     .workers

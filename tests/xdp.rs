@@ -21,17 +21,16 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 const EXPORTER: &str = env!("CARGO_BIN_EXE_tcp-exporter");
-/// One test at a time: each lists the tcpx programs loaded on the machine.
+/// One test at a time (see `start_test`).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The programs' object, as build.rs compiled it.
 const OBJECT: &str = concat!(env!("OUT_DIR"), "/tcpx.bpf.o");
 
 #[test]
 fn programs_attach_on_start_and_are_gone_after_sigterm() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if skipped() {
+    let Some(_serial) = start_test() else {
         return;
-    }
+    };
     let veth = Veth::new("s");
     let tso = |dev: &str| {
         let out = String::from_utf8(tool(&["ethtool", "-k", dev]).stdout).unwrap();
@@ -43,7 +42,7 @@ fn programs_attach_on_start_and_are_gone_after_sigterm() {
     let peer_tso = tso(&veth.peer);
     let port = common::free_port();
     let log = std::env::temp_dir().join(format!("tcpx-xdp-{}.log", std::process::id()));
-    let mut exporter = start(&veth.name, port, &log);
+    let mut exporter = start(&veth.name, port, &[], &log);
     let ids = wait_for_programs(&mut exporter, port);
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
@@ -81,10 +80,9 @@ fn programs_attach_on_start_and_are_gone_after_sigterm() {
 
 #[test]
 fn an_xdp_program_left_attached_is_reported_with_how_to_remove_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if skipped() {
+    let Some(_serial) = start_test() else {
         return;
-    }
+    };
     let veth = Veth::new("l");
     // Attached through netlink, without a link: it outlives its loader.
     let out = tool(&[
@@ -102,19 +100,7 @@ fn an_xdp_program_left_attached_is_reported_with_how_to_remove_it() {
     assert!(out.status.success(), "ip could not attach: {out:?}");
 
     let port = common::free_port();
-    let out = Command::new(EXPORTER)
-        .args([
-            "--backend",
-            "xdp",
-            "-i",
-            &veth.name,
-            "-p",
-            &port.to_string(),
-        ])
-        .args(["--listen", "127.0.0.1"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = exporter(&veth.name, port, &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let remove = format!("ip link set dev {} xdpgeneric off", veth.name);
@@ -134,10 +120,9 @@ fn an_xdp_program_left_attached_is_reported_with_how_to_remove_it() {
 
 #[test]
 fn records_lost_to_a_full_ring_are_counted_as_kernel_drops() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if skipped() {
+    let Some(_serial) = start_test() else {
         return;
-    }
+    };
     // The capture's TCP frames (it has a few others, which the programs
     // pass without a record), replayed LOOPS times: more than the smallest
     // ring holds (4 MiB / 136 bytes = 30,840 records) while the exporter is
@@ -148,21 +133,7 @@ fn records_lost_to_a_full_ring_are_counted_as_kernel_drops() {
     let veth = Veth::new("d");
     let port = common::free_port();
     let log = std::env::temp_dir().join(format!("tcpx-xdp-drops-{}.log", std::process::id()));
-    let mut exporter = Command::new(EXPORTER)
-        .args([
-            "--backend",
-            "xdp",
-            "-i",
-            &veth.name,
-            "-p",
-            &port.to_string(),
-        ])
-        .args(["--listen", "127.0.0.1", "--xdp-ring-size", "4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the exporter");
+    let mut exporter = start(&veth.name, port, &["--xdp-ring-size", "4"], &log);
     wait_for_programs(&mut exporter, port);
     let pid = exporter.id().to_string();
     sh(&["kill", "-STOP", &pid]);
@@ -213,10 +184,13 @@ fn records_lost_to_a_full_ring_are_counted_as_kernel_drops() {
     );
 }
 
-fn skipped() -> bool {
+/// Takes the lock that keeps these tests apart (each lists the tcpx
+/// programs loaded on the machine), after checking for root; `None` when
+/// `TCPX_SKIP_LIVE=1` says to skip.
+fn start_test() -> Option<std::sync::MutexGuard<'static, ()>> {
     if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
         eprintln!("xdp test: skipped (TCPX_SKIP_LIVE=1)");
-        return true;
+        return None;
     }
     let uid = String::from_utf8(tool(&["id", "-u"]).stdout).unwrap();
     assert_eq!(
@@ -224,15 +198,24 @@ fn skipped() -> bool {
         "0",
         "the xdp tests need root; set TCPX_SKIP_LIVE=1 to skip them"
     );
-    false
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-fn start(iface: &str, port: u16, log: &std::path::Path) -> Child {
-    Command::new(EXPORTER)
-        .args(["--backend", "xdp", "-i", iface, "-p", &port.to_string()])
+/// The exporter with the xdp backend on `iface`, serving on loopback at
+/// `port`, with `extra` flags.
+fn exporter(iface: &str, port: u16, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(EXPORTER);
+    cmd.args(["--backend", "xdp", "-i", iface, "-p", &port.to_string()])
         .args(["--listen", "127.0.0.1"])
+        .args(extra)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// Starts the exporter on `iface` with its stderr in `log`.
+fn start(iface: &str, port: u16, extra: &[&str], log: &std::path::Path) -> Child {
+    exporter(iface, port, extra)
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start the exporter")

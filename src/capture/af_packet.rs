@@ -20,7 +20,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::ring::{self, PACKET_OUTGOING, TP_STATUS_KERNEL, TP_STATUS_USER};
-use super::{wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource, PERMISSION_HINT};
+use super::{
+    hardware_type, wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource,
+    PERMISSION_HINT,
+};
 use crate::decode::LinkType;
 use crate::flow::Nanos;
 
@@ -340,15 +343,6 @@ impl Drop for AfPacket {
             libc::munmap(self.ring as *mut libc::c_void, self.ring_len);
         }
     }
-}
-
-/// The interface's ARPHRD_* type, from sysfs.
-fn hardware_type(interface: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{interface}/type"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The index of `lo`, or -1 (no interface has it) when there is none.

@@ -136,6 +136,15 @@ pub trait PacketSource: Send {
     fn batch(&self) -> usize;
 }
 
+/// The interface's ARPHRD_* type, from sysfs.
+fn hardware_type(interface: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/type"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// What to do about a permission error when opening a capture.
 const PERMISSION_HINT: &str = "; run as root or grant CAP_NET_RAW";
 

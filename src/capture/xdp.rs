@@ -19,7 +19,8 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::bpf_ring::BpfRing;
 use super::{
-    wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource, XdpAttach, XdpOptions,
+    hardware_type, wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource, XdpAttach,
+    XdpOptions,
 };
 use crate::decode::summary::record_meta;
 use crate::decode::LinkType;
@@ -380,15 +381,6 @@ fn is_virtual(name: &str) -> bool {
     !std::path::Path::new(&format!("/sys/class/net/{name}/device")).exists()
 }
 
-/// The interface's ARPHRD_* type, from sysfs.
-fn hardware_type(name: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/type"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC, now.
 fn clock_offset() -> i64 {
     let now = |clock| {
@@ -629,14 +621,7 @@ mod tests {
     /// of the Ethernet test captures, and many mutations of both.
     fn comparison_frames() -> Vec<Vec<u8>> {
         use crate::decode::fixtures::*;
-        let syn = TcpSpec {
-            flags: 0x02,
-            payload: 0,
-            options: vec![
-                2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
-            ],
-            ..TcpSpec::default()
-        };
+        let syn = syn_with_options();
         let ipopt = TcpSpec {
             ip_options: 8,
             ..TcpSpec::default()
@@ -669,12 +654,7 @@ mod tests {
             }
         }
         let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = move || crate::decode::fixtures::xorshift(&mut rng);
         let originals = frames.len();
         for i in 0..20_000 {
             let mut f = frames[i % originals].clone();

@@ -129,3 +129,24 @@ pub fn sll_v2(ip: &[u8], protocol: u16) -> Vec<u8> {
     f.extend_from_slice(ip);
     f
 }
+
+/// A SYN with MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+pub fn syn_with_options() -> TcpSpec {
+    TcpSpec {
+        flags: 0x02,
+        payload: 0,
+        options: vec![
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ],
+        ..TcpSpec::default()
+    }
+}
+
+/// A xorshift64 step: pseudo-random numbers for mutation tests, with no
+/// dependency, the same every run.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}

@@ -436,15 +436,6 @@ mod tests {
         assert_eq!(err.kind, DecodeErrorKind::NotIp);
     }
 
-    /// A deterministic xorshift generator: the mutation test needs no
-    /// dependency and fails the same way every run.
-    fn xorshift(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
-
     #[test]
     fn mutated_frames_never_panic_and_sizes_stay_consistent() {
         let seeds = [

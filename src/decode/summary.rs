@@ -246,15 +246,7 @@ mod tests {
     use crate::decode::{decode as decode_frame, LinkType};
 
     fn frames() -> Vec<Vec<u8>> {
-        let syn = TcpSpec {
-            flags: 0x02,
-            payload: 0,
-            // MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
-            options: vec![
-                2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
-            ],
-            ..TcpSpec::default()
-        };
+        let syn = syn_with_options();
         let sack = TcpSpec {
             // NOP, NOP, SACK with one block.
             options: vec![1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 9],
@@ -369,12 +361,7 @@ mod tests {
     #[test]
     fn corrupted_records_never_panic_and_keep_lengths_consistent() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = move || crate::decode::fixtures::xorshift(&mut rng);
         let mut decoded = 0;
         for frame in frames() {
             let good = record_of_frame(&frame, frame.len() as u32, 1).unwrap();
