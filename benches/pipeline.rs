@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use tcp_exporter::capture::{Next, PacketSource, PcapFile};
 use tcp_exporter::decode::summary::encode::record_of_frame;
 use tcp_exporter::decode::{decode, LinkType};
-use tcp_exporter::metrics::Shard;
+use tcp_exporter::metrics::{Shard, ShardConfig};
 use tcp_exporter::pipeline::Worker;
 
 /// The capture's frames, owned: (capture time, bytes, wire length).
@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
             let setup = || {
                 (
                     Worker::new(link, 131_072, 300_000_000_000),
-                    Shard::new(Arc::from("bench"), 10_000),
+                    Shard::new(Arc::from("bench"), 0, ShardConfig::plain(10_000)),
                 )
             };
             b.iter_batched(

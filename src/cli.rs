@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -10,6 +11,7 @@ use crate::capture::af_packet::{
     DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_TIMEOUT_MS,
 };
 use crate::flow::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_FLOWS};
+use crate::metrics::conns::DEFAULT_MAX_LONG_CONNECTIONS;
 use crate::metrics::DEFAULT_MAX_SERIES;
 
 /// Watches TCP traffic passively, analyses each connection the way
@@ -75,11 +77,64 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub flow_idle_timeout: u64,
 
-    /// Most (client, server, server_port) label sets per interface; new ones
-    /// beyond it are counted under client="other", server="other" and in
+    /// Labels of the traffic metrics, comma-separated, from: interface,
+    /// client, server, server_port, port_name, ip_family (or `none`). A
+    /// label left out is summed over. Histograms never carry client.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "interface,client,server,server_port"
+    )]
+    pub labels: String,
+
+    /// Most label sets of the traffic metrics across the exporter (each is
+    /// about 45 samples); connections with new ones beyond it are counted
+    /// under client="other", server="other" and in
     /// tcp_exporter_series_overflow_total.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERIES)]
     pub max_series: usize,
+
+    /// A label set whose connections have all left the flow table and
+    /// that has not changed for this long (capture clock) is removed from
+    /// the output, and its room under --max-series freed. E.g. 300, 90s,
+    /// 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5m")]
+    pub series_ttl: Duration,
+
+    /// Collapse addresses before they become labels: RULE is
+    /// [client:|server:]CIDR=/LENGTH (to that prefix) or
+    /// [client:|server:]CIDR=NAME (to one name); the most specific CIDR
+    /// wins. Repeat, or separate with commas. E.g. 0.0.0.0/0=/24,::/0=/64
+    /// or 10.0.0.0/8=cluster.
+    #[arg(long, value_name = "RULE")]
+    pub aggregate_cidr: Vec<String>,
+
+    /// Names of server ports for the port_name label: `istio` (Istio's
+    /// well-known ports) or a YAML file of `PORT: NAME` lines. Repeat to
+    /// combine; later ones win.
+    #[arg(long, value_name = "istio|FILE")]
+    pub port_names: Vec<String>,
+
+    /// Give connections older than this their own series
+    /// (tcp_long_connection_*: client, client_port, server, server_port,
+    /// interface) while they stay open. E.g. 30s. Off by default.
+    #[arg(long, value_name = "AGE", value_parser = duration)]
+    pub long_connections: Option<Duration>,
+
+    /// Most connections shown with --long-connections series at once; more
+    /// are counted in tcp_exporter_long_connections_overflow_total.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LONG_CONNECTIONS)]
+    pub max_long_connections: usize,
+
+    /// Write a JSON line per connection event to PATH (appended), or to
+    /// standard output with `-`: when it opens, every --flow-log-interval
+    /// while open, and when it closes.
+    #[arg(long, value_name = "PATH|-")]
+    pub flow_log: Option<PathBuf>,
+
+    /// How often (capture clock) an open connection gets a flow-log record.
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s")]
+    pub flow_log_interval: Duration,
 
     /// Put live interfaces in promiscuous mode (for mirror ports; a node's
     /// own and its pods' traffic is seen without it).
@@ -131,6 +186,31 @@ pub struct Args {
     pub xdp_ring_size: Option<u32>,
 }
 
+/// A duration: a number with a unit (`ms`, `s`, `m`, `h`), or a bare
+/// number of seconds.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. 30s, 5m, 1h, 500ms or 300"))?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
+            ))
+        }
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 /// `--xdp-mode` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpModeArg {
@@ -145,4 +225,34 @@ pub enum BackendArg {
     Pcap,
     AfPacket,
     Xdp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::conns::DEFAULT_FLOW_LOG_INTERVAL_SECS;
+    use crate::metrics::DEFAULT_SERIES_TTL_SECS;
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(duration("5 min").is_err());
+        assert!(duration("m").is_err());
+        assert!(duration("-1s").is_err());
+        assert!(duration("99999999999999999h").is_err());
+    }
+
+    #[test]
+    fn the_default_durations_are_the_documented_constants() {
+        let args = Args::try_parse_from(["tcp-exporter"]).unwrap();
+        assert_eq!(args.series_ttl.as_secs(), DEFAULT_SERIES_TTL_SECS);
+        assert_eq!(
+            args.flow_log_interval.as_secs(),
+            DEFAULT_FLOW_LOG_INTERVAL_SECS
+        );
+    }
 }

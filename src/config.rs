@@ -10,6 +10,8 @@ use crate::capture::af_packet::{
 use crate::capture::{XdpAttach, DEFAULT_XDP_RING_MIB};
 use crate::cli::{Args, BackendArg, XdpModeArg};
 use crate::flow::Nanos;
+use crate::flowlog;
+use crate::metrics::labels::{parse_rules, CidrRule, LabelError, LabelSet, PortNames};
 
 /// What to capture from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +50,15 @@ pub struct Config {
     pub max_series: usize,
     pub promisc: bool,
     pub buffer_bytes: u32,
+    pub labels: LabelSet,
+    pub cidr_rules: Vec<CidrRule>,
+    pub port_names: PortNames,
+    pub series_ttl: Nanos,
+    /// `--long-connections`: the age from which connections get series.
+    pub long_connections: Option<Nanos>,
+    pub max_long_connections: usize,
+    pub flow_log: Option<flowlog::Target>,
+    pub flow_log_interval: Nanos,
 }
 
 /// A flag value that cannot work, with the reason.
@@ -87,6 +98,14 @@ pub enum ConfigError {
     XdpAny,
     #[error("--backend xdp captures live interfaces; -r reads files with libpcap")]
     XdpFile,
+    #[error(transparent)]
+    Labels(#[from] LabelError),
+    #[error("--port-names {0}: cannot read it: {1} (or give `istio` for the built-in preset)")]
+    PortNamesRead(String, String),
+    #[error("--flow-log - and --print both write to standard output; give --flow-log a file")]
+    FlowLogStdoutPrint,
+    #[error("--flow-log-interval must be at least 1ms")]
+    FlowLogInterval,
 }
 
 /// The smallest BPF ring buffer per interface, in MiB: 30 ms of a million
@@ -214,7 +233,34 @@ impl Config {
                 Source::Live { interfaces }
             }
         };
+        let mut port_names = PortNames::default();
+        for source in &args.port_names {
+            if !port_names.add_preset(source) {
+                let text = std::fs::read_to_string(source)
+                    .map_err(|e| ConfigError::PortNamesRead(source.clone(), e.to_string()))?;
+                port_names.add_yaml(source, &text)?;
+            }
+        }
+        let flow_log = args.flow_log.as_deref().map(flowlog::Target::parse);
+        if flow_log == Some(flowlog::Target::Stdout) && args.print {
+            return Err(ConfigError::FlowLogStdoutPrint);
+        }
+        if args.flow_log_interval.as_millis() == 0 {
+            return Err(ConfigError::FlowLogInterval);
+        }
+        if args.long_connections.is_some() && args.max_long_connections == 0 {
+            return Err(ConfigError::Zero("max-long-connections"));
+        }
+        let nanos = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as Nanos;
         Ok(Config {
+            labels: args.labels.parse()?,
+            cidr_rules: parse_rules(&args.aggregate_cidr)?,
+            port_names,
+            series_ttl: nanos(args.series_ttl),
+            long_connections: args.long_connections.map(nanos),
+            max_long_connections: args.max_long_connections,
+            flow_log,
+            flow_log_interval: nanos(args.flow_log_interval),
             backend,
             source,
             listen: SocketAddr::new(args.listen, args.port),

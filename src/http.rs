@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use prometheus::Registry;
 use warp::http::{Response, StatusCode};
 use warp::Filter;
 
@@ -14,7 +13,7 @@ use crate::metrics::Exporter;
 
 /// What the routes read.
 pub struct HttpState {
-    pub registry: Registry,
+    pub exporter: Arc<Exporter>,
     /// Set once every capture is open (or the file has been read).
     pub ready: Arc<AtomicBool>,
 }
@@ -40,7 +39,7 @@ pub fn bind(
 
     let metrics_state = Arc::clone(&state);
     let metrics = warp::path!("metrics").map(move || {
-        let body = Exporter::render(&metrics_state.registry);
+        let body = metrics_state.exporter.render();
         Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(body)

@@ -4,7 +4,7 @@
 //! Data flows one way through the modules:
 //! `capture` (frames) -> `decode` (segments) -> `flow` (connections and
 //! what each segment did) -> `metrics` (per-worker counters, labelled at
-//! scrape time) -> `http`. `pipeline` joins the first four for one worker;
+//! scrape time) -> `http` and `flowlog`. `pipeline` joins the first four for one worker;
 //! `cli` and `config` turn flags into settings; `main` starts it all.
 
 pub mod capture;
@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod flow;
+pub mod flowlog;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

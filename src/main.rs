@@ -14,8 +14,12 @@ use tcp_exporter::capture::{
 };
 use tcp_exporter::cli::Args;
 use tcp_exporter::config::{Backend, Config, Source};
+use tcp_exporter::flowlog::{self, FlowLogWriter};
 use tcp_exporter::http::{self, HttpState};
-use tcp_exporter::metrics::{Exporter, Shard};
+use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
+use tcp_exporter::metrics::labels::Labeler;
+use tcp_exporter::metrics::series::SeriesBudget;
+use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::pipeline::{run_source, Stopped, Worker};
 
 /// How long a live read waits before the capture loop looks at the clock
@@ -35,27 +39,73 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let config = Config::from_args(args)?;
-    let exporter = Exporter::new(env!("CARGO_PKG_VERSION"));
+    let (shards, writer) = shard_config(&config)?;
+    let exporter = Exporter::new(env!("CARGO_PKG_VERSION"), &shards);
     let stop = Arc::new(AtomicBool::new(false));
+    let result = capture(&config, shards, &exporter, &stop);
+    // Every worker has let go of its flow-log sink: the writer ends once it
+    // has written what they sent.
+    if let Some(writer) = writer {
+        writer.finish();
+    }
+    result
+}
+
+/// What every worker shares: labels, the series cap, connection records,
+/// and the flow log's writer when there is one.
+fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)> {
+    let labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
+    let (sink, writer) = match &config.flow_log {
+        Some(target) => {
+            let (sink, writer) = flowlog::start(target)
+                .with_context(|| format!("cannot open the flow log {target:?}"))?;
+            (Some(sink), Some(writer))
+        }
+        None => (None, None),
+    };
+    let conns = ConnOptions {
+        long_age: config.long_connections,
+        long_budget: Arc::new(LongBudget::new(config.max_long_connections)),
+        log: sink,
+        log_interval: config.flow_log_interval,
+    };
+    let shards = ShardConfig {
+        labeler: Arc::new(labeler),
+        budget: Arc::new(SeriesBudget::new(config.max_series)),
+        series_ttl: config.series_ttl,
+        conns: conns.enabled().then_some(conns),
+    };
+    Ok((shards, writer))
+}
+
+/// Runs the capture (a file, or live interfaces) and the HTTP server until
+/// the file ends (with --print) or a signal comes.
+fn capture(
+    config: &Config,
+    shards: ShardConfig,
+    exporter: &Arc<Exporter>,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let start = |source: Box<dyn PacketSource>| start(source, config, &shards, exporter, stop);
     match &config.source {
         Source::File { path, print: true } => {
             let source = PcapFile::open(path, &config.filter)?;
-            let handle = start(Box::new(source), &config, &exporter, &stop)?;
+            let handle = start(Box::new(source))?;
             join(handle)?;
-            print!("{}", Exporter::render(&exporter.registry()));
+            print!("{}", exporter.render());
             Ok(())
         }
         Source::File { path, print: false } => {
             let source = PcapFile::open(path, &config.filter)?;
             let ready = Arc::new(AtomicBool::new(false));
-            let handle = start(Box::new(source), &config, &exporter, &stop)?;
+            let handle = start(Box::new(source))?;
             let marker = Arc::clone(&ready);
             let reader = std::thread::spawn(move || {
                 let result = join(handle);
                 marker.store(true, Ordering::Relaxed);
                 result
             });
-            serve(&config, &exporter, ready, &stop)?;
+            serve(config, exporter, ready, stop)?;
             match reader.join() {
                 Ok(result) => result,
                 Err(_) => anyhow::bail!("the file reader panicked"),
@@ -71,12 +121,9 @@ fn run(args: Args) -> Result<()> {
             };
             // Open every interface before anything runs: a bad name or a
             // missing privilege fails the start, with the reason.
-            let sources = open_live(interfaces, &config, opts)?;
-            let handles = sources
-                .into_iter()
-                .map(|s| start(s, &config, &exporter, &stop))
-                .collect::<Result<Vec<_>>>()?;
-            serve(&config, &exporter, Arc::new(AtomicBool::new(true)), &stop)?;
+            let sources = open_live(interfaces, config, opts)?;
+            let handles = sources.into_iter().map(start).collect::<Result<Vec<_>>>()?;
+            serve(config, exporter, Arc::new(AtomicBool::new(true)), stop)?;
             for handle in handles {
                 // A failed interface was reported when it failed.
                 let _ = join(handle);
@@ -165,13 +212,15 @@ type CaptureThread = JoinHandle<Result<Stopped, tcp_exporter::capture::CaptureEr
 fn start(
     mut source: Box<dyn PacketSource>,
     config: &Config,
+    shards: &ShardConfig,
     exporter: &Arc<Exporter>,
     stop: &Arc<AtomicBool>,
 ) -> Result<CaptureThread> {
     let name = source.name().to_string();
     let shard = Arc::new(Mutex::new(Shard::new(
         name.as_str().into(),
-        config.max_series,
+        exporter.interface_id(&name),
+        shards.clone(),
     )));
     exporter.add_shard(Arc::clone(&shard));
     let mut worker = Worker::new(source.link_type(), config.max_flows, config.idle_timeout);
@@ -209,7 +258,7 @@ fn serve(
         .build()
         .context("starting the HTTP runtime")?;
     let state = Arc::new(HttpState {
-        registry: exporter.registry(),
+        exporter: Arc::clone(exporter),
         ready,
     });
     runtime.block_on(async {

@@ -38,14 +38,16 @@ impl Worker {
         };
         let out = self.flows.on_segment(&seg, frame.ts, &mut Hooks(shard));
         let segments = wire_segments(seg.payload_len, frame.gso_size);
-        shard.on_segment(out.tag, out.sender, &seg, segments, &out.step);
+        shard.on_segment(&out, &seg, segments, frame.ts);
         shard.flows_tracked = self.flows.len() as u64;
     }
 
-    /// Lets capture time pass with no frame: idle flows expire.
+    /// Lets capture time pass with no frame: idle flows expire, series
+    /// expire, flow-log intervals come.
     pub fn tick(&mut self, shard: &mut Shard, now: Nanos) {
         self.flows.expire(now, &mut Hooks(shard));
         shard.flows_tracked = self.flows.len() as u64;
+        shard.advance(now);
     }
 }
 
@@ -67,12 +69,12 @@ mod tests {
 struct Hooks<'a>(&'a mut Shard);
 
 impl FlowHooks<SeriesIds> for Hooks<'_> {
-    fn start(&mut self, key: &FlowKey, conn: &Conn) -> SeriesIds {
-        self.0.start_connection(&conn.orientation(key))
+    fn start(&mut self, key: &FlowKey, conn: &Conn, now: Nanos) -> SeriesIds {
+        self.0.start_connection(&conn.orientation(key), now)
     }
 
-    fn removed(&mut self, ids: SeriesIds, removal: Removal, step: Step) {
-        self.0.on_removed(ids, removal, &step)
+    fn removed(&mut self, ids: SeriesIds, removal: Removal, step: Step, now: Nanos) {
+        self.0.on_removed(ids, removal, &step, now)
     }
 }
 
@@ -160,6 +162,8 @@ pub fn run_source(
     if let Some(stats) = source.stats() {
         copy_stats(&mut lock(shard), &stats);
     }
+    // The last flow-log records of connections still tracked.
+    lock(shard).finish();
     if result.is_err() {
         lock(shard).interface_up = false;
     }

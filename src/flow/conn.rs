@@ -24,6 +24,19 @@ pub enum Phase {
     Closed,
 }
 
+impl Phase {
+    /// The `state` of a flow-log record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::SynSent => "syn_sent",
+            Phase::SynReceived => "syn_received",
+            Phase::Established => "established",
+            Phase::Midstream => "midstream",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
 /// What a segment did to the connection's life, for the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lifecycle {

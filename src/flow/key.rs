@@ -77,6 +77,7 @@ impl Side {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Orientation {
     pub client: IpAddr,
+    pub client_port: u16,
     pub server: IpAddr,
     pub server_port: u16,
 }

@@ -25,6 +25,11 @@ pub use table::{
     DEFAULT_MAX_FLOWS,
 };
 
+/// A segment between 10.0.0.1 (ports from 1024) and 10.0.0.2 (ports below
+/// 1024), for other modules' tests.
+#[cfg(test)]
+pub use conn::tests::seg as test_segment;
+
 /// Capture time, in nanoseconds since the Unix epoch.
 pub type Nanos = u64;
 
@@ -63,6 +68,7 @@ impl Conn {
         };
         Orientation {
             client: client.0.ip(),
+            client_port: client.1,
             server: server.0.ip(),
             server_port: server.1,
         }

@@ -12,7 +12,7 @@ use hashbrown::HashTable;
 
 use crate::decode::Segment;
 
-use super::conn::{Conn, Step};
+use super::conn::{Conn, Phase, Step};
 use super::key::{FlowKey, Side};
 use super::Nanos;
 
@@ -77,8 +77,10 @@ pub enum Removal {
 /// `removed` for every flow that leaves it (or whose slot a new connection
 /// takes), with the step its connection took on leaving.
 pub trait FlowHooks<T> {
-    fn start(&mut self, key: &FlowKey, conn: &Conn) -> T;
-    fn removed(&mut self, tag: T, removal: Removal, step: Step);
+    /// A new connection, first seen at capture time `now`.
+    fn start(&mut self, key: &FlowKey, conn: &Conn, now: Nanos) -> T;
+    /// A flow left at capture time `now`.
+    fn removed(&mut self, tag: T, removal: Removal, step: Step, now: Nanos);
 }
 
 /// The result of one segment.
@@ -87,6 +89,8 @@ pub struct Outcome<T> {
     pub tag: T,
     pub sender: Side,
     pub step: Step,
+    /// The connection's phase after the segment.
+    pub phase: Phase,
 }
 
 /// Every tracked connection of one worker, at most `max_flows` of them.
@@ -173,9 +177,9 @@ impl<T: Copy> FlowTable<T> {
                         let mut c = old;
                         c.on_idle(now)
                     };
-                    hooks.removed(old_tag, Removal::Superseded, step);
+                    hooks.removed(old_tag, Removal::Superseded, step, now);
                     let conn = Conn::new(seg, sender_is_lo);
-                    let tag = hooks.start(&key, &conn);
+                    let tag = hooks.start(&key, &conn, now);
                     let s = &mut self.slots[i as usize];
                     s.conn = conn;
                     s.tag = tag;
@@ -189,7 +193,7 @@ impl<T: Copy> FlowTable<T> {
                     self.evict_one(hooks);
                 }
                 let conn = Conn::new(seg, sender_is_lo);
-                let tag = hooks.start(&key, &conn);
+                let tag = hooks.start(&key, &conn, now);
                 let i = self.alloc(key, conn, tag, now);
                 let (slots, hasher) = (&self.slots, &self.hasher);
                 self.index
@@ -203,6 +207,7 @@ impl<T: Copy> FlowTable<T> {
         let step = s.conn.on_segment(seg, sender, now);
         let (before, list) = (List::closed_if(was_closed), List::of(&s.conn));
         let tag = s.tag;
+        let phase = s.conn.phase;
         // A lingering flow is not refreshed: late segments must not keep it.
         if !(before == List::Closed && list == List::Closed) {
             s.last = s.last.max(now);
@@ -213,7 +218,12 @@ impl<T: Copy> FlowTable<T> {
                 self.push_tail(slot, list);
             }
         }
-        Outcome { tag, sender, step }
+        Outcome {
+            tag,
+            sender,
+            step,
+            phase,
+        }
     }
 
     /// Drops flows idle for longer than the timeout, and closed flows whose
@@ -250,7 +260,7 @@ impl<T: Copy> FlowTable<T> {
                 };
                 let tag = s.tag;
                 self.remove(head, list);
-                hooks.removed(tag, reason, step);
+                hooks.removed(tag, reason, step, now);
             }
         }
     }
@@ -267,15 +277,15 @@ impl<T: Copy> FlowTable<T> {
         }
         let s = &mut self.slots[victim as usize];
         let tag = s.tag;
+        let last = s.last;
         let step = if s.conn.is_closed() {
             Step::default()
         } else {
-            let now = s.last;
             let mut c = s.conn;
-            c.on_idle(now)
+            c.on_idle(last)
         };
         self.remove(victim, list);
-        hooks.removed(tag, Removal::Evicted, step);
+        hooks.removed(tag, Removal::Evicted, step, self.clock.max(last));
     }
 
     fn alloc(&mut self, key: FlowKey, conn: Conn, tag: T, now: Nanos) -> u32 {
@@ -365,11 +375,11 @@ mod tests {
     }
 
     impl FlowHooks<u32> for Log {
-        fn start(&mut self, _: &FlowKey, _: &Conn) -> u32 {
+        fn start(&mut self, _: &FlowKey, _: &Conn, _: Nanos) -> u32 {
             self.next += 1;
             self.next
         }
-        fn removed(&mut self, tag: u32, removal: Removal, step: Step) {
+        fn removed(&mut self, tag: u32, removal: Removal, step: Step, _: Nanos) {
             self.removed.push((tag, removal, step.lifecycle));
         }
     }

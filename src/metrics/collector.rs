@@ -1,79 +1,41 @@
-//! The scrape-time collector: sums the workers' shards, attaches label
-//! strings, and hands Prometheus metric families to the registry. This is
-//! the only place where addresses become strings.
+//! The scrape: sums the workers' shards by label set, attaches label
+//! strings, and writes the Prometheus text exposition (format 0.0.4),
+//! sorted by labels within each family. This is the only place where
+//! addresses become strings.
+//!
+//! It writes text directly: one label string per series, made once and
+//! reused by every family, and no tree of metric objects in between, so a
+//! scrape's memory is the merged counters, their label strings and the
+//! output.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::{Display, Write};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Encoder, Registry, TextEncoder};
+use ahash::RandomState;
 
 use crate::decode::DecodeErrorKind;
-use crate::flow::{CloseReason, Side};
+use crate::flow::{CloseReason, Nanos, Side};
 
+use super::conns::{ConnRecord, FlowLogStats, LongBudget};
+use super::counters::{DirCounters, Histogram, RETRANSMISSION_KINDS, WSCALE_NONE, WSCALE_SLOTS};
+use super::labels::{escape_into, Labeler, SeriesKey, NO_INTERFACE};
 use super::names::{self, Def, Kind, DURATION_BUCKETS, RTT_BUCKETS};
+use super::series::SeriesBudget;
 use super::shard::{
-    close_index, Histogram, Peer, Shard, RETRANSMISSION_KINDS, WSCALE_NONE, WSCALE_SLOTS,
+    close_index, CaptureCounters, Evictions, PairCounters, ServerHistograms, Shard, ShardConfig,
 };
 
-type Labels = Vec<(&'static str, String)>;
-
-/// What the scrape reads: every worker's shard.
+/// What the scrape reads: every worker's shard, and what they share.
 pub struct Exporter {
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    interfaces: Mutex<Vec<Arc<str>>>,
     version: &'static str,
-    descs: Vec<Desc>,
-}
-
-impl Exporter {
-    pub fn new(version: &'static str) -> Arc<Exporter> {
-        let descs = ALL
-            .iter()
-            .map(|d| Desc::new(d.name.into(), d.help.into(), Vec::new(), HashMap::new()))
-            .collect::<Result<Vec<_>, _>>()
-            .expect("metric names in names.rs are valid");
-        Arc::new(Exporter {
-            shards: Mutex::new(Vec::new()),
-            version,
-            descs,
-        })
-    }
-
-    pub fn add_shard(&self, shard: Arc<Mutex<Shard>>) {
-        lock(&self.shards).push(shard);
-    }
-
-    /// A registry holding this exporter, for `gather()`.
-    pub fn registry(self: &Arc<Self>) -> Registry {
-        let registry = Registry::new();
-        registry
-            .register(Box::new(Shared(Arc::clone(self))))
-            .expect("one collector with unique descriptors");
-        registry
-    }
-
-    /// The Prometheus text exposition of everything now.
-    pub fn render(registry: &Registry) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&registry.gather(), &mut out)
-            .expect("text encoding into a Vec cannot fail");
-        String::from_utf8(out).expect("the text encoder writes UTF-8")
-    }
-}
-
-/// The registry owns its collectors; this lets it share the exporter.
-struct Shared(Arc<Exporter>);
-
-impl Collector for Shared {
-    fn desc(&self) -> Vec<&Desc> {
-        self.0.desc()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.0.collect()
-    }
+    labeler: Arc<Labeler>,
+    budget: Arc<SeriesBudget>,
+    long: Option<Arc<LongBudget>>,
+    flow_log: Option<Arc<FlowLogStats>>,
 }
 
 /// A poisoned lock only means a worker panicked mid-update; its counters are
@@ -82,360 +44,595 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const ALL: [Def; 30] = [
-    names::RETRANSMITTED_SEGMENTS,
-    names::RETRANSMITTED_BYTES,
-    names::OUT_OF_ORDER,
-    names::DUPLICATE_ACKS,
-    names::LOST_SEGMENTS,
-    names::ZERO_WINDOW,
-    names::ZERO_WINDOW_PROBES,
-    names::WINDOW_FULL,
-    names::KEEPALIVES,
-    names::RTT,
-    names::PACKETS,
-    names::PAYLOAD_BYTES,
-    names::IP_BYTES,
-    names::RESETS,
-    names::DONT_FRAGMENT,
-    names::SYN_WINDOW_SCALE,
-    names::OPENED,
-    names::FAILED,
-    names::CLOSED,
-    names::ACTIVE,
-    names::DURATION,
-    names::HANDSHAKE_RTT,
-    names::BUILD_INFO,
-    names::CAPTURE_PACKETS,
-    names::CAPTURE_DROPS,
-    names::DECODE_ERRORS,
-    names::FLOWS_TRACKED,
-    names::FLOW_EVICTIONS,
-    names::SERIES_OVERFLOW,
-    names::INTERFACE_UP,
-];
-
-/// Samples of one family, summed by label set.
-struct Scalars {
-    def: Def,
-    samples: BTreeMap<Labels, f64>,
+/// The exporter's own counts of one interface, summed over its workers.
+#[derive(Default)]
+struct InterfaceStats {
+    capture: CaptureCounters,
+    decode_errors: [u64; DecodeErrorKind::COUNT],
+    flows: u64,
+    evictions: Evictions,
+    /// Up only while every worker on it is.
+    up: bool,
 }
 
-impl Scalars {
-    fn new(def: Def) -> Self {
-        Scalars {
-            def,
-            samples: BTreeMap::new(),
-        }
-    }
-
-    fn add(&mut self, labels: Labels, value: f64) {
-        *self.samples.entry(labels).or_default() += value;
-    }
-
-    fn with(&mut self, base: &Labels, extra: &[(&'static str, &str)], value: f64) {
-        let mut labels = base.clone();
-        labels.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        self.add(labels, value);
-    }
-
-    fn family(self) -> MetricFamily {
-        let metrics = self
-            .samples
-            .into_iter()
-            .map(|(labels, value)| {
-                let mut m = metric(labels);
-                match self.def.kind {
-                    Kind::Counter => {
-                        let mut c = proto::Counter::default();
-                        c.set_value(value);
-                        m.set_counter(c);
-                    }
-                    Kind::Gauge | Kind::Histogram => {
-                        let mut g = proto::Gauge::default();
-                        g.set_value(value);
-                        m.set_gauge(g);
-                    }
-                }
-                m
-            })
-            .collect();
-        family(self.def, metrics)
-    }
+/// A long-lived connection as the scrape shows it.
+struct Long {
+    labels: String,
+    age: Nanos,
+    record: ConnRecord,
 }
 
-/// Histogram samples of one family, merged by label set.
-struct Histograms<const N: usize> {
-    def: Def,
-    bounds: &'static [f64; N],
-    samples: BTreeMap<Labels, Histogram<N>>,
-}
-
-impl<const N: usize> Histograms<N> {
-    fn new(def: Def, bounds: &'static [f64; N]) -> Self {
-        Histograms {
-            def,
-            bounds,
-            samples: BTreeMap::new(),
-        }
-    }
-
-    fn add(&mut self, labels: Labels, h: &Histogram<N>) {
-        self.samples.entry(labels).or_default().merge(h);
-    }
-
-    fn family(self) -> MetricFamily {
-        let metrics = self
-            .samples
-            .into_iter()
-            .map(|(labels, h)| {
-                let mut cumulative = 0;
-                let buckets = self
-                    .bounds
-                    .iter()
-                    .zip(h.counts.iter())
-                    .map(|(&bound, &count)| {
-                        cumulative += count;
-                        let mut b = proto::Bucket::default();
-                        b.set_upper_bound(bound);
-                        b.set_cumulative_count(cumulative);
-                        b
-                    })
-                    .collect();
-                let mut p = proto::Histogram::default();
-                p.set_bucket(buckets);
-                p.set_sample_count(h.count());
-                p.set_sample_sum(h.sum_nanos as f64 / 1e9);
-                let mut m = metric(labels);
-                m.set_histogram(p);
-                m
-            })
-            .collect();
-        family(self.def, metrics)
-    }
-}
-
-fn metric(labels: Labels) -> proto::Metric {
-    let pairs = labels
-        .into_iter()
-        .map(|(name, value)| {
-            let mut l = proto::LabelPair::default();
-            l.set_name(name.to_string());
-            l.set_value(value);
-            l
+impl Exporter {
+    pub fn new(version: &'static str, config: &ShardConfig) -> Arc<Exporter> {
+        let conns = config.conns.as_ref();
+        Arc::new(Exporter {
+            shards: Mutex::new(Vec::new()),
+            interfaces: Mutex::new(Vec::new()),
+            version,
+            labeler: Arc::clone(&config.labeler),
+            budget: Arc::clone(&config.budget),
+            long: conns
+                .filter(|c| c.long_age.is_some())
+                .map(|c| Arc::clone(&c.long_budget)),
+            flow_log: conns
+                .and_then(|c| c.log.as_ref())
+                .map(|l| Arc::clone(&l.stats)),
         })
-        .collect();
-    let mut m = proto::Metric::default();
-    m.set_label(pairs);
-    m
-}
-
-fn family(def: Def, metrics: Vec<proto::Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(def.name.to_string());
-    f.set_help(def.help.to_string());
-    f.set_field_type(match def.kind {
-        Kind::Counter => MetricType::COUNTER,
-        Kind::Gauge => MetricType::GAUGE,
-        Kind::Histogram => MetricType::HISTOGRAM,
-    });
-    f.set_metric(metrics);
-    f
-}
-
-fn peer(p: Peer) -> String {
-    match p {
-        Peer::Ip(ip) => ip.to_string(),
-        Peer::Other => "other".to_string(),
-    }
-}
-
-fn shift_label(slot: usize) -> String {
-    if slot == WSCALE_NONE {
-        "none".to_string()
-    } else {
-        slot.to_string()
-    }
-}
-
-impl Collector for Exporter {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
     }
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut packets = Scalars::new(names::PACKETS);
-        let mut payload = Scalars::new(names::PAYLOAD_BYTES);
-        let mut ip_bytes = Scalars::new(names::IP_BYTES);
-        let mut resets = Scalars::new(names::RESETS);
-        let mut dont_fragment = Scalars::new(names::DONT_FRAGMENT);
-        let mut wscale = Scalars::new(names::SYN_WINDOW_SCALE);
-        let mut opened = Scalars::new(names::OPENED);
-        let mut failed = Scalars::new(names::FAILED);
-        let mut closed = Scalars::new(names::CLOSED);
-        let mut active = Scalars::new(names::ACTIVE);
-        let mut retransmitted = Scalars::new(names::RETRANSMITTED_SEGMENTS);
-        let mut retransmitted_bytes = Scalars::new(names::RETRANSMITTED_BYTES);
-        let mut out_of_order = Scalars::new(names::OUT_OF_ORDER);
-        let mut duplicate_acks = Scalars::new(names::DUPLICATE_ACKS);
-        let mut lost = Scalars::new(names::LOST_SEGMENTS);
-        let mut zero_window = Scalars::new(names::ZERO_WINDOW);
-        let mut zero_window_probes = Scalars::new(names::ZERO_WINDOW_PROBES);
-        let mut window_full = Scalars::new(names::WINDOW_FULL);
-        let mut keepalives = Scalars::new(names::KEEPALIVES);
-        let mut rtt = Histograms::new(names::RTT, &RTT_BUCKETS);
-        let mut duration = Histograms::new(names::DURATION, &DURATION_BUCKETS);
-        let mut handshake = Histograms::new(names::HANDSHAKE_RTT, &RTT_BUCKETS);
-        let mut build = Scalars::new(names::BUILD_INFO);
-        let mut capture_packets = Scalars::new(names::CAPTURE_PACKETS);
-        let mut capture_drops = Scalars::new(names::CAPTURE_DROPS);
-        let mut decode_errors = Scalars::new(names::DECODE_ERRORS);
-        let mut flows = Scalars::new(names::FLOWS_TRACKED);
-        let mut evictions = Scalars::new(names::FLOW_EVICTIONS);
-        let mut overflow = Scalars::new(names::SERIES_OVERFLOW);
-        // An interface is up only while every worker on it is.
-        let mut up: BTreeMap<String, bool> = BTreeMap::new();
+    /// The id of an interface, for the keys of its series.
+    pub fn interface_id(&self, name: &str) -> u16 {
+        let mut names = lock(&self.interfaces);
+        match names.iter().position(|n| &**n == name) {
+            Some(i) => i as u16,
+            None => {
+                names.push(name.into());
+                (names.len() - 1).min(NO_INTERFACE as usize - 1) as u16
+            }
+        }
+    }
 
-        build.add(vec![("version", self.version.to_string())], 1.0);
+    pub fn add_shard(&self, shard: Arc<Mutex<Shard>>) {
+        lock(&self.shards).push(shard);
+    }
+
+    /// The text exposition of everything now.
+    pub fn render(&self) -> String {
+        let mut pairs: HashMap<SeriesKey, PairCounters, RandomState> = HashMap::default();
+        let mut servers: HashMap<SeriesKey, ServerHistograms, RandomState> = HashMap::default();
+        let mut interfaces: BTreeMap<Arc<str>, InterfaceStats> = BTreeMap::new();
+        let mut overflow = 0u64;
+        let mut expired = 0u64;
+        let mut long = Vec::new();
         let shards: Vec<_> = lock(&self.shards).clone();
         for shard in shards {
             let s = lock(&shard);
-            let iface = s.interface.to_string();
-            let at = vec![("interface", iface.clone())];
-            for (key, c) in s.pairs.iter() {
-                let base: Labels = vec![
-                    ("interface", iface.clone()),
-                    ("client", peer(key.client)),
-                    ("server", peer(key.server)),
-                    ("server_port", key.server_port.to_string()),
-                ];
+            for e in s.pairs.iter() {
+                pairs.entry(e.key).or_default().merge(&e.value);
+            }
+            for e in s.servers.iter() {
+                servers.entry(e.key).or_default().merge(&e.value);
+            }
+            let i = interfaces
+                .entry(Arc::clone(&s.interface))
+                .or_insert_with(|| InterfaceStats {
+                    up: true,
+                    ..InterfaceStats::default()
+                });
+            let c = &mut i.capture;
+            c.packets += s.capture.packets;
+            c.kernel_drops += s.capture.kernel_drops;
+            c.interface_drops += s.capture.interface_drops;
+            for (a, b) in i.decode_errors.iter_mut().zip(s.decode_errors) {
+                *a += b;
+            }
+            i.flows += s.flows_tracked;
+            i.evictions.idle_timeout += s.evictions.idle_timeout;
+            i.evictions.table_full += s.evictions.table_full;
+            i.up &= s.interface_up;
+            overflow += s.series_overflow;
+            expired += s.series_expired;
+            if let Some(conns) = &s.conns {
+                for r in conns.long() {
+                    long.push(Long {
+                        labels: long_labels(&s.interface, r),
+                        age: s.clock.saturating_sub(r.start),
+                        record: *r,
+                    });
+                }
+            }
+        }
+        let interface_names: Vec<Arc<str>> = lock(&self.interfaces).clone();
+        let label = |key: &SeriesKey| self.labels(key, &interface_names);
+        let mut pairs: Vec<(String, PairCounters)> =
+            pairs.into_iter().map(|(k, v)| (label(&k), v)).collect();
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut servers: Vec<(String, ServerHistograms)> =
+            servers.into_iter().map(|(k, v)| (label(&k), v)).collect();
+        servers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        long.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+
+        // About 45 lines of ~120 bytes per label set.
+        let mut out = Text(String::with_capacity(4096 + pairs.len() * 5600));
+        self.write_traffic(&mut out, &pairs, &servers);
+        self.write_long(&mut out, &long);
+        self.write_own(&mut out, &interfaces, overflow, expired);
+        out.0
+    }
+
+    /// The label string of a series key: each label it carries, in the
+    /// order of `Label::ALL`.
+    fn labels(&self, key: &SeriesKey, interfaces: &[Arc<str>]) -> String {
+        use super::labels::Peer;
+        let mut s = String::with_capacity(96);
+        let sep = |s: &mut String, name: &str| {
+            if !s.is_empty() {
+                s.push(',');
+            }
+            s.push_str(name);
+            s.push_str("=\"");
+        };
+        if key.interface != NO_INTERFACE {
+            sep(&mut s, "interface");
+            let name = interfaces.get(key.interface as usize).map_or("", |n| n);
+            escape_into(&mut s, name);
+            s.push('"');
+        }
+        for (name, peer) in [("client", key.client), ("server", key.server)] {
+            if peer != Peer::Absent {
+                sep(&mut s, name);
+                self.labeler.write_peer(&mut s, peer);
+                s.push('"');
+            }
+        }
+        if let Some(port) = key.server_port {
+            sep(&mut s, "server_port");
+            let _ = write!(s, "{port}\"");
+        }
+        if let Some(id) = key.port_name {
+            sep(&mut s, "port_name");
+            escape_into(&mut s, self.labeler.name(id));
+            s.push('"');
+        }
+        if let Some(family) = key.family {
+            sep(&mut s, "ip_family");
+            s.push_str(family.as_str());
+            s.push('"');
+        }
+        s
+    }
+
+    fn write_traffic(
+        &self,
+        out: &mut Text,
+        pairs: &[(String, PairCounters)],
+        servers: &[(String, ServerHistograms)],
+    ) {
+        let directional: [(Def, Field); 5] = [
+            (names::PACKETS, |d| d.packets),
+            (names::PAYLOAD_BYTES, |d| d.payload_bytes),
+            (names::IP_BYTES, |d| d.ip_bytes),
+            (names::RESETS, |d| d.resets),
+            (names::DONT_FRAGMENT, |d| d.dont_fragment),
+        ];
+        by_sender(out, pairs, &directional);
+        let def = names::SYN_WINDOW_SCALE;
+        out.header(def);
+        for (labels, c) in pairs {
+            for side in Side::BOTH {
+                for slot in 0..WSCALE_SLOTS {
+                    let n = c.syn_window_scale[side.index()][slot];
+                    if n > 0 {
+                        let shift = if slot == WSCALE_NONE {
+                            "none".to_string()
+                        } else {
+                            slot.to_string()
+                        };
+                        let extra = [("sender", side.as_str()), ("shift", shift.as_str())];
+                        out.sample(def.name, labels, &extra, n);
+                    }
+                }
+            }
+        }
+        let def = names::OPENED;
+        out.header(def);
+        for (labels, c) in pairs {
+            out.sample(def.name, labels, &[], c.opened);
+        }
+        let def = names::FAILED;
+        out.header(def);
+        for (labels, c) in pairs {
+            out.sample(def.name, labels, &[("reason", "refused")], c.refused);
+            out.sample(def.name, labels, &[("reason", "unanswered")], c.unanswered);
+        }
+        let def = names::CLOSED;
+        out.header(def);
+        for (labels, c) in pairs {
+            for reason in CloseReason::ALL {
+                let n = c.closed[close_index(reason)];
+                out.sample(def.name, labels, &[("reason", reason.as_str())], n);
+            }
+        }
+        let def = names::ACTIVE;
+        out.header(def);
+        for (labels, c) in pairs {
+            out.sample(def.name, labels, &[], c.active);
+        }
+        let def = names::RETRANSMITTED_SEGMENTS;
+        out.header(def);
+        for (labels, c) in pairs {
+            for side in Side::BOTH {
+                let d = &c.dir[side.index()];
+                for (kind, n) in RETRANSMISSION_KINDS.iter().zip(d.retransmitted) {
+                    let extra = [("sender", side.as_str()), ("kind", kind)];
+                    out.sample(def.name, labels, &extra, n);
+                }
+            }
+        }
+        let analysis: [(Def, Field); 8] = [
+            (names::RETRANSMITTED_BYTES, |d| d.retransmitted_bytes),
+            (names::OUT_OF_ORDER, |d| d.out_of_order),
+            (names::DUPLICATE_ACKS, |d| d.duplicate_acks),
+            (names::LOST_SEGMENTS, |d| d.lost_segments),
+            (names::ZERO_WINDOW, |d| d.zero_window),
+            (names::ZERO_WINDOW_PROBES, |d| d.zero_window_probes),
+            (names::WINDOW_FULL, |d| d.window_full),
+            (names::KEEPALIVES, |d| d.keepalives),
+        ];
+        by_sender(out, pairs, &analysis);
+        let def = names::RTT;
+        out.header(def);
+        for (labels, h) in servers {
+            for leg in Side::BOTH {
+                let extra = [("leg", leg.as_str())];
+                out.histogram(def.name, labels, &extra, &RTT_BUCKETS, &h.rtt[leg.index()]);
+            }
+        }
+        let def = names::DURATION;
+        out.header(def);
+        for (labels, h) in servers {
+            out.histogram(def.name, labels, &[], &DURATION_BUCKETS, &h.duration);
+        }
+        let def = names::HANDSHAKE_RTT;
+        out.header(def);
+        for (labels, h) in servers {
+            for leg in Side::BOTH {
+                let extra = [("leg", leg.as_str())];
+                let hist = &h.handshake_rtt[leg.index()];
+                out.histogram(def.name, labels, &extra, &RTT_BUCKETS, hist);
+            }
+        }
+    }
+
+    fn write_long(&self, out: &mut Text, long: &[Long]) {
+        if self.long.is_none() {
+            return;
+        }
+        let def = names::LONG_AGE;
+        out.header(def);
+        for l in long {
+            out.sample(def.name, &l.labels, &[], Seconds(l.age));
+        }
+        let fields: [(Def, Field); 3] = [
+            (names::LONG_PAYLOAD_BYTES, |d| d.payload_bytes),
+            (names::LONG_PACKETS, |d| d.packets),
+            (names::LONG_RETRANSMITTED, |d| d.retransmissions()),
+        ];
+        for (def, field) in fields {
+            out.header(def);
+            for l in long {
                 for side in Side::BOTH {
-                    let d = &c.dir[side.index()];
-                    let sender = [("sender", side.as_str())];
-                    packets.with(&base, &sender, d.packets as f64);
-                    payload.with(&base, &sender, d.payload_bytes as f64);
-                    ip_bytes.with(&base, &sender, d.ip_bytes as f64);
-                    resets.with(&base, &sender, d.resets as f64);
-                    dont_fragment.with(&base, &sender, d.dont_fragment as f64);
-                    for (kind, n) in RETRANSMISSION_KINDS.iter().zip(d.retransmitted) {
-                        retransmitted.with(
-                            &base,
-                            &[("sender", side.as_str()), ("kind", kind)],
-                            n as f64,
-                        );
-                    }
-                    retransmitted_bytes.with(&base, &sender, d.retransmitted_bytes as f64);
-                    out_of_order.with(&base, &sender, d.out_of_order as f64);
-                    duplicate_acks.with(&base, &sender, d.duplicate_acks as f64);
-                    lost.with(&base, &sender, d.lost_segments as f64);
-                    zero_window.with(&base, &sender, d.zero_window as f64);
-                    zero_window_probes.with(&base, &sender, d.zero_window_probes as f64);
-                    window_full.with(&base, &sender, d.window_full as f64);
-                    keepalives.with(&base, &sender, d.keepalives as f64);
-                    for slot in 0..WSCALE_SLOTS {
-                        if d.syn_window_scale[slot] > 0 {
-                            let shift = shift_label(slot);
-                            wscale.with(
-                                &base,
-                                &[("sender", side.as_str()), ("shift", &shift)],
-                                d.syn_window_scale[slot] as f64,
-                            );
-                        }
-                    }
-                }
-                opened.add(base.clone(), c.opened as f64);
-                failed.with(&base, &[("reason", "refused")], c.refused as f64);
-                failed.with(&base, &[("reason", "unanswered")], c.unanswered as f64);
-                for reason in CloseReason::ALL {
-                    let n = c.closed[close_index(reason)] as f64;
-                    closed.with(&base, &[("reason", reason.as_str())], n);
-                }
-                active.add(base, c.active as f64);
-            }
-            for (key, h) in s.servers.iter() {
-                let base: Labels = vec![
-                    ("interface", iface.clone()),
-                    ("server", peer(key.server)),
-                    ("server_port", key.server_port.to_string()),
-                ];
-                if h.duration.count() > 0 {
-                    duration.add(base.clone(), &h.duration);
-                }
-                for leg in Side::BOTH {
-                    let mut labels = base.clone();
-                    labels.push(("leg", leg.as_str().to_string()));
-                    let h_rtt = &h.handshake_rtt[leg.index()];
-                    if h_rtt.count() > 0 {
-                        handshake.add(labels.clone(), h_rtt);
-                    }
-                    let d_rtt = &h.rtt[leg.index()];
-                    if d_rtt.count() > 0 {
-                        rtt.add(labels, d_rtt);
-                    }
+                    let v = field(&l.record.dir[side.index()]);
+                    out.sample(def.name, &l.labels, &[("sender", side.as_str())], v);
                 }
             }
-            capture_packets.add(at.clone(), s.capture.packets as f64);
-            capture_drops.with(&at, &[("stage", "kernel")], s.capture.kernel_drops as f64);
-            capture_drops.with(
-                &at,
+        }
+        let def = names::LONG_RTT;
+        out.header(def);
+        for l in long {
+            for leg in Side::BOTH {
+                let rtt = &l.record.rtt[leg.index()];
+                if rtt.count > 0 {
+                    let extra = [("leg", leg.as_str())];
+                    out.sample(def.name, &l.labels, &extra, Seconds(rtt.smoothed));
+                }
+            }
+        }
+    }
+
+    fn write_own(
+        &self,
+        out: &mut Text,
+        interfaces: &BTreeMap<Arc<str>, InterfaceStats>,
+        overflow: u64,
+        expired: u64,
+    ) {
+        let def = names::BUILD_INFO;
+        out.header(def);
+        let mut version = String::from("version=\"");
+        escape_into(&mut version, self.version);
+        version.push('"');
+        out.sample(def.name, &version, &[], 1);
+        let per_interface: Vec<(String, &InterfaceStats)> = interfaces
+            .iter()
+            .map(|(name, stats)| {
+                let mut l = String::from("interface=\"");
+                escape_into(&mut l, name);
+                l.push('"');
+                (l, stats)
+            })
+            .collect();
+        let def = names::CAPTURE_PACKETS;
+        out.header(def);
+        for (l, i) in &per_interface {
+            out.sample(def.name, l, &[], i.capture.packets);
+        }
+        let def = names::CAPTURE_DROPS;
+        out.header(def);
+        for (l, i) in &per_interface {
+            out.sample(
+                def.name,
+                l,
                 &[("stage", "interface")],
-                s.capture.interface_drops as f64,
+                i.capture.interface_drops,
             );
-            for kind in DecodeErrorKind::ALL {
-                let n = s.decode_errors[kind.index()] as f64;
-                decode_errors.with(&at, &[("reason", kind.as_str())], n);
+            out.sample(def.name, l, &[("stage", "kernel")], i.capture.kernel_drops);
+        }
+        let def = names::DECODE_ERRORS;
+        out.header(def);
+        for (l, i) in &per_interface {
+            let mut kinds: Vec<_> = DecodeErrorKind::ALL.iter().collect();
+            kinds.sort_by_key(|k| k.as_str());
+            for kind in kinds {
+                let n = i.decode_errors[kind.index()];
+                out.sample(def.name, l, &[("reason", kind.as_str())], n);
             }
-            flows.add(at.clone(), s.flows_tracked as f64);
-            evictions.with(
-                &at,
-                &[("reason", "idle_timeout")],
-                s.evictions.idle_timeout as f64,
-            );
-            evictions.with(
-                &at,
-                &[("reason", "table_full")],
-                s.evictions.table_full as f64,
-            );
-            // Unlabelled, as the contract names it: one total for the exporter.
-            overflow.add(Vec::new(), s.series_overflow as f64);
-            let entry = up.entry(iface).or_insert(true);
-            *entry &= s.interface_up;
         }
-        let mut interface_up = Scalars::new(names::INTERFACE_UP);
-        for (iface, is_up) in up {
-            interface_up.add(vec![("interface", iface)], is_up as u8 as f64);
+        let def = names::FLOWS_TRACKED;
+        out.header(def);
+        for (l, i) in &per_interface {
+            out.sample(def.name, l, &[], i.flows);
         }
-        vec![
-            packets.family(),
-            payload.family(),
-            ip_bytes.family(),
-            resets.family(),
-            dont_fragment.family(),
-            wscale.family(),
-            opened.family(),
-            failed.family(),
-            closed.family(),
-            active.family(),
-            retransmitted.family(),
-            retransmitted_bytes.family(),
-            out_of_order.family(),
-            duplicate_acks.family(),
-            lost.family(),
-            zero_window.family(),
-            zero_window_probes.family(),
-            window_full.family(),
-            keepalives.family(),
-            rtt.family(),
-            duration.family(),
-            handshake.family(),
-            build.family(),
-            capture_packets.family(),
-            capture_drops.family(),
-            decode_errors.family(),
-            flows.family(),
-            evictions.family(),
-            overflow.family(),
-            interface_up.family(),
-        ]
+        let def = names::FLOW_EVICTIONS;
+        out.header(def);
+        for (l, i) in &per_interface {
+            let e = i.evictions;
+            out.sample(def.name, l, &[("reason", "idle_timeout")], e.idle_timeout);
+            out.sample(def.name, l, &[("reason", "table_full")], e.table_full);
+        }
+        // Unlabelled, as the contract names it: one total for the exporter.
+        let def = names::SERIES_OVERFLOW;
+        out.header(def);
+        out.sample(def.name, "", &[], overflow);
+        let (own, folded) = self.budget.len();
+        let def = names::SERIES_TRACKED;
+        out.header(def);
+        out.sample(def.name, "", &[("kind", "folded")], folded);
+        out.sample(def.name, "", &[("kind", "own")], own);
+        let def = names::SERIES_EXPIRED;
+        out.header(def);
+        out.sample(def.name, "", &[], expired);
+        if let Some(long) = &self.long {
+            let def = names::LONG_CONNECTIONS;
+            out.header(def);
+            out.sample(def.name, "", &[], long.held());
+            let def = names::LONG_OVERFLOW;
+            out.header(def);
+            out.sample(def.name, "", &[], long.overflow.load(Ordering::Relaxed));
+        }
+        if let Some(log) = &self.flow_log {
+            let def = names::FLOW_LOG_RECORDS;
+            out.header(def);
+            out.sample(def.name, "", &[], log.written.load(Ordering::Relaxed));
+            let def = names::FLOW_LOG_DROPS;
+            out.header(def);
+            let full = log.queue_full.load(Ordering::Relaxed);
+            let errors = log.write_errors.load(Ordering::Relaxed);
+            out.sample(def.name, "", &[("reason", "queue_full")], full);
+            out.sample(def.name, "", &[("reason", "write_error")], errors);
+        }
+        let def = names::INTERFACE_UP;
+        out.header(def);
+        for (l, i) in &per_interface {
+            out.sample(def.name, l, &[], i.up as u8);
+        }
+    }
+}
+
+/// A counter of one direction's counts, and how to read it.
+type Field = fn(&DirCounters) -> u64;
+
+/// Families of per-direction counters: one sample per label set and sender.
+fn by_sender(out: &mut Text, pairs: &[(String, PairCounters)], families: &[(Def, Field)]) {
+    for (def, field) in families {
+        out.header(*def);
+        for (labels, c) in pairs {
+            for side in Side::BOTH {
+                let v = field(&c.dir[side.index()]);
+                out.sample(def.name, labels, &[("sender", side.as_str())], v);
+            }
+        }
+    }
+}
+
+/// The labels of a long-lived connection: always these five, whatever
+/// `--labels` says (it is one connection).
+fn long_labels(interface: &str, r: &ConnRecord) -> String {
+    let mut s = String::from("interface=\"");
+    escape_into(&mut s, interface);
+    let _ = write!(
+        s,
+        "\",client=\"{}\",client_port=\"{}\",server=\"{}\",server_port=\"{}\"",
+        r.client, r.client_port, r.server, r.server_port
+    );
+    s
+}
+
+/// Nanoseconds written as seconds.
+struct Seconds(Nanos);
+
+impl Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0 as f64 / 1e9)
+    }
+}
+
+/// The exposition being written.
+struct Text(String);
+
+impl Text {
+    fn header(&mut self, def: Def) {
+        let kind = match def.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let _ = write!(self.0, "# HELP {} ", def.name);
+        for c in def.help.chars() {
+            match c {
+                '\\' => self.0.push_str("\\\\"),
+                '\n' => self.0.push_str("\\n"),
+                c => self.0.push(c),
+            }
+        }
+        let _ = writeln!(self.0, "\n# TYPE {} {kind}", def.name);
+    }
+
+    /// `name{labels,extra...} value`; `labels` is a label string (may be
+    /// empty), `extra` values need no escaping.
+    fn sample(&mut self, name: &str, labels: &str, extra: &[(&str, &str)], value: impl Display) {
+        let s = &mut self.0;
+        s.push_str(name);
+        if !labels.is_empty() || !extra.is_empty() {
+            s.push('{');
+            s.push_str(labels);
+            let mut first = labels.is_empty();
+            for (k, v) in extra {
+                if !first {
+                    s.push(',');
+                }
+                first = false;
+                let _ = write!(s, "{k}=\"{v}\"");
+            }
+            s.push('}');
+        }
+        let _ = writeln!(s, " {value}");
+    }
+
+    /// A histogram series, unless it has no observation.
+    fn histogram<const N: usize>(
+        &mut self,
+        name: &str,
+        labels: &str,
+        extra: &[(&str, &str)],
+        bounds: &[f64; N],
+        h: &Histogram<N>,
+    ) {
+        if h.count() == 0 {
+            return;
+        }
+        let bucket = format!("{name}_bucket");
+        let les: Vec<String> = bounds.iter().map(f64::to_string).collect();
+        let mut cumulative = 0;
+        let mut with_le: Vec<(&str, &str)> = extra.to_vec();
+        for (le, count) in les.iter().zip(h.counts) {
+            cumulative += count;
+            with_le.push(("le", le));
+            self.sample(&bucket, labels, &with_le, cumulative);
+            with_le.pop();
+        }
+        with_le.push(("le", "+Inf"));
+        self.sample(&bucket, labels, &with_le, h.count());
+        self.sample(
+            &format!("{name}_sum"),
+            labels,
+            extra,
+            h.sum_nanos as f64 / 1e9,
+        );
+        self.sample(&format!("{name}_count"), labels, extra, h.count());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Orientation;
+
+    fn orient(client: &str, server: &str, port: u16) -> Orientation {
+        Orientation {
+            client: client.parse().unwrap(),
+            client_port: 40000,
+            server: server.parse().unwrap(),
+            server_port: port,
+        }
+    }
+
+    #[test]
+    fn shards_of_one_interface_merge_into_one_series() {
+        let config = ShardConfig::plain(100);
+        let exporter = Exporter::new("test", &config);
+        for _ in 0..2 {
+            let id = exporter.interface_id("eth0");
+            let mut shard = Shard::new("eth0".into(), id, config.clone());
+            shard.start_connection(&orient("10.0.0.1", "10.0.0.2", 80), 0);
+            exporter.add_shard(Arc::new(Mutex::new(shard)));
+        }
+        let text = exporter.render();
+        let active: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tcp_connections_active{"))
+            .collect();
+        assert_eq!(
+            active,
+            vec![
+                "tcp_connections_active{interface=\"eth0\",client=\"10.0.0.1\",server=\"10.0.0.2\",server_port=\"80\"} 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn labels_left_out_aggregate_and_port_names_and_families_show() {
+        use crate::metrics::labels::{LabelSet, PortNames};
+        let mut names = PortNames::default();
+        names.add_preset("istio");
+        let labels: LabelSet = "server,port_name,ip_family".parse().unwrap();
+        let config = ShardConfig {
+            labeler: Arc::new(Labeler::new(labels, vec![], &names)),
+            ..ShardConfig::plain(100)
+        };
+        let exporter = Exporter::new("test", &config);
+        let mut shard = Shard::new("eth0".into(), exporter.interface_id("eth0"), config);
+        shard.start_connection(&orient("10.0.0.1", "10.0.0.2", 15006), 0);
+        shard.start_connection(&orient("10.0.0.3", "10.0.0.2", 15006), 0);
+        shard.start_connection(&orient("10.0.0.3", "10.0.0.2", 8080), 0);
+        exporter.add_shard(Arc::new(Mutex::new(shard)));
+        let text = exporter.render();
+        let active: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tcp_connections_active{"))
+            .collect();
+        assert_eq!(
+            active,
+            vec![
+                "tcp_connections_active{server=\"10.0.0.2\",port_name=\"\",ip_family=\"ipv4\"} 1",
+                "tcp_connections_active{server=\"10.0.0.2\",port_name=\"envoy-inbound\",ip_family=\"ipv4\"} 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn help_and_type_come_before_each_family_once() {
+        let config = ShardConfig::plain(100);
+        let exporter = Exporter::new("test", &config);
+        let text = exporter.render();
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(types, helps);
+        assert!(text.contains("# TYPE tcp_packets_total counter\n"));
+        assert!(text.contains("tcp_exporter_build_info{version=\"test\"} 1\n"));
+        assert!(
+            !text.contains("tcp_long_connection"),
+            "off unless asked for"
+        );
     }
 }

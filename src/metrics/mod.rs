@@ -1,10 +1,18 @@
-//! Metrics: per-worker shards of plain counters (`shard`), the names and
-//! help texts of the contract (`names`), and the collector that turns shards
-//! into labelled Prometheus families when a scrape comes (`collector`).
+//! Metrics: how a connection's labels are made (`labels`), where series
+//! live and how many there may be (`series`), the counts themselves
+//! (`counters`), per-worker shards of them (`shard`), per-connection
+//! records for long-lived connections and the flow log (`conns`), the names
+//! and help texts of the contract (`names`), and the scrape that turns
+//! shards into the text exposition (`collector`).
 
 pub mod collector;
+pub mod conns;
+pub mod counters;
+pub mod labels;
 pub mod names;
+pub mod series;
 pub mod shard;
 
 pub use collector::Exporter;
-pub use shard::{SeriesIds, Shard, DEFAULT_MAX_SERIES};
+pub use series::{DEFAULT_MAX_SERIES, DEFAULT_SERIES_TTL_SECS};
+pub use shard::{SeriesIds, Shard, ShardConfig};

@@ -161,12 +161,68 @@ pub const FLOW_EVICTIONS: Def = def(
 pub const SERIES_OVERFLOW: Def = def(
     "tcp_exporter_series_overflow_total",
     Counter,
-    "Connections whose label set did not fit under --max-series (per interface) and were counted under client=\"other\", server=\"other\".",
+    "Connections whose label set did not fit under --max-series (label sets across the exporter) and were counted under client=\"other\", server=\"other\".",
+);
+pub const SERIES_TRACKED: Def = def(
+    "tcp_exporter_series_tracked",
+    Gauge,
+    "Label sets of the traffic metrics held now (kind=own: counted against --max-series; kind=folded: the client=\"other\", server=\"other\" series).",
+);
+pub const SERIES_EXPIRED: Def = def(
+    "tcp_exporter_series_expired_total",
+    Counter,
+    "Label sets removed from the output because all their connections had left and nothing changed in them for --series-ttl.",
+);
+pub const LONG_CONNECTIONS: Def = def(
+    "tcp_exporter_long_connections",
+    Gauge,
+    "Connections older than --long-connections shown now with their own tcp_long_connection_* series.",
+);
+pub const LONG_OVERFLOW: Def = def(
+    "tcp_exporter_long_connections_overflow_total",
+    Counter,
+    "Connections that became older than --long-connections while --max-long-connections were already shown, and got no series.",
+);
+pub const FLOW_LOG_RECORDS: Def = def(
+    "tcp_exporter_flow_log_records_total",
+    Counter,
+    "Flow-log records written (--flow-log).",
+);
+pub const FLOW_LOG_DROPS: Def = def(
+    "tcp_exporter_flow_log_drops_total",
+    Counter,
+    "Flow-log records lost (reason=queue_full: the writer was behind and its queue full; reason=write_error: writing failed, e.g. a full disk).",
 );
 pub const INTERFACE_UP: Def = def(
     "tcp_exporter_interface_up",
     Gauge,
     "1 while the capture on this interface runs, 0 when it failed.",
+);
+
+pub const LONG_AGE: Def = def(
+    "tcp_long_connection_age_seconds",
+    Gauge,
+    "Age of an open connection older than --long-connections, from its first segment seen.",
+);
+pub const LONG_PAYLOAD_BYTES: Def = def(
+    "tcp_long_connection_payload_bytes",
+    Gauge,
+    "TCP payload bytes a long-lived connection carried so far, by sender, retransmissions included.",
+);
+pub const LONG_PACKETS: Def = def(
+    "tcp_long_connection_packets",
+    Gauge,
+    "TCP segments of a long-lived connection so far, by sender.",
+);
+pub const LONG_RETRANSMITTED: Def = def(
+    "tcp_long_connection_retransmitted_segments",
+    Gauge,
+    "Retransmitted segments (every kind) of a long-lived connection so far, by sender.",
+);
+pub const LONG_RTT: Def = def(
+    "tcp_long_connection_rtt_seconds",
+    Gauge,
+    "Smoothed data round-trip time of a long-lived connection from the capture point (RFC 6298 weights), by leg, as in tcp_rtt_seconds; absent until a sample.",
 );
 
 /// Upper bounds of the RTT histogram buckets, in seconds: from tens of

@@ -1,98 +1,44 @@
 //! A worker's counters: plain integers, updated per segment by the worker
 //! that owns the shard, read by the collector when Prometheus scrapes.
 //!
-//! Series are found once per connection (when it starts) and then addressed
-//! by index, so the per-segment path is array arithmetic: no hashing of
-//! labels, no allocation, no formatting.
+//! Series are found once per connection (when it starts: labels chosen,
+//! addresses aggregated, the series cap consulted) and then addressed by
+//! index, so the per-segment path is array arithmetic: no hashing of
+//! labels, no allocation, no formatting. Housekeeping (series expiry,
+//! flow-log intervals, long connections) runs at most every
+//! `MAINTENANCE_INTERVAL` of capture time.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use ahash::RandomState;
-
 use crate::decode::{DecodeErrorKind, Segment};
-use crate::flow::{CloseReason, Flags, Lifecycle, Nanos, Orientation, Removal, Side, Step};
+use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Outcome, Removal};
 
+use super::conns::{ConnOptions, Conns, NO_CONN};
+use super::counters::{wscale_slot, DirCounters, Histogram, WSCALE_SLOTS};
+use super::labels::{Labeler, SeriesKey};
 use super::names::{DURATION_BUCKETS, RTT_BUCKETS};
+use super::series::{SeriesBudget, SeriesTable};
 
-/// Default `--max-series`: connection label sets (client, server,
-/// server_port) kept per interface before new ones fold into `other`.
-pub const DEFAULT_MAX_SERIES: usize = 10_000;
-/// Beyond the cap, folded series keep their server port as long as there
-/// are fewer than this many of them; then the port folds to 0 too, so the
-/// total stays bounded by `max_series + OVERFLOW_PORTS + 1`.
-pub const OVERFLOW_PORTS: usize = 256;
+/// How often, in capture time, a shard expires series and runs what its
+/// connection records have due.
+pub const MAINTENANCE_INTERVAL: Nanos = 100_000_000;
 
-/// An address label: a real address, or `other` for what the series cap
-/// folded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Peer {
-    Ip(IpAddr),
-    Other,
-}
-
-/// The labels of a connection's counters, the interface aside (a shard
-/// belongs to one interface).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PairKey {
-    pub client: Peer,
-    pub server: Peer,
-    pub server_port: u16,
-}
-
-/// The labels of a histogram series: histograms leave out the client, since
-/// their buckets multiply series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ServerKey {
-    pub server: Peer,
-    pub server_port: u16,
-}
-
-/// The series of one connection, as indices into its shard.
+/// The series of one connection, as an index into its shard (its
+/// histograms are the counter series' `histograms`), and its record
+/// (`NO_CONN` when records are off). 8 bytes of every flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeriesIds {
     pub pair: u32,
-    pub server: u32,
+    pub conn: u32,
 }
 
-/// Shift values 0..=14 and one slot for "no window-scale option".
-pub const WSCALE_SLOTS: usize = 16;
-pub const WSCALE_NONE: usize = 15;
-
-/// Counts of one direction (client to server, or back) of a series.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DirCounters {
-    pub packets: u64,
-    pub payload_bytes: u64,
-    pub ip_bytes: u64,
-    pub resets: u64,
-    pub dont_fragment: u64,
-    pub syn_window_scale: [u64; WSCALE_SLOTS],
-    /// By kind: [retransmission, fast_retransmission, spurious_retransmission].
-    pub retransmitted: [u64; 3],
-    pub retransmitted_bytes: u64,
-    pub out_of_order: u64,
-    pub duplicate_acks: u64,
-    pub lost_segments: u64,
-    pub zero_window: u64,
-    pub zero_window_probes: u64,
-    pub window_full: u64,
-    pub keepalives: u64,
-}
-
-/// The `kind` label values of tcp_retransmitted_segments_total, in the
-/// order of `DirCounters::retransmitted`.
-pub const RETRANSMISSION_KINDS: [&str; 3] = [
-    "retransmission",
-    "fast_retransmission",
-    "spurious_retransmission",
-];
-
-/// Counts of one (client, server, server_port) series.
+/// Counts of one label set.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PairCounters {
+    /// Indexed by sender: [client, server].
     pub dir: [DirCounters; 2],
+    /// Window-scale shifts offered in SYNs, by sender.
+    pub syn_window_scale: [[u64; WSCALE_SLOTS]; 2],
     pub opened: u64,
     pub refused: u64,
     pub unanswered: u64,
@@ -101,52 +47,32 @@ pub struct PairCounters {
     pub active: u64,
 }
 
-/// A histogram with fixed bucket bounds, in nanoseconds.
-#[derive(Clone, Copy, Debug)]
-pub struct Histogram<const N: usize> {
-    /// Non-cumulative counts; index N is the +Inf bucket.
-    pub counts: [u64; N],
-    pub overflow: u64,
-    pub sum_nanos: u128,
-}
-
-impl<const N: usize> Default for Histogram<N> {
-    fn default() -> Self {
-        Histogram {
-            counts: [0; N],
-            overflow: 0,
-            sum_nanos: 0,
+impl PairCounters {
+    /// Adds another series' counts into this one.
+    pub fn merge(&mut self, o: &PairCounters) {
+        for side in 0..2 {
+            self.dir[side].merge(&o.dir[side]);
+            for (a, b) in self.syn_window_scale[side]
+                .iter_mut()
+                .zip(o.syn_window_scale[side])
+            {
+                *a += b;
+            }
         }
-    }
-}
-
-impl<const N: usize> Histogram<N> {
-    fn observe(&mut self, bounds_nanos: &[u64; N], value: Nanos) {
-        self.sum_nanos += value as u128;
-        match bounds_nanos.iter().position(|&b| value <= b) {
-            Some(i) => self.counts[i] += 1,
-            None => self.overflow += 1,
-        }
-    }
-
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum::<u64>() + self.overflow
-    }
-
-    /// Adds another histogram's counts into this one.
-    pub fn merge(&mut self, other: &Self) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+        self.opened += o.opened;
+        self.refused += o.refused;
+        self.unanswered += o.unanswered;
+        for (a, b) in self.closed.iter_mut().zip(o.closed) {
             *a += b;
         }
-        self.overflow += other.overflow;
-        self.sum_nanos += other.sum_nanos;
+        self.active += o.active;
     }
 }
 
 pub type RttHistogram = Histogram<{ RTT_BUCKETS.len() }>;
 pub type DurationHistogram = Histogram<{ DURATION_BUCKETS.len() }>;
 
-/// Histograms of one (server, server_port) series.
+/// Histograms of one label set (without client).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerHistograms {
     /// Indexed by leg: [client, server].
@@ -154,6 +80,16 @@ pub struct ServerHistograms {
     /// Data RTT, indexed by leg.
     pub rtt: [RttHistogram; 2],
     pub duration: DurationHistogram,
+}
+
+impl ServerHistograms {
+    pub fn merge(&mut self, o: &ServerHistograms) {
+        for leg in 0..2 {
+            self.handshake_rtt[leg].merge(&o.handshake_rtt[leg]);
+            self.rtt[leg].merge(&o.rtt[leg]);
+        }
+        self.duration.merge(&o.duration);
+    }
 }
 
 /// Capture statistics of the interface, as its backend reports them.
@@ -173,57 +109,52 @@ pub struct Evictions {
     pub table_full: u64,
 }
 
-/// A table of series: a key's index never changes once given, so the flow
-/// table can hold it.
-pub struct SeriesTable<K, V> {
-    index: HashMap<K, u32, RandomState>,
-    entries: Vec<(K, V)>,
+/// What every shard of the exporter shares: how labels are made, the
+/// series cap, how long idle series live, and what connection records are
+/// for.
+#[derive(Clone)]
+pub struct ShardConfig {
+    pub labeler: Arc<Labeler>,
+    pub budget: Arc<SeriesBudget>,
+    pub series_ttl: Nanos,
+    pub conns: Option<ConnOptions>,
 }
 
-impl<K: Copy + Eq + std::hash::Hash, V: Default> SeriesTable<K, V> {
-    fn new() -> Self {
-        SeriesTable {
-            index: HashMap::with_hasher(RandomState::new()),
-            entries: Vec::new(),
+impl ShardConfig {
+    /// Default labels, `max_series` label sets, the default TTL, no
+    /// connection records.
+    pub fn plain(max_series: usize) -> ShardConfig {
+        ShardConfig {
+            labeler: Arc::new(Labeler::plain()),
+            budget: Arc::new(SeriesBudget::new(max_series)),
+            series_ttl: super::series::DEFAULT_SERIES_TTL_SECS * 1_000_000_000,
+            conns: None,
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    fn get(&self, key: &K) -> Option<u32> {
-        self.index.get(key).copied()
-    }
-
-    fn insert(&mut self, key: K) -> u32 {
-        let id = self.entries.len() as u32;
-        self.entries.push((key, V::default()));
-        self.index.insert(key, id);
-        id
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &(K, V)> {
-        self.entries.iter()
     }
 }
 
 /// Everything a scrape reads of one worker.
 pub struct Shard {
     pub interface: Arc<str>,
-    pub pairs: SeriesTable<PairKey, PairCounters>,
-    pub servers: SeriesTable<ServerKey, ServerHistograms>,
+    /// The interface's index in the exporter (the `interface` of its keys).
+    pub interface_id: u16,
+    pub pairs: SeriesTable<PairCounters>,
+    pub servers: SeriesTable<ServerHistograms>,
+    /// The histogram series of each counter series, by index; a counter
+    /// series holds its histogram series until it expires.
+    histograms: Vec<u32>,
+    pub conns: Option<Conns>,
     pub decode_errors: [u64; DecodeErrorKind::COUNT],
     pub capture: CaptureCounters,
     pub flows_tracked: u64,
     pub evictions: Evictions,
     pub series_overflow: u64,
+    pub series_expired: u64,
     pub interface_up: bool,
-    max_series: usize,
+    /// The latest capture time seen.
+    pub clock: Nanos,
+    next_maintenance: Nanos,
+    config: ShardConfig,
     rtt_bounds: [u64; RTT_BUCKETS.len()],
     duration_bounds: [u64; DURATION_BUCKETS.len()],
 }
@@ -233,132 +164,119 @@ fn nanos<const N: usize>(seconds: &[f64; N]) -> [u64; N] {
 }
 
 impl Shard {
-    pub fn new(interface: Arc<str>, max_series: usize) -> Shard {
+    pub fn new(interface: Arc<str>, interface_id: u16, config: ShardConfig) -> Shard {
+        let conns = config
+            .conns
+            .as_ref()
+            .filter(|c| c.enabled())
+            .map(|c| Conns::new(c.clone(), Arc::clone(&interface)));
         Shard {
             interface,
+            interface_id,
             pairs: SeriesTable::new(),
             servers: SeriesTable::new(),
+            histograms: Vec::new(),
+            conns,
             decode_errors: [0; DecodeErrorKind::COUNT],
             capture: CaptureCounters::default(),
             flows_tracked: 0,
             evictions: Evictions::default(),
             series_overflow: 0,
+            series_expired: 0,
             interface_up: false,
-            max_series: max_series.max(1),
+            clock: 0,
+            next_maintenance: 0,
+            config,
             rtt_bounds: nanos(&RTT_BUCKETS),
             duration_bounds: nanos(&DURATION_BUCKETS),
         }
     }
 
-    /// The series of a new connection, counted as active from now on. Label
-    /// sets beyond `--max-series` fold into `other`.
-    pub fn start_connection(&mut self, o: &Orientation) -> SeriesIds {
-        let key = PairKey {
-            client: Peer::Ip(o.client),
-            server: Peer::Ip(o.server),
-            server_port: o.server_port,
-        };
-        let (pair, folded) = match self.pairs.get(&key) {
-            Some(id) => (id, None),
-            None if self.pairs.len() < self.max_series => (self.pairs.insert(key), None),
+    pub fn labeler(&self) -> &Labeler {
+        &self.config.labeler
+    }
+
+    /// The series of a new connection first seen at `now`, counted as
+    /// active from now on. Label sets beyond `--max-series` fold into
+    /// `other`.
+    pub fn start_connection(&mut self, o: &Orientation, now: Nanos) -> SeriesIds {
+        let key = self.config.labeler.key(self.interface_id, o);
+        let pair = match self.pairs.get(&key) {
+            Some(id) => id,
             None => {
-                self.series_overflow += 1;
-                let port = if self.pairs.len() < self.max_series + OVERFLOW_PORTS {
-                    o.server_port
-                } else {
-                    0
-                };
-                let other = PairKey {
-                    client: Peer::Other,
-                    server: Peer::Other,
-                    server_port: port,
-                };
-                let id = self
-                    .pairs
-                    .get(&other)
-                    .unwrap_or_else(|| self.pairs.insert(other));
-                (id, Some(port))
+                let pairs = &self.pairs;
+                let (granted, folded) = self.config.budget.admit(key, |k| pairs.get(k).is_some());
+                if folded {
+                    self.series_overflow += 1;
+                }
+                match self.pairs.get(&granted) {
+                    Some(id) => id,
+                    None => self.new_pair(granted, now),
+                }
             }
         };
-        let server_key = match folded {
-            None => ServerKey {
-                server: Peer::Ip(o.server),
-                server_port: o.server_port,
-            },
-            Some(port) => ServerKey {
-                server: Peer::Other,
-                server_port: port,
-            },
+        self.pairs.hold(pair);
+        self.pairs.at(pair).value.active += 1;
+        let conn = match &mut self.conns {
+            Some(c) => c.start(o, now),
+            None => NO_CONN,
         };
-        let server = self
-            .servers
-            .get(&server_key)
-            .unwrap_or_else(|| self.servers.insert(server_key));
-        self.pairs.entries[pair as usize].1.active += 1;
-        SeriesIds { pair, server }
+        SeriesIds { pair, conn }
+    }
+
+    /// A new counter series, holding its histogram series.
+    fn new_pair(&mut self, key: SeriesKey, now: Nanos) -> u32 {
+        let pair = self.pairs.insert(key, now);
+        let server = self.servers.get_or_insert(key.histogram(), now);
+        self.servers.hold(server);
+        let i = pair as usize;
+        if self.histograms.len() <= i {
+            self.histograms.resize(i + 1, 0);
+        }
+        self.histograms[i] = server;
+        pair
     }
 
     /// Counts one segment of a connection, which stands for `segments` wire
-    /// segments (more than one for an offload super-packet: each carried
-    /// its own headers, and its own DF bit).
+    /// segments (more than one for an offload super-packet).
+    #[inline]
     pub fn on_segment(
         &mut self,
-        ids: SeriesIds,
-        sender: Side,
+        out: &Outcome<SeriesIds>,
         seg: &Segment,
         segments: u32,
-        step: &Step,
+        now: Nanos,
     ) {
-        let d = &mut self.pairs.entries[ids.pair as usize].1.dir[sender.index()];
-        let n = segments as u64;
-        let headers = seg.ip_len.saturating_sub(seg.payload_len) as u64;
-        d.packets += n;
-        d.payload_bytes += seg.payload_len as u64;
-        d.ip_bytes += seg.payload_len as u64 + headers * n;
-        d.resets += seg.flags.rst() as u64;
-        d.dont_fragment += seg.dont_fragment as u64 * n;
+        let ids = out.tag;
+        let sender = out.sender.index();
+        let step = &out.step;
+        let e = self.pairs.at(ids.pair);
+        e.last = now;
+        e.value.dir[sender].count(seg, segments, step.flags);
         if seg.flags.syn() {
-            let slot = match seg.options.window_scale {
-                // RFC 7323 2.3: a shift above 14 is used as 14.
-                Some(shift) => (shift as usize).min(14),
-                None => WSCALE_NONE,
-            };
-            d.syn_window_scale[slot] += 1;
-        }
-        let f = step.flags;
-        if f.0 != 0 {
-            let kind = if f.has(Flags::SPURIOUS_RETRANSMISSION) {
-                Some(2)
-            } else if f.has(Flags::FAST_RETRANSMISSION) {
-                Some(1)
-            } else if f.has(Flags::RETRANSMISSION) {
-                Some(0)
-            } else {
-                None
-            };
-            if let Some(kind) = kind {
-                d.retransmitted[kind] += 1;
-                d.retransmitted_bytes += seg.payload_len as u64;
-            }
-            d.out_of_order += f.has(Flags::OUT_OF_ORDER) as u64;
-            d.duplicate_acks += f.has(Flags::DUPLICATE_ACK) as u64;
-            d.lost_segments += f.has(Flags::LOST_SEGMENT) as u64;
-            d.zero_window += f.has(Flags::ZERO_WINDOW) as u64;
-            d.zero_window_probes += f.has(Flags::ZERO_WINDOW_PROBE) as u64;
-            d.window_full += f.has(Flags::WINDOW_FULL) as u64;
-            d.keepalives += f.has(Flags::KEEP_ALIVE) as u64;
+            e.value.syn_window_scale[sender][wscale_slot(seg.options.window_scale)] += 1;
         }
         if step.lifecycle.is_some()
             || step.handshake_rtt.is_some()
             || step.duration.is_some()
             || step.data_rtt.is_some()
         {
-            self.apply(ids, step);
+            self.apply(ids, step, now);
         }
+        if let Some(c) = &mut self.conns {
+            c.on_segment(ids.conn, out.sender, seg, segments, step, out.phase, now);
+        }
+        self.advance(now);
     }
 
-    /// Counts a flow that left the table.
-    pub fn on_removed(&mut self, ids: SeriesIds, removal: Removal, step: &Step) {
+    /// Counts a flow that left the table at `now`.
+    pub fn on_removed(
+        &mut self,
+        ids: SeriesIds,
+        removal: Removal,
+        step: &crate::flow::Step,
+        now: Nanos,
+    ) {
         match removal {
             Removal::Idle => self.evictions.idle_timeout += 1,
             Removal::Evicted => self.evictions.table_full += 1,
@@ -368,20 +286,59 @@ impl Shard {
             // Still alive as far as we know: no longer tracked, but not
             // counted as closed or failed either.
             if step.lifecycle.is_some() {
-                let p = &mut self.pairs.entries[ids.pair as usize].1;
+                let p = &mut self.pairs.at(ids.pair).value;
                 p.active = p.active.saturating_sub(1);
             }
-            return;
+        } else {
+            self.apply(ids, step, now);
         }
-        self.apply(ids, step);
+        if let Some(c) = &mut self.conns {
+            c.on_removed(ids.conn, removal, step, now);
+        }
+        self.pairs.release(ids.pair, now);
     }
 
     pub fn on_decode_error(&mut self, kind: DecodeErrorKind) {
         self.decode_errors[kind.index()] += 1;
     }
 
-    fn apply(&mut self, ids: SeriesIds, step: &Step) {
-        let p = &mut self.pairs.entries[ids.pair as usize].1;
+    /// Capture time passed: runs housekeeping when due.
+    #[inline]
+    pub fn advance(&mut self, now: Nanos) {
+        self.clock = self.clock.max(now);
+        if self.clock >= self.next_maintenance {
+            self.maintain();
+        }
+    }
+
+    #[cold]
+    fn maintain(&mut self) {
+        let now = self.clock;
+        self.next_maintenance = now + MAINTENANCE_INTERVAL;
+        let ttl = self.config.series_ttl;
+        let (budget, servers, histograms) =
+            (&self.config.budget, &mut self.servers, &self.histograms);
+        self.series_expired += self.pairs.expire(now, ttl, |id, key| {
+            budget.release(key);
+            servers.release(histograms[id as usize], now);
+        });
+        self.servers.expire(now, ttl, |_, _| {});
+        if let Some(c) = &mut self.conns {
+            c.maintain(now);
+        }
+    }
+
+    /// The capture stopped: the last flow-log records.
+    pub fn finish(&mut self) {
+        if let Some(c) = &mut self.conns {
+            c.finish(self.clock);
+        }
+    }
+
+    fn apply(&mut self, ids: SeriesIds, step: &crate::flow::Step, now: Nanos) {
+        let e = self.pairs.at(ids.pair);
+        e.last = e.last.max(now);
+        let p = &mut e.value;
         let ended = match step.lifecycle {
             None => false,
             Some(Lifecycle::Opened) => {
@@ -404,7 +361,12 @@ impl Shard {
         if ended {
             p.active = p.active.saturating_sub(1);
         }
-        let h = &mut self.servers.entries[ids.server as usize].1;
+        if step.handshake_rtt.is_none() && step.data_rtt.is_none() && step.duration.is_none() {
+            return;
+        }
+        let e = self.servers.at(self.histograms[ids.pair as usize]);
+        e.last = e.last.max(now);
+        let h = &mut e.value;
         if let Some((leg, rtt)) = step.handshake_rtt {
             h.handshake_rtt[leg.index()].observe(&self.rtt_bounds, rtt);
         }
@@ -428,72 +390,128 @@ pub fn close_index(reason: CloseReason) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::{Phase, Side, Step};
+    use crate::metrics::labels::Peer;
+    use crate::metrics::series::OVERFLOW_PORTS;
+
+    const SEC: Nanos = 1_000_000_000;
 
     fn orient(client: &str, server: &str, port: u16) -> Orientation {
         Orientation {
             client: client.parse().unwrap(),
+            client_port: 40000,
             server: server.parse().unwrap(),
             server_port: port,
         }
     }
 
+    fn shard(max_series: usize) -> Shard {
+        Shard::new("eth0".into(), 0, ShardConfig::plain(max_series))
+    }
+
+    fn ended(ids: SeriesIds, lifecycle: Lifecycle) -> (Outcome<SeriesIds>, Segment<'static>) {
+        let out = Outcome {
+            tag: ids,
+            sender: Side::Client,
+            step: Step {
+                lifecycle: Some(lifecycle),
+                ..Step::default()
+            },
+            phase: Phase::Closed,
+        };
+        let seg = crate::flow::test_segment(40000, 80, crate::decode::TcpFlags::RST, 1, 0);
+        (out, seg)
+    }
+
     #[test]
     fn same_labels_share_a_series() {
-        let mut s = Shard::new("eth0".into(), 10);
-        let a = s.start_connection(&orient("10.0.0.1", "10.0.0.2", 80));
-        let b = s.start_connection(&orient("10.0.0.1", "10.0.0.2", 80));
+        let mut s = shard(10);
+        let a = s.start_connection(&orient("10.0.0.1", "10.0.0.2", 80), 0);
+        let b = s.start_connection(&orient("10.0.0.1", "10.0.0.2", 80), 0);
         assert_eq!(a, b);
-        assert_eq!(s.pairs.entries[a.pair as usize].1.active, 2);
+        assert_eq!(s.pairs.at(a.pair).value.active, 2);
     }
 
     #[test]
     fn series_beyond_the_cap_fold_into_other_and_are_counted() {
-        let mut s = Shard::new("eth0".into(), 2);
-        s.start_connection(&orient("10.0.0.1", "10.0.0.9", 80));
-        s.start_connection(&orient("10.0.0.2", "10.0.0.9", 80));
-        let c = s.start_connection(&orient("10.0.0.3", "10.0.0.9", 80));
-        let d = s.start_connection(&orient("10.0.0.4", "10.0.0.9", 80));
+        let mut s = shard(2);
+        s.start_connection(&orient("10.0.0.1", "10.0.0.9", 80), 0);
+        s.start_connection(&orient("10.0.0.2", "10.0.0.9", 80), 0);
+        let c = s.start_connection(&orient("10.0.0.3", "10.0.0.9", 80), 0);
+        let d = s.start_connection(&orient("10.0.0.4", "10.0.0.9", 80), 0);
         assert_eq!(c, d);
         assert_eq!(s.series_overflow, 2);
-        let (key, counters) = &s.pairs.entries[c.pair as usize];
-        assert_eq!(key.client, Peer::Other);
-        assert_eq!(key.server, Peer::Other);
-        assert_eq!(counters.active, 2);
-        assert_eq!(s.servers.entries[c.server as usize].0.server, Peer::Other);
+        let e = s.pairs.at(c.pair);
+        assert_eq!((e.key.client, e.key.server), (Peer::Other, Peer::Other));
+        assert_eq!(e.value.active, 2);
+        let h = s.histograms[c.pair as usize];
+        assert_eq!(s.servers.at(h).key.server, Peer::Other);
+    }
+
+    #[test]
+    fn the_cap_is_shared_by_every_shard() {
+        let config = ShardConfig::plain(2);
+        let mut a = Shard::new("eth0".into(), 0, config.clone());
+        let mut b = Shard::new("eth0".into(), 0, config.clone());
+        a.start_connection(&orient("10.0.0.1", "10.0.0.9", 80), 0);
+        b.start_connection(&orient("10.0.0.1", "10.0.0.9", 80), 0);
+        b.start_connection(&orient("10.0.0.2", "10.0.0.9", 80), 0);
+        let folded = a.start_connection(&orient("10.0.0.3", "10.0.0.9", 80), 0);
+        assert_eq!(a.pairs.at(folded.pair).key.client, Peer::Other);
+        assert_eq!(config.budget.len(), (2, 1));
     }
 
     #[test]
     fn folded_ports_are_bounded_too() {
-        let mut s = Shard::new("eth0".into(), 1);
+        let mut s = shard(1);
         for port in 1..=(OVERFLOW_PORTS as u16 + 100) {
-            s.start_connection(&orient("10.0.0.1", "10.0.0.9", port));
+            s.start_connection(&orient("10.0.0.1", "10.0.0.9", port), 0);
         }
         assert!(s.pairs.len() <= 1 + OVERFLOW_PORTS + 1);
     }
 
     #[test]
-    fn histogram_puts_values_in_the_first_bucket_that_holds_them() {
-        let bounds = [10u64, 100, 1000];
-        let mut h = Histogram::<3>::default();
-        for v in [0, 10, 11, 1000, 1001] {
-            h.observe(&bounds, v);
-        }
-        assert_eq!(h.counts, [2, 1, 1]);
-        assert_eq!(h.overflow, 1);
-        assert_eq!(h.count(), 5);
-        assert_eq!(h.sum_nanos, 2022);
-    }
-
-    #[test]
     fn ended_connections_leave_the_active_gauge() {
-        let mut s = Shard::new("eth0".into(), 10);
-        let ids = s.start_connection(&orient("10.0.0.1", "10.0.0.2", 80));
+        let mut s = shard(10);
+        let ids = s.start_connection(&orient("10.0.0.1", "10.0.0.2", 80), 0);
         let step = Step {
             lifecycle: Some(Lifecycle::Refused),
             ..Step::default()
         };
-        s.on_removed(ids, Removal::Superseded, &step);
-        let p = &s.pairs.entries[ids.pair as usize].1;
+        s.on_removed(ids, Removal::Superseded, &step, 0);
+        let p = &s.pairs.at(ids.pair).value;
         assert_eq!((p.active, p.refused), (0, 1));
+    }
+
+    #[test]
+    fn series_expire_after_their_flows_leave_and_the_ttl_passes_freeing_the_cap() {
+        let mut config = ShardConfig::plain(1);
+        config.series_ttl = 60 * SEC;
+        let mut s = Shard::new("eth0".into(), 0, config.clone());
+        let a = s.start_connection(&orient("10.0.0.1", "10.0.0.2", 80), 0);
+        let (out, seg) = ended(a, Lifecycle::Closed(CloseReason::Rst));
+        s.on_segment(&out, &seg, 1, SEC);
+        s.advance(50 * SEC);
+        assert_eq!(
+            s.pairs.len(),
+            1,
+            "its flow is still in the table (lingering)"
+        );
+        s.on_removed(a, Removal::Released, &Step::default(), 11 * SEC);
+        s.advance(70 * SEC);
+        assert_eq!(s.pairs.len(), 1, "changed at 11 s: not yet");
+        s.advance(71 * SEC + MAINTENANCE_INTERVAL);
+        assert_eq!(s.pairs.len(), 0);
+        assert_eq!(s.servers.len(), 1, "the histograms were let go of only now");
+        s.advance(131 * SEC + 2 * MAINTENANCE_INTERVAL);
+        assert_eq!(s.servers.len(), 0);
+        assert_eq!(s.series_expired, 1);
+        assert_eq!(config.budget.len(), (0, 0));
+        let b = s.start_connection(&orient("10.0.0.7", "10.0.0.2", 80), 72 * SEC);
+        assert_eq!(
+            s.pairs.at(b.pair).key.client,
+            Peer::Ip("10.0.0.7".parse().unwrap()),
+            "room again under the cap"
+        );
     }
 }

@@ -1,0 +1,660 @@
+//! Per-connection records, kept only when `--long-connections` or
+//! `--flow-log` asks for them (otherwise a connection costs nothing here).
+//!
+//! A record holds what one connection added to its series, counted by the
+//! same code as the series (`DirCounters::count`), plus its endpoints, start,
+//! state, RTT statistics and window scales. From the records come the
+//! flow-log events (open, every interval, close) and the series of
+//! long-lived connections. Both run on the capture clock: a due time is
+//! checked in FIFO queues (every connection has the same interval and age,
+//! so due times arrive in order), never by scanning every connection.
+//!
+//! Flow-log events go to the writer thread (`crate::flowlog`) through a
+//! bounded queue; a full queue drops the event and counts it. Capture never
+//! waits for the disk.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+
+use crate::decode::Segment;
+use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Phase, Removal, Side, Step};
+
+use super::counters::DirCounters;
+
+/// No record: the tag of a connection when records are off.
+pub const NO_CONN: u32 = u32::MAX;
+
+/// Flow-log events waiting for the writer, at most. About 500 bytes each.
+pub const FLOW_LOG_QUEUE: usize = 16_384;
+/// Default `--flow-log-interval`, in seconds.
+pub const DEFAULT_FLOW_LOG_INTERVAL_SECS: u64 = 5;
+/// Default `--max-long-connections`.
+pub const DEFAULT_MAX_LONG_CONNECTIONS: usize = 1_000;
+
+/// What a flow-log record reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The first segment of a connection.
+    Open,
+    /// Every `--flow-log-interval` while the connection is open, and once
+    /// for each open connection when the capture stops.
+    Update,
+    /// The connection left the flow table (after its close's linger, or
+    /// idle, or evicted).
+    Close,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Open => "open",
+            EventKind::Update => "update",
+            EventKind::Close => "close",
+        }
+    }
+}
+
+/// How a connection ended, for the flow log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Fin,
+    Rst,
+    Timeout,
+    Refused,
+    Unanswered,
+    /// Dropped from a full flow table while still open.
+    Evicted,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Fin => "fin",
+            EndReason::Rst => "rst",
+            EndReason::Timeout => "timeout",
+            EndReason::Refused => "refused",
+            EndReason::Unanswered => "unanswered",
+            EndReason::Evicted => "evicted",
+        }
+    }
+
+    fn of(lifecycle: Lifecycle) -> Option<EndReason> {
+        match lifecycle {
+            Lifecycle::Opened => None,
+            Lifecycle::Refused => Some(EndReason::Refused),
+            Lifecycle::Unanswered => Some(EndReason::Unanswered),
+            Lifecycle::Closed(CloseReason::Fin) => Some(EndReason::Fin),
+            Lifecycle::Closed(CloseReason::Rst) => Some(EndReason::Rst),
+            Lifecycle::Closed(CloseReason::Timeout) => Some(EndReason::Timeout),
+        }
+    }
+}
+
+/// RTT samples of one leg.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttStats {
+    pub count: u32,
+    pub min: Nanos,
+    pub sum: Nanos,
+    pub last: Nanos,
+    /// Smoothed as TCP does (RFC 6298: 7/8 old, 1/8 new).
+    pub smoothed: Nanos,
+}
+
+impl RttStats {
+    pub fn observe(&mut self, rtt: Nanos) {
+        if self.count == 0 {
+            self.min = rtt;
+            self.smoothed = rtt;
+        } else {
+            self.min = self.min.min(rtt);
+            self.smoothed = (self.smoothed * 7 + rtt) / 8;
+        }
+        self.count += 1;
+        self.sum = self.sum.saturating_add(rtt);
+        self.last = rtt;
+    }
+
+    pub fn mean(&self) -> Option<Nanos> {
+        (self.count > 0).then(|| self.sum / self.count as Nanos)
+    }
+}
+
+/// Window-scale shift each side offered in its SYN: 0..=14, or one of these.
+pub const WSCALE_UNSEEN: u8 = 0xff;
+pub const WSCALE_NOT_OFFERED: u8 = 0xfe;
+
+/// One connection, as the flow log and the long-connection series see it.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnRecord {
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub server: IpAddr,
+    pub server_port: u16,
+    /// Capture time of its first segment.
+    pub start: Nanos,
+    /// Capture time of its last segment.
+    pub last: Nanos,
+    pub phase: Phase,
+    /// How and when it ended, once it has.
+    pub end: Option<(EndReason, Nanos)>,
+    /// Indexed by sender: [client, server].
+    pub dir: [DirCounters; 2],
+    /// Indexed by sender; see `WSCALE_UNSEEN`.
+    pub window_scale: [u8; 2],
+    /// Data RTT, indexed by leg: [client, server].
+    pub rtt: [RttStats; 2],
+    /// Handshake RTT, indexed by leg.
+    pub handshake_rtt: [Option<Nanos>; 2],
+    generation: u32,
+    live: bool,
+    announced: bool,
+    long: bool,
+}
+
+impl ConnRecord {
+    fn new(o: &Orientation, now: Nanos, generation: u32) -> ConnRecord {
+        ConnRecord {
+            client: o.client,
+            client_port: o.client_port,
+            server: o.server,
+            server_port: o.server_port,
+            start: now,
+            last: now,
+            phase: Phase::Midstream,
+            end: None,
+            dir: [DirCounters::default(); 2],
+            window_scale: [WSCALE_UNSEEN; 2],
+            rtt: [RttStats::default(); 2],
+            handshake_rtt: [None; 2],
+            generation,
+            live: true,
+            announced: false,
+            long: false,
+        }
+    }
+
+    /// Whether it is still open (not closed, not ended).
+    pub fn is_open(&self) -> bool {
+        self.end.is_none() && self.phase != Phase::Closed
+    }
+}
+
+/// A flow-log event, for the writer.
+#[derive(Clone, Debug)]
+pub struct FlowEvent {
+    pub kind: EventKind,
+    /// Capture time the event is about.
+    pub at: Nanos,
+    pub interface: Arc<str>,
+    pub record: ConnRecord,
+}
+
+/// What became of flow-log records: counted by the workers (a full queue)
+/// and by the writer, read by the scrape.
+#[derive(Debug, Default)]
+pub struct FlowLogStats {
+    pub written: AtomicU64,
+    /// Dropped because the queue to the writer was full.
+    pub queue_full: AtomicU64,
+    /// Lost because writing them failed (a full disk, a closed pipe).
+    pub write_errors: AtomicU64,
+}
+
+/// The sending side of the flow log's queue.
+#[derive(Clone)]
+pub struct FlowLogSink {
+    tx: SyncSender<Box<FlowEvent>>,
+    pub stats: Arc<FlowLogStats>,
+}
+
+impl FlowLogSink {
+    pub fn new(tx: SyncSender<Box<FlowEvent>>, stats: Arc<FlowLogStats>) -> FlowLogSink {
+        FlowLogSink { tx, stats }
+    }
+
+    fn send(&self, event: FlowEvent) {
+        match self.tx.try_send(Box::new(event)) {
+            Ok(()) => {}
+            // The writer is gone only when the exporter stops: count it
+            // as a drop all the same, nothing is lost silently.
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The exporter-wide cap on long-connection series (`--max-long-connections`).
+pub struct LongBudget {
+    max: usize,
+    held: AtomicUsize,
+    /// Connections old enough that found the cap full.
+    pub overflow: AtomicU64,
+}
+
+impl LongBudget {
+    pub fn new(max: usize) -> LongBudget {
+        LongBudget {
+            max,
+            held: AtomicUsize::new(0),
+            overflow: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Long-connection series shown now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// What the records are for.
+#[derive(Clone)]
+pub struct ConnOptions {
+    /// `--long-connections`: the age from which a connection gets series.
+    pub long_age: Option<Nanos>,
+    pub long_budget: Arc<LongBudget>,
+    /// `--flow-log`.
+    pub log: Option<FlowLogSink>,
+    pub log_interval: Nanos,
+}
+
+impl ConnOptions {
+    pub fn enabled(&self) -> bool {
+        self.long_age.is_some() || self.log.is_some()
+    }
+}
+
+/// A due time in a queue: (due, record, generation of the record).
+type Due = (Nanos, u32, u32);
+
+/// One worker's connection records. At most one per flow in its flow
+/// table, so bounded by `--max-flows`.
+pub struct Conns {
+    records: Vec<ConnRecord>,
+    free: Vec<u32>,
+    reports: VecDeque<Due>,
+    promotions: VecDeque<Due>,
+    opts: ConnOptions,
+    interface: Arc<str>,
+    finished: bool,
+}
+
+impl Conns {
+    pub fn new(opts: ConnOptions, interface: Arc<str>) -> Conns {
+        Conns {
+            records: Vec::new(),
+            free: Vec::new(),
+            reports: VecDeque::new(),
+            promotions: VecDeque::new(),
+            opts,
+            interface,
+            finished: false,
+        }
+    }
+
+    /// A record for a new connection.
+    pub fn start(&mut self, o: &Orientation, now: Nanos) -> u32 {
+        let id = match self.free.pop() {
+            Some(id) => {
+                let generation = self.records[id as usize].generation.wrapping_add(1);
+                self.records[id as usize] = ConnRecord::new(o, now, generation);
+                id
+            }
+            None => {
+                self.records.push(ConnRecord::new(o, now, 0));
+                (self.records.len() - 1) as u32
+            }
+        };
+        let generation = self.records[id as usize].generation;
+        if self.opts.log.is_some() {
+            self.reports
+                .push_back((now + self.opts.log_interval, id, generation));
+        }
+        if let Some(age) = self.opts.long_age {
+            self.promotions.push_back((now + age, id, generation));
+        }
+        id
+    }
+
+    /// Counts one segment into the record, as the series counted it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_segment(
+        &mut self,
+        id: u32,
+        sender: Side,
+        seg: &Segment,
+        segments: u32,
+        step: &Step,
+        phase: Phase,
+        now: Nanos,
+    ) {
+        let Some(r) = self.records.get_mut(id as usize) else {
+            return;
+        };
+        r.dir[sender.index()].count(seg, segments, step.flags);
+        r.last = r.last.max(now);
+        r.phase = phase;
+        if seg.flags.syn() {
+            r.window_scale[sender.index()] = match seg.options.window_scale {
+                Some(shift) => shift.min(14),
+                None => WSCALE_NOT_OFFERED,
+            };
+        }
+        if let Some((leg, rtt)) = step.data_rtt {
+            r.rtt[leg.index()].observe(rtt);
+        }
+        if let Some((leg, rtt)) = step.handshake_rtt {
+            r.handshake_rtt[leg.index()] = Some(rtt);
+        }
+        if let Some(reason) = step.lifecycle.and_then(EndReason::of) {
+            self.end(id, reason, now);
+        }
+        let r = &mut self.records[id as usize];
+        if !r.announced {
+            r.announced = true;
+            let record = *r;
+            self.emit(EventKind::Open, now, record);
+        }
+    }
+
+    fn end(&mut self, id: u32, reason: EndReason, now: Nanos) {
+        let r = &mut self.records[id as usize];
+        if r.end.is_none() {
+            r.end = Some((reason, now));
+        }
+        if r.long {
+            r.long = false;
+            self.opts.long_budget.give_back();
+        }
+    }
+
+    /// The connection's flow left the table: its close record.
+    pub fn on_removed(&mut self, id: u32, removal: Removal, step: &Step, now: Nanos) {
+        if self.records.get(id as usize).is_none_or(|r| !r.live) {
+            return;
+        }
+        let reason = match removal {
+            Removal::Evicted if self.records[id as usize].is_open() => Some(EndReason::Evicted),
+            _ => step.lifecycle.and_then(EndReason::of),
+        };
+        self.end(id, reason.unwrap_or(EndReason::Timeout), now);
+        let record = self.records[id as usize];
+        self.emit(EventKind::Close, now, record);
+        self.records[id as usize].live = false;
+        self.free.push(id);
+    }
+
+    /// Runs what is due at capture time `now`: interval records, and
+    /// connections that became long.
+    pub fn maintain(&mut self, now: Nanos) {
+        while let Some(&(due, id, generation)) = self.reports.front() {
+            if due > now {
+                break;
+            }
+            self.reports.pop_front();
+            let r = self.records[id as usize];
+            if r.live && r.generation == generation && r.is_open() {
+                self.emit(EventKind::Update, now, r);
+                // From now, not from the due time: due times stay in order.
+                self.reports
+                    .push_back((now + self.opts.log_interval, id, generation));
+            }
+        }
+        while let Some(&(due, id, generation)) = self.promotions.front() {
+            if due > now {
+                break;
+            }
+            self.promotions.pop_front();
+            let r = &mut self.records[id as usize];
+            if !(r.live && r.generation == generation && r.is_open()) {
+                continue;
+            }
+            if self.opts.long_budget.take() {
+                r.long = true;
+            } else {
+                self.opts
+                    .long_budget
+                    .overflow
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The capture stopped: a last record for every connection still
+    /// tracked (an update for open ones, the close of closed ones, whose
+    /// linger will not end now). The records stay, so that the final scrape
+    /// still shows long-lived connections; nothing is logged after this.
+    pub fn finish(&mut self, now: Nanos) {
+        for r in self.records.iter().filter(|r| r.live) {
+            let kind = if r.is_open() {
+                EventKind::Update
+            } else {
+                EventKind::Close
+            };
+            self.emit(kind, now, *r);
+        }
+        self.finished = true;
+        // The writer stops once every worker has let go of its sink.
+        self.opts.log = None;
+        self.reports.clear();
+        self.promotions.clear();
+    }
+
+    /// Connections shown as long-lived now.
+    pub fn long(&self) -> impl Iterator<Item = &ConnRecord> {
+        self.records.iter().filter(|r| r.live && r.long)
+    }
+
+    /// Records held now.
+    pub fn len(&self) -> usize {
+        self.records.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn emit(&self, kind: EventKind, at: Nanos, record: ConnRecord) {
+        if self.finished {
+            return;
+        }
+        if let Some(sink) = &self.opts.log {
+            sink.send(FlowEvent {
+                kind,
+                at,
+                interface: Arc::clone(&self.interface),
+                record,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpFlags;
+    use crate::flow::{Flags, Lifecycle};
+    use std::sync::mpsc::{sync_channel, Receiver};
+
+    const SEC: Nanos = 1_000_000_000;
+
+    fn orient() -> Orientation {
+        Orientation {
+            client: [10, 0, 0, 1].into(),
+            client_port: 40000,
+            server: [10, 0, 0, 2].into(),
+            server_port: 80,
+        }
+    }
+
+    fn conns(
+        long_age: Option<Nanos>,
+        max_long: usize,
+        queue: usize,
+    ) -> (Conns, Receiver<Box<FlowEvent>>) {
+        let (tx, rx) = sync_channel(queue);
+        let opts = ConnOptions {
+            long_age,
+            long_budget: Arc::new(LongBudget::new(max_long)),
+            log: Some(FlowLogSink::new(tx, Arc::default())),
+            log_interval: 5 * SEC,
+        };
+        (Conns::new(opts, "eth0".into()), rx)
+    }
+
+    fn data_segment() -> Segment<'static> {
+        let mut s = crate::flow::test_segment(40000, 80, TcpFlags::ACK, 1, 1);
+        s.payload_len = 100;
+        s.ip_len = 152;
+        s
+    }
+
+    fn kinds(rx: &Receiver<Box<FlowEvent>>) -> Vec<(EventKind, Nanos)> {
+        rx.try_iter().map(|e| (e.kind, e.at)).collect()
+    }
+
+    #[test]
+    fn a_connection_logs_open_then_every_interval_then_close() {
+        let (mut c, rx) = conns(None, 0, 100);
+        let id = c.start(&orient(), 0);
+        let step = Step::default();
+        c.on_segment(
+            id,
+            Side::Client,
+            &data_segment(),
+            1,
+            &step,
+            Phase::Established,
+            0,
+        );
+        c.on_segment(
+            id,
+            Side::Client,
+            &data_segment(),
+            1,
+            &step,
+            Phase::Established,
+            SEC,
+        );
+        c.maintain(4 * SEC);
+        c.maintain(5 * SEC);
+        c.maintain(9 * SEC);
+        c.maintain(10 * SEC);
+        let fin = Step {
+            lifecycle: Some(Lifecycle::Closed(CloseReason::Fin)),
+            ..Step::default()
+        };
+        c.on_segment(
+            id,
+            Side::Server,
+            &data_segment(),
+            1,
+            &fin,
+            Phase::Closed,
+            11 * SEC,
+        );
+        c.maintain(16 * SEC);
+        c.on_removed(id, Removal::Released, &Step::default(), 21 * SEC);
+        let events: Vec<_> = rx.try_iter().collect();
+        let got: Vec<_> = events.iter().map(|e| (e.kind, e.at)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (EventKind::Open, 0),
+                (EventKind::Update, 5 * SEC),
+                (EventKind::Update, 10 * SEC),
+                (EventKind::Close, 21 * SEC),
+            ]
+        );
+        let last = &events[3].record;
+        assert_eq!(last.end, Some((EndReason::Fin, 11 * SEC)));
+        assert_eq!(last.dir[0].packets, 2);
+        assert_eq!(last.dir[1].payload_bytes, 100);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_events_and_counts_them() {
+        let (mut c, rx) = conns(None, 0, 1);
+        for _ in 0..3 {
+            let id = c.start(&orient(), 0);
+            c.on_segment(
+                id,
+                Side::Client,
+                &data_segment(),
+                1,
+                &Step::default(),
+                Phase::Established,
+                0,
+            );
+        }
+        assert_eq!(kinds(&rx).len(), 1);
+        let dropped = c
+            .opts
+            .log
+            .as_ref()
+            .unwrap()
+            .stats
+            .queue_full
+            .load(Ordering::Relaxed);
+        assert_eq!(dropped, 2);
+    }
+
+    #[test]
+    fn connections_become_long_at_their_age_within_the_cap_and_leave_when_closed() {
+        let (mut c, _rx) = conns(Some(30 * SEC), 1, 100);
+        let a = c.start(&orient(), 0);
+        let b = c.start(&orient(), SEC);
+        c.maintain(29 * SEC);
+        assert_eq!(c.long().count(), 0);
+        c.maintain(31 * SEC);
+        assert_eq!(c.long().count(), 1, "the cap is 1");
+        assert_eq!(c.opts.long_budget.overflow.load(Ordering::Relaxed), 1);
+        assert_eq!(c.long().next().unwrap().start, 0, "the older one");
+        let rst = Step {
+            lifecycle: Some(Lifecycle::Closed(CloseReason::Rst)),
+            flags: Flags::default(),
+            ..Step::default()
+        };
+        c.on_segment(
+            a,
+            Side::Client,
+            &data_segment(),
+            1,
+            &rst,
+            Phase::Closed,
+            32 * SEC,
+        );
+        assert_eq!(c.long().count(), 0, "closed: its series go");
+        assert_eq!(c.opts.long_budget.held(), 0);
+        c.on_removed(b, Removal::Evicted, &Step::default(), 33 * SEC);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn rtt_stats_keep_min_mean_last_and_a_smoothed_value() {
+        let mut r = RttStats::default();
+        for v in [800, 1600, 800] {
+            r.observe(v);
+        }
+        assert_eq!((r.min, r.last, r.count), (800, 800, 3));
+        assert_eq!(r.mean(), Some(1066));
+        assert_eq!(r.smoothed, ((800 * 7 + 1600) / 8 * 7 + 800) / 8);
+    }
+}

@@ -1,0 +1,179 @@
+//! The counts themselves: what one direction of traffic adds up to, and
+//! fixed-bucket histograms. A series and a connection's record count with
+//! the same code (`DirCounters::count`), so the flow log and the metrics
+//! cannot drift apart.
+
+use crate::decode::Segment;
+use crate::flow::{Flags, Nanos};
+
+/// Counts of one direction (client to server, or back).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirCounters {
+    pub packets: u64,
+    pub payload_bytes: u64,
+    pub ip_bytes: u64,
+    pub resets: u64,
+    pub dont_fragment: u64,
+    /// By kind: [retransmission, fast_retransmission, spurious_retransmission].
+    pub retransmitted: [u64; 3],
+    pub retransmitted_bytes: u64,
+    pub out_of_order: u64,
+    pub duplicate_acks: u64,
+    pub lost_segments: u64,
+    pub zero_window: u64,
+    pub zero_window_probes: u64,
+    pub window_full: u64,
+    pub keepalives: u64,
+}
+
+/// The `kind` label values of tcp_retransmitted_segments_total, in the
+/// order of `DirCounters::retransmitted`.
+pub const RETRANSMISSION_KINDS: [&str; 3] = [
+    "retransmission",
+    "fast_retransmission",
+    "spurious_retransmission",
+];
+
+impl DirCounters {
+    /// Counts one segment that stands for `segments` wire segments (more
+    /// than one for an offload super-packet: each carried its own headers,
+    /// and its own DF bit), with the analysis flags `f` it got.
+    #[inline]
+    pub fn count(&mut self, seg: &Segment, segments: u32, f: Flags) {
+        let n = segments as u64;
+        let headers = seg.ip_len.saturating_sub(seg.payload_len) as u64;
+        self.packets += n;
+        self.payload_bytes += seg.payload_len as u64;
+        self.ip_bytes += seg.payload_len as u64 + headers * n;
+        self.resets += seg.flags.rst() as u64;
+        self.dont_fragment += seg.dont_fragment as u64 * n;
+        if f.0 == 0 {
+            return;
+        }
+        let kind = if f.has(Flags::SPURIOUS_RETRANSMISSION) {
+            Some(2)
+        } else if f.has(Flags::FAST_RETRANSMISSION) {
+            Some(1)
+        } else if f.has(Flags::RETRANSMISSION) {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            self.retransmitted[kind] += 1;
+            self.retransmitted_bytes += seg.payload_len as u64;
+        }
+        self.out_of_order += f.has(Flags::OUT_OF_ORDER) as u64;
+        self.duplicate_acks += f.has(Flags::DUPLICATE_ACK) as u64;
+        self.lost_segments += f.has(Flags::LOST_SEGMENT) as u64;
+        self.zero_window += f.has(Flags::ZERO_WINDOW) as u64;
+        self.zero_window_probes += f.has(Flags::ZERO_WINDOW_PROBE) as u64;
+        self.window_full += f.has(Flags::WINDOW_FULL) as u64;
+        self.keepalives += f.has(Flags::KEEP_ALIVE) as u64;
+    }
+
+    /// Adds another direction's counts into this one.
+    pub fn merge(&mut self, o: &DirCounters) {
+        self.packets += o.packets;
+        self.payload_bytes += o.payload_bytes;
+        self.ip_bytes += o.ip_bytes;
+        self.resets += o.resets;
+        self.dont_fragment += o.dont_fragment;
+        for (a, b) in self.retransmitted.iter_mut().zip(o.retransmitted) {
+            *a += b;
+        }
+        self.retransmitted_bytes += o.retransmitted_bytes;
+        self.out_of_order += o.out_of_order;
+        self.duplicate_acks += o.duplicate_acks;
+        self.lost_segments += o.lost_segments;
+        self.zero_window += o.zero_window;
+        self.zero_window_probes += o.zero_window_probes;
+        self.window_full += o.window_full;
+        self.keepalives += o.keepalives;
+    }
+
+    /// Retransmitted segments of every kind.
+    pub fn retransmissions(&self) -> u64 {
+        self.retransmitted.iter().sum()
+    }
+}
+
+/// Shift values 0..=14 and one slot for "no window-scale option".
+pub const WSCALE_SLOTS: usize = 16;
+pub const WSCALE_NONE: usize = 15;
+
+/// The slot of the window-scale option a SYN carried: RFC 7323 2.3, a
+/// shift above 14 is used as 14.
+pub fn wscale_slot(shift: Option<u8>) -> usize {
+    match shift {
+        Some(shift) => (shift as usize).min(14),
+        None => WSCALE_NONE,
+    }
+}
+
+/// A histogram with fixed bucket bounds, in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Histogram<const N: usize> {
+    /// Non-cumulative counts; index N is the +Inf bucket.
+    pub counts: [u64; N],
+    pub overflow: u64,
+    pub sum_nanos: u128,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            counts: [0; N],
+            overflow: 0,
+            sum_nanos: 0,
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    pub fn observe(&mut self, bounds_nanos: &[u64; N], value: Nanos) {
+        self.sum_nanos += value as u128;
+        match bounds_nanos.iter().position(|&b| value <= b) {
+            Some(i) => self.counts[i] += 1,
+            None => self.overflow += 1,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum::<u64>() + self.overflow
+    }
+
+    /// Adds another histogram's counts into this one.
+    pub fn merge(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.overflow += other.overflow;
+        self.sum_nanos += other.sum_nanos;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_puts_values_in_the_first_bucket_that_holds_them() {
+        let bounds = [10u64, 100, 1000];
+        let mut h = Histogram::<3>::default();
+        for v in [0, 10, 11, 1000, 1001] {
+            h.observe(&bounds, v);
+        }
+        assert_eq!(h.counts, [2, 1, 1]);
+        assert_eq!(h.overflow, 1);
+        assert_eq!(h.count(), 5);
+        assert_eq!(h.sum_nanos, 2022);
+    }
+
+    #[test]
+    fn window_scale_shifts_above_14_count_as_14() {
+        assert_eq!(wscale_slot(Some(7)), 7);
+        assert_eq!(wscale_slot(Some(15)), 14);
+        assert_eq!(wscale_slot(None), WSCALE_NONE);
+    }
+}

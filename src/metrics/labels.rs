@@ -1,0 +1,769 @@
+//! Label selection and label values: which traffic labels the metrics carry
+//! (`--labels`), what an address becomes before it is a label
+//! (`--aggregate-cidr`), and the names of server ports (`--port-names`).
+//!
+//! A connection's labels are worked out once, when it starts, into a small
+//! `SeriesKey` of addresses and ids: a label left out is `Absent` in the key,
+//! so every connection that differs only in it shares one series, and that
+//! is the aggregation. Strings are made only when a scrape comes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::flow::Orientation;
+
+/// A traffic label that `--labels` can choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Label {
+    Interface,
+    Client,
+    Server,
+    ServerPort,
+    PortName,
+    IpFamily,
+}
+
+impl Label {
+    /// In the order labels are written in the exposition.
+    pub const ALL: [Label; 6] = [
+        Label::Interface,
+        Label::Client,
+        Label::Server,
+        Label::ServerPort,
+        Label::PortName,
+        Label::IpFamily,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Interface => "interface",
+            Label::Client => "client",
+            Label::Server => "server",
+            Label::ServerPort => "server_port",
+            Label::PortName => "port_name",
+            Label::IpFamily => "ip_family",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The traffic labels chosen with `--labels`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelSet(u8);
+
+impl LabelSet {
+    /// The contract's default (DESIGN.md): interface, client, server,
+    /// server_port.
+    pub const DEFAULT: LabelSet = LabelSet(0b1111);
+
+    pub fn has(self, label: Label) -> bool {
+        self.0 & label.bit() != 0
+    }
+
+    pub fn without(self, label: Label) -> LabelSet {
+        LabelSet(self.0 & !label.bit())
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Label> {
+        Label::ALL.into_iter().filter(move |l| self.has(*l))
+    }
+}
+
+impl fmt::Display for LabelSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(Label::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// A `--labels`, `--aggregate-cidr` or `--port-names` value that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LabelError {
+    #[error(
+        "--labels: unknown label {0:?}; choose from interface, client, server, server_port, \
+         port_name, ip_family (comma-separated), or `none`"
+    )]
+    UnknownLabel(String),
+    #[error("--labels: {0} is given twice")]
+    DuplicateLabel(&'static str),
+    #[error(
+        "--aggregate-cidr {0:?}: expected [client:|server:]CIDR=/LENGTH or \
+         [client:|server:]CIDR=NAME, e.g. 0.0.0.0/0=/24 or 10.0.0.0/8=cluster"
+    )]
+    RuleSyntax(String),
+    #[error("--aggregate-cidr {0:?}: {1}")]
+    Rule(String, String),
+    #[error("--port-names {0}: {1}")]
+    PortNames(String, String),
+    #[error("label value {0:?}: {1}")]
+    Name(String, &'static str),
+}
+
+impl FromStr for LabelSet {
+    type Err = LabelError;
+
+    fn from_str(s: &str) -> Result<LabelSet, LabelError> {
+        let mut set = LabelSet(0);
+        let s = s.trim();
+        if s.is_empty() || s == "none" {
+            return Ok(set);
+        }
+        for name in s.split(',').map(str::trim) {
+            let label = Label::ALL
+                .into_iter()
+                .find(|l| l.as_str() == name)
+                .ok_or_else(|| LabelError::UnknownLabel(name.to_string()))?;
+            if set.has(label) {
+                return Err(LabelError::DuplicateLabel(label.as_str()));
+            }
+            set.0 |= label.bit();
+        }
+        Ok(set)
+    }
+}
+
+/// What an address label holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// The label is not chosen.
+    Absent,
+    Ip(IpAddr),
+    /// An address collapsed to its prefix by `--aggregate-cidr`.
+    Net(IpAddr, u8),
+    /// An address in a network that `--aggregate-cidr` names (an index into
+    /// the labeler's names).
+    Name(u16),
+    /// Folded by the series cap.
+    Other,
+}
+
+/// `ip_family` label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+/// The label set of a series, as values and ids. A field is `Absent` or
+/// `None` when its label is not chosen. Counters use every field; histogram
+/// series never carry the client (their buckets multiply series).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    /// Index into the exporter's interfaces, or `NO_INTERFACE`.
+    pub interface: u16,
+    pub client: Peer,
+    pub server: Peer,
+    pub server_port: Option<u16>,
+    /// Index into the labeler's names; 0 is the empty name of a port with
+    /// none.
+    pub port_name: Option<u16>,
+    pub family: Option<Family>,
+}
+
+pub const NO_INTERFACE: u16 = u16::MAX;
+
+impl SeriesKey {
+    /// The key of the histograms of this series: the same, without client.
+    pub fn histogram(self) -> SeriesKey {
+        SeriesKey {
+            client: Peer::Absent,
+            ..self
+        }
+    }
+
+    /// The key this one folds into when the series cap is reached: client
+    /// and server read `other`.
+    pub fn folded(self) -> SeriesKey {
+        let other = |p: Peer| if p == Peer::Absent { p } else { Peer::Other };
+        SeriesKey {
+            client: other(self.client),
+            server: other(self.server),
+            ..self
+        }
+    }
+
+    pub fn is_folded(&self) -> bool {
+        self.client == Peer::Other || self.server == Peer::Other
+    }
+}
+
+/// Which addresses a `--aggregate-cidr` rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Both,
+    Client,
+    Server,
+}
+
+/// What a rule turns a matching address into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Prefix(u8),
+    Name(String),
+}
+
+/// One `--aggregate-cidr` rule: addresses in `net/prefix` become `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrRule {
+    pub role: Role,
+    pub net: IpAddr,
+    pub prefix: u8,
+    pub target: Target,
+}
+
+/// Longest label value accepted from a file or a flag.
+pub const MAX_NAME_LEN: usize = 64;
+
+fn check_name(name: &str) -> Result<(), LabelError> {
+    if name.is_empty() {
+        return Err(LabelError::Name(name.into(), "a name cannot be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(LabelError::Name(name.into(), "longer than 64 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(LabelError::Name(
+            name.into(),
+            "control characters are not allowed",
+        ));
+    }
+    Ok(())
+}
+
+fn max_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// `ip` with every bit past `prefix` cleared.
+pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = u128::MAX.checked_shl(128 - prefix as u32).unwrap_or(0);
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+impl FromStr for CidrRule {
+    type Err = LabelError;
+
+    fn from_str(text: &str) -> Result<CidrRule, LabelError> {
+        let syntax = || LabelError::RuleSyntax(text.to_string());
+        let rule_error = |why: String| LabelError::Rule(text.to_string(), why);
+        let s = text.trim();
+        let (role, s) = if let Some(rest) = s.strip_prefix("client:") {
+            (Role::Client, rest)
+        } else if let Some(rest) = s.strip_prefix("server:") {
+            (Role::Server, rest)
+        } else {
+            (Role::Both, s)
+        };
+        let (cidr, target) = s.split_once('=').ok_or_else(syntax)?;
+        let (net, prefix) = cidr.trim().split_once('/').ok_or_else(syntax)?;
+        let net: IpAddr = net.parse().map_err(|_| syntax())?;
+        let prefix: u8 = prefix.parse().map_err(|_| syntax())?;
+        if prefix > max_prefix(net) {
+            return Err(rule_error(format!(
+                "/{prefix} is longer than an {} address",
+                Family::of(net).as_str()
+            )));
+        }
+        if mask(net, prefix) != net {
+            return Err(rule_error(format!(
+                "{net}/{prefix} has bits set past the prefix; did you mean {}/{prefix}?",
+                mask(net, prefix)
+            )));
+        }
+        let target = target.trim();
+        let target = match target.strip_prefix('/') {
+            Some(len) => {
+                let len: u8 = len.parse().map_err(|_| syntax())?;
+                if len > max_prefix(net) {
+                    return Err(rule_error(format!(
+                        "/{len} is longer than an {} address",
+                        Family::of(net).as_str()
+                    )));
+                }
+                if len < prefix {
+                    return Err(rule_error(format!(
+                        "/{len} is shorter than the rule's own /{prefix}: addresses would \
+                         become networks outside it"
+                    )));
+                }
+                Target::Prefix(len)
+            }
+            None => {
+                check_name(target)?;
+                Target::Name(target.to_string())
+            }
+        };
+        Ok(CidrRule {
+            role,
+            net,
+            prefix,
+            target,
+        })
+    }
+}
+
+/// Splits a flag value that may hold several comma-separated rules.
+pub fn parse_rules(values: &[String]) -> Result<Vec<CidrRule>, LabelError> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|r| !r.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// Istio's well-known ports, from "Ports used by Istio" in Istio's
+/// deployment requirements: the sidecar's (Envoy and the Istio agent) and
+/// istiod's.
+pub const ISTIO_PORTS: [(u16, &str); 14] = [
+    (15000, "envoy-admin"),
+    (15001, "envoy-outbound"),
+    (15004, "istio-agent-debug"),
+    (15006, "envoy-inbound"),
+    (15008, "hbone"),
+    (15009, "hbone-secure-networks"),
+    (15010, "istiod-xds-plaintext"),
+    (15012, "istiod-xds"),
+    (15014, "istiod-monitoring"),
+    (15017, "istiod-webhook"),
+    (15020, "istio-merged-metrics"),
+    (15021, "istio-health"),
+    (15053, "istio-dns"),
+    (15090, "envoy-prometheus"),
+];
+
+/// Port names from every `--port-names` source, later sources overriding
+/// earlier ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortNames(pub Vec<(u16, String)>);
+
+impl PortNames {
+    /// Adds a source: `istio` (the preset) or the text of a YAML file named
+    /// `origin`.
+    pub fn add_preset(&mut self, name: &str) -> bool {
+        match name {
+            "istio" => {
+                self.0
+                    .extend(ISTIO_PORTS.iter().map(|(p, n)| (*p, n.to_string())));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads a flat YAML map of port number to name, one `PORT: NAME` per
+    /// line, with `#` comments and optionally quoted keys and names: the
+    /// subset of YAML such a file needs, and nothing more (a nested or
+    /// flow-style document is refused, naming the line).
+    pub fn add_yaml(&mut self, origin: &str, text: &str) -> Result<(), LabelError> {
+        let err = |line: usize, why: &str| {
+            LabelError::PortNames(origin.to_string(), format!("line {line}: {why}"))
+        };
+        for (n, raw) in text.lines().enumerate() {
+            let line = n + 1;
+            let content = strip_comment(raw);
+            let content = content.trim_end();
+            if content.trim().is_empty() || content == "---" || content == "..." {
+                continue;
+            }
+            if content.starts_with(char::is_whitespace) {
+                return Err(err(
+                    line,
+                    "indented line: expected a flat map of `PORT: NAME`",
+                ));
+            }
+            if content.starts_with('{') || content.starts_with('[') || content.starts_with('-') {
+                return Err(err(
+                    line,
+                    "expected a flat map of `PORT: NAME`, one per line",
+                ));
+            }
+            let (key, value) = content
+                .split_once(':')
+                .ok_or_else(|| err(line, "expected `PORT: NAME`"))?;
+            let key = unquote(key.trim()).ok_or_else(|| err(line, "unbalanced quotes"))?;
+            let port: u16 = key
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| err(line, "the key must be a port number from 1 to 65535"))?;
+            let value = value.trim();
+            if value.starts_with(['[', '{', '&', '*', '|', '>', '!']) {
+                return Err(err(line, "expected a plain name after `PORT:`"));
+            }
+            let name = unquote(value).ok_or_else(|| err(line, "unbalanced quotes"))?;
+            check_name(name).map_err(|e| err(line, &e.to_string()))?;
+            self.0.push((port, name.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// The line up to a `#` that starts a comment (at the start, or after a
+/// space, outside quotes).
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && prev_space => return &line[..i],
+            None => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line
+}
+
+fn unquote(s: &str) -> Option<&str> {
+    for q in ['"', '\''] {
+        if let Some(rest) = s.strip_prefix(q) {
+            return rest.strip_suffix(q);
+        }
+    }
+    if s.contains(['"', '\'']) && (s.starts_with(['"', '\'']) || s.ends_with(['"', '\''])) {
+        return None;
+    }
+    Some(s)
+}
+
+/// Turns a connection into its series key: applies `--labels`,
+/// `--aggregate-cidr` and `--port-names`. Built once at start, shared by
+/// every worker.
+#[derive(Debug)]
+pub struct Labeler {
+    labels: LabelSet,
+    /// Most specific first; among equals, in the order given.
+    rules: Vec<(CidrRule, Option<u16>)>,
+    ports: HashMap<u16, u16>,
+    /// Names of networks and ports; 0 is the empty name.
+    names: Vec<String>,
+}
+
+impl Labeler {
+    pub fn new(labels: LabelSet, rules: Vec<CidrRule>, ports: &PortNames) -> Labeler {
+        let mut names = vec![String::new()];
+        let mut intern = |name: &str| -> u16 {
+            match names.iter().position(|n| n == name) {
+                Some(i) => i as u16,
+                None => {
+                    names.push(name.to_string());
+                    (names.len() - 1) as u16
+                }
+            }
+        };
+        let mut rules: Vec<(CidrRule, Option<u16>)> = rules
+            .into_iter()
+            .map(|r| {
+                let id = match &r.target {
+                    Target::Name(n) => Some(intern(n)),
+                    Target::Prefix(_) => None,
+                };
+                (r, id)
+            })
+            .collect();
+        rules.sort_by_key(|(r, _)| std::cmp::Reverse(r.prefix));
+        let ports = ports.0.iter().map(|(p, n)| (*p, intern(n))).collect();
+        Labeler {
+            labels,
+            rules,
+            ports,
+            names,
+        }
+    }
+
+    /// The default labels, no aggregation, no port names.
+    pub fn plain() -> Labeler {
+        Labeler::new(LabelSet::DEFAULT, Vec::new(), &PortNames::default())
+    }
+
+    pub fn labels(&self) -> LabelSet {
+        self.labels
+    }
+
+    pub fn name(&self, id: u16) -> &str {
+        self.names.get(id as usize).map_or("", String::as_str)
+    }
+
+    /// The series key of a connection on interface `interface`.
+    pub fn key(&self, interface: u16, o: &Orientation) -> SeriesKey {
+        let l = self.labels;
+        SeriesKey {
+            interface: if l.has(Label::Interface) {
+                interface
+            } else {
+                NO_INTERFACE
+            },
+            client: if l.has(Label::Client) {
+                self.peer(o.client, Role::Client)
+            } else {
+                Peer::Absent
+            },
+            server: if l.has(Label::Server) {
+                self.peer(o.server, Role::Server)
+            } else {
+                Peer::Absent
+            },
+            server_port: l.has(Label::ServerPort).then_some(o.server_port),
+            port_name: l
+                .has(Label::PortName)
+                .then(|| self.port_name(o.server_port)),
+            family: l.has(Label::IpFamily).then(|| Family::of(o.server)),
+        }
+    }
+
+    /// The name id of a server port; 0 (the empty name) when it has none.
+    pub fn port_name(&self, port: u16) -> u16 {
+        self.ports.get(&port).copied().unwrap_or(0)
+    }
+
+    /// An address as its label: aggregated by the first (most specific)
+    /// rule that holds it, else itself.
+    pub fn peer(&self, ip: IpAddr, role: Role) -> Peer {
+        for (rule, name) in &self.rules {
+            if rule.role != Role::Both && rule.role != role {
+                continue;
+            }
+            if Family::of(ip) != Family::of(rule.net) || mask(ip, rule.prefix) != rule.net {
+                continue;
+            }
+            return match (&rule.target, name) {
+                (Target::Prefix(len), _) => Peer::Net(mask(ip, *len), *len),
+                (Target::Name(_), Some(id)) => Peer::Name(*id),
+                (Target::Name(_), None) => Peer::Ip(ip),
+            };
+        }
+        Peer::Ip(ip)
+    }
+
+    /// Writes an address label's value.
+    pub fn write_peer(&self, out: &mut String, p: Peer) {
+        use std::fmt::Write;
+        match p {
+            Peer::Absent => {}
+            Peer::Ip(ip) => {
+                let _ = write!(out, "{ip}");
+            }
+            Peer::Net(ip, len) => {
+                let _ = write!(out, "{ip}/{len}");
+            }
+            Peer::Name(id) => escape_into(out, self.name(id)),
+            Peer::Other => out.push_str("other"),
+        }
+    }
+}
+
+/// Appends a label value, escaped as the text format wants (`\`, `"`, and
+/// newline).
+pub fn escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orient(client: &str, server: &str, port: u16) -> Orientation {
+        Orientation {
+            client: client.parse().unwrap(),
+            client_port: 40000,
+            server: server.parse().unwrap(),
+            server_port: port,
+        }
+    }
+
+    #[test]
+    fn labels_parse_in_any_order_and_refuse_unknown_or_repeated_names() {
+        let set: LabelSet = "server_port, server,ip_family".parse().unwrap();
+        assert_eq!(set.to_string(), "server,server_port,ip_family");
+        assert_eq!("none".parse::<LabelSet>().unwrap().to_string(), "");
+        assert_eq!(
+            "".parse::<LabelSet>().unwrap(),
+            "none".parse::<LabelSet>().unwrap()
+        );
+        assert_eq!(
+            "interface,client,server,server_port"
+                .parse::<LabelSet>()
+                .unwrap(),
+            LabelSet::DEFAULT
+        );
+        assert_eq!(
+            "server,pod".parse::<LabelSet>(),
+            Err(LabelError::UnknownLabel("pod".into()))
+        );
+        assert_eq!(
+            "server,server".parse::<LabelSet>(),
+            Err(LabelError::DuplicateLabel("server"))
+        );
+    }
+
+    #[test]
+    fn a_label_left_out_is_absent_from_the_key() {
+        let l = Labeler::new(
+            "server,ip_family".parse().unwrap(),
+            vec![],
+            &PortNames::default(),
+        );
+        let a = l.key(3, &orient("10.0.0.1", "10.0.0.9", 80));
+        let b = l.key(5, &orient("10.0.0.2", "10.0.0.9", 443));
+        assert_eq!(a, b, "client, port and interface do not split series");
+        assert_eq!(a.family, Some(Family::V4));
+        assert_eq!(a.interface, NO_INTERFACE);
+    }
+
+    #[test]
+    fn cidr_rules_collapse_addresses_most_specific_first() {
+        let rules = parse_rules(&[
+            "0.0.0.0/0=/24,::/0=/64".to_string(),
+            "10.0.0.0/8=cluster".to_string(),
+            "client:192.168.0.0/16=/16".to_string(),
+        ])
+        .unwrap();
+        let l = Labeler::new(LabelSet::DEFAULT, rules, &PortNames::default());
+        let k = l.key(0, &orient("10.1.2.3", "203.0.113.77", 443));
+        assert_eq!(k.client, Peer::Name(1));
+        assert_eq!(l.name(1), "cluster");
+        assert_eq!(k.server, Peer::Net("203.0.113.0".parse().unwrap(), 24));
+        let k = l.key(0, &orient("192.168.7.7", "192.168.7.8", 443));
+        assert_eq!(k.client, Peer::Net("192.168.0.0".parse().unwrap(), 16));
+        assert_eq!(
+            k.server,
+            Peer::Net("192.168.7.0".parse().unwrap(), 24),
+            "the client-only rule leaves servers to the next rule"
+        );
+        let k = l.key(0, &orient("2001:db8::1:2", "2001:db8:0:1::5", 443));
+        assert_eq!(k.client, Peer::Net("2001:db8::".parse().unwrap(), 64));
+        assert_eq!(k.server, Peer::Net("2001:db8:0:1::".parse().unwrap(), 64));
+        let mut s = String::new();
+        l.write_peer(&mut s, k.server);
+        assert_eq!(s, "2001:db8:0:1::/64");
+    }
+
+    #[test]
+    fn bad_cidr_rules_say_what_is_wrong() {
+        for bad in [
+            "10.0.0.0/8",
+            "10.0.0.0=/8",
+            "10.0.0.0/33=/34",
+            "10.0.0.1/8=/16",
+            "10.0.0.0/16=/8",
+            "0.0.0.0/0=/64",
+            "nonsense/8=/16",
+            "10.0.0.0/8=",
+        ] {
+            assert!(bad.parse::<CidrRule>().is_err(), "{bad} parsed");
+        }
+        let e = "10.0.0.1/8=/16".parse::<CidrRule>().unwrap_err();
+        assert!(e.to_string().contains("did you mean 10.0.0.0/8"), "{e}");
+    }
+
+    #[test]
+    fn port_names_come_from_the_istio_preset_and_files_later_ones_winning() {
+        let mut names = PortNames::default();
+        assert!(names.add_preset("istio"));
+        assert!(!names.add_preset("linkerd"));
+        names
+            .add_yaml(
+                "ports.yaml",
+                "# my ports\n---\n8080: web\n\"5432\": 'postgres'   # db\n15090: \"scrape # envoy\"\n",
+            )
+            .unwrap();
+        let l = Labeler::new("port_name".parse().unwrap(), vec![], &names);
+        let name = |port| l.name(l.port_name(port)).to_string();
+        assert_eq!(name(15006), "envoy-inbound");
+        assert_eq!(name(15008), "hbone");
+        assert_eq!(name(8080), "web");
+        assert_eq!(name(5432), "postgres");
+        assert_eq!(
+            name(15090),
+            "scrape # envoy",
+            "the file overrides the preset"
+        );
+        assert_eq!(name(22), "");
+        let k = l.key(0, &orient("10.0.0.1", "10.0.0.2", 8080));
+        assert_eq!(k.port_name, Some(l.port_name(8080)));
+        assert_eq!(k.server_port, None);
+    }
+
+    #[test]
+    fn port_name_files_outside_the_flat_subset_are_refused_with_the_line() {
+        for (text, why) in [
+            ("80: web\n  nested: 1\n", "line 2: indented"),
+            ("80: [a, b]\n", "line 1"),
+            ("- 80\n", "line 1"),
+            ("web: 80\n", "port number"),
+            ("0: zero\n", "port number"),
+            ("70000: big\n", "port number"),
+            ("80:\n", "empty"),
+            ("80 web\n", "PORT: NAME"),
+            ("80: 'web\n", "quotes"),
+        ] {
+            let e = PortNames::default().add_yaml("f.yaml", text).unwrap_err();
+            assert!(e.to_string().contains(why), "{text:?}: {e}");
+            assert!(e.to_string().starts_with("--port-names f.yaml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn folding_turns_only_chosen_address_labels_into_other() {
+        let l = Labeler::new(
+            "server,server_port".parse().unwrap(),
+            vec![],
+            &PortNames::default(),
+        );
+        let k = l.key(0, &orient("10.0.0.1", "10.0.0.2", 80)).folded();
+        assert_eq!((k.client, k.server), (Peer::Absent, Peer::Other));
+        assert_eq!(k.server_port, Some(80));
+        assert!(k.is_folded());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        escape_into(&mut s, "a\"b\\c\nd");
+        assert_eq!(s, "a\\\"b\\\\c\\nd");
+    }
+}
