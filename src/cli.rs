@@ -88,7 +88,7 @@ pub struct Args {
     pub labels: String,
 
     /// Most label sets of the traffic metrics across the exporter (each is
-    /// about 45 samples); connections with new ones beyond it are counted
+    /// about 41 samples); connections with new ones beyond it are counted
     /// under client="other", server="other" and in
     /// tcp_exporter_series_overflow_total.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERIES)]

@@ -44,11 +44,15 @@ fn run(args: Args) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let result = capture(&config, shards, &exporter, &stop);
     // Every worker has let go of its flow-log sink: the writer ends once it
-    // has written what they sent.
+    // has written what they sent, so that --print shows its final counts.
     if let Some(writer) = writer {
         writer.finish();
     }
-    result
+    result?;
+    if let Source::File { print: true, .. } = config.source {
+        print!("{}", exporter.render());
+    }
+    Ok(())
 }
 
 /// What every worker shares: labels, the series cap, connection records,
@@ -79,7 +83,7 @@ fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)>
 }
 
 /// Runs the capture (a file, or live interfaces) and the HTTP server until
-/// the file ends (with --print) or a signal comes.
+/// the file ends (with --print: the caller prints) or a signal comes.
 fn capture(
     config: &Config,
     shards: ShardConfig,
@@ -91,9 +95,7 @@ fn capture(
         Source::File { path, print: true } => {
             let source = PcapFile::open(path, &config.filter)?;
             let handle = start(Box::new(source))?;
-            join(handle)?;
-            print!("{}", exporter.render());
-            Ok(())
+            join(handle)
         }
         Source::File { path, print: false } => {
             let source = PcapFile::open(path, &config.filter)?;

@@ -100,19 +100,7 @@ fn captures() -> Vec<PathBuf> {
 }
 
 fn print_metrics(capture: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
-        .arg("-r")
-        .arg(capture)
-        .arg("--print")
-        .output()
-        .expect("run tcp-exporter");
-    assert!(
-        out.status.success(),
-        "tcp-exporter -r {} --print failed: {}",
-        capture.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 exposition")
+    common::print_with(capture, &[])
 }
 
 /// Sum of `metric` over the series that carry every label of `want`.
@@ -277,28 +265,7 @@ fn random_conversations_match_tshark_exactly() {
 fn printed_metrics_pass_promtool_check() {
     for capture in captures() {
         let text = print_metrics(&capture);
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool is installed (make test-deps installs prometheus)");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool check metrics on {}: {}{}",
-            capture.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::promtool_check(&text, &capture.display().to_string());
     }
 }
 

@@ -152,8 +152,8 @@ impl Exporter {
         servers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         long.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
 
-        // About 45 lines of ~120 bytes per label set.
-        let mut out = Text(String::with_capacity(4096 + pairs.len() * 5600));
+        // About 41 lines of ~140 bytes per label set.
+        let mut out = Text(String::with_capacity(4096 + pairs.len() * 6000));
         self.write_traffic(&mut out, &pairs, &servers);
         self.write_long(&mut out, &long);
         self.write_own(&mut out, &interfaces, overflow, expired);

@@ -425,9 +425,21 @@ impl PortNames {
             if value.starts_with(['[', '{', '&', '*', '|', '>', '!']) {
                 return Err(err(line, "expected a plain name after `PORT:`"));
             }
+            if value.starts_with('"') && value.contains('\\') {
+                return Err(err(
+                    line,
+                    "escapes in double quotes are not supported; use single quotes",
+                ));
+            }
             let name = unquote(value).ok_or_else(|| err(line, "unbalanced quotes"))?;
-            check_name(name).map_err(|e| err(line, &e.to_string()))?;
-            self.0.push((port, name.to_string()));
+            // In single quotes, YAML writes a quote as two.
+            let name = if value.starts_with('\'') {
+                name.replace("''", "'")
+            } else {
+                name.to_string()
+            };
+            check_name(&name).map_err(|e| err(line, &e.to_string()))?;
+            self.0.push((port, name));
         }
         Ok(())
     }
@@ -708,7 +720,7 @@ mod tests {
         names
             .add_yaml(
                 "ports.yaml",
-                "# my ports\n---\n8080: web\n\"5432\": 'postgres'   # db\n15090: \"scrape # envoy\"\n",
+                "# my ports\n---\n8080: web\n\"5432\": 'postgres'   # db\n15090: \"scrape # envoy\"\n9000: 'it''s'\n",
             )
             .unwrap();
         let l = Labeler::new("port_name".parse().unwrap(), vec![], &names);
@@ -722,6 +734,7 @@ mod tests {
             "scrape # envoy",
             "the file overrides the preset"
         );
+        assert_eq!(name(9000), "it's");
         assert_eq!(name(22), "");
         let k = l.key(0, &orient("10.0.0.1", "10.0.0.2", 8080));
         assert_eq!(k.port_name, Some(l.port_name(8080)));
@@ -740,6 +753,7 @@ mod tests {
             ("80:\n", "empty"),
             ("80 web\n", "PORT: NAME"),
             ("80: 'web\n", "quotes"),
+            ("80: \"a\\tb\"\n", "single quotes"),
         ] {
             let e = PortNames::default().add_yaml("f.yaml", text).unwrap_err();
             assert!(e.to_string().contains(why), "{text:?}: {e}");

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: reading the Prometheus text the
-//! exporter serves, plain HTTP/1.0 over `std::net`, and free local ports.
-//! Std only, so that tests need no dependency the crate does not have.
+//! exporter serves, checking it with promtool, plain HTTP/1.0 over
+//! `std::net`, free local ports, running the exporter on a file, and
+//! temporary directories. Std only.
 //!
 //! Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -183,4 +184,94 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
         .port()
+}
+
+/// `promtool check metrics` on an exposition; panics with what promtool
+/// said, naming `what`.
+pub fn promtool_check(text: &str, what: &str) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (make test-deps installs prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics on {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test capture in testdata/pcaps.
+pub fn pcap(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/pcaps")
+        .join(name)
+}
+
+/// `tcp-exporter -r CAPTURE --print ARGS...`: the exposition; panics with
+/// the exporter's message if it fails.
+pub fn print_with(capture: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
+        .arg("-r")
+        .arg(capture)
+        .arg("--print")
+        .args(args)
+        .output()
+        .expect("run tcp-exporter");
+    assert!(
+        out.status.success(),
+        "tcp-exporter -r {} --print {args:?} failed: {}",
+        capture.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 exposition")
+}
+
+/// A directory under the system's temporary directory, removed when
+/// dropped (also when the test fails).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tcpx-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("make a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a tool that must succeed (editcap, mergecap, tshark...); its
+/// standard output.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e} (make test-deps installs it)"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
