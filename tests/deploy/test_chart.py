@@ -47,9 +47,16 @@ AF_PACKET_VALUES = {"backend": "af-packet", "filter": "tcp port 443",
 XDP_MINIMAL_VALUES = {"backend": "xdp", "interfaces": ["eth0"]}
 XDP_INTERFACES_MESSAGE = "backend xdp needs named interfaces, not `any` or an empty list"
 XDP_FILTER_MESSAGE = "backend xdp takes no filter"
+# What every render starts with when interfaces, port and listen are the defaults.
+DEFAULT_ARGS = ["-i", "any", "--port", "9090", "--listen", "0.0.0.0"]
+# Where the container reads portNames.custom (the ConfigMap's mount and key).
+PORT_NAMES_DIR = "/etc/tcp-exporter"
+PORT_NAMES_FILE = PORT_NAMES_DIR + "/port-names.yaml"
+PORT_NAMES_CONFIGMAP = RELEASE + "-tcp-exporter-port-names"
+DASHBOARD_CONFIGMAP = RELEASE + "-tcp-exporter-dashboard"
 # Flags the chart can render before the exporter has them (later issues):
 # remove each from here when `tcp-exporter --help` lists it.
-PENDING_FLAGS = {"--labels"}
+PENDING_FLAGS = set()
 PENDING_BACKENDS = set()
 
 helm = None
@@ -117,10 +124,13 @@ class Rendered:
     def kinds(self):
         return sorted(d["kind"] for d in self.docs)
 
-    def one(self, kind):
-        found = [d for d in self.docs if d["kind"] == kind]
-        assert len(found) == 1, "%d %s in the manifest" % (len(found), kind)
+    def one(self, kind, name=None):
+        found = [d for d in self.docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+        assert len(found) == 1, "%d %s%s in the manifest" % (len(found), kind, "" if name is None else " " + name)
         return found[0]
+
+    def names(self, kind):
+        return sorted(d["metadata"]["name"] for d in self.docs if d["kind"] == kind)
 
 
 def render(values=None, monitoring_crds=False):
@@ -194,8 +204,9 @@ class ChartRender(unittest.TestCase):
                          ["ConfigMap", "DaemonSet", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"])
 
     def test_podmonitor_when_enabled(self):
-        self.assertEqual(self.xdp.kinds(), ["ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule", "Service",
-                                            "ServiceAccount", "ServiceMonitor"])
+        # Two ConfigMaps: the dashboard and portNames.custom.
+        self.assertEqual(self.xdp.kinds(), ["ConfigMap", "ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule",
+                                            "Service", "ServiceAccount", "ServiceMonitor"])
 
     def test_force_renders_monitoring_objects_without_the_operator(self):
         # Helm renders the three, then cannot apply them to a cluster that has
@@ -249,8 +260,12 @@ class ChartRender(unittest.TestCase):
             "-i", "eth0", "-i", "eth1", "-i", "bond0.100",
             "--port", "9187", "--listen", "$(POD_IP)",
             "--backend", "xdp", "--xdp-mode", "native", "--xdp-ring-size", "64",
-            "--labels", "interface,server,server_port",
+            "--labels", "interface,server,server_port,port_name,ip_family",
             "--max-flows", "1000000", "--flow-idle-timeout", "120", "--max-series", "20000",
+            "--series-ttl", "10m", "--aggregate-cidr", "10.0.0.0/8=cluster,client:0.0.0.0/0=/16,::/0=/64",
+            "--port-names", "istio", "--port-names", PORT_NAMES_FILE,
+            "--long-connections", "1h", "--max-long-connections", "500",
+            "--flow-log", "-", "--flow-log-interval", "30s",
             "--snaplen", "128", "--buffer-size", "64", "--promisc",
             "--future-flag=1",
         ])
@@ -307,6 +322,141 @@ class ChartRender(unittest.TestCase):
             render(dict(XDP_MINIMAL_VALUES, filter="tcp port 443"))
         self.assertIn(XDP_FILTER_MESSAGE, str(cm.exception))
 
+    # ------------------------------------------------------------ issue 7's flags
+    def test_new_values_default_to_rendering_nothing(self):
+        # Every new value is off or unset in values.yaml, so that the
+        # exporter's own defaults apply: no flag, no volume, no ConfigMap but
+        # the dashboard's, no checksum annotation.
+        with open(CHART / "values.yaml") as f:
+            defaults = yaml.safe_load(f)
+        self.assertEqual({k: defaults[k] for k in ("seriesTTL", "aggregateCidr", "portNames", "longConnections",
+                                                   "flowLog")},
+                         {"seriesTTL": None, "aggregateCidr": [], "portNames": {"presets": [], "custom": {}},
+                          "longConnections": {"age": None, "max": None},
+                          "flowLog": {"enabled": False, "interval": None}})
+        for name, r in (("default", self.default), ("default with operator", self.default_operator)):
+            with self.subTest(render=name):
+                ds = r.one("DaemonSet")
+                c = container(ds)
+                self.assertEqual(c["args"], DEFAULT_ARGS)
+                self.assertNotIn("volumeMounts", c)
+                self.assertNotIn("volumes", ds["spec"]["template"]["spec"])
+                self.assertEqual(sorted(ds["spec"]["template"]["metadata"]["annotations"]),
+                                 ["prometheus.io/path", "prometheus.io/port", "prometheus.io/scrape"])
+                self.assertEqual(r.names("ConfigMap"), [DASHBOARD_CONFIGMAP])
+
+    def test_new_values_render_their_flags_in_order(self):
+        cases = (
+            ({"labels": ["ip_family", "port_name"]}, ["--labels", "ip_family,port_name"]),
+            ({"seriesTTL": "90s"}, ["--series-ttl", "90s"]),
+            ({"seriesTTL": "500ms"}, ["--series-ttl", "500ms"]),
+            # A number is seconds, printed whole (not 500000.0 or 5e+05).
+            ({"seriesTTL": 500000}, ["--series-ttl", "500000"]),
+            ({"aggregateCidr": ["0.0.0.0/0=/24"]}, ["--aggregate-cidr", "0.0.0.0/0=/24"]),
+            # One flag, the rules joined by commas, in the order given.
+            ({"aggregateCidr": ["10.0.0.0/8=cluster", "0.0.0.0/0=/24", "::/0=/64", "client:0.0.0.0/0=/16",
+                                "server:fd00::/8=service mesh"]},
+             ["--aggregate-cidr",
+              "10.0.0.0/8=cluster,0.0.0.0/0=/24,::/0=/64,client:0.0.0.0/0=/16,server:fd00::/8=service mesh"]),
+            ({"portNames": {"presets": ["istio"]}}, ["--port-names", "istio"]),
+            ({"portNames": {"custom": {80: "http"}}}, ["--port-names", PORT_NAMES_FILE]),
+            # The file after the presets: a later source overrides an earlier one.
+            ({"portNames": {"presets": ["istio"], "custom": {80: "http"}}},
+             ["--port-names", "istio", "--port-names", PORT_NAMES_FILE]),
+            ({"longConnections": {"age": "1h"}}, ["--long-connections", "1h"]),
+            ({"longConnections": {"age": 3600, "max": 5000}},
+             ["--long-connections", "3600", "--max-long-connections", "5000"]),
+            # Without an age the feature is off: its bound is left out too.
+            ({"longConnections": {"max": 5000}}, []),
+            ({"flowLog": {"enabled": True}}, ["--flow-log", "-"]),
+            ({"flowLog": {"enabled": True, "interval": "1m"}}, ["--flow-log", "-", "--flow-log-interval", "1m"]),
+            ({"flowLog": {"enabled": True, "interval": "100ms"}},
+             ["--flow-log", "-", "--flow-log-interval", "100ms"]),
+            ({"flowLog": {"enabled": False, "interval": "1m"}}, []),
+            # Empty and null are the exporter's defaults (null removes the
+            # chart's defaults; the templates must not trip over that).
+            ({"aggregateCidr": [], "portNames": {"presets": [], "custom": {}}}, []),
+            ({"seriesTTL": None, "aggregateCidr": None, "portNames": None, "longConnections": None,
+              "flowLog": None}, []),
+            # All of them, between the flags that were there before.
+            ({"maxSeries": 2000, "seriesTTL": "5m", "aggregateCidr": ["::/0=/64"],
+              "portNames": {"presets": ["istio"], "custom": {8080: "web"}},
+              "longConnections": {"age": "30m", "max": 100}, "flowLog": {"enabled": True, "interval": 10},
+              "snaplen": 128, "promisc": True},
+             ["--max-series", "2000", "--series-ttl", "5m", "--aggregate-cidr", "::/0=/64",
+              "--port-names", "istio", "--port-names", PORT_NAMES_FILE,
+              "--long-connections", "30m", "--max-long-connections", "100",
+              "--flow-log", "-", "--flow-log-interval", "10",
+              "--snaplen", "128", "--promisc"]),
+        )
+        for values, flags in cases:
+            with self.subTest(values=values):
+                c = container(render(values).one("DaemonSet"))
+                self.assertEqual(c["args"], DEFAULT_ARGS + flags)
+
+    def test_custom_port_names_are_a_configmap_mounted_read_only(self):
+        ds = self.xdp.one("DaemonSet")
+        pod, c = ds["spec"]["template"]["spec"], container(ds)
+        cm = self.xdp.one("ConfigMap", PORT_NAMES_CONFIGMAP)
+        self.assertEqual(cm["metadata"]["namespace"], NAMESPACE)
+        self.assertEqual(list(cm["data"]), ["port-names.yaml"])
+        # The file holds the values' map, ports as YAML integers (not quoted
+        # strings): the exporter reads port numbers.
+        self.assertEqual(yaml.safe_load(cm["data"]["port-names.yaml"]), xdp_values()["portNames"]["custom"])
+        self.assertEqual(pod["volumes"], [{"name": "port-names", "configMap": {"name": PORT_NAMES_CONFIGMAP}}])
+        self.assertEqual(c["volumeMounts"], [{"name": "port-names", "mountPath": PORT_NAMES_DIR, "readOnly": True}])
+        # The flag names that key under that mount, after the preset.
+        path = c["volumeMounts"][0]["mountPath"] + "/" + list(cm["data"])[0]
+        i = c["args"].index(path)
+        self.assertEqual(c["args"][i - 3:i + 1], ["--port-names", "istio", "--port-names", path])
+        self.assertIs(c["securityContext"]["readOnlyRootFilesystem"], True)
+        self.assertRegex(ds["spec"]["template"]["metadata"]["annotations"]["checksum/port-names"], r"^[0-9a-f]{64}$")
+
+    def port_names_file(self, values):
+        return render(values).one("ConfigMap", PORT_NAMES_CONFIGMAP)["data"]["port-names.yaml"]
+
+    def test_port_names_file_keeps_names_that_look_like_other_yaml(self):
+        # Names that YAML would read as booleans, numbers, nulls, mappings,
+        # comments or sequences if written bare, quotes and backslashes, and
+        # the bounds: ports 1 and 65535, names of 64 bytes.
+        custom = {1: "yes", 80: "123", 443: "null", 8080: "a: b #c", 8443: 'say "hi"', 9000: "x" * 64,
+                  9001: "é" * 32, 9090: "ünïcode", 9443: "it's", 10000: "C:\\path", 15000: "it's \"x\"",
+                  65535: "- item"}
+        text = self.port_names_file({"portNames": {"custom": custom}})
+        self.assertEqual(yaml.safe_load(text), custom)
+        # And flat, one `PORT: 'NAME'` per line with no escapes, the subset of
+        # YAML the exporter reads, except for a name holding both a ' and a "
+        # or backslash: YAML needs an escape (a doubled ') there.
+        lines = text.splitlines()
+        self.assertEqual(len(lines), len(custom))
+        for line in lines:
+            m = re.fullmatch(r"([1-9][0-9]*): (['\"])(.*)\2", line)
+            self.assertIsNotNone(m, line)
+            port, name = int(m.group(1)), m.group(3)
+            if not ("'" in custom[port] and ('"' in custom[port] or "\\" in custom[port])):
+                self.assertEqual(name, custom[port], line)
+
+    def test_port_names_longer_than_64_bytes_do_not_render(self):
+        # The schema counts characters; the exporter takes 64 bytes.
+        with self.assertRaises(helm.InstallError) as cm:
+            render({"portNames": {"custom": {8080: "é" * 33}}})
+        self.assertIn("portNames.custom: the name of port 8080 is 66 bytes long", str(cm.exception))
+
+    def test_a_change_of_port_names_rolls_the_daemonset(self):
+        def annotations(values):
+            return render(values).one("DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+
+        def checksum(custom):
+            return annotations({"portNames": {"custom": custom}})["checksum/port-names"]
+
+        first = checksum({80: "http", 443: "https"})
+        self.assertEqual(checksum({443: "https", 80: "http"}), first)
+        self.assertNotEqual(checksum({80: "http", 443: "tls"}), first)
+        self.assertNotEqual(checksum({80: "http", 443: "https", 8080: "web"}), first)
+        # Also when the pods carry no other annotation.
+        self.assertEqual(annotations({"scrapeAnnotations": False, "portNames": {"custom": {80: "http", 443: "https"}}}),
+                         {"checksum/port-names": first})
+
     def test_every_flag_the_chart_renders_is_one_the_exporter_has(self):
         # Catches a flag renamed in the CLI but not in the chart.
         help_text = subprocess.run([str(EXPORTER), "--help"], capture_output=True, text=True, check=True).stdout
@@ -316,8 +466,12 @@ class ChartRender(unittest.TestCase):
         rendered = set()
         for r in (self.xdp, self.af_packet):
             args = container(r.one("DaemonSet"))["args"]
-            rendered |= {a for a in args if a.startswith("-") and a not in xdp_values()["extraArgs"]}
+            # Not "-" (--flow-log's value: standard output).
+            rendered |= {a for a in args if re.match(r"--?[a-z]", a) and a not in xdp_values()["extraArgs"]}
         self.assertLessEqual(rendered - PENDING_FLAGS, flags)
+        # The renders above exercise every pending flag, so each is checked
+        # here once PENDING_FLAGS no longer lists it.
+        self.assertLessEqual(PENDING_FLAGS, rendered, "a pending flag that neither render has")
         m = re.search(r"--backend.*?\[possible values: ([^\]]+)\]", help_text, re.S)
         self.assertIsNotNone(m, "no --backend in tcp-exporter --help")
         backends = set(m.group(1).replace(" ", "").split(","))
@@ -359,6 +513,61 @@ class ChartRender(unittest.TestCase):
                 with self.assertRaises(helm.InstallError) as cm:
                     render(bad)
                 self.assertIn("schema", str(cm.exception))
+
+    def test_values_schema_rejects_bad_new_values(self):
+        # Each with where Helm's schema check reports it, so that a refusal
+        # for another reason does not pass. (Helm reports a bad port key of
+        # portNames.custom under an unrelated path: the key itself is checked.)
+        cases = (
+            ({"labels": ["pod"]}, "at '/labels/0'"),
+            ({"labels": ["Server"]}, "at '/labels/0'"),
+            ({"labels": ["server", "server"]}, "at '/labels'"),
+            ({"labels": "interface,server"}, "at '/labels'"),
+            ({"maxSeries": 0}, "at '/maxSeries'"),
+            ({"seriesTTL": "5 m"}, "at '/seriesTTL'"),
+            ({"seriesTTL": "1d"}, "at '/seriesTTL'"),
+            ({"seriesTTL": "5m30s"}, "at '/seriesTTL'"),
+            ({"seriesTTL": "-5m"}, "at '/seriesTTL'"),
+            ({"seriesTTL": ""}, "at '/seriesTTL'"),
+            ({"seriesTTL": -1}, "at '/seriesTTL'"),
+            ({"seriesTTL": 1.5}, "at '/seriesTTL'"),
+            ({"longConnections": {"age": "an hour"}}, "at '/longConnections/age'"),
+            ({"longConnections": {"max": 0}}, "at '/longConnections/max'"),
+            ({"longConnections": {"maxConnections": 10}}, "at '/longConnections'"),
+            ({"flowLog": {"enabled": True, "interval": "5sec"}}, "at '/flowLog/interval'"),
+            # The exporter takes no zero interval.
+            ({"flowLog": {"enabled": True, "interval": "0s"}}, "at '/flowLog/interval'"),
+            ({"flowLog": {"enabled": True, "interval": "000ms"}}, "at '/flowLog/interval'"),
+            ({"flowLog": {"enabled": True, "interval": 0}}, "at '/flowLog/interval'"),
+            ({"flowLog": {"enabled": "yes"}}, "at '/flowLog/enabled'"),
+            ({"flowLog": {"path": "/var/log/flows"}}, "at '/flowLog'"),
+            ({"aggregateCidr": "0.0.0.0/0=/24"}, "at '/aggregateCidr'"),
+            ({"aggregateCidr": [24]}, "at '/aggregateCidr/0'"),
+            ({"aggregateCidr": [{"cidr": "0.0.0.0/0", "prefix": 24}]}, "at '/aggregateCidr/0'"),
+            ({"aggregateCidr": ["10.0.0.0/8"]}, "at '/aggregateCidr/0'"),
+            ({"aggregateCidr": ["peer:10.0.0.0/8=/16"]}, "at '/aggregateCidr/0'"),
+            # A comma would split the rule when the list is joined.
+            ({"aggregateCidr": ["10.0.0.0/8=a,b"]}, "at '/aggregateCidr/0'"),
+            ({"portNames": {"presets": ["linkerd"]}}, "at '/portNames/presets/0'"),
+            ({"portNames": {"presets": "istio"}}, "at '/portNames/presets'"),
+            ({"portNames": {"istio": True}}, "at '/portNames'"),
+            ({"portNames": {"custom": {70000: "x"}}}, "'70000' does not match pattern"),
+            ({"portNames": {"custom": {65536: "x"}}}, "'65536' does not match pattern"),
+            ({"portNames": {"custom": {0: "x"}}}, "'0' does not match pattern"),
+            ({"portNames": {"custom": {"080": "x"}}}, "'080' does not match pattern"),
+            ({"portNames": {"custom": {"http": "x"}}}, "'http' does not match pattern"),
+            ({"portNames": {"custom": {80: ""}}}, "at '/portNames/custom/80'"),
+            ({"portNames": {"custom": {80: "x" * 65}}}, "at '/portNames/custom/80'"),
+            ({"portNames": {"custom": {80: 8080}}}, "at '/portNames/custom/80'"),
+            ({"portNames": {"custom": {80: "a\tb"}}}, "at '/portNames/custom/80'"),
+            ({"portNames": {"custom": {80: "web\n"}}}, "at '/portNames/custom/80'"),
+        )
+        for bad, where in cases:
+            with self.subTest(values=bad):
+                with self.assertRaises(helm.InstallError) as cm:
+                    render(bad)
+                self.assertIn("schema", str(cm.exception))
+                self.assertIn(where, str(cm.exception))
 
     # ------------------------------------------------------------ monitoring objects
     def assertSelects(self, selector, labels):
@@ -419,7 +628,7 @@ class ChartRender(unittest.TestCase):
                  ("xdp-monitoring.yaml", self.xdp, "grafana", {"grafana_folder": "Network"}))
         for name, r, namespace, annotations in cases:
             with self.subTest(render=name):
-                cm = r.one("ConfigMap")
+                cm = r.one("ConfigMap", DASHBOARD_CONFIGMAP)
                 self.assertEqual(cm["metadata"]["labels"]["grafana_dashboard"], "1")
                 self.assertEqual(cm["metadata"]["namespace"], namespace)
                 self.assertEqual(cm["metadata"].get("annotations"), annotations)

@@ -54,6 +54,46 @@ jobLabel: tcp-exporter
 {{- end }}
 
 {{/*
+A duration as the exporter reads it: a string as written (30s, 5m, 500ms), a
+number as whole seconds (values arrive as floats; int64 keeps 600 from
+printing as 600.0 or 6e+02).
+*/}}
+{{- define "tcp-exporter.duration" -}}
+{{- if kindIs "string" . }}{{ . }}{{ else }}{{ . | int64 }}{{ end }}
+{{- end }}
+
+{{/*
+portNames.custom as the file --port-names reads: a flat map, one
+`PORT: 'NAME'` line per port. The exporter reads a subset of YAML there:
+plain keys, and names quoted without escapes. So the keys are plain numbers
+(the schema allows only 1 to 65535, without leading zeros; toYaml would
+quote them, since Helm's values have string keys), and a name is
+single-quoted, where YAML has no escapes either; a name with a ' in it is
+double-quoted when it holds no " or backslash (YAML's escapes), else
+single-quoted with the ' doubled, as YAML wants. The checksum annotation on
+the pods is taken of this text.
+*/}}
+{{- define "tcp-exporter.portNamesYaml" -}}
+{{- range $port, $name := (.Values.portNames | default dict).custom }}
+{{- if not (contains "'" $name) }}
+{{ $port }}: '{{ $name }}'
+{{- else if not (or (contains "\"" $name) (contains "\\" $name)) }}
+{{ $port }}: "{{ $name }}"
+{{- else }}
+{{ $port }}: '{{ replace "'" "''" $name }}'
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the container finds portNames.custom: the ConfigMap's directory and key. */}}
+{{- define "tcp-exporter.portNamesDir" -}}
+/etc/tcp-exporter
+{{- end }}
+{{- define "tcp-exporter.portNamesKey" -}}
+port-names.yaml
+{{- end }}
+
+{{/*
 The container's arguments, from the values: a flag is left out when its
 value is null or empty, so that the exporter's own default applies.
 Numbers go through int64 so that large ones do not print as 1e+06.
@@ -112,6 +152,41 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 - --max-series
 - {{ $v.maxSeries | int64 | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" $v.seriesTTL) }}
+- --series-ttl
+- {{ include "tcp-exporter.duration" $v.seriesTTL | quote }}
+{{- end }}
+{{- with $v.aggregateCidr }}
+- --aggregate-cidr
+- {{ join "," . | quote }}
+{{- end }}
+{{- $portNames := $v.portNames | default dict }}
+{{- range $portNames.presets }}
+- --port-names
+- {{ . | quote }}
+{{- end }}
+{{- if $portNames.custom }}
+- --port-names
+- {{ printf "%s/%s" (include "tcp-exporter.portNamesDir" .) (include "tcp-exporter.portNamesKey" .) | quote }}
+{{- end }}
+{{- $long := $v.longConnections | default dict }}
+{{- if not (kindIs "invalid" $long.age) }}
+- --long-connections
+- {{ include "tcp-exporter.duration" $long.age | quote }}
+{{- if not (kindIs "invalid" $long.max) }}
+- --max-long-connections
+- {{ $long.max | int64 | quote }}
+{{- end }}
+{{- end }}
+{{- $flowLog := $v.flowLog | default dict }}
+{{- if $flowLog.enabled }}
+- --flow-log
+- "-"
+{{- if not (kindIs "invalid" $flowLog.interval) }}
+- --flow-log-interval
+- {{ include "tcp-exporter.duration" $flowLog.interval | quote }}
+{{- end }}
+{{- end }}
 {{- if not (kindIs "invalid" $v.snaplen) }}
 - --snaplen
 - {{ $v.snaplen | int64 | quote }}
@@ -148,10 +223,17 @@ hardening refuses the programs' packet pointer arithmetic.
 {{/*
 Settings the exporter would refuse at start, refused when rendering instead,
 with the reason: a DaemonSet whose pods exit at once helps nobody. The schema
-checks each value alone; these are the combinations.
+checks each value alone; these are the combinations, and a port name's
+length in bytes, which the exporter bounds and JSON Schema cannot (its
+maxLength counts characters).
 */}}
 {{- define "tcp-exporter.validate" -}}
 {{- $v := .Values }}
+{{- range $port, $name := ($v.portNames | default dict).custom }}
+{{- if gt (len $name) 64 }}
+{{- fail (printf "portNames.custom: the name of port %s is %d bytes long (UTF-8); the exporter takes at most 64" $port (len $name)) }}
+{{- end }}
+{{- end }}
 {{- if eq $v.backend "xdp" }}
 {{- if or (not $v.interfaces) (has "any" $v.interfaces) }}
 {{- fail "backend xdp needs named interfaces, not `any` or an empty list (which means `any`): list the node's interfaces, e.g. interfaces: [eth0]. The exporter attaches its eBPF programs to each one and refuses `any`." }}
