@@ -28,8 +28,9 @@ CARGO_FEATURES := $(if $(strip $(FEATURES)),--features '$(strip $(FEATURES))',)
 # libbpf's headers (bpf_helpers.h), the kernel's UAPI headers.
 XDP_PKGS := clang llvm libbpf-dev linux-libc-dev
 WANT_XDP_PKGS := $(if $(findstring xdp,$(FEATURES)),$(XDP_PKGS),)
-# What the tests need besides: reference analysis (tshark), capture and replay
-# (tcpdump, tcpreplay), test networks with loss (iproute2, nftables, ethtool),
+# What the tests need besides: reference analysis (tshark; its
+# wireshark-common brings editcap and mergecap), capture and replay (tcpdump,
+# tcpreplay, which brings tcprewrite), test networks with loss (iproute2, nftables, ethtool),
 # traffic (iperf3, python3), `promtool check metrics` (prometheus), curl.
 # bpftool lists the xdp backend's programs (tests/xdp.rs) and their run
 # time (bench/live.sh).
