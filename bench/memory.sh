@@ -4,7 +4,7 @@
 # answered, none idles out), less the peak RSS over a capture of 10 SYNs,
 # divided by the flows tracked. The flow table is sized to hold them all.
 # Measured twice: with --max-series 10, so that the flow table is what is
-# measured, and with the default 10,000 series, where the rendering of the
+# measured, and with 10,000 series, where the rendering of the
 # final scrape (label strings for every series) adds its own peak.
 #
 #   bench/memory.sh [N]      default 1000000
