@@ -30,6 +30,18 @@ pub use table::{
 #[cfg(test)]
 pub use conn::tests::seg as test_segment;
 
+/// Client `client`:40000 and server `server`:`port`, for other modules'
+/// tests.
+#[cfg(test)]
+pub fn test_orientation(client: &str, server: &str, port: u16) -> Orientation {
+    Orientation {
+        client: client.parse().unwrap(),
+        client_port: 40000,
+        server: server.parse().unwrap(),
+        server_port: port,
+    }
+}
+
 /// Capture time, in nanoseconds since the Unix epoch.
 pub type Nanos = u64;
 

@@ -556,16 +556,8 @@ impl Text {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::Orientation;
 
-    fn orient(client: &str, server: &str, port: u16) -> Orientation {
-        Orientation {
-            client: client.parse().unwrap(),
-            client_port: 40000,
-            server: server.parse().unwrap(),
-            server_port: port,
-        }
-    }
+    use crate::flow::test_orientation as orient;
 
     #[test]
     fn shards_of_one_interface_merge_into_one_series() {

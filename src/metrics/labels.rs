@@ -618,14 +618,7 @@ pub fn escape_into(out: &mut String, value: &str) {
 mod tests {
     use super::*;
 
-    fn orient(client: &str, server: &str, port: u16) -> Orientation {
-        Orientation {
-            client: client.parse().unwrap(),
-            client_port: 40000,
-            server: server.parse().unwrap(),
-            server_port: port,
-        }
-    }
+    use crate::flow::test_orientation as orient;
 
     #[test]
     fn labels_parse_in_any_order_and_refuse_unknown_or_repeated_names() {

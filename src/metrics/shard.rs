@@ -402,14 +402,7 @@ mod tests {
 
     const SEC: Nanos = 1_000_000_000;
 
-    fn orient(client: &str, server: &str, port: u16) -> Orientation {
-        Orientation {
-            client: client.parse().unwrap(),
-            client_port: 40000,
-            server: server.parse().unwrap(),
-            server_port: port,
-        }
-    }
+    use crate::flow::test_orientation as orient;
 
     fn shard(max_series: usize) -> Shard {
         Shard::new("eth0".into(), 0, ShardConfig::plain(max_series))
