@@ -6,8 +6,9 @@
 //! Records are written in batches: what is queued when the writer wakes,
 //! flushed as soon as the queue is empty. A batch that cannot be written (a full
 //! disk, a closed pipe) is lost and counted, record by record, in
-//! `tcp_exporter_flow_log_drops_total{reason="write_error"}`; the workers
-//! never wait for this thread.
+//! `tcp_exporter_flow_log_drops_total{reason="write_error"}`. Live capture
+//! never waits for this thread (a full queue drops and counts); a file read
+//! with -r does, so that its log is complete.
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -66,15 +67,16 @@ impl FlowLogWriter {
 }
 
 /// Opens the target (a file is created if needed and appended to) and
-/// starts the writer. The sink goes to the workers.
-pub fn start(target: &Target) -> io::Result<(FlowLogSink, FlowLogWriter)> {
+/// starts the writer. The sink goes to the workers; with `wait` (reading a
+/// file) they wait for room in the queue instead of dropping records.
+pub fn start(target: &Target, wait: bool) -> io::Result<(FlowLogSink, FlowLogWriter)> {
     let out: Box<dyn Write + Send> = match target {
         Target::Stdout => Box::new(io::stdout()),
         Target::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
     };
     let (tx, rx) = sync_channel(FLOW_LOG_QUEUE);
     let stats = Arc::new(FlowLogStats::default());
-    let sink = FlowLogSink::new(tx, Arc::clone(&stats));
+    let sink = FlowLogSink::new(tx, Arc::clone(&stats), wait);
     let name = target.describe();
     let handle = std::thread::Builder::new()
         .name("flow-log".into())

@@ -61,7 +61,9 @@ fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)>
     let labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
     let (sink, writer) = match &config.flow_log {
         Some(target) => {
-            let (sink, writer) = flowlog::start(target)
+            // A file's reader waits for the writer: nothing is lost by it.
+            let wait = matches!(config.source, Source::File { .. });
+            let (sink, writer) = flowlog::start(target, wait)
                 .with_context(|| format!("cannot open the flow log {target:?}"))?;
             (Some(sink), Some(writer))
         }

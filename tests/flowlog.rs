@@ -534,3 +534,25 @@ fn long_connections_get_series_while_open_and_lose_them_when_closed() {
         .sum();
     assert_eq!(shown, 0.0);
 }
+
+#[test]
+fn a_file_read_waits_for_the_flow_log_writer_and_loses_nothing() {
+    // 20,000 SYNs: 40,000 records (an open each, and an update each when
+    // the file ends), more than the writer's queue holds at once.
+    let dir = TempDir::new("nodrop");
+    let flood = dir.path("flood.pcap");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/syn-flood.py");
+    tool("python3", &[script, "20000", flood.to_str().unwrap()]);
+    let log = dir.path("flood.jsonl");
+    let text = print_with(&flood, &["--flow-log", log.to_str().unwrap()]);
+    let sum = |m: &str| -> f64 {
+        samples(&text)
+            .iter()
+            .filter(|s| s.name == m)
+            .map(|s| s.value)
+            .sum()
+    };
+    assert_eq!(sum("tcp_exporter_flow_log_drops_total"), 0.0);
+    assert_eq!(sum("tcp_exporter_flow_log_records_total"), 40_000.0);
+    assert_eq!(records(&log).len(), 40_000);
+}

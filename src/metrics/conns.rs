@@ -209,14 +209,27 @@ pub struct FlowLogStats {
 pub struct FlowLogSink {
     tx: SyncSender<Box<FlowEvent>>,
     pub stats: Arc<FlowLogStats>,
+    /// Wait for room instead of dropping: for a file read with -r, where
+    /// nothing is lost by waiting (no kernel ring fills meanwhile).
+    wait: bool,
 }
 
 impl FlowLogSink {
-    pub fn new(tx: SyncSender<Box<FlowEvent>>, stats: Arc<FlowLogStats>) -> FlowLogSink {
-        FlowLogSink { tx, stats }
+    pub fn new(
+        tx: SyncSender<Box<FlowEvent>>,
+        stats: Arc<FlowLogStats>,
+        wait: bool,
+    ) -> FlowLogSink {
+        FlowLogSink { tx, stats, wait }
     }
 
     fn send(&self, event: FlowEvent) {
+        if self.wait {
+            if self.tx.send(Box::new(event)).is_err() {
+                self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         match self.tx.try_send(Box::new(event)) {
             Ok(()) => {}
             // The writer is gone only when the exporter stops: count it
@@ -512,7 +525,7 @@ mod tests {
         let opts = ConnOptions {
             long_age,
             long_budget: Arc::new(LongBudget::new(max_long)),
-            log: Some(FlowLogSink::new(tx, Arc::default())),
+            log: Some(FlowLogSink::new(tx, Arc::default(), false)),
             log_interval: 5 * SEC,
         };
         (Conns::new(opts, "eth0".into()), rx)
