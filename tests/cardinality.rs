@@ -326,6 +326,27 @@ fn series_of_closed_connections_expire_on_the_capture_clock() {
     assert_eq!(servers(&text).len(), 2);
 }
 
+/// The (client, server) labels of every label set.
+fn client_server(text: &str) -> BTreeSet<(String, String)> {
+    samples(text)
+        .into_iter()
+        .filter(|s| s.name == "tcp_connections_active")
+        .map(|s| {
+            (
+                s.label("client").unwrap().into(),
+                s.label("server").unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
 #[test]
 fn cidr_rules_collapse_addresses_into_prefixes_and_names() {
     let capture = pcap("pcapng_mixed.pcapng");
@@ -341,43 +362,20 @@ fn cidr_rules_collapse_addresses_into_prefixes_and_names() {
     );
     promtool_check(&text, "--aggregate-cidr");
     assert_eq!(traffic_totals(&text), traffic_totals(&default));
-    let pairs: BTreeSet<(String, String)> = samples(&text)
-        .into_iter()
-        .filter(|s| s.name == "tcp_connections_active")
-        .map(|s| {
-            (
-                s.label("client").unwrap().into(),
-                s.label("server").unwrap().into(),
-            )
-        })
-        .collect();
-    let expected: BTreeSet<(String, String)> = [("lab", "lab"), ("fd00:250::/32", "fd00:250::/32")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    assert_eq!(pairs, expected);
+    assert_eq!(
+        client_server(&text),
+        pairs(&[("lab", "lab"), ("fd00:250::/32", "fd00:250::/32")])
+    );
 
     // A client-only rule leaves servers as they are.
     let text = print_with(
         &capture,
         &["--aggregate-cidr", "client:0.0.0.0/0=/8,client:::/0=/16"],
     );
-    let pairs: BTreeSet<(String, String)> = samples(&text)
-        .into_iter()
-        .filter(|s| s.name == "tcp_connections_active")
-        .map(|s| {
-            (
-                s.label("client").unwrap().into(),
-                s.label("server").unwrap().into(),
-            )
-        })
-        .collect();
-    let expected: BTreeSet<(String, String)> =
-        [("10.0.0.0/8", "10.250.0.2"), ("fd00::/16", "fd00:250::2")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-    assert_eq!(pairs, expected);
+    assert_eq!(
+        client_server(&text),
+        pairs(&[("10.0.0.0/8", "10.250.0.2"), ("fd00::/16", "fd00:250::2")])
+    );
 }
 
 #[test]

@@ -280,26 +280,25 @@ impl Exporter {
             (names::KEEPALIVES, |d| d.keepalives),
         ];
         by_sender(out, pairs, &analysis);
-        let def = names::RTT;
-        out.header(def);
+        let family = HistogramFamily::new(names::RTT, &RTT_BUCKETS);
+        out.header(names::RTT);
         for (labels, h) in servers {
             for leg in Side::BOTH {
                 let extra = [("leg", leg.as_str())];
-                out.histogram(def.name, labels, &extra, &RTT_BUCKETS, &h.rtt[leg.index()]);
+                out.histogram(&family, labels, &extra, &h.rtt[leg.index()]);
             }
         }
-        let def = names::DURATION;
-        out.header(def);
+        let family = HistogramFamily::new(names::DURATION, &DURATION_BUCKETS);
+        out.header(names::DURATION);
         for (labels, h) in servers {
-            out.histogram(def.name, labels, &[], &DURATION_BUCKETS, &h.duration);
+            out.histogram(&family, labels, &[], &h.duration);
         }
-        let def = names::HANDSHAKE_RTT;
-        out.header(def);
+        let family = HistogramFamily::new(names::HANDSHAKE_RTT, &RTT_BUCKETS);
+        out.header(names::HANDSHAKE_RTT);
         for (labels, h) in servers {
             for leg in Side::BOTH {
                 let extra = [("leg", leg.as_str())];
-                let hist = &h.handshake_rtt[leg.index()];
-                out.histogram(def.name, labels, &extra, &RTT_BUCKETS, hist);
+                out.histogram(&family, labels, &extra, &h.handshake_rtt[leg.index()]);
             }
         }
     }
@@ -522,34 +521,47 @@ impl Text {
     /// A histogram series, unless it has no observation.
     fn histogram<const N: usize>(
         &mut self,
-        name: &str,
+        family: &HistogramFamily,
         labels: &str,
         extra: &[(&str, &str)],
-        bounds: &[f64; N],
         h: &Histogram<N>,
     ) {
         if h.count() == 0 {
             return;
         }
-        let bucket = format!("{name}_bucket");
-        let les: Vec<String> = bounds.iter().map(f64::to_string).collect();
         let mut cumulative = 0;
         let mut with_le: Vec<(&str, &str)> = extra.to_vec();
-        for (le, count) in les.iter().zip(h.counts) {
+        for (le, count) in family.les.iter().zip(h.counts) {
             cumulative += count;
             with_le.push(("le", le));
-            self.sample(&bucket, labels, &with_le, cumulative);
+            self.sample(&family.bucket, labels, &with_le, cumulative);
             with_le.pop();
         }
         with_le.push(("le", "+Inf"));
-        self.sample(&bucket, labels, &with_le, h.count());
-        self.sample(
-            &format!("{name}_sum"),
-            labels,
-            extra,
-            h.sum_nanos as f64 / 1e9,
-        );
-        self.sample(&format!("{name}_count"), labels, extra, h.count());
+        self.sample(&family.bucket, labels, &with_le, h.count());
+        let sum = h.sum_nanos as f64 / 1e9;
+        self.sample(&family.sum, labels, extra, sum);
+        self.sample(&family.count, labels, extra, h.count());
+    }
+}
+
+/// The sample names and bucket bounds of a histogram family, written once
+/// per scrape, not once per series.
+struct HistogramFamily {
+    bucket: String,
+    sum: String,
+    count: String,
+    les: Vec<String>,
+}
+
+impl HistogramFamily {
+    fn new(def: Def, bounds: &[f64]) -> HistogramFamily {
+        HistogramFamily {
+            bucket: format!("{}_bucket", def.name),
+            sum: format!("{}_sum", def.name),
+            count: format!("{}_count", def.name),
+            les: bounds.iter().map(f64::to_string).collect(),
+        }
     }
 }
 

@@ -305,7 +305,6 @@ pub struct Conns {
     promotions: VecDeque<Due>,
     opts: ConnOptions,
     interface: Arc<str>,
-    finished: bool,
 }
 
 impl Conns {
@@ -317,7 +316,6 @@ impl Conns {
             promotions: VecDeque::new(),
             opts,
             interface,
-            finished: false,
         }
     }
 
@@ -462,8 +460,8 @@ impl Conns {
             };
             self.emit(kind, now, *r);
         }
-        self.finished = true;
-        // The writer stops once every worker has let go of its sink.
+        // Nothing is logged after this, and the writer stops once every
+        // worker has let go of its sink.
         self.opts.log = None;
         self.reports.clear();
         self.promotions.clear();
@@ -484,9 +482,6 @@ impl Conns {
     }
 
     fn emit(&self, kind: EventKind, at: Nanos, record: ConnRecord) {
-        if self.finished {
-            return;
-        }
         if let Some(sink) = &self.opts.log {
             sink.send(FlowEvent {
                 kind,
@@ -538,6 +533,11 @@ mod tests {
         s
     }
 
+    /// A 100-byte data segment from `sender`, counted once.
+    fn data(c: &mut Conns, id: u32, sender: Side, step: &Step, phase: Phase, now: Nanos) {
+        c.on_segment(id, sender, &data_segment(), 1, step, phase, now);
+    }
+
     fn kinds(rx: &Receiver<Box<FlowEvent>>) -> Vec<(EventKind, Nanos)> {
         rx.try_iter().map(|e| (e.kind, e.at)).collect()
     }
@@ -547,24 +547,8 @@ mod tests {
         let (mut c, rx) = conns(None, 0, 100);
         let id = c.start(&orient(), 0);
         let step = Step::default();
-        c.on_segment(
-            id,
-            Side::Client,
-            &data_segment(),
-            1,
-            &step,
-            Phase::Established,
-            0,
-        );
-        c.on_segment(
-            id,
-            Side::Client,
-            &data_segment(),
-            1,
-            &step,
-            Phase::Established,
-            SEC,
-        );
+        data(&mut c, id, Side::Client, &step, Phase::Established, 0);
+        data(&mut c, id, Side::Client, &step, Phase::Established, SEC);
         c.maintain(4 * SEC);
         c.maintain(5 * SEC);
         c.maintain(9 * SEC);
@@ -573,15 +557,7 @@ mod tests {
             lifecycle: Some(Lifecycle::Closed(CloseReason::Fin)),
             ..Step::default()
         };
-        c.on_segment(
-            id,
-            Side::Server,
-            &data_segment(),
-            1,
-            &fin,
-            Phase::Closed,
-            11 * SEC,
-        );
+        data(&mut c, id, Side::Server, &fin, Phase::Closed, 11 * SEC);
         c.maintain(16 * SEC);
         c.on_removed(id, Removal::Released, &Step::default(), 21 * SEC);
         let events: Vec<_> = rx.try_iter().collect();
@@ -607,11 +583,10 @@ mod tests {
         let (mut c, rx) = conns(None, 0, 1);
         for _ in 0..3 {
             let id = c.start(&orient(), 0);
-            c.on_segment(
+            data(
+                &mut c,
                 id,
                 Side::Client,
-                &data_segment(),
-                1,
                 &Step::default(),
                 Phase::Established,
                 0,
@@ -645,15 +620,7 @@ mod tests {
             flags: Flags::default(),
             ..Step::default()
         };
-        c.on_segment(
-            a,
-            Side::Client,
-            &data_segment(),
-            1,
-            &rst,
-            Phase::Closed,
-            32 * SEC,
-        );
+        data(&mut c, a, Side::Client, &rst, Phase::Closed, 32 * SEC);
         assert_eq!(c.long().count(), 0, "closed: its series go");
         assert_eq!(c.opts.long_budget.held(), 0);
         c.on_removed(b, Removal::Evicted, &Step::default(), 33 * SEC);

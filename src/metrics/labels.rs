@@ -65,10 +65,6 @@ impl LabelSet {
         self.0 & label.bit() != 0
     }
 
-    pub fn without(self, label: Label) -> LabelSet {
-        LabelSet(self.0 & !label.bit())
-    }
-
     pub fn iter(self) -> impl Iterator<Item = Label> {
         Label::ALL.into_iter().filter(move |l| self.has(*l))
     }
@@ -201,10 +197,6 @@ impl SeriesKey {
             server: other(self.server),
             ..self
         }
-    }
-
-    pub fn is_folded(&self) -> bool {
-        self.client == Peer::Other || self.server == Peer::Other
     }
 }
 
@@ -525,10 +517,6 @@ impl Labeler {
         Labeler::new(LabelSet::DEFAULT, Vec::new(), &PortNames::default())
     }
 
-    pub fn labels(&self) -> LabelSet {
-        self.labels
-    }
-
     pub fn name(&self, id: u16) -> &str {
         self.names.get(id as usize).map_or("", String::as_str)
     }
@@ -764,7 +752,6 @@ mod tests {
         let k = l.key(0, &orient("10.0.0.1", "10.0.0.2", 80)).folded();
         assert_eq!((k.client, k.server), (Peer::Absent, Peer::Other));
         assert_eq!(k.server_port, Some(80));
-        assert!(k.is_folded());
     }
 
     #[test]

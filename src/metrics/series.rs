@@ -270,10 +270,6 @@ impl SeriesBudget {
         let s = self.lock();
         (s.own, s.folded)
     }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
 }
 
 #[cfg(test)]

@@ -194,10 +194,6 @@ impl Shard {
         }
     }
 
-    pub fn labeler(&self) -> &Labeler {
-        &self.config.labeler
-    }
-
     /// The series of a new connection first seen at `now`, counted as
     /// active from now on. Label sets beyond `--max-series` fold into
     /// `other`.
