@@ -109,8 +109,10 @@ fn capture(
                 marker.store(true, Ordering::Relaxed);
                 result
             });
-            serve(config, exporter, ready, stop)?;
-            match reader.join() {
+            let served = serve(config, exporter, ready, stop);
+            let read = reader.join();
+            served?;
+            match read {
                 Ok(result) => result,
                 Err(_) => anyhow::bail!("the file reader panicked"),
             }
@@ -127,12 +129,12 @@ fn capture(
             // missing privilege fails the start, with the reason.
             let sources = open_live(interfaces, config, opts)?;
             let handles = sources.into_iter().map(start).collect::<Result<Vec<_>>>()?;
-            serve(config, exporter, Arc::new(AtomicBool::new(true)), stop)?;
+            let served = serve(config, exporter, Arc::new(AtomicBool::new(true)), stop);
             for handle in handles {
                 // A failed interface was reported when it failed.
                 let _ = join(handle);
             }
-            Ok(())
+            served
         }
     }
 }
@@ -250,12 +252,24 @@ fn join(handle: CaptureThread) -> Result<()> {
     }
 }
 
-/// Serves HTTP until SIGINT or SIGTERM, then sets `stop`.
+/// Serves HTTP until SIGINT or SIGTERM, or until it fails to start; then
+/// sets `stop` either way, so that the capture threads end and can be
+/// joined (and with them the flow log's writer).
 fn serve(
     config: &Config,
     exporter: &Arc<Exporter>,
     ready: Arc<AtomicBool>,
     stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let result = serve_until_signal(config, exporter, ready);
+    stop.store(true, Ordering::Relaxed);
+    result
+}
+
+fn serve_until_signal(
+    config: &Config,
+    exporter: &Arc<Exporter>,
+    ready: Arc<AtomicBool>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -277,9 +291,7 @@ fn serve(
         eprintln!("tcp-exporter: serving http://{addr}/metrics");
         server.await;
         Ok::<(), anyhow::Error>(())
-    })?;
-    stop.store(true, Ordering::Relaxed);
-    Ok(())
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is

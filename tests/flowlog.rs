@@ -556,3 +556,37 @@ fn a_file_read_waits_for_the_flow_log_writer_and_loses_nothing() {
     assert_eq!(sum("tcp_exporter_flow_log_records_total"), 40_000.0);
     assert_eq!(records(&log).len(), 40_000);
 }
+
+#[test]
+fn a_taken_port_stops_the_exporter_with_the_reason_even_with_a_flow_log() {
+    // Regression: the flow-log writer waited for capture threads that
+    // nothing told to stop, and the exporter hung instead of exiting.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = TempDir::new("taken");
+    let log = dir.path("flows.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
+        .arg("-r")
+        .arg(pcap("short_conns.pcap"))
+        .args(["-p", &port, "--listen", "127.0.0.1", "--flow-log"])
+        .arg(&log)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the exporter did not exit after failing to listen");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+}
