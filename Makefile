@@ -108,7 +108,7 @@ fi
 $(DEPLOY_VENV)/bin/python tests/deploy/run.py
 endef
 
-.PHONY: deps test-deps build run test pcaps test-deploy image
+.PHONY: deps test-deps build run test fuzz pcaps test-deploy image
 
 deps:
 	@$(ENSURE_PKGS)
@@ -139,6 +139,8 @@ test: test-deps
 	  rustup component add clippy rustfmt
 	fi
 	$(CARGO) test --release --locked --features xdp
+	# The fuzz smoke run, with overflow checks (a fixed seed: tests/fuzz.rs).
+	$(CARGO) test --profile fuzz --locked --test fuzz -- --nocapture
 	# The xdp build, kept for the deployment tests' capability check.
 	cp target/release/tcp-exporter target/tcp-exporter-xdp
 	$(CARGO) fmt --check
@@ -147,6 +149,13 @@ test: test-deps
 	CLANG=/bin/false $(CARGO) build --release --locked
 	export TCPX_XDP_EXPORTER=$$PWD/target/tcp-exporter-xdp
 	$(DEPLOY_TESTS)
+
+# A long fuzz run (tests/fuzz.rs): each target for FUZZ_SECONDS, from a
+# random seed that it prints; crashes go to target/fuzz-crashes/.
+FUZZ_SECONDS ?= 600
+fuzz:
+	TCPX_FUZZ_SECONDS=$(FUZZ_SECONDS) TCPX_FUZZ_SEED=$${TCPX_FUZZ_SEED:-random} \
+	  $(CARGO) test --profile fuzz --locked --test fuzz -- --nocapture
 
 # Regenerates testdata/pcaps from real traffic between network namespaces.
 pcaps: test-deps

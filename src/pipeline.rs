@@ -138,6 +138,11 @@ pub fn run_source(
                     }
                     break;
                 }
+                Ok(Next::Skipped(kind)) => {
+                    guard
+                        .get_or_insert_with(|| lock(shard))
+                        .on_decode_error(kind);
+                }
                 Ok(Next::End) => {
                     done = Some(Ok(Stopped::End));
                     break;

@@ -22,7 +22,7 @@ pub use pcap_live::{LiveOptions, PcapLive};
 #[cfg(feature = "xdp")]
 pub use xdp::XdpCapture;
 
-use crate::decode::LinkType;
+use crate::decode::{DecodeErrorKind, LinkType};
 use crate::flow::Nanos;
 
 /// One captured frame, borrowed from the backend's buffer.
@@ -83,6 +83,9 @@ pub enum Next<'a> {
     Frame(Frame<'a>),
     /// Nothing arrived within the read timeout; the time now.
     Idle(Nanos),
+    /// A record of a file that could not be handed on, by reason (counted
+    /// with the decode errors); `next` goes on after it, or ends.
+    Skipped(DecodeErrorKind),
     /// A file has been read to its end.
     End,
 }

@@ -8,12 +8,14 @@ use pcap::{Capture, Offline, Precision};
 
 use super::pcap_reader::PcapReader;
 use super::{link_type_of, CaptureError, CaptureStats, Frame, Next, PacketSource};
-use crate::decode::LinkType;
+use crate::decode::{DecodeErrorKind, LinkType};
 
 pub struct PcapFile {
     name: String,
     inner: Inner,
     link: LinkType,
+    /// libpcap refused a record: the reading has ended.
+    broken: bool,
 }
 
 enum Inner {
@@ -38,6 +40,7 @@ impl PcapFile {
                     name,
                     inner: Inner::Own(reader),
                     link,
+                    broken: false,
                 });
             }
         }
@@ -59,6 +62,7 @@ impl PcapFile {
             name,
             inner: Inner::Libpcap(cap),
             link,
+            broken: false,
         })
     }
 }
@@ -73,6 +77,9 @@ impl PacketSource for PcapFile {
     }
 
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        if self.broken {
+            return Ok(Next::End);
+        }
         let cap = match &mut self.inner {
             Inner::Own(reader) => return reader.next(),
             Inner::Libpcap(cap) => cap,
@@ -85,10 +92,16 @@ impl PacketSource for PcapFile {
                 gso_size: 0,
             })),
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
-            Err(e) => Err(CaptureError::Read {
-                what: self.name.clone(),
-                message: e.to_string(),
-            }),
+            Err(e) => {
+                // libpcap cannot go past a record it refuses.
+                eprintln!(
+                    "tcp-exporter: {}: {e}; the frames before it are counted, the rest of \
+                     the file is not read (decode_errors reason unreadable_record)",
+                    self.name
+                );
+                self.broken = true;
+                Ok(Next::Skipped(DecodeErrorKind::UnreadableRecord))
+            }
         }
     }
 

@@ -2,12 +2,18 @@
 //! without a filter: it reads the file in large chunks and hands out frames
 //! borrowed from its buffer, with none of libpcap's per-record stdio calls.
 //! pcapng files, and files read with `-f`, go through libpcap instead.
+//!
+//! A broken global header is an error. A broken record is not: it is
+//! reported as `Next::Skipped` with its reason, and reading goes on where
+//! the framing allows (a record whose lengths disagree) or ends (a file cut
+//! short, a length no frame can have), with one message on stderr.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use super::{CaptureError, Frame, Next};
+use crate::decode::DecodeErrorKind;
 use crate::flow::Nanos;
 
 const MAGIC_MICRO: u32 = 0xa1b2_c3d4;
@@ -25,10 +31,13 @@ pub struct FileHeader {
     pub link_type: u32,
     pub nanos: bool,
     pub swapped: bool,
+    /// The format version (2.4 for every file written since 1998).
+    pub version: (u16, u16),
 }
 
 /// Reads a classic pcap global header; `None` for anything else (pcapng,
-/// or not a capture at all: libpcap then gives the error).
+/// or not a capture at all: libpcap then gives the error, as it does for
+/// a header cut short).
 pub fn file_header(head: &[u8]) -> Option<FileHeader> {
     let word = |at: usize, swapped: bool| {
         let b: [u8; 4] = head.get(at..at + 4)?.try_into().ok()?;
@@ -46,10 +55,17 @@ pub fn file_header(head: &[u8]) -> Option<FileHeader> {
         _ => return None,
     };
     let link_type = word(20, swapped)? & 0x0fff_ffff;
+    let version = word(4, swapped)?;
+    let version = if swapped {
+        ((version >> 16) as u16, version as u16)
+    } else {
+        (version as u16, (version >> 16) as u16)
+    };
     (head.len() >= GLOBAL_HEADER).then_some(FileHeader {
         link_type,
         nanos,
         swapped,
+        version,
     })
 }
 
@@ -64,6 +80,8 @@ pub struct PcapReader {
     /// File offset of `buf[0]`, for error messages.
     base: u64,
     eof: bool,
+    /// A record ended the reading early (`Next::Skipped` was the last).
+    broken: bool,
 }
 
 impl PcapReader {
@@ -80,6 +98,16 @@ impl PcapReader {
         let Some(header) = file_header(&head[..n]) else {
             return Ok(None);
         };
+        if header.version.0 != 2 {
+            return Err(CaptureError::Open {
+                what: path.display().to_string(),
+                message: format!(
+                    "pcap format version {}.{} in the file header; only version 2 exists",
+                    header.version.0, header.version.1
+                ),
+                hint: "",
+            });
+        }
         Ok(Some(PcapReader {
             name: name.to_string(),
             file,
@@ -89,6 +117,7 @@ impl PcapReader {
             at: 0,
             base: GLOBAL_HEADER as u64,
             eof: false,
+            broken: false,
         }))
     }
 
@@ -145,23 +174,33 @@ impl PcapReader {
         Ok(true)
     }
 
-    fn truncated(&self, what: &str) -> CaptureError {
-        CaptureError::Read {
-            what: self.name.clone(),
-            message: format!(
-                "{what} cut short at byte {} (truncated file)",
-                self.base + self.at as u64
-            ),
-        }
+    /// Ends the reading at a record that cannot be framed: says why once,
+    /// on stderr, and reports the record as skipped.
+    fn give_up(&mut self, reason: DecodeErrorKind, why: &str) -> Next<'_> {
+        eprintln!(
+            "tcp-exporter: {}: {why} at byte {}; the frames before it are counted, \
+             the rest of the file is not read (decode_errors reason {})",
+            self.name,
+            self.base + self.at as u64,
+            reason.as_str()
+        );
+        self.broken = true;
+        Next::Skipped(reason)
     }
 
     pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        if self.broken {
+            return Ok(Next::End);
+        }
         if !self.fill(RECORD_HEADER)? {
-            return if self.filled == self.at {
-                Ok(Next::End)
+            return Ok(if self.filled == self.at {
+                Next::End
             } else {
-                Err(self.truncated("record header"))
-            };
+                self.give_up(
+                    DecodeErrorKind::TruncatedRecord,
+                    "the file ends inside a record header",
+                )
+            });
         }
         let h = self.at;
         let sec = self.u32_at(h) as Nanos;
@@ -169,22 +208,32 @@ impl PcapReader {
         let caplen = self.u32_at(h + 8) as usize;
         let wire_len = self.u32_at(h + 12);
         if caplen > MAX_RECORD {
-            return Err(CaptureError::Read {
-                what: self.name.clone(),
-                message: format!(
-                    "record at byte {} claims {caplen} captured bytes (at most {MAX_RECORD})",
-                    self.base + h as u64
+            return Ok(self.give_up(
+                DecodeErrorKind::BadRecordLength,
+                &format!(
+                    "a record claims {caplen} captured bytes (a frame has at most {MAX_RECORD})"
                 ),
-            });
+            ));
         }
         if !self.fill(RECORD_HEADER + caplen)? {
-            return Err(self.truncated("record"));
+            return Ok(self.give_up(
+                DecodeErrorKind::TruncatedRecord,
+                "the file ends inside a record",
+            ));
         }
         let start = self.at + RECORD_HEADER;
         self.at = start + caplen;
+        if caplen > wire_len as usize {
+            // More bytes captured than were on the wire: the header is
+            // wrong, so the frame is not trusted; the next record is where
+            // the captured length says.
+            return Ok(Next::Skipped(DecodeErrorKind::BadRecordLength));
+        }
         let scale = if self.header.nanos { 1 } else { 1000 };
         Ok(Next::Frame(Frame {
-            ts: sec * 1_000_000_000 + frac * scale,
+            ts: sec
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(frac.wrapping_mul(scale)),
             data: &self.buf[start..start + caplen],
             wire_len,
             gso_size: 0,
@@ -243,7 +292,10 @@ mod tests {
         f
     }
 
-    fn read_all(bytes: &[u8]) -> Result<Vec<(Nanos, Vec<u8>, u32)>, CaptureError> {
+    /// What reading a file gives: frames, skipped records by reason.
+    type Read = (Vec<(Nanos, Vec<u8>, u32)>, Vec<DecodeErrorKind>);
+
+    fn read_all(bytes: &[u8]) -> Result<Read, CaptureError> {
         let dir = std::env::temp_dir().join(format!(
             "tcpx-reader-{}-{}",
             std::process::id(),
@@ -252,17 +304,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.pcap");
         std::fs::write(&path, bytes).unwrap();
-        let mut r = PcapReader::open(&path, "t.pcap")
-            .unwrap()
-            .expect("a classic pcap");
-        let mut out = Vec::new();
-        let result = loop {
-            match r.next() {
-                Ok(Next::Frame(f)) => out.push((f.ts, f.data.to_vec(), f.wire_len)),
-                Ok(_) => break Ok(out),
-                Err(e) => break Err(e),
+        let result = PcapReader::open(&path, "t.pcap").and_then(|r| {
+            let mut r = r.expect("a classic pcap");
+            let (mut frames, mut skipped) = (Vec::new(), Vec::new());
+            loop {
+                match r.next()? {
+                    Next::Frame(f) => frames.push((f.ts, f.data.to_vec(), f.wire_len)),
+                    Next::Skipped(kind) => skipped.push(kind),
+                    Next::End => return Ok((frames, skipped)),
+                    Next::Idle(_) => panic!("a file is never idle"),
+                }
             }
-        };
+        });
         std::fs::remove_dir_all(&dir).unwrap();
         result
     }
@@ -272,7 +325,8 @@ mod tests {
         for nanos in [false, true] {
             for swapped in [false, true] {
                 let f = pcap(nanos, swapped, &[(10, 5, b"abc", 60), (11, 0, b"", 0)]);
-                let got = read_all(&f).unwrap();
+                let (got, skipped) = read_all(&f).unwrap();
+                assert!(skipped.is_empty());
                 let ts = 10_000_000_000 + if nanos { 5 } else { 5000 };
                 assert_eq!(
                     got,
@@ -287,7 +341,7 @@ mod tests {
         let big = vec![7u8; 70_000];
         let records: Vec<(u32, u32, &[u8], u32)> =
             (0..40).map(|i| (i, 0, &big[..], 70_000)).collect();
-        let got = read_all(&pcap(false, false, &records)).unwrap();
+        let (got, _) = read_all(&pcap(false, false, &records)).unwrap();
         assert_eq!(got.len(), 40);
         assert!(got
             .iter()
@@ -295,18 +349,38 @@ mod tests {
     }
 
     #[test]
-    fn truncated_last_record_is_an_error_that_says_where() {
-        let mut f = pcap(false, false, &[(1, 0, b"abcdef", 6)]);
-        f.truncate(f.len() - 2);
-        let err = read_all(&f).unwrap_err().to_string();
-        assert!(err.contains("truncated"), "{err}");
+    fn a_file_cut_inside_a_record_keeps_the_frames_before_it() {
+        let whole = pcap(false, false, &[(1, 0, b"abc", 3), (2, 0, b"abcdef", 6)]);
+        for cut in [2, 8, 16 + 5] {
+            let (got, skipped) = read_all(&whole[..whole.len() - cut]).unwrap();
+            assert_eq!(got.len(), 1, "cut {cut}");
+            assert_eq!(skipped, [DecodeErrorKind::TruncatedRecord], "cut {cut}");
+        }
     }
 
     #[test]
-    fn absurd_record_length_is_an_error() {
-        let mut f = pcap(false, false, &[(1, 0, b"abcdef", 6)]);
-        f[24 + 8..24 + 12].copy_from_slice(&10_000_000u32.to_le_bytes());
-        assert!(read_all(&f).unwrap_err().to_string().contains("claims"));
+    fn a_record_longer_than_its_wire_length_is_skipped_and_reading_goes_on() {
+        let f = pcap(false, false, &[(1, 0, b"abcdef", 4), (2, 0, b"xyz", 3)]);
+        let (got, skipped) = read_all(&f).unwrap();
+        assert_eq!(got, vec![(2_000_000_000, b"xyz".to_vec(), 3)]);
+        assert_eq!(skipped, [DecodeErrorKind::BadRecordLength]);
+    }
+
+    #[test]
+    fn an_impossible_record_length_ends_the_reading() {
+        let mut f = pcap(false, false, &[(1, 0, b"abc", 3), (2, 0, b"abcdef", 6)]);
+        f[24 + 16 + 3 + 8..24 + 16 + 3 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let (got, skipped) = read_all(&f).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(skipped, [DecodeErrorKind::BadRecordLength]);
+    }
+
+    #[test]
+    fn a_version_other_than_2_is_refused_with_the_version() {
+        let mut f = pcap(false, false, &[]);
+        f[4..6].copy_from_slice(&9u16.to_le_bytes());
+        let err = read_all(&f).unwrap_err().to_string();
+        assert!(err.contains("version 9.4"), "{err}");
     }
 
     #[test]

@@ -128,10 +128,20 @@ pub enum DecodeErrorKind {
     NotIp,
     /// An IP packet whose payload is not TCP (or is an ESP/AH-protected one).
     NotTcp,
+    /// Capture files only, found by the capture layer before decode: the
+    /// file ends inside a record (a capture cut short). Reading stops there.
+    TruncatedRecord,
+    /// Capture files only: a record whose captured length exceeds its wire
+    /// length or any frame's (262,144 bytes). The record is skipped; past
+    /// an impossible length the file cannot be framed and reading stops.
+    BadRecordLength,
+    /// Capture files only: libpcap refused a record (of a pcapng file, or a
+    /// file read with a filter). Reading stops there.
+    UnreadableRecord,
 }
 
 impl DecodeErrorKind {
-    pub const ALL: [DecodeErrorKind; 11] = [
+    pub const ALL: [DecodeErrorKind; 14] = [
         Self::TruncatedLink,
         Self::TruncatedIp,
         Self::TruncatedTcp,
@@ -143,6 +153,9 @@ impl DecodeErrorKind {
         Self::IpFragment,
         Self::NotIp,
         Self::NotTcp,
+        Self::TruncatedRecord,
+        Self::BadRecordLength,
+        Self::UnreadableRecord,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -160,6 +173,9 @@ impl DecodeErrorKind {
             Self::IpFragment => "ip_fragment",
             Self::NotIp => "not_ip",
             Self::NotTcp => "not_tcp",
+            Self::TruncatedRecord => "truncated_record",
+            Self::BadRecordLength => "bad_record_length",
+            Self::UnreadableRecord => "unreadable_record",
         }
     }
 
