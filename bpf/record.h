@@ -25,6 +25,7 @@ enum tcpx_status {
 	TCPX_BAD_TCP_HEADER_LENGTH = 5,
 	TCPX_IPV6_EXTENSION_CHAIN = 6,
 	TCPX_IP_FRAGMENT = 7,
+	TCPX_BAD_IP_LENGTH = 8,
 };
 
 /* Where the record was taken. */

@@ -92,6 +92,20 @@ static __always_inline int link_header(__u8 *p, void *end, __u32 *off, __u16 *pr
 }
 
 /* IPv4: where TCP starts, or why not. */
+/* An IPv4 header not all captured: cut by the capture, unless its stated
+ * total length is too short for it, which is the packet's own fault (as
+ * the frame decoder says). */
+static __always_inline int ipv4_short(__u8 *l3, void *end)
+{
+	if ((void *)(l3 + 4) <= end) {
+		__u32 ihl = (l3[0] & 0x0f) * 4;
+		__u16 stated = bpf_ntohs(*(__u16 *)(l3 + 2));
+		if (ihl >= 20 && stated != 0 && stated < ihl)
+			return TCPX_BAD_IP_LENGTH;
+	}
+	return TCPX_TRUNCATED_IP;
+}
+
 static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 {
 	if ((void *)(l3 + 10) > end || l3[9] != PROTO_TCP)
@@ -99,12 +113,12 @@ static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 	if (l3[0] >> 4 != 4)
 		return TCPX_BAD_IP_VERSION;
 	if ((void *)(l3 + 20) > end)
-		return TCPX_TRUNCATED_IP;
+		return ipv4_short(l3, end);
 	__u32 ihl = (l3[0] & 0x0f) * 4;
 	if (ihl < 20)
 		return TCPX_BAD_IP_HEADER_LENGTH;
 	if ((void *)(l3 + ihl) > end)
-		return TCPX_TRUNCATED_IP;
+		return ipv4_short(l3, end);
 	__u16 frag = bpf_ntohs(*(__u16 *)(l3 + 6));
 	__u16 stated = bpf_ntohs(*(__u16 *)(l3 + 2));
 	/* A stated length too short for the header is judged first (in user
@@ -166,8 +180,14 @@ static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 		default:
 			return SKIP;
 		}
+		/* A header that is not all captured, and runs past the stated
+		 * payload length too, is the packet's own fault, as the frame
+		 * decoder says. (One that is captured but runs past the stated
+		 * length is judged in user space from the record.) */
 		if ((void *)(h + len) > end)
-			return TCPX_TRUNCATED_IP;
+			return payload != 0 && at + len > payload + 40 ?
+				       TCPX_BAD_IP_LENGTH :
+				       TCPX_TRUNCATED_IP;
 		next = h[0];
 		at += len;
 		/* Headers past this point are not followed (and the bound keeps
@@ -217,6 +237,17 @@ static __always_inline int summarise(void *data, void *end, __u32 wire_len,
 
 	/* The mask changes nothing (at most 1024) but tells the verifier. */
 	__u8 *t = l3 + (r->ip_header_len & 0x7ff);
+	/* A TCP header (by its data offset when captured, else the 20-byte
+	 * minimum) past what the stated length leaves is the packet's own
+	 * fault, judged before whether the header was captured, as the frame
+	 * decoder judges it. */
+	if (r->ip_stated_len != 0) {
+		__u32 needed = 20;
+		if ((void *)(t + 13) <= end && (t[12] >> 4) >= 5)
+			needed = (t[12] >> 4) * 4;
+		if (needed > r->ip_stated_len - r->ip_header_len)
+			return TCPX_BAD_TCP_HEADER_LENGTH;
+	}
 	if ((void *)(t + 20) > end)
 		return TCPX_TRUNCATED_TCP;
 	__u32 doff = (t[12] >> 4) * 4;

@@ -36,6 +36,15 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     pub listen: IpAddr,
 
+    /// TLS and basic authentication for the HTTP server, in the file format
+    /// of the Prometheus exporter-toolkit: `tls_server_config` (cert_file,
+    /// key_file, client_auth_type, client_ca_file, min/max_version),
+    /// `basic_auth_users` (user: bcrypt hash), `http_server_config.headers`.
+    /// Certificate files are read again when they change. /healthz and
+    /// /readyz need no password. Without it: plain HTTP, no authentication.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
+
     /// BPF capture filter (libpcap syntax). Live interfaces default to
     /// `tcp`, applied in the kernel. Files read with -r are filtered only
     /// when -f is given: every frame of a file is accounted for, and what is

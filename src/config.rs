@@ -11,6 +11,7 @@ use crate::capture::{XdpAttach, DEFAULT_XDP_RING_MIB};
 use crate::cli::{Args, BackendArg, XdpModeArg};
 use crate::flow::Nanos;
 use crate::flowlog;
+use crate::http::webconfig::{self, WebConfig, WebConfigError};
 use crate::metrics::labels::{parse_rules, CidrRule, LabelError, LabelSet, PortNames};
 
 /// What to capture from.
@@ -59,6 +60,9 @@ pub struct Config {
     pub max_long_connections: usize,
     pub flow_log: Option<flowlog::Target>,
     pub flow_log_interval: Nanos,
+    /// `--web.config.file`, read and checked (its certificates are loaded
+    /// when the server starts).
+    pub web: WebConfig,
 }
 
 /// A flag value that cannot work, with the reason.
@@ -106,6 +110,8 @@ pub enum ConfigError {
     FlowLogStdoutPrint,
     #[error("--flow-log-interval must be at least 1ms")]
     FlowLogInterval,
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
 }
 
 /// The smallest BPF ring buffer per interface, in MiB: 30 ms of a million
@@ -251,8 +257,13 @@ impl Config {
         if args.long_connections.is_some() && args.max_long_connections == 0 {
             return Err(ConfigError::Zero("max-long-connections"));
         }
+        let web = match &args.web_config_file {
+            Some(path) => webconfig::load(path)?,
+            None => WebConfig::default(),
+        };
         let nanos = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as Nanos;
         Ok(Config {
+            web,
             labels: args.labels.parse()?,
             cidr_rules: parse_rules(&args.aggregate_cidr)?,
             port_names,

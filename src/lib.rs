@@ -16,3 +16,5 @@ pub mod flowlog;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod privileges;
+pub mod yaml;

@@ -21,6 +21,7 @@ use tcp_exporter::metrics::labels::Labeler;
 use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::pipeline::{run_source, Stopped, Worker};
+use tcp_exporter::privileges;
 
 /// How long a live read waits before the capture loop looks at the clock
 /// and the stop flag.
@@ -39,10 +40,22 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let config = Config::from_args(args)?;
+    // Everything that needs privileges happens first: the captures are
+    // opened and the HTTP port bound. Then the process keeps only what
+    // opening a capture again takes, before any other thread starts.
+    let sources = open_sources(&config)?;
+    let listener = match config.source {
+        Source::File { print: true, .. } => None,
+        _ => Some(
+            std::net::TcpListener::bind(config.listen)
+                .with_context(|| format!("cannot listen on {}", config.listen))?,
+        ),
+    };
+    drop_privileges(&config)?;
     let (shards, writer) = shard_config(&config)?;
     let exporter = Exporter::new(env!("CARGO_PKG_VERSION"), &shards);
     let stop = Arc::new(AtomicBool::new(false));
-    let result = capture(&config, shards, &exporter, &stop);
+    let result = capture(&config, sources, listener, shards, &exporter, &stop);
     // Every worker has let go of its flow-log sink: the writer ends once it
     // has written what they sent, so that --print shows its final counts.
     if let Some(writer) = writer {
@@ -51,6 +64,28 @@ fn run(args: Args) -> Result<()> {
     result?;
     if let Source::File { print: true, .. } = config.source {
         print!("{}", exporter.render());
+    }
+    Ok(())
+}
+
+/// The capabilities opening a capture again needs, by backend.
+fn capabilities_to_keep(config: &Config) -> Vec<privileges::Cap> {
+    use privileges::{CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON};
+    match (&config.source, &config.backend) {
+        (Source::File { .. }, _) => vec![],
+        (Source::Live { .. }, Backend::Xdp { .. }) => vec![CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
+        (Source::Live { .. }, _) => vec![CAP_NET_RAW],
+    }
+}
+
+fn drop_privileges(config: &Config) -> Result<()> {
+    let kept =
+        privileges::keep_only(&capabilities_to_keep(config)).context("dropping capabilities")?;
+    if let Source::Live { .. } = config.source {
+        eprintln!(
+            "tcp-exporter: capabilities kept (permitted, raised only to open a capture): {}",
+            privileges::names(&kept)
+        );
     }
     Ok(())
 }
@@ -84,39 +119,15 @@ fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)>
     Ok((shards, writer))
 }
 
-/// Runs the capture (a file, or live interfaces) and the HTTP server until
-/// the file ends (with --print: the caller prints) or a signal comes.
-fn capture(
-    config: &Config,
-    shards: ShardConfig,
-    exporter: &Arc<Exporter>,
-    stop: &Arc<AtomicBool>,
-) -> Result<()> {
-    let start = |source: Box<dyn PacketSource>| start(source, config, &shards, exporter, stop);
-    match &config.source {
-        Source::File { path, print: true } => {
-            let source = PcapFile::open(path, &config.filter)?;
-            let handle = start(Box::new(source))?;
-            join(handle)
-        }
-        Source::File { path, print: false } => {
-            let source = PcapFile::open(path, &config.filter)?;
-            let ready = Arc::new(AtomicBool::new(false));
-            let handle = start(Box::new(source))?;
-            let marker = Arc::clone(&ready);
-            let reader = std::thread::spawn(move || {
-                let result = join(handle);
-                marker.store(true, Ordering::Relaxed);
-                result
-            });
-            let served = serve(config, exporter, ready, stop);
-            let read = reader.join();
-            served?;
-            match read {
-                Ok(result) => result,
-                Err(_) => anyhow::bail!("the file reader panicked"),
-            }
-        }
+/// What `-r` or `-i` opened.
+enum Sources {
+    File(PcapFile),
+    Live(Vec<Box<dyn PacketSource>>),
+}
+
+fn open_sources(config: &Config) -> Result<Sources> {
+    Ok(match &config.source {
+        Source::File { path, .. } => Sources::File(PcapFile::open(path, &config.filter)?),
         Source::Live { interfaces } => {
             let opts = LiveOptions {
                 snaplen: config.snaplen,
@@ -125,17 +136,62 @@ fn capture(
                 buffer_bytes: config.buffer_bytes,
                 read_timeout_ms: READ_TIMEOUT_MS,
             };
-            // Open every interface before anything runs: a bad name or a
-            // missing privilege fails the start, with the reason.
-            let sources = open_live(interfaces, config, opts)?;
+            // Every interface is opened before anything runs: a bad name or
+            // a missing privilege fails the start, with the reason.
+            Sources::Live(open_live(interfaces, config, opts)?)
+        }
+    })
+}
+
+/// Runs the capture (a file, or live interfaces) and the HTTP server until
+/// the file ends (with --print: the caller prints) or a signal comes.
+fn capture(
+    config: &Config,
+    sources: Sources,
+    listener: Option<std::net::TcpListener>,
+    shards: ShardConfig,
+    exporter: &Arc<Exporter>,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let start = |source: Box<dyn PacketSource>| start(source, config, &shards, exporter, stop);
+    match (sources, listener) {
+        (Sources::File(source), None) => {
+            let handle = start(Box::new(source))?;
+            join(handle)
+        }
+        (Sources::File(source), Some(listener)) => {
+            let ready = Arc::new(AtomicBool::new(false));
+            let handle = start(Box::new(source))?;
+            let marker = Arc::clone(&ready);
+            let reader = std::thread::spawn(move || {
+                let result = join(handle);
+                marker.store(true, Ordering::Relaxed);
+                result
+            });
+            let served = serve(config, listener, exporter, ready, stop);
+            let read = reader.join();
+            served?;
+            match read {
+                Ok(result) => result,
+                Err(_) => anyhow::bail!("the file reader panicked"),
+            }
+        }
+        (Sources::Live(sources), Some(listener)) => {
             let handles = sources.into_iter().map(start).collect::<Result<Vec<_>>>()?;
-            let served = serve(config, exporter, Arc::new(AtomicBool::new(true)), stop);
+            let served = serve(
+                config,
+                listener,
+                exporter,
+                Arc::new(AtomicBool::new(true)),
+                stop,
+            );
             for handle in handles {
                 // A failed interface was reported when it failed.
                 let _ = join(handle);
             }
             served
         }
+        (Sources::Live(_), None) => unreachable!("live capture always serves HTTP"),
     }
 }
 
@@ -257,17 +313,19 @@ fn join(handle: CaptureThread) -> Result<()> {
 /// joined (and with them the flow log's writer).
 fn serve(
     config: &Config,
+    listener: std::net::TcpListener,
     exporter: &Arc<Exporter>,
     ready: Arc<AtomicBool>,
     stop: &Arc<AtomicBool>,
 ) -> Result<()> {
-    let result = serve_until_signal(config, exporter, ready);
+    let result = serve_until_signal(config, listener, exporter, ready);
     stop.store(true, Ordering::Relaxed);
     result
 }
 
 fn serve_until_signal(
     config: &Config,
+    listener: std::net::TcpListener,
     exporter: &Arc<Exporter>,
     ready: Arc<AtomicBool>,
 ) -> Result<()> {
@@ -275,36 +333,50 @@ fn serve_until_signal(
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
-    let state = Arc::new(HttpState {
+    let state = HttpState {
         exporter: Arc::clone(exporter),
         ready,
-    });
+        web: config.web.clone(),
+    };
     runtime.block_on(async {
-        let (addr, server) = http::bind(config.listen, state, shutdown_signal()?).map_err(|e| {
-            // warp repeats its sources in its own message: say the root cause.
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            anyhow::anyhow!("cannot listen on {}: {cause}", config.listen)
-        })?;
-        eprintln!("tcp-exporter: serving http://{addr}/metrics");
+        let (addr, server) = http::serve(listener, state, shutdown_signal()?)?;
+        let scheme = if config.web.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        eprintln!("tcp-exporter: serving {scheme}://{addr}/metrics");
         server.await;
         Ok::<(), anyhow::Error>(())
     })
 }
 
+/// How long the exporter may take to stop after SIGINT or SIGTERM before
+/// it exits anyway (with status 1, saying so).
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
 /// called, not when the future is first polled, so a signal that comes
-/// right after start is not lost to the default action.
+/// right after start is not lost to the default action. Once a signal has
+/// come, a watchdog ends the process if stopping takes longer than
+/// `STOP_DEADLINE`: the handlers stay installed, so nothing else would.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     Ok(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        eprintln!("tcp-exporter: {name}: stopping");
+        std::thread::spawn(|| {
+            std::thread::sleep(STOP_DEADLINE);
+            eprintln!(
+                "tcp-exporter: did not stop within {}s of the signal; exiting",
+                STOP_DEADLINE.as_secs()
+            );
+            std::process::exit(1);
+        });
     })
 }

@@ -220,7 +220,7 @@ impl Budget {
         tried < self.inputs
             && self
                 .until
-                .is_none_or(|t| tried % 64 != 0 || Instant::now() < t)
+                .is_none_or(|t| !tried.is_multiple_of(64) || Instant::now() < t)
     }
 }
 

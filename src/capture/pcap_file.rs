@@ -6,7 +6,7 @@ use std::path::Path;
 
 use pcap::{Capture, Offline, Precision};
 
-use super::pcap_reader::PcapReader;
+use super::pcap_reader::{bad_header, PcapReader};
 use super::{link_type_of, CaptureError, CaptureStats, Frame, Next, PacketSource};
 use crate::decode::{DecodeErrorKind, LinkType};
 
@@ -45,9 +45,10 @@ impl PcapFile {
             }
         }
         let mut cap = Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
+            let head = first_bytes(path);
             CaptureError::Open {
                 what: what.clone(),
-                message: e.to_string(),
+                message: bad_header(&head).unwrap_or_else(|| e.to_string()),
                 hint: "",
             }
         })?;
@@ -65,6 +66,17 @@ impl PcapFile {
             broken: false,
         })
     }
+}
+
+/// The first bytes of a file (up to a pcap file header), for explaining
+/// why it is not a capture.
+fn first_bytes(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(24).read_to_end(&mut head);
+    }
+    head
 }
 
 impl PacketSource for PcapFile {

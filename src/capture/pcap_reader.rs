@@ -69,6 +69,36 @@ pub fn file_header(head: &[u8]) -> Option<FileHeader> {
     })
 }
 
+/// Why a file that libpcap refused is not a capture, when its first bytes
+/// tell: a header cut short, or a magic number of no capture format.
+/// `None` leaves the explaining to libpcap (a pcapng file's own errors).
+pub fn bad_header(head: &[u8]) -> Option<String> {
+    const PCAPNG: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+    let known = head.len() >= 4
+        && (head[..4] == PCAPNG
+            || [MAGIC_MICRO, MAGIC_NANO]
+                .iter()
+                .any(|m| head[..4] == m.to_le_bytes() || head[..4] == m.to_be_bytes()));
+    if known && head[..4] != PCAPNG && head.len() < GLOBAL_HEADER {
+        Some(format!(
+            "the file header is cut short: {} bytes, where a pcap file header has {GLOBAL_HEADER}",
+            head.len()
+        ))
+    } else if known {
+        None
+    } else if head.len() < 4 {
+        Some(format!(
+            "not a pcap or pcapng capture: the file has only {} bytes",
+            head.len()
+        ))
+    } else {
+        Some(format!(
+            "not a pcap or pcapng capture: it starts with {:02x} {:02x} {:02x} {:02x}",
+            head[0], head[1], head[2], head[3]
+        ))
+    }
+}
+
 pub struct PcapReader {
     name: String,
     file: File,
@@ -381,6 +411,20 @@ mod tests {
         f[4..6].copy_from_slice(&9u16.to_le_bytes());
         let err = read_all(&f).unwrap_err().to_string();
         assert!(err.contains("version 9.4"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_file_header_is_explained() {
+        let f = pcap(false, false, &[]);
+        assert!(bad_header(&f[..10])
+            .unwrap()
+            .contains("cut short: 10 bytes"));
+        assert!(bad_header(b"GIF89a..")
+            .unwrap()
+            .contains("starts with 47 49 46 38"));
+        assert!(bad_header(b"").unwrap().contains("only 0 bytes"));
+        assert_eq!(bad_header(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0]), None);
+        assert_eq!(bad_header(&f), None);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub(super) struct IpPacket {
     pub total_len: usize,
     /// `total_len - header_len`: what the TCP segment occupies.
     pub payload_len: usize,
+    /// What the length field leaves for the TCP segment, before the clamp
+    /// to the wire length (`payload_len` when no length is stated).
+    pub stated_payload_len: usize,
 }
 
 impl IpPacket {
@@ -56,6 +59,10 @@ impl IpPacket {
             header_len,
             total_len,
             payload_len: total_len - header_len,
+            stated_payload_len: match stated_len {
+                0 => total_len - header_len,
+                n => n.saturating_sub(header_len),
+            },
         })
     }
 
@@ -78,6 +85,21 @@ impl IpPacket {
 }
 
 fn parse_v4(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, DecodeError> {
+    // A total length too short for the header is the packet's own error,
+    // whether or not the header was all captured: say that, not that the
+    // capture cut it.
+    if let [_, _, hi, lo, ..] = *l3 {
+        let header_len = (l3[0] & 0x0f) as usize * 4;
+        let stated = u16::from_be_bytes([hi, lo]) as usize;
+        if header_len >= 20 && stated != 0 && stated < header_len {
+            return Err(DecodeError::new(
+                DecodeErrorKind::BadIpLength,
+                offset,
+                header_len,
+                stated,
+            ));
+        }
+    }
     let header = Ipv4HeaderSlice::from_slice(l3).map_err(|e| match e {
         ipv4::HeaderSliceError::Len(len) => DecodeError::new(
             DecodeErrorKind::TruncatedIp,
@@ -129,7 +151,8 @@ fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
     })?;
     let fixed = header.slice().len();
     let stated = header.payload_length() as usize;
-    let header_len = walk_extensions(l3, header.next_header().0, fixed, offset)?;
+    let stated_end = (stated != 0).then_some(fixed + stated);
+    let header_len = walk_extensions(l3, header.next_header().0, fixed, stated_end, offset)?;
     IpPacket::new(
         Addr::v6(header.source()),
         Addr::v6(header.destination()),
@@ -144,11 +167,13 @@ fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
 }
 
 /// Follows the extension-header chain from `next` at `at`; returns where the
-/// TCP header starts.
+/// TCP header starts. `stated_end` is where the payload length says the
+/// packet ends (`None`: not stated).
 fn walk_extensions(
     l3: &[u8],
     mut next: u8,
     mut at: usize,
+    stated_end: Option<usize>,
     offset: usize,
 ) -> Result<usize, DecodeError> {
     for _ in 0..=MAX_IPV6_EXTENSIONS {
@@ -179,6 +204,14 @@ fn walk_extensions(
             }
             _ => return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset + at, 0, 0)),
         };
+        if let Some(end) = stated_end.filter(|&end| end < at + len) {
+            return Err(DecodeError::new(
+                DecodeErrorKind::BadIpLength,
+                offset + at,
+                len,
+                end.saturating_sub(at),
+            ));
+        }
         if l3.len() < at + len {
             return Err(truncated(offset + at, len, l3.len() - at));
         }
@@ -248,9 +281,19 @@ mod tests {
     #[test]
     fn ihl_beyond_capture_is_truncated_ip() {
         let mut p = v4(&TcpSpec::default());
-        p[0] = 0x4f; // 60-byte header, only 50 bytes captured
-        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        p[0] = 0x4f; // 60-byte header, only 50 bytes captured of 80
+        p[2..4].copy_from_slice(&80u16.to_be_bytes());
+        let err = IpPacket::parse(&p, 80, 0).unwrap_err();
         assert_eq!(err.kind, DecodeErrorKind::TruncatedIp);
+        assert_eq!((err.needed, err.had), (60, 50));
+    }
+
+    #[test]
+    fn ihl_beyond_its_own_total_length_is_bad_length_even_when_cut() {
+        let mut p = v4(&TcpSpec::default());
+        p[0] = 0x4f; // 60-byte header in a packet that says it has 50
+        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::BadIpLength);
         assert_eq!((err.needed, err.had), (60, 50));
     }
 

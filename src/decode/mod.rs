@@ -126,7 +126,8 @@ pub enum DecodeErrorKind {
     IpFragment,
     /// The frame holds something other than IPv4 or IPv6 (ARP, LLDP, ...).
     NotIp,
-    /// An IP packet whose payload is not TCP (or is an ESP/AH-protected one).
+    /// An IP packet whose payload is not TCP: another protocol, TCP inside
+    /// ESP, or (IPv4 only; IPv6's AH is followed) TCP behind AH.
     NotTcp,
     /// Capture files only, found by the capture layer before decode: the
     /// file ends inside a record (a capture cut short). Reading stops there.
@@ -222,7 +223,23 @@ pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment<'_>
     let ip_wire_len = (wire_len as usize).max(frame.len()).saturating_sub(offset);
     let packet = ip::IpPacket::parse(l3, ip_wire_len, offset)?;
     let tcp_offset = offset + packet.header_len;
-    let tcp = tcp::TcpView::parse(&l3[packet.header_len..], tcp_offset)?;
+    let tcp_bytes = &l3[packet.header_len..];
+    // A TCP header (by its data offset when captured, else the 20-byte
+    // minimum) longer than what the IP length field leaves is the packet's
+    // own error, whether or not the header was all captured.
+    let needed = match tcp_bytes.get(12) {
+        Some(&b) if b >> 4 >= 5 => (b >> 4) as usize * 4,
+        _ => 20,
+    };
+    if needed > packet.stated_payload_len {
+        return Err(DecodeError::new(
+            DecodeErrorKind::BadTcpHeaderLength,
+            tcp_offset,
+            needed,
+            packet.stated_payload_len,
+        ));
+    }
+    let tcp = tcp::TcpView::parse(tcp_bytes, tcp_offset)?;
     assemble(packet, tcp.fields(), tcp_offset)
 }
 

@@ -143,6 +143,7 @@ fn status_kind(status: u8) -> Option<DecodeErrorKind> {
         5 => DecodeErrorKind::BadTcpHeaderLength,
         6 => DecodeErrorKind::Ipv6ExtensionChain,
         7 => DecodeErrorKind::IpFragment,
+        8 => DecodeErrorKind::BadIpLength,
         // A program newer than this reader: say what can be said.
         _ => DecodeErrorKind::NotIp,
     })
@@ -309,6 +310,7 @@ mod tests {
             (5, DecodeErrorKind::BadTcpHeaderLength),
             (6, DecodeErrorKind::Ipv6ExtensionChain),
             (7, DecodeErrorKind::IpFragment),
+            (8, DecodeErrorKind::BadIpLength),
             (200, DecodeErrorKind::NotIp),
         ];
         for (status, kind) in cases {

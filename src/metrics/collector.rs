@@ -98,6 +98,12 @@ impl Exporter {
 
     /// The text exposition of everything now.
     pub fn render(&self) -> String {
+        self.render_with(|_| {})
+    }
+
+    /// The text exposition, with families of the caller's own (the HTTP
+    /// server's) written at the end.
+    pub fn render_with(&self, extra: impl FnOnce(&mut Text)) -> String {
         let mut pairs: HashMap<SeriesKey, PairCounters, RandomState> = HashMap::default();
         let mut servers: HashMap<SeriesKey, ServerHistograms, RandomState> = HashMap::default();
         let mut interfaces: BTreeMap<Arc<str>, InterfaceStats> = BTreeMap::new();
@@ -157,6 +163,7 @@ impl Exporter {
         self.write_traffic(&mut out, &pairs, &servers);
         self.write_long(&mut out, &long);
         self.write_own(&mut out, &interfaces, overflow, expired);
+        extra(&mut out);
         out.0
     }
 
@@ -477,10 +484,10 @@ impl Display for Seconds {
 }
 
 /// The exposition being written.
-struct Text(String);
+pub struct Text(String);
 
 impl Text {
-    fn header(&mut self, def: Def) {
+    pub fn header(&mut self, def: Def) {
         let kind = match def.kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -499,7 +506,13 @@ impl Text {
 
     /// `name{labels,extra...} value`; `labels` is a label string (may be
     /// empty), `extra` values need no escaping.
-    fn sample(&mut self, name: &str, labels: &str, extra: &[(&str, &str)], value: impl Display) {
+    pub fn sample(
+        &mut self,
+        name: &str,
+        labels: &str,
+        extra: &[(&str, &str)],
+        value: impl Display,
+    ) {
         let s = &mut self.0;
         s.push_str(name);
         if !labels.is_empty() || !extra.is_empty() {

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::flow::Orientation;
+use crate::yaml::{self, Node};
 
 /// A traffic label that `--labels` can choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,93 +379,48 @@ impl PortNames {
     }
 
     /// Reads a flat YAML map of port number to name, one `PORT: NAME` per
-    /// line, with `#` comments and optionally quoted keys and names: the
-    /// subset of YAML such a file needs, and nothing more (a nested or
-    /// flow-style document is refused, naming the line).
+    /// line (`crate::yaml`'s subset: comments, quoted keys and names). A
+    /// nested value or a list is refused, naming the line.
     pub fn add_yaml(&mut self, origin: &str, text: &str) -> Result<(), LabelError> {
         let err = |line: usize, why: &str| {
             LabelError::PortNames(origin.to_string(), format!("line {line}: {why}"))
         };
-        for (n, raw) in text.lines().enumerate() {
-            let line = n + 1;
-            let content = strip_comment(raw);
-            let content = content.trim_end();
-            if content.trim().is_empty() || content == "---" || content == "..." {
-                continue;
-            }
-            if content.starts_with(char::is_whitespace) {
+        let doc = yaml::parse(text).map_err(|e| err(e.line, &e.message))?;
+        let entries = match doc.node {
+            Node::Null => return Ok(()),
+            Node::Map(entries) => entries,
+            other => {
                 return Err(err(
-                    line,
-                    "indented line: expected a flat map of `PORT: NAME`",
-                ));
+                    doc.line,
+                    &format!(
+                        "expected a flat map of `PORT: NAME`, found {}",
+                        other.kind()
+                    ),
+                ))
             }
-            if content.starts_with('{') || content.starts_with('[') || content.starts_with('-') {
-                return Err(err(
-                    line,
-                    "expected a flat map of `PORT: NAME`, one per line",
-                ));
-            }
-            let (key, value) = content
-                .split_once(':')
-                .ok_or_else(|| err(line, "expected `PORT: NAME`"))?;
-            let key = unquote(key.trim()).ok_or_else(|| err(line, "unbalanced quotes"))?;
+        };
+        for (key, value) in entries {
+            let line = value.line;
             let port: u16 = key
                 .parse()
                 .ok()
                 .filter(|p| *p > 0)
                 .ok_or_else(|| err(line, "the key must be a port number from 1 to 65535"))?;
-            let value = value.trim();
-            if value.starts_with(['[', '{', '&', '*', '|', '>', '!']) {
-                return Err(err(line, "expected a plain name after `PORT:`"));
-            }
-            if value.starts_with('"') && value.contains('\\') {
-                return Err(err(
-                    line,
-                    "escapes in double quotes are not supported; use single quotes",
-                ));
-            }
-            let name = unquote(value).ok_or_else(|| err(line, "unbalanced quotes"))?;
-            // In single quotes, YAML writes a quote as two.
-            let name = if value.starts_with('\'') {
-                name.replace("''", "'")
-            } else {
-                name.to_string()
+            let name = match value.node {
+                Node::Scalar(name) => name,
+                Node::Null => String::new(),
+                other => {
+                    return Err(err(
+                        line,
+                        &format!("expected a name after `PORT:`, found {}", other.kind()),
+                    ))
+                }
             };
             check_name(&name).map_err(|e| err(line, &e.to_string()))?;
             self.0.push((port, name));
         }
         Ok(())
     }
-}
-
-/// The line up to a `#` that starts a comment (at the start, or after a
-/// space, outside quotes).
-fn strip_comment(line: &str) -> &str {
-    let mut quote = None;
-    let mut prev_space = true;
-    for (i, c) in line.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if c == '#' && prev_space => return &line[..i],
-            None => {}
-        }
-        prev_space = c.is_whitespace();
-    }
-    line
-}
-
-fn unquote(s: &str) -> Option<&str> {
-    for q in ['"', '\''] {
-        if let Some(rest) = s.strip_prefix(q) {
-            return rest.strip_suffix(q);
-        }
-    }
-    if s.contains(['"', '\'']) && (s.starts_with(['"', '\'']) || s.ends_with(['"', '\''])) {
-        return None;
-    }
-    Some(s)
 }
 
 /// Turns a connection into its series key: applies `--labels`,
@@ -734,7 +690,7 @@ mod tests {
             ("80:\n", "empty"),
             ("80 web\n", "PORT: NAME"),
             ("80: 'web\n", "quotes"),
-            ("80: \"a\\tb\"\n", "single quotes"),
+            ("80: \"a\\tb\"\n", "control characters"),
         ] {
             let e = PortNames::default().add_yaml("f.yaml", text).unwrap_err();
             assert!(e.to_string().contains(why), "{text:?}: {e}");

@@ -225,6 +225,17 @@ pub const LONG_RTT: Def = def(
     "Smoothed data round-trip time of a long-lived connection from the capture point (RFC 6298 weights), by leg, as in tcp_rtt_seconds; absent until a sample.",
 );
 
+pub const HTTP_CONNECTIONS: Def = def(
+    "tcp_exporter_http_connections",
+    Gauge,
+    "HTTP connections open to the exporter now (bounded by the connection limit).",
+);
+pub const HTTP_REJECTIONS: Def = def(
+    "tcp_exporter_http_rejections_total",
+    Counter,
+    "HTTP connections and requests the exporter turned away, by reason.",
+);
+
 /// Upper bounds of the RTT histogram buckets, in seconds: from tens of
 /// microseconds (a LAN, a host's own veths) to seconds (a bad WAN path).
 pub const RTT_BUCKETS: [f64; 18] = [

@@ -1,0 +1,533 @@
+//! HTTP: `/metrics` (Prometheus text format, rendered when scraped),
+//! `/healthz`, `/readyz`, and a landing page at `/`, over HTTP/1.1 with
+//! hyper, plain or with TLS and basic authentication from
+//! `--web.config.file` (`webconfig`, `tls`, `auth`).
+//!
+//! It owns the exporter's exposure to the network, so every resource a
+//! client can hold is bounded, and what a bound turns away is counted in
+//! `tcp_exporter_http_rejections_total{reason}`:
+//! - at most `MAX_CONNECTIONS` connections (more are closed at once);
+//! - a TLS handshake, and a request's headers, must come within
+//!   `HEADER_TIMEOUT`; headers are at most `MAX_HEADER_BYTES`;
+//! - a connection with no request for `IDLE_TIMEOUT` is closed;
+//! - a response must be taken within `RESPONSE_TIMEOUT`;
+//! - only GET and HEAD, only the four paths, and no request body.
+//!
+//! A scrape is rendered on the blocking pool, one at a time, so /healthz
+//! answers while a large exposition is written.
+
+pub mod auth;
+pub mod tls;
+pub mod webconfig;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::header::{
+    HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+};
+use hyper::service::service_fn;
+use hyper::{Body, Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::metrics::collector::Text;
+use crate::metrics::{names, Exporter};
+use auth::BasicAuth;
+use tls::Tls;
+use webconfig::WebConfig;
+
+/// Connections served at once; one more is closed when accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time for a TLS handshake, and for a request's headers once begun (and
+/// for the first request of a connection).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers, at most (hyper answers 431 beyond).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// A keep-alive connection with no request for this long is closed
+/// (Prometheus reconnects at its next scrape).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time for a client to take a whole response.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// On shutdown, time for requests in flight to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// What the routes read.
+pub struct HttpState {
+    pub exporter: Arc<Exporter>,
+    /// Set once every capture is open (or the file has been read).
+    pub ready: Arc<AtomicBool>,
+    pub web: WebConfig,
+}
+
+/// Why a connection or a request was turned away: the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    ConnectionLimit,
+    TlsHandshake,
+    HeaderTimeout,
+    HeaderTooLarge,
+    BadRequest,
+    IdleTimeout,
+    ResponseTimeout,
+    Unauthorized,
+    MethodNotAllowed,
+    NotFound,
+    RequestBody,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 11] = [
+        Self::ConnectionLimit,
+        Self::TlsHandshake,
+        Self::HeaderTimeout,
+        Self::HeaderTooLarge,
+        Self::BadRequest,
+        Self::IdleTimeout,
+        Self::ResponseTimeout,
+        Self::Unauthorized,
+        Self::MethodNotAllowed,
+        Self::NotFound,
+        Self::RequestBody,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionLimit => "connection_limit",
+            Self::TlsHandshake => "tls_handshake",
+            Self::HeaderTimeout => "header_timeout",
+            Self::HeaderTooLarge => "header_too_large",
+            Self::BadRequest => "bad_request",
+            Self::IdleTimeout => "idle_timeout",
+            Self::ResponseTimeout => "response_timeout",
+            Self::Unauthorized => "unauthorized",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotFound => "not_found",
+            Self::RequestBody => "request_body",
+        }
+    }
+}
+
+/// The server's own counts, written after the exporter's families.
+struct Stats {
+    rejections: [AtomicU64; Rejection::ALL.len()],
+}
+
+impl Stats {
+    fn count(&self, r: Rejection) {
+        self.rejections[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write(&self, out: &mut Text, open: usize) {
+        out.header(names::HTTP_CONNECTIONS);
+        out.sample(names::HTTP_CONNECTIONS.name, "", &[], open);
+        out.header(names::HTTP_REJECTIONS);
+        let mut all = Rejection::ALL;
+        all.sort_by_key(|r| r.as_str());
+        for r in all {
+            let n = self.rejections[r as usize].load(Ordering::Relaxed);
+            out.sample(
+                names::HTTP_REJECTIONS.name,
+                "",
+                &[("reason", r.as_str())],
+                n,
+            );
+        }
+    }
+}
+
+/// Everything a connection needs.
+struct Server {
+    state: HttpState,
+    auth: Option<BasicAuth>,
+    tls: Option<Tls>,
+    /// `http_server_config.headers`, added to every response.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    stats: Stats,
+    connections: Arc<Semaphore>,
+    /// One render at a time: concurrent scrapes wait rather than each
+    /// holding a whole exposition in memory.
+    render: Mutex<()>,
+}
+
+impl Server {
+    fn open_connections(&self) -> usize {
+        MAX_CONNECTIONS - self.connections.available_permits()
+    }
+}
+
+const LANDING: &str = "<!doctype html>
+<html><head><title>tcp-exporter</title></head>
+<body><h1>tcp-exporter</h1>
+<p>Passive TCP analysis as Prometheus metrics.</p>
+<ul><li><a href=\"metrics\">metrics</a></li>
+<li><a href=\"healthz\">healthz</a></li>
+<li><a href=\"readyz\">readyz</a></li></ul>
+</body></html>
+";
+
+/// Serves on a bound listener (bound early, before the process gives up
+/// its privileges), with the TLS files loaded first when the web config has
+/// them, so that a bad certificate fails the start. Returns the address and
+/// the server, which runs until `shutdown` resolves. Call it within a tokio
+/// runtime.
+pub fn serve(
+    listener: std::net::TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(SocketAddr, impl Future<Output = ()>)> {
+    let tls = match &state.web.tls {
+        Some(settings) => Some(
+            Tls::load(settings.clone())
+                .map_err(|e| anyhow::anyhow!("--web.config.file: TLS: {e}"))?,
+        ),
+        None => None,
+    };
+    let auth = (!state.web.users.is_empty()).then(|| BasicAuth::new(state.web.users.clone()));
+    let mut headers = Vec::new();
+    for (name, value) in &state.web.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => anyhow::bail!("--web.config.file: header {name:?}: not a valid header value"),
+        }
+    }
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    let bound = listener.local_addr()?;
+    let server = Arc::new(Server {
+        state,
+        auth,
+        tls,
+        headers,
+        stats: Stats {
+            rejections: Default::default(),
+        },
+        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        render: Mutex::new(()),
+    });
+    Ok((bound, accept_loop(listener, server, shutdown)))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    server: Arc<Server>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut shutdown = pin!(shutdown);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, most likely: wait, do not spin.
+                        eprintln!("tcp-exporter: http: accept: {e}");
+                        sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&server.connections).try_acquire_owned() else {
+                    server.stats.count(Rejection::ConnectionLimit);
+                    drop(stream);
+                    continue;
+                };
+                let server = Arc::clone(&server);
+                let stop = stop_rx.clone();
+                connections.spawn(async move {
+                    connection(stream, &server, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    // Requests in flight get a moment to finish; then everything is cut.
+    let _ = stop_tx.send(true);
+    let _ = timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+}
+
+async fn connection(stream: TcpStream, server: &Arc<Server>, stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    match &server.tls {
+        None => serve_connection(stream, server, stop).await,
+        Some(tls) => match timeout(HEADER_TIMEOUT, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => serve_connection(stream, server, stop).await,
+            // A failed handshake (a plain-HTTP client, an untrusted client
+            // certificate) or one that took too long.
+            Ok(Err(_)) | Err(_) => server.stats.count(Rejection::TlsHandshake),
+        },
+    }
+}
+
+/// Requests of one connection, as the service records them.
+#[derive(Default)]
+struct Activity {
+    /// Requests begun.
+    requests: AtomicU64,
+    in_flight: AtomicBool,
+    /// Start of the request in flight, or end of the last one; ms since
+    /// the connection opened.
+    since_ms: AtomicU64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    requests: u64,
+    in_flight: bool,
+    since: Duration,
+}
+
+impl Activity {
+    fn mark(&self, opened: Instant, in_flight: bool) {
+        if in_flight {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        self.since_ms
+            .store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.in_flight.store(in_flight, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            since: Duration::from_millis(self.since_ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Snapshot {
+    /// How long the connection may stay as it is, and what it is called
+    /// when it stays longer.
+    fn limit(&self) -> (Duration, Rejection) {
+        if self.in_flight {
+            (RESPONSE_TIMEOUT, Rejection::ResponseTimeout)
+        } else if self.requests == 0 {
+            (HEADER_TIMEOUT, Rejection::HeaderTimeout)
+        } else {
+            (IDLE_TIMEOUT, Rejection::IdleTimeout)
+        }
+    }
+}
+
+async fn serve_connection<I>(io: I, server: &Arc<Server>, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let opened = Instant::now();
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let server = Arc::clone(server);
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            let server = Arc::clone(&server);
+            let activity = Arc::clone(&activity);
+            async move {
+                activity.mark(opened, true);
+                let response = handle(&server, req).await;
+                activity.mark(opened, false);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let mut conn = pin!(hyper::server::conn::Http::new()
+        .http1_only(true)
+        .http1_keep_alive(true)
+        .http1_header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(io, service));
+    // Once closing: the time by which the connection is cut if the close
+    // has not finished.
+    let mut cut_at: Option<Instant> = None;
+    loop {
+        let snap = activity.snapshot();
+        let (limit, reason) = snap.limit();
+        let deadline = cut_at.unwrap_or(opened + snap.since + limit);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    // hyper 0.14 has no accessor for its header timeout;
+                    // its message is fixed ("read header from client timeout").
+                    if e.is_timeout() || e.to_string().contains("timeout") {
+                        server.stats.count(Rejection::HeaderTimeout);
+                    } else if e.is_parse_too_large() {
+                        server.stats.count(Rejection::HeaderTooLarge);
+                    } else if e.is_parse() {
+                        server.stats.count(Rejection::BadRequest);
+                    }
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if cut_at.is_some() {
+                    return;
+                }
+                if activity.snapshot() != snap {
+                    // A request began or ended while this slept.
+                    continue;
+                }
+                server.stats.count(reason);
+                if snap.in_flight {
+                    // A client that does not take its response: cut it.
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                cut_at = Some(Instant::now() + HEADER_TIMEOUT);
+            }
+            Ok(()) = stop.changed(), if cut_at.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                cut_at = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
+        }
+    }
+}
+
+async fn handle(server: &Arc<Server>, req: Request<Body>) -> Response<Body> {
+    let mut response = route(server, &req).await;
+    for (name, value) in &server.headers {
+        response.headers_mut().insert(name, value.clone());
+    }
+    response
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn route(server: &Arc<Server>, req: &Request<Body>) -> Response<Body> {
+    let stats = &server.stats;
+    // hyper bounds its read buffer, but a request read in one go may pass
+    // it: the limit is checked on what was read as well.
+    let header_bytes: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if header_bytes > MAX_HEADER_BYTES {
+        stats.count(Rejection::HeaderTooLarge);
+        let mut r = plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large\n",
+        );
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    let path = req.uri().path();
+    let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz");
+    if !known {
+        stats.count(Rejection::NotFound);
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        stats.count(Rejection::MethodNotAllowed);
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let has_body = req.headers().contains_key(TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        stats.count(Rejection::RequestBody);
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "a request body is not accepted\n",
+        );
+    }
+    // Health probes carry no data and must work for the kubelet, which has
+    // no credentials: only the metrics and the landing page need them.
+    let needs_auth = matches!(path, "/" | "/metrics");
+    if needs_auth && server.auth.is_some() {
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let s = Arc::clone(server);
+        let ok = tokio::task::spawn_blocking(move || {
+            s.auth.as_ref().is_some_and(|a| a.check(header.as_deref()))
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            stats.count(Rejection::Unauthorized);
+            let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tcp-exporter\""),
+            );
+            return r;
+        }
+    }
+    let head = req.method() == Method::HEAD;
+    match path {
+        "/metrics" => {
+            let mut r = if head {
+                Response::new(Body::empty())
+            } else {
+                let s = Arc::clone(server);
+                let body = tokio::task::spawn_blocking(move || {
+                    let _one = s.render.lock().unwrap_or_else(|e| e.into_inner());
+                    let open = s.open_connections();
+                    s.state.exporter.render_with(|out| s.stats.write(out, open))
+                })
+                .await;
+                match body {
+                    Ok(body) => Response::new(Body::from(body)),
+                    Err(_) => {
+                        return plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n")
+                    }
+                }
+            };
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if server.state.ready.load(Ordering::Relaxed) {
+                plain(StatusCode::OK, "ready\n")
+            } else {
+                plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        _ => {
+            let mut r = Response::new(Body::from(LANDING));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+    }
+}
