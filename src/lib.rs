@@ -17,4 +17,5 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod privileges;
+pub mod supervisor;
 pub mod yaml;

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use std::collections::HashMap;
 use tcp_exporter::capture::{
     AfPacket, AfPacketOptions, LiveOptions, PacketSource, PcapFile, PcapLive, XdpOptions,
 };
@@ -22,6 +23,7 @@ use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::pipeline::{run_source, Stopped, Worker};
 use tcp_exporter::privileges;
+use tcp_exporter::supervisor::{self, Captures, Supervisor};
 
 /// How long a live read waits before the capture loop looks at the clock
 /// and the stop flag.
@@ -119,26 +121,25 @@ fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)>
     Ok((shards, writer))
 }
 
-/// What `-r` or `-i` opened.
+/// What `-r` or `-i` opened: the file, or each named interface's sources
+/// (globs are opened by the supervisor as they match).
 enum Sources {
     File(PcapFile),
-    Live(Vec<Box<dyn PacketSource>>),
+    Live(Vec<(String, Vec<Box<dyn PacketSource>>)>),
 }
 
 fn open_sources(config: &Config) -> Result<Sources> {
     Ok(match &config.source {
         Source::File { path, .. } => Sources::File(PcapFile::open(path, &config.filter)?),
         Source::Live { interfaces } => {
-            let opts = LiveOptions {
-                snaplen: config.snaplen,
-                filter: config.filter.clone(),
-                promisc: config.promisc,
-                buffer_bytes: config.buffer_bytes,
-                read_timeout_ms: READ_TIMEOUT_MS,
-            };
-            // Every interface is opened before anything runs: a bad name or
-            // a missing privilege fails the start, with the reason.
-            Sources::Live(open_live(interfaces, config, opts)?)
+            let opts = live_options(config);
+            // Every named interface is opened before anything runs: a bad
+            // name or a missing privilege fails the start, with the reason.
+            let mut opened = Vec::new();
+            for name in interfaces.iter().filter(|n| !supervisor::is_glob(n)) {
+                opened.push((name.clone(), open_interface(name, config, &opts)?));
+            }
+            Sources::Live(opened)
         }
     })
 }
@@ -176,8 +177,22 @@ fn capture(
                 Err(_) => anyhow::bail!("the file reader panicked"),
             }
         }
-        (Sources::Live(sources), Some(listener)) => {
-            let handles = sources.into_iter().map(start).collect::<Result<Vec<_>>>()?;
+        (Sources::Live(opened), Some(listener)) => {
+            let Source::Live { interfaces } = &config.source else {
+                unreachable!("live sources come from -i")
+            };
+            let captures = LiveCaptures {
+                config: config.clone(),
+                shards: shards.clone(),
+                exporter: Arc::clone(exporter),
+                made: HashMap::new(),
+            };
+            let sup = Supervisor::new(captures, interfaces, opened)?;
+            let sup_stop = Arc::clone(stop);
+            let supervisor = std::thread::Builder::new()
+                .name("supervisor".into())
+                .spawn(move || sup.run(&sup_stop))
+                .context("cannot start the interface supervisor")?;
             let served = serve(
                 config,
                 listener,
@@ -185,9 +200,8 @@ fn capture(
                 Arc::new(AtomicBool::new(true)),
                 stop,
             );
-            for handle in handles {
-                // A failed interface was reported when it failed.
-                let _ = join(handle);
+            if supervisor.join().is_err() {
+                anyhow::bail!("the interface supervisor panicked");
             }
             served
         }
@@ -195,52 +209,113 @@ fn capture(
     }
 }
 
-/// Opens the capture sources of every interface: one libpcap handle each,
-/// or `workers` AF_PACKET sockets each, joined in a fanout group per
-/// interface.
-fn open_live(
-    interfaces: &[String],
+/// Opens the capture sources of one interface: one libpcap handle or
+/// eBPF attachment, or `workers` AF_PACKET sockets joined in a fanout
+/// group of their own (`group`).
+fn open_sources_of(
+    name: &str,
     config: &Config,
-    opts: LiveOptions,
+    opts: &LiveOptions,
+    group: u16,
 ) -> Result<Vec<Box<dyn PacketSource>>> {
     let mut sources: Vec<Box<dyn PacketSource>> = Vec::new();
-    for (index, name) in interfaces.iter().enumerate() {
-        match &config.backend {
-            Backend::Pcap => sources.push(Box::new(PcapLive::open(name, &opts)?)),
-            Backend::AfPacket {
-                workers,
-                block_size,
-                block_count,
-                block_timeout_ms,
-            } => {
-                let ring = AfPacketOptions {
-                    snaplen: opts.snaplen,
-                    filter: opts.filter.clone(),
-                    block_size: *block_size,
-                    block_count: *block_count,
-                    block_timeout_ms: *block_timeout_ms,
-                    read_timeout_ms: opts.read_timeout_ms,
-                };
-                // One group per interface, distinct from other processes'
-                // groups as far as the PID makes it so.
-                let group = (std::process::id() as u16)
-                    .wrapping_mul(64)
-                    .wrapping_add(index as u16);
-                for _ in 0..*workers {
-                    sources.push(Box::new(AfPacket::open(name, &ring, Some(group))?));
-                }
+    match &config.backend {
+        Backend::Pcap => sources.push(Box::new(PcapLive::open(name, opts)?)),
+        Backend::AfPacket {
+            workers,
+            block_size,
+            block_count,
+            block_timeout_ms,
+        } => {
+            let ring = AfPacketOptions {
+                snaplen: opts.snaplen,
+                filter: opts.filter.clone(),
+                block_size: *block_size,
+                block_count: *block_count,
+                block_timeout_ms: *block_timeout_ms,
+                read_timeout_ms: opts.read_timeout_ms,
+            };
+            for _ in 0..*workers {
+                sources.push(Box::new(AfPacket::open(name, &ring, Some(group))?));
             }
-            Backend::Xdp { attach, ring_bytes } => {
-                let xdp = XdpOptions {
-                    attach: *attach,
-                    ring_bytes: *ring_bytes,
-                    read_timeout_ms: opts.read_timeout_ms,
-                };
-                sources.push(open_xdp(name, &xdp)?);
-            }
+        }
+        Backend::Xdp { attach, ring_bytes } => {
+            let xdp = XdpOptions {
+                attach: *attach,
+                ring_bytes: *ring_bytes,
+                read_timeout_ms: opts.read_timeout_ms,
+            };
+            sources.push(open_xdp(name, &xdp)?);
         }
     }
     Ok(sources)
+}
+
+/// A fanout group id of this process's own (distinct from other
+/// processes' as far as the PID makes it so), the `n`th.
+fn fanout_group(n: u16) -> u16 {
+    (std::process::id() as u16).wrapping_mul(64).wrapping_add(n)
+}
+
+fn open_interface(
+    name: &str,
+    config: &Config,
+    opts: &LiveOptions,
+) -> Result<Vec<Box<dyn PacketSource>>> {
+    static GROUPS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let group = fanout_group(GROUPS.fetch_add(1, Ordering::Relaxed));
+    open_sources_of(name, config, opts, group)
+}
+
+fn live_options(config: &Config) -> LiveOptions {
+    LiveOptions {
+        snaplen: config.snaplen,
+        filter: config.filter.clone(),
+        promisc: config.promisc,
+        buffer_bytes: config.buffer_bytes,
+        read_timeout_ms: READ_TIMEOUT_MS,
+    }
+}
+
+/// What the supervisor needs: opening interfaces, and their shards.
+struct LiveCaptures {
+    config: Config,
+    shards: ShardConfig,
+    exporter: Arc<Exporter>,
+    /// Shards by interface and worker, kept across reopens.
+    made: HashMap<(String, usize), Arc<Mutex<Shard>>>,
+}
+
+impl Captures for LiveCaptures {
+    fn open(&mut self, name: &str) -> Result<Vec<Box<dyn PacketSource>>> {
+        open_interface(name, &self.config, &live_options(&self.config))
+    }
+
+    fn shard(&mut self, name: &str, worker: usize) -> Arc<Mutex<Shard>> {
+        let exporter = &self.exporter;
+        let shards = &self.shards;
+        Arc::clone(
+            self.made
+                .entry((name.to_string(), worker))
+                .or_insert_with(|| {
+                    let shard = Arc::new(Mutex::new(Shard::new(
+                        name.into(),
+                        exporter.interface_id(name),
+                        shards.clone(),
+                    )));
+                    exporter.add_shard(Arc::clone(&shard));
+                    shard
+                }),
+        )
+    }
+
+    fn worker(&self, source: &dyn PacketSource) -> Worker {
+        Worker::new(
+            source.link_type(),
+            self.config.max_flows,
+            self.config.idle_timeout,
+        )
+    }
 }
 
 /// Loads and attaches the eBPF programs on one interface.
@@ -270,7 +345,7 @@ fn open_xdp(_name: &str, _opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
 
 type CaptureThread = JoinHandle<Result<Stopped, tcp_exporter::capture::CaptureError>>;
 
-/// Starts the capture loop of one source on its own thread.
+/// Starts the capture loop of a file on its own thread.
 fn start(
     mut source: Box<dyn PacketSource>,
     config: &Config,
@@ -296,6 +371,8 @@ fn start(
             if let Err(e) = &result {
                 eprintln!("tcp-exporter: capture on {label} stopped: {e}");
             }
+            // The last flow-log records of connections still tracked.
+            shard.lock().unwrap_or_else(|e| e.into_inner()).finish();
             result
         })
         .with_context(|| format!("cannot start the capture thread of {name}"))

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::capture::{CaptureError, CaptureStats, Frame, Next, PacketSource};
 use crate::decode::{decode, LinkType};
 use crate::flow::{Conn, FlowHooks, FlowKey, FlowTable, Nanos, Removal, Step};
+use crate::metrics::shard::CaptureCounters;
 use crate::metrics::{SeriesIds, Shard};
 
 pub struct Worker {
@@ -40,6 +41,14 @@ impl Worker {
         let segments = wire_segments(seg.payload_len, frame.gso_size);
         shard.on_segment(&out, &seg, segments, frame.ts);
         shard.flows_tracked = self.flows.len() as u64;
+    }
+
+    /// The capture has ended for good (its interface went away): every
+    /// flow leaves the table as if it had timed out, so its series and
+    /// connection record are let go.
+    pub fn release(&mut self, shard: &mut Shard) {
+        self.flows.expire_all(&mut Hooks(shard));
+        shard.flows_tracked = 0;
     }
 
     /// Lets capture time pass with no frame: idle flows expire, series
@@ -115,7 +124,11 @@ pub fn run_source(
     let batch = source.batch().max(1);
     let mut since_stats = 0u64;
     let mut stats_at: Nanos = 0;
-    lock(shard).interface_up = true;
+    let base = {
+        let mut s = lock(shard);
+        s.interface_up = true;
+        s.capture
+    };
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(Stopped::Asked);
@@ -157,7 +170,7 @@ pub fn run_source(
         if since_stats >= STATS_EVERY {
             since_stats = 0;
             if let Some(stats) = source.stats() {
-                copy_stats(&mut lock(shard), &stats);
+                copy_stats(&mut lock(shard), &base, &stats);
             }
         }
         if let Some(done) = done {
@@ -165,21 +178,24 @@ pub fn run_source(
         }
     };
     if let Some(stats) = source.stats() {
-        copy_stats(&mut lock(shard), &stats);
+        copy_stats(&mut lock(shard), &base, &stats);
     }
-    // The last flow-log records of connections still tracked.
-    lock(shard).finish();
+    // The shard is not finished here (`Shard::finish`): the capture of an
+    // interface that went away is opened again into the same shard.
     if result.is_err() {
         lock(shard).interface_up = false;
     }
     result
 }
 
-fn copy_stats(shard: &mut Shard, stats: &CaptureStats) {
-    shard.capture.kernel_drops = stats.kernel_drops;
-    shard.capture.interface_drops = stats.interface_drops;
-    shard.capture.ring_freezes = stats.ring_freezes;
-    shard.capture.ring_errors = stats.ring_errors;
+/// The source's counts since it opened, on top of what the shard had
+/// counted before (`base`: earlier captures of the same interface), so
+/// that the counters never go back when an interface is opened again.
+fn copy_stats(shard: &mut Shard, base: &CaptureCounters, stats: &CaptureStats) {
+    shard.capture.kernel_drops = base.kernel_drops + stats.kernel_drops;
+    shard.capture.interface_drops = base.interface_drops + stats.interface_drops;
+    shard.capture.ring_freezes = base.ring_freezes + stats.ring_freezes;
+    shard.capture.ring_errors = base.ring_errors + stats.ring_errors;
 }
 
 /// A poisoned shard lock only means a panic mid-update elsewhere; the

@@ -281,3 +281,219 @@ fn sigterm_and_sigint_stop_the_capture_finish_the_flow_log_and_exit_0() {
         );
     }
 }
+
+/// A veth pair: `name` in the root namespace (10.251.N.1/30), its peer in
+/// a namespace of its own (10.251.N.2/30). Deleted, with the namespace,
+/// when dropped.
+struct Veth {
+    name: String,
+    netns: String,
+    net: u8,
+}
+
+impl Veth {
+    fn new(name: &str, net: u8) -> Veth {
+        let veth = Veth {
+            name: name.to_string(),
+            netns: format!("tcpx-lc-{}-{net}", std::process::id()),
+            net,
+        };
+        let _ = sh(&format!("ip netns del {}", veth.netns));
+        sh_ok(&format!("ip netns add {}", veth.netns));
+        veth.make();
+        veth
+    }
+
+    /// (Re)makes the pair and its addresses.
+    fn make(&self) {
+        let (n, ns, net) = (&self.name, &self.netns, self.net);
+        sh_ok(&format!("ip link add {n} type veth peer name {n}p"));
+        sh_ok(&format!("ip link set {n}p netns {ns}"));
+        sh_ok(&format!("ip addr add 10.251.{net}.1/30 dev {n}"));
+        sh_ok(&format!("ip link set {n} up"));
+        sh_ok(&format!("ip -n {ns} addr add 10.251.{net}.2/30 dev {n}p"));
+        sh_ok(&format!("ip -n {ns} link set {n}p up"));
+        sh_ok(&format!("ip -n {ns} link set lo up"));
+    }
+
+    fn delete(&self) {
+        sh_ok(&format!("ip link del {}", self.name));
+    }
+
+    /// A connection from the namespace to a listener of the test's on the
+    /// root end, sending `n` bytes.
+    fn traffic(&self, n: usize) {
+        let listener = TcpListener::bind(format!("10.251.{}.1:0", self.net)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).unwrap();
+            buf.len()
+        });
+        let script = format!(
+            "import socket; s = socket.create_connection(('10.251.{}.1', {port}), timeout=5); \
+             s.sendall(b'x' * {n}); s.close()",
+            self.net
+        );
+        sh_ok(&format!(
+            "ip netns exec {} python3 -c \"{script}\"",
+            self.netns
+        ));
+        assert_eq!(accept.join().unwrap(), n);
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip link del {}", self.name));
+        let _ = sh(&format!("ip netns del {}", self.netns));
+    }
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").args(["-c", cmd]).output().unwrap()
+}
+
+fn sh_ok(cmd: &str) {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A metric's value for one interface (0 when absent).
+fn on(http: SocketAddr, metric: &str, iface: &str) -> f64 {
+    let (_, text) = try_http_get(http, "/metrics").unwrap();
+    common::sum_metric_where(&text, metric, "interface", iface)
+}
+
+/// Waits until `check` holds; how long it took.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn an_interface_deleted_and_made_again_is_captured_again_and_others_carry_on() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("lifecycle-churn");
+    let mut backends = vec!["pcap", "af-packet"];
+    if cfg!(feature = "xdp") {
+        backends.push("xdp");
+    }
+    for (i, backend) in backends.into_iter().enumerate() {
+        let name = format!("tlc{}x{i}", std::process::id() % 10_000);
+        let veth = Veth::new(&name, 10 + i as u8);
+        let log = dir.path(&format!("{backend}.log"));
+        let mut running = Running::start(&["--backend", backend, "-i", &name, "-i", "lo"], &log);
+        let http = running.http;
+        veth.traffic(2000);
+        wait_until("traffic on the veth", || {
+            on(http, "tcp_packets_total", &name) > 0.0
+        });
+        assert_eq!(on(http, "tcp_exporter_interface_up", &name), 1.0);
+        let before = on(http, "tcp_packets_total", &name);
+
+        veth.delete();
+        let down = wait_until("interface_up 0", || {
+            on(http, "tcp_exporter_interface_up", &name) == 0.0
+        });
+        // Its flows are let go (as timed out): nothing tracked or active.
+        // (A capture that failed by itself reads as down a moment before
+        // the supervisor collects it.)
+        wait_until("the gone interface's flows let go", || {
+            on(http, "tcp_exporter_flows_tracked", &name) == 0.0
+                && on(http, "tcp_connections_active", &name) == 0.0
+        });
+        // The other interface carries on meanwhile.
+        let lo_before = on(http, "tcp_packets_total", "lo");
+        let _conn = loopback_connection(1000);
+        wait_until("lo traffic while the veth is gone", || {
+            on(http, "tcp_packets_total", "lo") > lo_before
+        });
+        assert_eq!(on(http, "tcp_exporter_interface_up", "lo"), 1.0);
+
+        veth.make();
+        let up = wait_until("interface_up 1 again", || {
+            on(http, "tcp_exporter_interface_up", &name) == 1.0
+        });
+        veth.traffic(3000);
+        wait_until("traffic on the made-again veth", || {
+            on(http, "tcp_packets_total", &name) > before
+        });
+        eprintln!("{backend}: down seen in {down:?}, capturing again {up:?} after the veth was made again");
+        let (status, _) = running.stop("TERM");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(status.success(), "{backend}: {text}");
+        assert!(text.contains(&format!("{name}: capturing")), "{text}");
+    }
+}
+
+#[test]
+fn interfaces_matching_a_glob_are_picked_up_as_they_appear() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("lifecycle-glob");
+    let prefix = format!("tlg{}", std::process::id() % 10_000);
+    let pattern = format!("{prefix}*");
+    let log = dir.path("glob.log");
+    let mut running = Running::start(&["-i", &pattern], &log);
+    let http = running.http;
+    for (n, net) in [("a", 20u8), ("b", 21)] {
+        let name = format!("{prefix}{n}");
+        let veth = Veth::new(&name, net);
+        let took = wait_until("the new interface captured", || {
+            on(http, "tcp_exporter_interface_up", &name) == 1.0
+        });
+        veth.traffic(1500);
+        wait_until("its traffic counted", || {
+            on(http, "tcp_packets_total", &name) > 0.0
+        });
+        eprintln!("{name}: captured {took:?} after it was made");
+        drop(veth);
+        wait_until("interface_up 0 once deleted", || {
+            on(http, "tcp_exporter_interface_up", &name) == 0.0
+        });
+    }
+    let (status, _) = running.stop("TERM");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
+#[test]
+fn capture_on_any_counts_interfaces_made_after_the_start() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("lifecycle-any");
+    let log = dir.path("any.log");
+    let mut running = Running::start(&["-i", "any", "-f", "tcp and net 10.251.30.0/30"], &log);
+    let http = running.http;
+    let veth = Veth::new(&format!("tla{}", std::process::id() % 10_000), 30);
+    veth.traffic(2500);
+    wait_until("traffic of the new interface on any", || {
+        on(http, "tcp_payload_bytes_total", "any") >= 2500.0
+    });
+    let (status, _) = running.stop("TERM");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}

@@ -242,6 +242,17 @@ impl<T: Copy> FlowTable<T> {
         }
     }
 
+    /// Removes every flow as its timeout would (idle, or linger over),
+    /// as of the latest time the table has seen plus that timeout: for a
+    /// capture that has ended for good (its interface went away).
+    pub fn expire_all(&mut self, hooks: &mut impl FlowHooks<T>) {
+        let past = self
+            .clock
+            .saturating_add(self.idle_timeout.max(self.linger))
+            .saturating_add(1);
+        self.expire(past, hooks);
+    }
+
     #[cold]
     fn expire_due(&mut self, now: Nanos, hooks: &mut impl FlowHooks<T>) {
         for (list, timeout) in [(List::Open, self.idle_timeout), (List::Closed, self.linger)] {

@@ -1,0 +1,386 @@
+//! Live capture over time: which interfaces are captured (names given
+//! with `-i`, globs such as `veth*`, or `any`), and keeping each captured
+//! as interfaces come and go.
+//!
+//! Every `SCAN_INTERVAL` the interface list (/sys/class/net) is read:
+//! - a captured interface that is gone, or came back under a new index
+//!   (deleted and made again), has its capture stopped, its flows let go
+//!   (as timed out), and `tcp_exporter_interface_up` set to 0;
+//! - a capture that failed by itself is handled the same way;
+//! - a wanted interface that exists and is not captured is opened: at
+//!   once when it appears, then, while opening fails, after
+//!   `FIRST_RETRY` doubling up to `MAX_RETRY` (one message per failure
+//!   streak);
+//! - a new interface matching a glob is opened.
+//!
+//! An interface keeps its metric shards across its captures, so counters
+//! never go back. `any` is one capture that the kernel feeds from every
+//! interface, new ones included: it is never reopened. Opening raises the
+//! capabilities the process kept (`privileges::with_raised`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::capture::{CaptureError, PacketSource};
+use crate::metrics::Shard;
+use crate::pipeline::{run_source, Stopped, Worker};
+use crate::privileges;
+
+/// How often the interface list is read.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// The wait after a failed open, doubling...
+pub const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// ...up to this.
+pub const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether an `-i` value is a glob (`*`, `?`, `[...]`).
+pub fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Shell-style matching of a whole name: `*` any run, `?` one character,
+/// `[abc]`, `[a-z]` and `[!x]` one of (or none of) a set.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Iterative matching with one backtrack point for the last `*`.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+                continue;
+            }
+            Some('?') => {
+                pi += 1;
+                ni += 1;
+                continue;
+            }
+            Some('[') => {
+                if let Some((matched, len)) = class(&p[pi..], n[ni]) {
+                    if matched {
+                        pi += len;
+                        ni += 1;
+                        continue;
+                    }
+                } else if n[ni] == '[' {
+                    // An unclosed `[` is itself.
+                    pi += 1;
+                    ni += 1;
+                    continue;
+                }
+            }
+            Some(&c) if c == n[ni] => {
+                pi += 1;
+                ni += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((sp, sn)) => {
+                pi = sp + 1;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A `[...]` class at the start of `p`: whether `c` is in it, and its
+/// length; `None` when it does not close.
+fn class(p: &[char], c: char) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(p.get(1), Some('!') | Some('^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while let Some(&x) = p.get(i) {
+        if x == ']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&y| y != ']') {
+            matched |= (x..=p[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            matched |= x == c;
+            i += 1;
+        }
+        first = false;
+    }
+    None
+}
+
+/// The interfaces that exist now, with their indexes.
+pub fn interfaces() -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(index) = ifindex(&name) {
+                out.insert(name, index);
+            }
+        }
+    }
+    out
+}
+
+fn ifindex(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What the supervisor asks of the program that runs it.
+pub trait Captures: Send {
+    /// Opens the capture sources of one interface (one, or a fanout group
+    /// of several), with the capabilities already raised.
+    fn open(&mut self, name: &str) -> Result<Vec<Box<dyn PacketSource>>, anyhow::Error>;
+    /// The metric shard for the `worker`th source of an interface, made
+    /// (and registered with the exporter) the first time.
+    fn shard(&mut self, name: &str, worker: usize) -> Arc<Mutex<Shard>>;
+    /// A worker (flow table) for a source of this link type.
+    fn worker(&self, source: &dyn PacketSource) -> Worker;
+}
+
+type Thread = JoinHandle<(Result<Stopped, CaptureError>, Worker)>;
+
+/// One interface being captured.
+struct Capture {
+    /// Its index when opened; `None` for `any`.
+    index: Option<u32>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<(Thread, Arc<Mutex<Shard>>)>,
+}
+
+/// When an interface may be tried again, and how long the wait after that.
+struct Retry {
+    at: Instant,
+    delay: Duration,
+    reported: bool,
+}
+
+pub struct Supervisor<C: Captures> {
+    captures: C,
+    names: Vec<String>,
+    globs: Vec<String>,
+    running: HashMap<String, Capture>,
+    retry: HashMap<String, Retry>,
+}
+
+impl<C: Captures> Supervisor<C> {
+    /// `specs` are the `-i` values; `opened` what was opened at start (by
+    /// interface name, in `specs` order), before privileges were dropped.
+    pub fn new(
+        captures: C,
+        specs: &[String],
+        opened: Vec<(String, Vec<Box<dyn PacketSource>>)>,
+    ) -> Result<Supervisor<C>, anyhow::Error> {
+        let (globs, names): (Vec<String>, Vec<String>) =
+            specs.iter().cloned().partition(|s| is_glob(s));
+        let mut sup = Supervisor {
+            captures,
+            names,
+            globs,
+            running: HashMap::new(),
+            retry: HashMap::new(),
+        };
+        let now = interfaces();
+        for (name, sources) in opened {
+            let index = now.get(&name).copied();
+            sup.start(&name, index, sources)?;
+        }
+        Ok(sup)
+    }
+
+    /// The interfaces wanted now: the names, and what matches the globs.
+    fn wanted(&self, now: &HashMap<String, u32>) -> Vec<String> {
+        let mut wanted: Vec<String> = self.names.clone();
+        let mut matched: Vec<&String> = now
+            .keys()
+            .filter(|n| self.globs.iter().any(|g| glob_match(g, n)))
+            .filter(|n| !self.names.contains(n))
+            .collect();
+        matched.sort();
+        wanted.extend(matched.into_iter().cloned());
+        wanted
+    }
+
+    fn start(
+        &mut self,
+        name: &str,
+        index: Option<u32>,
+        sources: Vec<Box<dyn PacketSource>>,
+    ) -> Result<(), anyhow::Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (i, mut source) in sources.into_iter().enumerate() {
+            let shard = self.captures.shard(name, i);
+            let mut worker = self.captures.worker(source.as_ref());
+            let (s, st, label) = (Arc::clone(&shard), Arc::clone(&stop), name.to_string());
+            let thread = std::thread::Builder::new()
+                .name(format!("capture-{name}"))
+                .spawn(move || {
+                    let result = run_source(source.as_mut(), &mut worker, &s, &st);
+                    if let Err(e) = &result {
+                        eprintln!("tcp-exporter: capture on {label} stopped: {e}");
+                    }
+                    (result, worker)
+                })?;
+            threads.push((thread, shard));
+        }
+        self.running.insert(
+            name.to_string(),
+            Capture {
+                index,
+                stop,
+                threads,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops an interface's capture (or collects one that failed): its
+    /// flows are let go and it reads as down.
+    fn take_down(&mut self, name: &str) {
+        let Some(capture) = self.running.remove(name) else {
+            return;
+        };
+        capture.stop.store(true, Ordering::Relaxed);
+        for (thread, shard) in capture.threads {
+            let worker = thread.join().ok().map(|(_, w)| w);
+            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut worker) = worker {
+                worker.release(&mut s);
+            }
+            s.interface_up = false;
+        }
+    }
+
+    /// One look at the interfaces: takes down what is gone or failed,
+    /// opens what is wanted and missing.
+    pub fn scan(&mut self) {
+        let now = interfaces();
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, c)| {
+                let failed = c.threads.iter().any(|(t, _)| t.is_finished());
+                let moved = c.index.is_some() && now.get(*name).copied() != c.index;
+                failed || moved
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            eprintln!("tcp-exporter: {name}: capture stopped (the interface went away or failed); reopening when it is back");
+            self.take_down(&name);
+            self.retry.insert(
+                name,
+                Retry {
+                    at: Instant::now(),
+                    delay: FIRST_RETRY,
+                    reported: false,
+                },
+            );
+        }
+        for name in self.wanted(&now) {
+            if self.running.contains_key(&name) {
+                continue;
+            }
+            let Some(&index) = now.get(&name) else {
+                // Not there: tried as soon as it appears.
+                if let Some(r) = self.retry.get_mut(&name) {
+                    r.at = Instant::now();
+                    r.delay = FIRST_RETRY;
+                }
+                continue;
+            };
+            let retry = self.retry.entry(name.clone()).or_insert(Retry {
+                at: Instant::now(),
+                delay: FIRST_RETRY,
+                reported: false,
+            });
+            if Instant::now() < retry.at {
+                continue;
+            }
+            let captures = &mut self.captures;
+            match privileges::with_raised(|| captures.open(&name)) {
+                Ok(sources) => {
+                    self.retry.remove(&name);
+                    match self.start(&name, Some(index), sources) {
+                        Ok(()) => eprintln!("tcp-exporter: {name}: capturing"),
+                        Err(e) => {
+                            eprintln!("tcp-exporter: {name}: cannot start its capture: {e:#}")
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !retry.reported {
+                        eprintln!("tcp-exporter: {name}: cannot open it ({e:#}); trying again, waiting up to {}s", MAX_RETRY.as_secs());
+                        retry.reported = true;
+                    }
+                    retry.at = Instant::now() + retry.delay;
+                    retry.delay = (retry.delay * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Scans until `stop` is set; then stops every capture and finishes
+    /// every shard (the flow log's last records).
+    pub fn run(mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(SCAN_INTERVAL);
+            if !stop.load(Ordering::Relaxed) {
+                self.scan();
+            }
+        }
+        for (_, capture) in self.running.drain() {
+            capture.stop.store(true, Ordering::Relaxed);
+            for (thread, shard) in capture.threads {
+                let _ = thread.join();
+                shard.lock().unwrap_or_else(|e| e.into_inner()).finish();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names_as_a_shell_does() {
+        for (p, n, m) in [
+            ("veth*", "veth1a2b", true),
+            ("veth*", "veth", true),
+            ("veth*", "xveth1", false),
+            ("*", "eth0", true),
+            ("eth?", "eth0", true),
+            ("eth?", "eth10", false),
+            ("eth[0-3]", "eth2", true),
+            ("eth[0-3]", "eth4", false),
+            ("eth[!0]", "eth0", false),
+            ("eth[!0]", "eth1", true),
+            ("cali*[ab]", "cali12a", true),
+            ("cali*[ab]", "cali12c", false),
+            ("*-*-x", "a-b-c-x", true),
+            ("a[", "a[", true),
+            ("lo", "lo", true),
+        ] {
+            assert_eq!(glob_match(p, n), m, "{p} vs {n}");
+        }
+        assert!(is_glob("veth*") && is_glob("eth[01]") && !is_glob("eth0"));
+    }
+}
