@@ -34,9 +34,10 @@ WANT_XDP_PKGS := $(if $(findstring xdp,$(FEATURES)),$(XDP_PKGS),)
 # traffic (iperf3, python3), `promtool check metrics` (prometheus), curl.
 # bpftool lists the xdp backend's programs (tests/xdp.rs) and their run
 # time (bench/live.sh). openssl makes certificates and htpasswd (apache2-utils)
-# bcrypt hashes for the HTTP tests (tests/http.rs).
+# bcrypt hashes for the HTTP tests (tests/http.rs); GNU time measures peak RSS
+# (tests/flood.rs).
 TEST_PKGS := tshark tcpdump tcpreplay nftables iproute2 ethtool iperf3 \
-             python3 prometheus curl bpftool openssl apache2-utils
+             python3 prometheus curl bpftool openssl apache2-utils time
 
 # need_cargo: fails with a message when there is no Rust toolchain.
 # ensure_pkgs PKG...: install the Debian packages that are missing, with one

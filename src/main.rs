@@ -309,12 +309,11 @@ impl Captures for LiveCaptures {
         )
     }
 
-    fn worker(&self, source: &dyn PacketSource) -> Worker {
-        Worker::new(
-            source.link_type(),
-            self.config.max_flows,
-            self.config.idle_timeout,
-        )
+    /// `--max-flows` is per interface: a fanout group's workers share it
+    /// (the kernel spreads flows evenly over them).
+    fn worker(&self, source: &dyn PacketSource, of: usize) -> Worker {
+        let max_flows = self.config.max_flows.div_ceil(of.max(1));
+        Worker::new(source.link_type(), max_flows, self.config.idle_timeout)
     }
 }
 

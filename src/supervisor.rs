@@ -150,8 +150,8 @@ pub trait Captures: Send {
     /// The metric shard for the `worker`th source of an interface, made
     /// (and registered with the exporter) the first time.
     fn shard(&mut self, name: &str, worker: usize) -> Arc<Mutex<Shard>>;
-    /// A worker (flow table) for a source of this link type.
-    fn worker(&self, source: &dyn PacketSource) -> Worker;
+    /// A worker (flow table) for one of `of` sources of an interface.
+    fn worker(&self, source: &dyn PacketSource, of: usize) -> Worker;
 }
 
 type Thread = JoinHandle<(Result<Stopped, CaptureError>, Worker)>;
@@ -225,9 +225,10 @@ impl<C: Captures> Supervisor<C> {
     ) -> Result<(), anyhow::Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let of = sources.len();
         for (i, mut source) in sources.into_iter().enumerate() {
             let shard = self.captures.shard(name, i);
-            let mut worker = self.captures.worker(source.as_ref());
+            let mut worker = self.captures.worker(source.as_ref(), of);
             let (s, st, label) = (Arc::clone(&shard), Arc::clone(&stop), name.to_string());
             let thread = std::thread::Builder::new()
                 .name(format!("capture-{name}"))
