@@ -4,11 +4,14 @@
 //! needs nightly); it makes up for that with mutations aimed at the
 //! headers (length fields, nibbles, option kinds) and with volume.
 //!
-//! Two targets, each run for a number of inputs or a time:
+//! Three targets, each run for a number of inputs or a time:
 //! - `decode`: one mutated frame, decoded under every link type.
 //! - `pipeline`: a mutated run of consecutive frames (bytes, lengths,
 //!   timestamps, order), through a worker with a tiny flow table into a
 //!   shard with connection records and a flow log, then rendered.
+//! - `file`: the start of a seed capture file with its bytes mutated (the
+//!   file header and record headers above all), read to its end by the
+//!   capture layer's file reader.
 //!
 //! A panic is a crash: the input is written to `target/fuzz-crashes/`
 //! (a pcap for `pipeline`, replayable with `tcp-exporter -r`), and the test
@@ -16,7 +19,8 @@
 //!
 //! `make test` runs a short, fixed-seed run; `make fuzz` a long one:
 //!   TCPX_FUZZ_SECONDS  run each target this long (instead of a count)
-//!   TCPX_FUZZ_INPUTS   inputs per target (default 200000 decode, 20000 pipeline)
+//!   TCPX_FUZZ_INPUTS   inputs per target (default 200000 decode, 20000 pipeline,
+//!                      5000 file)
 //!   TCPX_FUZZ_SEED     the random seed (default fixed; `random` for the clock)
 //!
 //! Built with the `fuzz` profile (release with overflow checks and debug
@@ -435,4 +439,95 @@ fn pipeline_never_panics_on_mutated_frame_sequences() {
         crashes.len()
     );
     assert!(crashes.is_empty(), "the pipeline panicked on: {crashes:#?}");
+}
+
+#[test]
+fn the_file_reader_never_panics_on_mutated_capture_files() {
+    quiet_panics();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcaps");
+    let mut files: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("pcap" | "pcapng")
+            )
+        })
+        .map(|p| {
+            let mut bytes = std::fs::read(p).unwrap();
+            bytes.truncate(4096);
+            bytes
+        })
+        .collect();
+    files.sort();
+    let mut rng = Rng(seed_from_env("file"));
+    let budget = Budget::from_env(5_000);
+    let scratch = crash_dir().join(format!("scratch-{}.pcap", std::process::id()));
+    let (mut tried, mut frames) = (0u64, 0u64);
+    let mut crashes = Vec::new();
+    let start = Instant::now();
+    while budget.more(tried) {
+        let mut bytes = files[rng.below(files.len())].clone();
+        for _ in 0..1 + rng.below(6) {
+            let len = bytes.len().max(1);
+            // Most mutations at the file header and the first records' headers.
+            let at = if rng.chance(2) {
+                rng.below(64.min(len))
+            } else {
+                rng.below(len)
+            };
+            match rng.below(5) {
+                0 if at < bytes.len() => bytes[at] ^= 1 << rng.below(8),
+                1 if at < bytes.len() => {
+                    bytes[at] = INTERESTING_U8[rng.below(INTERESTING_U8.len())]
+                }
+                2 if at + 4 <= bytes.len() => {
+                    let v = [0u32, 1, 0xffff, 0x40000, 0x7fff_ffff, u32::MAX][rng.below(6)];
+                    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                3 => bytes.truncate(rng.below(len + 1)),
+                _ => {
+                    let n = 1 + rng.below(32);
+                    bytes.splice(
+                        at.min(bytes.len())..at.min(bytes.len()),
+                        (0..n).map(|_| rng.next() as u8),
+                    );
+                }
+            }
+        }
+        std::fs::write(&scratch, &bytes).unwrap();
+        let result = catch_unwind(|| {
+            let mut n = 0u64;
+            if let Ok(mut file) = PcapFile::open(&scratch, "") {
+                while let Ok(next) = file.next() {
+                    match next {
+                        Next::End => break,
+                        _ => n += 1,
+                    }
+                }
+            }
+            n
+        });
+        match result {
+            Ok(n) => frames += n,
+            Err(_) => {
+                let path = crash_dir().join(format!("file-{tried}.pcap"));
+                std::fs::write(&path, &bytes).unwrap();
+                crashes.push(path.display().to_string());
+            }
+        }
+        tried += 1;
+    }
+    let _ = std::fs::remove_file(&scratch);
+    eprintln!(
+        "fuzz file: {tried} files in {:.1?}, {frames} records read, {} crashes",
+        start.elapsed(),
+        crashes.len()
+    );
+    assert!(frames > 0, "mutated files still hold records");
+    assert!(
+        crashes.is_empty(),
+        "the file reader panicked on: {crashes:#?}"
+    );
 }
