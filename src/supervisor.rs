@@ -135,11 +135,7 @@ pub fn interfaces() -> HashMap<String, u32> {
 }
 
 fn ifindex(name: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    crate::capture::sysfs_number(name, "ifindex")
 }
 
 /// What the supervisor asks of the program that runs it.

@@ -139,13 +139,18 @@ pub trait PacketSource: Send {
     fn batch(&self) -> usize;
 }
 
-/// The interface's ARPHRD_* type, from sysfs.
-fn hardware_type(interface: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{interface}/type"))
+/// A number sysfs holds about an interface (`type`, `ifindex`, ...).
+pub fn sysfs_number(interface: &str, attribute: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/{attribute}"))
         .ok()?
         .trim()
         .parse()
         .ok()
+}
+
+/// The interface's ARPHRD_* type, from sysfs.
+fn hardware_type(interface: &str) -> Option<u32> {
+    sysfs_number(interface, "type")
 }
 
 /// What to do about a permission error when opening a capture.

@@ -55,6 +55,22 @@ impl LinkType {
         LinkType::KernelSummary,
     ];
 
+    /// The pcap link-type number a capture of this type is written with;
+    /// `None` for kernel summaries, which are no pcap link type.
+    pub fn dlt(self) -> Option<i32> {
+        Some(match self {
+            LinkType::Loopback { big_endian: false } => 0,
+            LinkType::Ethernet => 1,
+            LinkType::RawIp => 101,
+            LinkType::Loopback { big_endian: true } => 108,
+            LinkType::LinuxSll => 113,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
+            LinkType::LinuxSll2 => 276,
+            LinkType::KernelSummary => return None,
+        })
+    }
+
     /// Maps a pcap link-type number; `None` when we cannot decode it.
     pub fn from_dlt(dlt: i32) -> Option<LinkType> {
         Some(match dlt {
@@ -166,6 +182,16 @@ fn truncated_link(needed: usize, had: usize) -> DecodeError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_link_type_but_summaries_round_trips_through_its_dlt() {
+        for link in super::LinkType::SUPPORTED {
+            match link.dlt() {
+                Some(dlt) => assert_eq!(super::LinkType::from_dlt(dlt), Some(link)),
+                None => assert_eq!(link, super::LinkType::KernelSummary),
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -10,7 +10,9 @@
 //! - a TLS handshake, and a request's headers, must come within
 //!   `HEADER_TIMEOUT`; headers are at most `MAX_HEADER_BYTES`;
 //! - a connection with no request for `IDLE_TIMEOUT` is closed;
-//! - a response must be taken within `RESPONSE_TIMEOUT`;
+//! - a request must be answered within `RESPONSE_TIMEOUT` (a client that
+//!   then takes the body too slowly is cut by the idle timeout, counted as
+//!   `idle_timeout`);
 //! - only GET and HEAD, only the four paths, and no request body.
 //!
 //! A scrape is rendered on the blocking pool, one at a time, so /healthz
@@ -55,7 +57,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// A keep-alive connection with no request for this long is closed
 /// (Prometheus reconnects at its next scrape).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Time for a client to take a whole response.
+/// Time to answer a request (a scrape's render included). The body is
+/// written after: a client slow to take it is cut by `IDLE_TIMEOUT`.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// On shutdown, time for requests in flight to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);

@@ -1,14 +1,25 @@
-"""The xdp backend's capabilities, measured: the exporter built with the xdp
-feature runs as the chart runs it in Kubernetes (uid 0 with only the added
-capabilities in its bounding, permitted and effective sets, none inheritable
-or ambient, and no_new_privs for allowPrivilegeEscalation: false), on one end
-of a veth pair this test makes:
+"""The capabilities the chart grants, measured: the exporter runs as the
+chart runs it in Kubernetes (uid 0 with only the added capabilities in its
+bounding, permitted and effective sets, none inheritable or ambient, and
+no_new_privs for allowPrivilegeEscalation: false).
+
+The xdp backend (an exporter built with the xdp feature), on one end of a
+veth pair this test makes:
 
 - with exactly XDP_CAPABILITIES (what the chart adds; no NET_RAW) it becomes
   ready, attaches XDP to the interface and TC to its egress, and counts the
   frames sent to it;
 - without any one of them it exits with an error before it is ready, and
   leaves nothing attached.
+
+The pcap backend (the chart's default), on lo: with NET_RAW alone it
+captures; without it it stops at start.
+
+Once ready, every thread of the exporter holds the capabilities it kept
+only in its permitted set, none effective, inheritable or ambient, and
+no_new_privs is set (by the exporter itself: the pcap test does not ask
+setpriv for it); started as root with every capability, it also empties its
+bounding set of the others.
 
 test_chart.py checks that the chart adds exactly XDP_CAPABILITIES, so a
 change to the eBPF programs that needs another capability, or one fewer,
@@ -32,8 +43,11 @@ import unittest
 from common import EXPORTER, XDP_CAPABILITIES, free_port, http_get, start, stop, tool, wait_for
 
 # Bit numbers in /proc/PID/status CapEff (linux/capability.h).
-CAP_BITS = {"NET_ADMIN": 12, "NET_RAW": 13, "SYS_ADMIN": 21, "SYS_RESOURCE": 24, "PERFMON": 38, "BPF": 39}
+CAP_BITS = {"SETPCAP": 8, "NET_ADMIN": 12, "NET_RAW": 13, "SYS_ADMIN": 21, "SYS_RESOURCE": 24, "PERFMON": 38,
+            "BPF": 39}
 FRAMES = 5
+# What the exporter prints once it has given up the rest.
+KEPT_MESSAGE = "capabilities kept (permitted, raised only to open a capture): "
 
 
 def has_xdp(path):
@@ -58,11 +72,40 @@ def xdp_exporter():
                             "built with it (cargo build --release --features xdp)" % EXPORTER)
 
 
-def effective_capabilities(pid):
-    with open("/proc/%d/status" % pid) as f:
-        mask = int(re.search(r"(?m)^CapEff:\s*([0-9a-f]+)$", f.read()).group(1), 16)
+def capability_names(mask):
     names = {bit: name for name, bit in CAP_BITS.items()}
     return sorted(names.get(bit, "cap%d" % bit) for bit in range(64) if mask >> bit & 1)
+
+
+def thread_privileges(pid):
+    """For each thread of the process: its capability sets (names) and
+    no_new_privs, from /proc/PID/task/TID/status."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                status = f.read()
+        except OSError:
+            continue  # a thread that has just ended
+        sets = {key: capability_names(int(re.search(r"(?m)^%s:\s*([0-9a-f]+)$" % key, status).group(1), 16))
+                for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+        sets["NoNewPrivs"] = int(re.search(r"(?m)^NoNewPrivs:\s*(\d+)$", status).group(1))
+        out[tid] = sets
+    return out
+
+
+class KeptOnlyPermitted:
+    """Checks shared by the backends' tests."""
+
+    def assertKeptOnlyPermitted(self, pid, kept, bounding):
+        """Every thread: `kept` permitted, nothing effective, inheritable or
+        ambient, `bounding` as the bounding set, no_new_privs on."""
+        threads = thread_privileges(pid)
+        self.assertGreater(len(threads), 1, "a capture thread and the HTTP thread at least")
+        for tid, sets in threads.items():
+            with self.subTest(thread=tid):
+                self.assertEqual(sets, {"CapInh": [], "CapPrm": sorted(kept), "CapEff": [], "CapBnd": sorted(bounding),
+                                        "CapAmb": [], "NoNewPrivs": 1})
 
 
 def links(pid):
@@ -99,7 +142,7 @@ def tcp_syn_frame(dst_mac, src_mac):
     return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + ip + tcp
 
 
-class XdpCapabilities(unittest.TestCase):
+class XdpCapabilities(unittest.TestCase, KeptOnlyPermitted):
     @classmethod
     def setUpClass(cls):
         if os.geteuid() != 0:
@@ -150,7 +193,10 @@ class XdpCapabilities(unittest.TestCase):
     def test_chart_capabilities_suffice(self):
         proc, port, log, outcome = self.run_with(XDP_CAPABILITIES)
         self.assertEqual(outcome, "ready", self.log_of(log))
-        self.assertEqual(effective_capabilities(proc.pid), sorted(XDP_CAPABILITIES))
+        # The three were needed to attach; afterwards they are only
+        # permitted (the bounding set is setpriv's: no SETPCAP to drop from it).
+        self.assertKeptOnlyPermitted(proc.pid, XDP_CAPABILITIES, XDP_CAPABILITIES)
+        self.assertIn(KEPT_MESSAGE + "cap_bpf,cap_net_admin,cap_perfmon", self.log_of(log))
         attached = self.xdp_attached()
         self.assertIsNotNone(attached, "no XDP program on %s" % self.dev)
         self.assertEqual(attached.group(1), "tcpx_xdp")
@@ -190,6 +236,74 @@ class XdpCapabilities(unittest.TestCase):
                 self.assertNotEqual(proc.returncode, 0)
                 self.assertIn("cannot open %s (xdp)" % self.dev, self.log_of(log))
                 self.assertIsNone(self.xdp_attached(), "XDP left on %s" % self.dev)
+
+
+class PcapCapabilities(unittest.TestCase, KeptOnlyPermitted):
+    """The pcap backend (the chart's default) on lo, under setpriv as the
+    chart runs it but without --no-new-privs, so that no_new_privs is seen
+    to be the exporter's own doing."""
+
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root (capabilities to give and take)")
+        cls.setpriv = tool("setpriv")
+        if not cls.setpriv:
+            raise unittest.SkipTest("needs setpriv (util-linux)")
+        if not EXPORTER.exists():
+            raise AssertionError("%s missing: run `cargo build --release`" % EXPORTER)
+        cls.tmp = tempfile.mkdtemp(prefix="tcp-exporter-caps-pcap-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+
+    def run_with(self, caps, name):
+        """The exporter on lo with only `caps` (None: as root with every
+        capability, no setpriv); returns (process, port, log, outcome)."""
+        port = free_port()
+        log = os.path.join(self.tmp, "exporter-%s.log" % name)
+        command = [EXPORTER, "-i", "lo", "-p", port, "--listen", "127.0.0.1"]
+        if caps is not None:
+            bounding = ",".join(["-all"] + ["+" + c.lower() for c in caps])
+            command = [self.setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=" + bounding] + command
+        proc = start(command, log)
+        self.addCleanup(stop, proc)
+
+        def outcome():
+            if proc.poll() is not None:
+                return "exited"
+            status, _ = http_get("http://127.0.0.1:%d/readyz" % port, timeout=1)
+            return "ready" if status == 200 else None
+        return proc, port, log, wait_for("the exporter to become ready or exit", outcome, timeout=30)
+
+    def log_of(self, log):
+        with open(log) as f:
+            return f.read()
+
+    def test_net_raw_suffices_and_is_kept_only_permitted(self):
+        proc, port, log, outcome = self.run_with(["NET_RAW"], "net_raw")
+        self.assertEqual(outcome, "ready", self.log_of(log))
+        self.assertKeptOnlyPermitted(proc.pid, ["NET_RAW"], ["NET_RAW"])
+        self.assertIn(KEPT_MESSAGE + "cap_net_raw", self.log_of(log))
+        # It captures: the HTTP requests to it are TCP on lo.
+        pattern = re.compile(r'(?m)^tcp_exporter_capture_packets_total\{interface="lo"\} (\d+)')
+
+        def counted():
+            m = pattern.search(http_get("http://127.0.0.1:%d/metrics" % port)[1])
+            return m and int(m.group(1)) > 0
+        wait_for("packets counted on lo", counted, timeout=10)
+        stop(proc)
+        self.assertEqual(proc.returncode, 0, self.log_of(log))
+
+    def test_without_net_raw_it_stops_at_start(self):
+        proc, _, log, outcome = self.run_with([], "none")
+        self.assertEqual(outcome, "exited")
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("CAP_NET_RAW", self.log_of(log))
+
+    def test_as_root_with_every_capability_the_bounding_set_is_emptied_too(self):
+        proc, _, log, outcome = self.run_with(None, "root")
+        self.assertEqual(outcome, "ready", self.log_of(log))
+        # With SETPCAP the exporter drops the others from its bounding set.
+        self.assertKeptOnlyPermitted(proc.pid, ["NET_RAW"], ["NET_RAW"])
 
 
 if __name__ == "__main__":

@@ -17,21 +17,29 @@ helm-sdkpy (Helm's own Go code behind a C interface).
   Prometheus Operator kinds: ServiceMonitor, PodMonitor and PrometheusRule
   are checked here against what they must select and carry instead, and the
   PrometheusRule's rules go through `promtool check rules`.
+- The web config the chart renders (webConfig) is given to the exporter
+  itself, laid out as the kubelet lays out the projected volume, with
+  certificates made by openssl: HTTPS, passwords, headers, and a renewed
+  certificate arriving the way a Secret update does.
 """
 
 import asyncio
+import base64
 import copy
+import http.client
 import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
 import unittest
 
 import yaml
 
-from common import CHART, DASHBOARD, EXPORTER, RULES, ROOT, XDP_CAPABILITIES, tool
+from common import CHART, DASHBOARD, EXPORTER, RULES, ROOT, XDP_CAPABILITIES, free_port, start, stop, tool, wait_for
 from kubestub import KubeStub
 
 XDP_VALUES = ROOT / "tests" / "deploy" / "values" / "xdp-monitoring.yaml"
@@ -54,6 +62,17 @@ PORT_NAMES_DIR = "/etc/tcp-exporter"
 PORT_NAMES_FILE = PORT_NAMES_DIR + "/port-names.yaml"
 PORT_NAMES_CONFIGMAP = RELEASE + "-tcp-exporter-port-names"
 DASHBOARD_CONFIGMAP = RELEASE + "-tcp-exporter-dashboard"
+# Where the container reads webConfig: the projected volume's mount and the
+# web config's key, and the Secret the chart renders it into.
+WEB_CONFIG_DIR = "/etc/tcp-exporter-web"
+WEB_CONFIG_FILE = WEB_CONFIG_DIR + "/web-config.yml"
+WEB_CONFIG_SECRET = RELEASE + "-tcp-exporter-web-config"
+# The passwords behind the bcrypt hashes of values/xdp-monitoring.yaml.
+WEB_PASSWORDS = {"prometheus": "scrape-test-only", "ops team's #2": "second-test-only"}
+SCRAPE_BASIC_AUTH = {"username": {"name": "tcpx-scrape", "key": "username"},
+                     "password": {"name": "tcpx-scrape", "key": "password"}}
+# A capture for the exporter to serve while its web config is tried.
+SMALL_CAPTURE = ROOT / "testdata" / "pcaps" / "short_conns.pcap"
 # Flags the chart can render before the exporter has them (later issues):
 # remove each from here when `tcp-exporter --help` lists it.
 PENDING_FLAGS = set()
@@ -156,6 +175,78 @@ def container(daemonset):
     return containers[0]
 
 
+def web_config_text(rendered, name=WEB_CONFIG_SECRET):
+    """The web config file the chart rendered into its Secret."""
+    secret = rendered.one("Secret", name)
+    return base64.b64decode(secret["data"]["web-config.yml"]).decode()
+
+
+def exporter_reads_web_config(text):
+    """(exit status, stderr) of the exporter reading `text` as its
+    --web.config.file while it analyses a capture with --print: the file is
+    read and checked at start (certificate files are loaded only to serve)."""
+    with tempfile.TemporaryDirectory(prefix="tcp-exporter-webconfig-") as tmp:
+        path = os.path.join(tmp, "web-config.yml")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([str(EXPORTER), "-r", str(SMALL_CAPTURE), "--print", "--web.config.file", path],
+                             capture_output=True, text=True, timeout=60)
+        return out.returncode, out.stderr
+
+
+def openssl(directory, *args):
+    binary = tool("openssl")
+    if binary is None:
+        raise AssertionError("no openssl: run `make test-deps` (Debian package openssl)")
+    subprocess.run([binary, *args], cwd=directory, check=True, capture_output=True)
+
+
+def make_ca(directory):
+    """ca.crt and ca.key: a CA, as cert-manager's ca.crt would be."""
+    openssl(directory, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=tcpx-chart-test-CA", "-days", "2")
+
+
+def make_server_certificate(directory, ca_directory):
+    """tls.crt and tls.key in `directory`, for 127.0.0.1, signed by the CA."""
+    with open(os.path.join(directory, "tls.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    openssl(directory, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=tcp-exporter")
+    openssl(directory, "x509", "-req", "-in", "tls.csr", "-CA", os.path.join(ca_directory, "ca.crt"),
+            "-CAkey", os.path.join(ca_directory, "ca.key"), "-CAcreateserial", "-out", "tls.crt",
+            "-days", "2", "-extfile", "tls.ext")
+    for leftover in ("tls.csr", "tls.ext"):
+        os.unlink(os.path.join(directory, leftover))
+
+
+class ProjectedVolume:
+    """A folder laid out as the kubelet lays out a Secret or projected volume:
+    each file is a symlink to ..data/FILE, ..data a symlink to a timestamped
+    folder, and an update writes a new folder and swaps ..data in one
+    rename. The exporter must see the new files through the same paths."""
+
+    def __init__(self, root):
+        self.root = root
+        self.generation = 0
+
+    def publish(self, files):
+        """files: name -> bytes; becomes what the volume holds, atomically."""
+        self.generation += 1
+        stamp = "..2026_01_01_00_00_%02d.%d" % (self.generation, os.getpid())
+        os.mkdir(os.path.join(self.root, stamp))
+        for name, data in files.items():
+            with open(os.path.join(self.root, stamp, name), "wb") as f:
+                f.write(data)
+        tmp_link = os.path.join(self.root, "..data_tmp")
+        os.symlink(stamp, tmp_link)
+        os.replace(tmp_link, os.path.join(self.root, "..data"))
+        for name in files:
+            link = os.path.join(self.root, name)
+            if not os.path.islink(link):
+                os.symlink(os.path.join("..data", name), link)
+
+
 class ChartLint(unittest.TestCase):
     def assertLintClean(self, chart_dir):
         bad = [m for m in lint(chart_dir) if m[0] not in ("info",)]
@@ -204,9 +295,10 @@ class ChartRender(unittest.TestCase):
                          ["ConfigMap", "DaemonSet", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"])
 
     def test_podmonitor_when_enabled(self):
-        # Two ConfigMaps: the dashboard and portNames.custom.
+        # Two ConfigMaps: the dashboard and portNames.custom; the Secret:
+        # webConfig.config.
         self.assertEqual(self.xdp.kinds(), ["ConfigMap", "ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule",
-                                            "Service", "ServiceAccount", "ServiceMonitor"])
+                                            "Secret", "Service", "ServiceAccount", "ServiceMonitor"])
 
     def test_force_renders_monitoring_objects_without_the_operator(self):
         # Helm renders the three, then cannot apply them to a cluster that has
@@ -221,12 +313,15 @@ class ChartRender(unittest.TestCase):
     def test_helm_applied_what_it_rendered(self):
         for name, r in self.renders.items():
             with self.subTest(render=name):
-                posted = sorted(path.rsplit("/", 1)[1] for method, path, _ in r.sent
-                                if method == "POST" and not path.endswith("/secrets"))
+                # Not Helm's own release record, a Secret too.
+                posted = sorted(path.rsplit("/", 1)[1] for method, path, body in r.sent
+                                if method == "POST" and not (path.endswith("/secrets")
+                                                             and b"sh.helm.release.v1." in body))
                 self.assertEqual(posted, sorted(d["kind"].lower() + "s" for d in r.docs))
 
     # ------------------------------------------------------------ the DaemonSet
-    def assertPodBasics(self, ds):
+    def assertPodBasics(self, ds, scheme=None):
+        """The pod's fixed settings; `scheme` is the probes' (None: HTTP)."""
         pod = ds["spec"]["template"]["spec"]
         self.assertIs(pod["hostNetwork"], True)
         self.assertEqual(pod["dnsPolicy"], "ClusterFirstWithHostNet")
@@ -237,8 +332,9 @@ class ChartRender(unittest.TestCase):
         self.assertIs(sc["allowPrivilegeEscalation"], False)
         self.assertIs(sc["privileged"], False)
         self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
-        self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "metrics"})
-        self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "metrics"})
+        probe_scheme = {} if scheme is None else {"scheme": scheme}
+        self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "metrics", **probe_scheme})
+        self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "metrics", **probe_scheme})
         self.assertIn("resources", c)
         return pod, c
 
@@ -255,10 +351,10 @@ class ChartRender(unittest.TestCase):
 
     def test_xdp_daemonset_carries_every_value(self):
         ds = self.xdp.one("DaemonSet")
-        pod, c = self.assertPodBasics(ds)
+        pod, c = self.assertPodBasics(ds, scheme="HTTPS")
         self.assertEqual(c["args"], [
             "-i", "eth0", "-i", "eth1", "-i", "bond0.100",
-            "--port", "9187", "--listen", "$(POD_IP)",
+            "--port", "9187", "--listen", "$(POD_IP)", "--web.config.file", WEB_CONFIG_FILE,
             "--backend", "xdp", "--xdp-mode", "native", "--xdp-ring-size", "64",
             "--labels", "interface,server,server_port,port_name,ip_family",
             "--max-flows", "1000000", "--flow-idle-timeout", "120", "--max-series", "20000",
@@ -330,10 +426,14 @@ class ChartRender(unittest.TestCase):
         with open(CHART / "values.yaml") as f:
             defaults = yaml.safe_load(f)
         self.assertEqual({k: defaults[k] for k in ("seriesTTL", "aggregateCidr", "portNames", "longConnections",
-                                                   "flowLog")},
+                                                   "flowLog", "webConfig")},
                          {"seriesTTL": None, "aggregateCidr": [], "portNames": {"presets": [], "custom": {}},
                           "longConnections": {"age": None, "max": None},
-                          "flowLog": {"enabled": False, "interval": None}})
+                          "flowLog": {"enabled": False, "interval": None},
+                          "webConfig": {"enabled": False, "config": {}, "existingSecret": "", "tlsSecret": ""}})
+        for monitor in ("serviceMonitor", "podMonitor"):
+            self.assertEqual({k: defaults[monitor][k] for k in ("tlsConfig", "basicAuth")},
+                             {"tlsConfig": {}, "basicAuth": {}})
         for name, r in (("default", self.default), ("default with operator", self.default_operator)):
             with self.subTest(render=name):
                 ds = r.one("DaemonSet")
@@ -344,6 +444,7 @@ class ChartRender(unittest.TestCase):
                 self.assertEqual(sorted(ds["spec"]["template"]["metadata"]["annotations"]),
                                  ["prometheus.io/path", "prometheus.io/port", "prometheus.io/scrape"])
                 self.assertEqual(r.names("ConfigMap"), [DASHBOARD_CONFIGMAP])
+                self.assertEqual(r.names("Secret"), [])
 
     def test_new_values_render_their_flags_in_order(self):
         cases = (
@@ -377,7 +478,7 @@ class ChartRender(unittest.TestCase):
             # chart's defaults; the templates must not trip over that).
             ({"aggregateCidr": [], "portNames": {"presets": [], "custom": {}}}, []),
             ({"seriesTTL": None, "aggregateCidr": None, "portNames": None, "longConnections": None,
-              "flowLog": None}, []),
+              "flowLog": None, "webConfig": None}, []),
             # All of them, between the flags that were there before.
             ({"maxSeries": 2000, "seriesTTL": "5m", "aggregateCidr": ["::/0=/64"],
               "portNames": {"presets": ["istio"], "custom": {8080: "web"}},
@@ -403,10 +504,13 @@ class ChartRender(unittest.TestCase):
         # The file holds the values' map, ports as YAML integers (not quoted
         # strings): the exporter reads port numbers.
         self.assertEqual(yaml.safe_load(cm["data"]["port-names.yaml"]), xdp_values()["portNames"]["custom"])
-        self.assertEqual(pod["volumes"], [{"name": "port-names", "configMap": {"name": PORT_NAMES_CONFIGMAP}}])
-        self.assertEqual(c["volumeMounts"], [{"name": "port-names", "mountPath": PORT_NAMES_DIR, "readOnly": True}])
+        # (The other volume is webConfig's.)
+        self.assertEqual([v for v in pod["volumes"] if v["name"] == "port-names"],
+                         [{"name": "port-names", "configMap": {"name": PORT_NAMES_CONFIGMAP}}])
+        mounts = [m for m in c["volumeMounts"] if m["name"] == "port-names"]
+        self.assertEqual(mounts, [{"name": "port-names", "mountPath": PORT_NAMES_DIR, "readOnly": True}])
         # The flag names that key under that mount, after the preset.
-        path = c["volumeMounts"][0]["mountPath"] + "/" + list(cm["data"])[0]
+        path = mounts[0]["mountPath"] + "/" + list(cm["data"])[0]
         i = c["args"].index(path)
         self.assertEqual(c["args"][i - 3:i + 1], ["--port-names", "istio", "--port-names", path])
         self.assertIs(c["securityContext"]["readOnlyRootFilesystem"], True)
@@ -460,7 +564,8 @@ class ChartRender(unittest.TestCase):
     def test_every_flag_the_chart_renders_is_one_the_exporter_has(self):
         # Catches a flag renamed in the CLI but not in the chart.
         help_text = subprocess.run([str(EXPORTER), "--help"], capture_output=True, text=True, check=True).stdout
-        flags = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", help_text))
+        flags = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9.-]*)", help_text))
+        self.assertIn("--web.config.file", flags)
         self.assertIn("--interface", flags)
         flags.add("-i")
         rendered = set()
@@ -479,6 +584,304 @@ class ChartRender(unittest.TestCase):
             schema_backends = set(json.load(f)["properties"]["backend"]["enum"])
         self.assertLessEqual(backends, schema_backends, "a backend the chart does not offer")
         self.assertLessEqual(schema_backends - backends, PENDING_BACKENDS)
+
+    # ------------------------------------------------------------ webConfig: HTTPS and basic auth
+    def web_volume(self, ds):
+        pod, c = ds["spec"]["template"]["spec"], container(ds)
+        volumes = [v for v in pod.get("volumes", []) if v["name"] == "web-config"]
+        mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "web-config"]
+        return volumes, mounts
+
+    def test_web_config_is_a_secret_mounted_with_the_tls_secret(self):
+        ds = self.xdp.one("DaemonSet")
+        values = xdp_values()["webConfig"]
+        secret = self.xdp.one("Secret", WEB_CONFIG_SECRET)
+        self.assertEqual(secret["metadata"]["namespace"], NAMESPACE)
+        self.assertEqual(secret["type"], "Opaque")
+        self.assertEqual(list(secret["data"]), ["web-config.yml"])
+        # The values' config, with the TLS Secret's files filled in (named
+        # relative to the file's folder, where they are mounted).
+        expected = copy.deepcopy(values["config"])
+        expected["tls_server_config"].update({"cert_file": "tls.crt", "key_file": "tls.key"})
+        text = web_config_text(self.xdp)
+        self.assertEqual(yaml.safe_load(text), expected)
+        self.assertEqual(exporter_reads_web_config(text), (0, ""))
+        # One folder: the config Secret and the TLS Secret, whole (no
+        # subPath, no items), so that updates to either reach the pod.
+        volumes, mounts = self.web_volume(ds)
+        self.assertEqual(volumes, [{"name": "web-config", "projected": {
+            "defaultMode": 0o400,
+            "sources": [{"secret": {"name": WEB_CONFIG_SECRET}}, {"secret": {"name": values["tlsSecret"]}}]}}])
+        self.assertEqual(mounts, [{"name": "web-config", "mountPath": WEB_CONFIG_DIR, "readOnly": True}])
+        self.assertEqual(WEB_CONFIG_FILE, mounts[0]["mountPath"] + "/" + list(secret["data"])[0])
+        # 0400 as Helm sent it to the API server (YAML's octal, not 400).
+        sent = [json.loads(body) for method, path, body in self.xdp.sent
+                if method == "POST" and path.endswith("/daemonsets")]
+        self.assertEqual(len(sent), 1)
+        [projected] = [v["projected"] for v in sent[0]["spec"]["template"]["spec"]["volumes"]
+                       if v["name"] == "web-config"]
+        self.assertEqual(projected["defaultMode"], 256)
+        annotations = ds["spec"]["template"]["metadata"]["annotations"]
+        self.assertRegex(annotations["checksum/web-config"], r"^[0-9a-f]{64}$")
+        self.assertEqual(annotations["prometheus.io/scheme"], "https")
+
+    def test_with_a_tls_secret_probes_and_scrapes_use_https(self):
+        # The probes: assertPodBasics in test_xdp_daemonset_carries_every_value.
+        for kind, endpoints, key in (("ServiceMonitor", "endpoints", "serviceMonitor"),
+                                     ("PodMonitor", "podMetricsEndpoints", "podMonitor")):
+            with self.subTest(kind=kind):
+                [ep] = self.xdp.one(kind)["spec"][endpoints]
+                self.assertEqual(ep["scheme"], "https")
+                self.assertEqual(ep["tlsConfig"], xdp_values()[key]["tlsConfig"])
+                self.assertEqual(ep["basicAuth"], SCRAPE_BASIC_AUTH)
+        # Without webConfig: plain HTTP, nothing else.
+        ds = self.default_operator.one("DaemonSet")
+        self.assertPodBasics(ds)
+        self.assertNotIn("prometheus.io/scheme", ds["spec"]["template"]["metadata"]["annotations"])
+        [ep] = self.default_operator.one("ServiceMonitor")["spec"]["endpoints"]
+        self.assertEqual(ep["scheme"], "http")
+        self.assertNotIn("tlsConfig", ep)
+        self.assertNotIn("basicAuth", ep)
+
+    def test_a_tls_secret_alone_is_enough_for_https(self):
+        r = render({"webConfig": {"enabled": True, "tlsSecret": "node-tls"}}, monitoring_crds=True)
+        ds = r.one("DaemonSet")
+        self.assertPodBasics(ds, scheme="HTTPS")
+        self.assertEqual(container(ds)["args"], DEFAULT_ARGS + ["--web.config.file", WEB_CONFIG_FILE])
+        text = web_config_text(r)
+        self.assertEqual(yaml.safe_load(text), {"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"}})
+        self.assertEqual(exporter_reads_web_config(text), (0, ""))
+        [ep] = r.one("ServiceMonitor")["spec"]["endpoints"]
+        self.assertEqual(ep["scheme"], "https")
+        # Empty tlsConfig: Prometheus's defaults; no basicAuth asked for.
+        self.assertNotIn("tlsConfig", ep)
+        self.assertNotIn("basicAuth", ep)
+        self.assertIn("https://<node-ip>:9090/metrics", r.notes)
+        self.assertIn("curl -sk https://", r.notes)
+
+    def test_basic_auth_without_tls_stays_http(self):
+        users = {"prometheus": xdp_values()["webConfig"]["config"]["basic_auth_users"]["prometheus"]}
+        r = render({"webConfig": {"enabled": True, "config": {"basic_auth_users": users}},
+                    "serviceMonitor": {"basicAuth": SCRAPE_BASIC_AUTH, "tlsConfig": {"insecureSkipVerify": True}}},
+                   monitoring_crds=True)
+        ds = r.one("DaemonSet")
+        self.assertPodBasics(ds)
+        self.assertEqual(yaml.safe_load(web_config_text(r)), {"basic_auth_users": users})
+        volumes, _ = self.web_volume(ds)
+        self.assertEqual(volumes[0]["projected"]["sources"], [{"secret": {"name": WEB_CONFIG_SECRET}}])
+        [ep] = r.one("ServiceMonitor")["spec"]["endpoints"]
+        self.assertEqual(ep["scheme"], "http")
+        self.assertEqual(ep["basicAuth"], SCRAPE_BASIC_AUTH)
+        # A TLS config for an HTTP scrape means nothing: not rendered.
+        self.assertNotIn("tlsConfig", ep)
+        self.assertIn("curl -s -u USER:PASSWORD http://", r.notes)
+
+    def test_an_existing_secret_is_mounted_as_it_is(self):
+        for tls_secret, scheme in (("node-tls", "HTTPS"), ("", None)):
+            with self.subTest(tlsSecret=tls_secret):
+                r = render({"webConfig": {"enabled": True, "existingSecret": "my-web-config",
+                                          "tlsSecret": tls_secret}})
+                ds = r.one("DaemonSet")
+                self.assertPodBasics(ds, scheme=scheme)
+                self.assertEqual(r.names("Secret"), [])
+                self.assertEqual(container(ds)["args"], DEFAULT_ARGS + ["--web.config.file", WEB_CONFIG_FILE])
+                volumes, mounts = self.web_volume(ds)
+                sources = [{"secret": {"name": "my-web-config"}}]
+                if tls_secret:
+                    sources.append({"secret": {"name": tls_secret}})
+                self.assertEqual(volumes[0]["projected"]["sources"], sources)
+                self.assertEqual(mounts, [{"name": "web-config", "mountPath": WEB_CONFIG_DIR, "readOnly": True}])
+                # The chart cannot see that Secret: no checksum of it.
+                self.assertNotIn("checksum/web-config", ds["spec"]["template"]["metadata"]["annotations"])
+
+    def test_web_config_renders_nothing_unless_enabled(self):
+        r = render({"webConfig": {"enabled": False, "tlsSecret": "node-tls",
+                                  "config": {"basic_auth_users": {"a": xdp_values()["webConfig"]["config"][
+                                      "basic_auth_users"]["prometheus"]}}},
+                    "serviceMonitor": {"basicAuth": SCRAPE_BASIC_AUTH, "tlsConfig": {"insecureSkipVerify": True}}},
+                   monitoring_crds=True)
+        ds = r.one("DaemonSet")
+        self.assertPodBasics(ds)
+        self.assertEqual(container(ds)["args"], DEFAULT_ARGS)
+        self.assertNotIn("volumes", ds["spec"]["template"]["spec"])
+        self.assertEqual(r.names("Secret"), [])
+        [ep] = r.one("ServiceMonitor")["spec"]["endpoints"]
+        self.assertEqual(ep["scheme"], "http")
+        self.assertNotIn("basicAuth", ep)
+        self.assertNotIn("tlsConfig", ep)
+
+    def test_web_config_file_keeps_names_and_values_that_look_like_other_yaml(self):
+        # User names and header values that YAML (or the exporter's subset of
+        # it) would read otherwise if written bare.
+        bcrypt = xdp_values()["webConfig"]["config"]["basic_auth_users"]["prometheus"]
+        # (No colon in a user name: the schema refuses it, see below.)
+        users = {name: bcrypt for name in ("yes", "null", "123", "- item", "a #b", "it's", 'say "hi"', "[x]",
+                                           "{y}", "*alias", "&anchor", "!tag", "|", ">", "C\\path", "ünïcode")}
+        headers = {"Content-Security-Policy": "default-src 'self'; img-src * data: # x",
+                   "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+                   "X-Frame-Options": "'deny'", "X-XSS-Protection": '1; mode="block"',
+                   "X-Content-Type-Options": "- [nosniff] {x} \\"}
+        config = {"basic_auth_users": users, "http_server_config": {"headers": headers},
+                  "tls_server_config": {"min_version": "TLS13", "client_auth_type": "VerifyClientCertIfGiven",
+                                        "client_ca_file": "client CA's #1.crt"}}
+        text = web_config_text(render({"webConfig": {"enabled": True, "config": config, "tlsSecret": "t"}}))
+        expected = copy.deepcopy(config)
+        expected["tls_server_config"].update({"cert_file": "tls.crt", "key_file": "tls.key"})
+        self.assertEqual(yaml.safe_load(text), expected)
+        self.assertEqual(exporter_reads_web_config(text), (0, ""))
+        # One `KEY: 'VALUE'` per line: no flow maps or folded lines, which the
+        # exporter does not read.
+        for line in text.splitlines():
+            self.assertRegex(line, r"^( {0,4})('([^']|'')*'|[a-z_]+): ?('([^']|'')*')?$")
+
+    def test_a_change_of_web_config_rolls_the_daemonset(self):
+        bcrypt = xdp_values()["webConfig"]["config"]["basic_auth_users"]["prometheus"]
+
+        def checksum(config):
+            ds = render({"webConfig": {"enabled": True, "config": config}}).one("DaemonSet")
+            return ds["spec"]["template"]["metadata"]["annotations"]["checksum/web-config"]
+
+        first = checksum({"basic_auth_users": {"a": bcrypt, "b": bcrypt}})
+        self.assertEqual(checksum({"basic_auth_users": {"b": bcrypt, "a": bcrypt}}), first)
+        self.assertNotEqual(checksum({"basic_auth_users": {"a": bcrypt}}), first)
+
+    def test_web_config_that_cannot_work_does_not_render(self):
+        bcrypt = xdp_values()["webConfig"]["config"]["basic_auth_users"]["prometheus"]
+        users = {"basic_auth_users": {"prometheus": bcrypt}}
+        cases = (
+            ({"webConfig": {"enabled": True}}, False, "webConfig.enabled needs something to serve with"),
+            ({"webConfig": {"enabled": True, "config": users, "existingSecret": "x"}}, False,
+             "set config or existingSecret, not both"),
+            ({"webConfig": {"enabled": True, "config": {"tls_server_config": {"min_version": "TLS13"}}}}, False,
+             "tls_server_config needs webConfig.tlsSecret"),
+            ({"webConfig": {"enabled": True, "tlsSecret": "t", "config": {"tls_server_config": {
+                "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.crt"}}}}, False,
+             "would refuse the kubelet's probes"),
+            ({"webConfig": {"enabled": True, "tlsSecret": "t", "config": {"tls_server_config": {
+                "client_auth_type": "VerifyClientCertIfGiven"}}}}, False,
+             "client_auth_type VerifyClientCertIfGiven needs client_ca_file"),
+            ({"webConfig": {"enabled": True, "tlsSecret": "t", "config": {"tls_server_config": {
+                "client_ca_file": "ca.crt"}}}}, False, "client_ca_file is set but client_auth_type is NoClientCert"),
+            ({"webConfig": {"enabled": True, "tlsSecret": "t", "config": {"tls_server_config": {
+                "min_version": "TLS13", "max_version": "TLS12"}}}}, False, "min_version TLS13 is above max_version"),
+            # Passwords on, but the scrape sends none.
+            ({"webConfig": {"enabled": True, "config": users}}, True, "serviceMonitor.basicAuth is empty"),
+            ({"webConfig": {"enabled": True, "config": users}, "serviceMonitor": {"enabled": False},
+              "podMonitor": {"enabled": True}}, True, "podMonitor.basicAuth is empty"),
+        )
+        for values, operator, message in cases:
+            with self.subTest(values=values):
+                with self.assertRaises(helm.InstallError) as cm:
+                    render(values, monitoring_crds=operator)
+                self.assertIn(message, str(cm.exception))
+        # Without the operator nothing scrapes with the chart's settings, so
+        # passwords alone render.
+        self.assertEqual(render({"webConfig": {"enabled": True, "config": users}}).names("Secret"),
+                         [WEB_CONFIG_SECRET])
+
+    def test_the_rendered_web_config_serves_https_and_takes_a_renewed_certificate(self):
+        """The exporter run on the web config the chart rendered, in a folder
+        laid out as the kubelet lays out the projected volume (the config
+        Secret's key and the TLS Secret's keys), read through the path the
+        chart passes; then a renewed TLS Secret, published the way the
+        kubelet updates the volume."""
+        web = xdp_values()["webConfig"]
+        with tempfile.TemporaryDirectory(prefix="tcp-exporter-chart-tls-") as tmp:
+            ca_dir, first_dir, second_dir, volume_dir = (os.path.join(tmp, d) for d in ("ca", "1", "2", "volume"))
+            for d in (ca_dir, first_dir, second_dir, volume_dir):
+                os.mkdir(d)
+            make_ca(ca_dir)
+            make_server_certificate(first_dir, ca_dir)
+            make_server_certificate(second_dir, ca_dir)
+
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+
+            def tls_secret(cert_dir):
+                # A kubernetes.io/tls Secret as cert-manager writes it.
+                return {"tls.crt": read(os.path.join(cert_dir, "tls.crt")),
+                        "tls.key": read(os.path.join(cert_dir, "tls.key")),
+                        "ca.crt": read(os.path.join(ca_dir, "ca.crt"))}
+
+            volume = ProjectedVolume(volume_dir)
+            config = web_config_text(self.xdp).encode()
+            volume.publish({"web-config.yml": config, **tls_secret(first_dir)})
+            port = free_port()
+            log = os.path.join(tmp, "exporter.log")
+            proc = start([EXPORTER, "-r", SMALL_CAPTURE, "-p", port, "--listen", "127.0.0.1",
+                          "--web.config.file", os.path.join(volume_dir, os.path.basename(WEB_CONFIG_FILE))], log)
+            self.addCleanup(stop, proc)
+            context = ssl.create_default_context(cafile=os.path.join(ca_dir, "ca.crt"))
+
+            def log_text():
+                with open(log, errors="replace") as f:
+                    return f.read()
+
+            def get(path, user=None, password=None):
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+                try:
+                    headers = {}
+                    if user is not None:
+                        token = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+                        headers["Authorization"] = "Basic " + token
+                    conn.request("GET", path, headers=headers)
+                    r = conn.getresponse()
+                    # r.headers: names compared without case (hyper sends them
+                    # in lower case).
+                    return r.status, r.headers, r.read().decode()
+                finally:
+                    conn.close()
+
+            def served_certificate():
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                        return tls.getpeercert(binary_form=True)
+
+            def ready():
+                if proc.poll() is not None:
+                    raise AssertionError("the exporter exited: %s" % log_text())
+                try:
+                    return get("/readyz")[0] == 200
+                except OSError:
+                    return False
+
+            wait_for("the exporter to serve HTTPS", ready, 30)
+            # The probes' paths need no password; the data does.
+            self.assertEqual(get("/healthz")[0], 200)
+            status, headers, _ = get("/metrics")
+            self.assertEqual(status, 401)
+            self.assertIn("Basic", headers.get("WWW-Authenticate", ""))
+            self.assertEqual(get("/metrics", "prometheus", "wrong")[0], 401)
+            for user, password in WEB_PASSWORDS.items():
+                with self.subTest(user=user):
+                    status, headers, body = get("/metrics", user, password)
+                    self.assertEqual(status, 200)
+                    self.assertIn("tcp_packets_total{", body)
+                    for name, value in web["config"]["http_server_config"]["headers"].items():
+                        self.assertEqual(headers.get(name), value)
+            # Plain HTTP is not served on the port.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+                plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    answer = plain.recv(64)
+                except OSError:
+                    answer = b""
+            self.assertFalse(answer.startswith(b"HTTP/"), answer)
+            _, _, body = get("/metrics", "prometheus", WEB_PASSWORDS["prometheus"])
+            rejected = dict(re.findall(r'(?m)^tcp_exporter_http_rejections_total\{reason="(\w+)"\} (\d+)$', body))
+            self.assertEqual({k: v for k, v in rejected.items() if v != "0"},
+                             {"unauthorized": "2", "tls_handshake": "1"})
+
+            first = served_certificate()
+            self.assertEqual(first, ssl.PEM_cert_to_DER_cert(read(os.path.join(first_dir, "tls.crt")).decode()))
+            # The TLS Secret renewed: the same paths now lead to a new pair.
+            volume.publish({"web-config.yml": config, **tls_secret(second_dir)})
+            second = ssl.PEM_cert_to_DER_cert(read(os.path.join(second_dir, "tls.crt")).decode())
+            self.assertNotEqual(first, second)
+            wait_for("the renewed certificate to be served", lambda: served_certificate() == second, 15, interval=0.3)
+            self.assertIn("TLS certificate reloaded", log_text())
+            self.assertIsNone(proc.poll())
 
     # ------------------------------------------------------------ schemas
     def test_manifests_validate_against_kubernetes_schemas(self):
@@ -517,7 +920,8 @@ class ChartRender(unittest.TestCase):
     def test_values_schema_rejects_bad_new_values(self):
         # Each with where Helm's schema check reports it, so that a refusal
         # for another reason does not pass. (Helm reports a bad port key of
-        # portNames.custom under an unrelated path: the key itself is checked.)
+        # portNames.custom under an unrelated path: the key itself is checked;
+        # so with webConfig's user and header names.)
         cases = (
             ({"labels": ["pod"]}, "at '/labels/0'"),
             ({"labels": ["Server"]}, "at '/labels/0'"),
@@ -561,6 +965,45 @@ class ChartRender(unittest.TestCase):
             ({"portNames": {"custom": {80: 8080}}}, "at '/portNames/custom/80'"),
             ({"portNames": {"custom": {80: "a\tb"}}}, "at '/portNames/custom/80'"),
             ({"portNames": {"custom": {80: "web\n"}}}, "at '/portNames/custom/80'"),
+            # webConfig: only what the exporter reads, as it reads it.
+            ({"webConfig": {"tls": True}}, "at '/webConfig'"),
+            # The config as YAML text rather than as values (Helm warns that a
+            # string cannot replace the map; the schema refuses it).
+            ({"webConfig": {"config": "basic_auth_users: {}"}}, "at '/webConfig/config'"),
+            ({"webConfig": {"config": {"tls_config": {}}}}, "at '/webConfig/config'"),
+            ({"webConfig": {"config": {"tls_server_config": {"cipher_suites": ["TLS_AES_128_GCM_SHA256"]}}}},
+             "at '/webConfig/config/tls_server_config'"),
+            ({"webConfig": {"config": {"tls_server_config": {"min_version": "TLS11"}}}},
+             "at '/webConfig/config/tls_server_config/min_version'"),
+            ({"webConfig": {"config": {"tls_server_config": {"client_auth_type": "RequireAnyClientCert"}}}},
+             "at '/webConfig/config/tls_server_config/client_auth_type'"),
+            ({"webConfig": {"config": {"basic_auth_users": {"bob": "secret"}}}},
+             "at '/webConfig/config/basic_auth_users/bob'"),
+            # bcrypt's cost runs from 04 to 31.
+            ({"webConfig": {"config": {"basic_auth_users": {"bob": "$2y$03$" + "a" * 53}}}},
+             "at '/webConfig/config/basic_auth_users/bob'"),
+            ({"webConfig": {"config": {"basic_auth_users": {"bob": "$2y$10$" + "a" * 52}}}},
+             "at '/webConfig/config/basic_auth_users/bob'"),
+            # Basic auth splits user and password at the first colon.
+            ({"webConfig": {"config": {"basic_auth_users": {"a:b": "$2y$10$" + "a" * 53}}}},
+             "'a:b' does not match pattern"),
+            ({"webConfig": {"config": {"http_server_config": {"headers": {"Server": "tcp-exporter"}}}}},
+             "invalid propertyName 'Server'"),
+            ({"webConfig": {"config": {"http_server_config": {"headers": {"X-Frame-Options": "deny\r\nX: y"}}}}},
+             "at '/webConfig/config/http_server_config/headers/X-Frame-Options'"),
+            ({"webConfig": {"config": {"http_server_config": {"http2": True}}}},
+             "at '/webConfig/config/http_server_config'"),
+            ({"webConfig": {"existingSecret": "My_Secret"}}, "at '/webConfig/existingSecret'"),
+            ({"webConfig": {"tlsSecret": "tls/secret"}}, "at '/webConfig/tlsSecret'"),
+            # The scrape's credentials and TLS settings.
+            ({"serviceMonitor": {"basicAuth": {"username": SCRAPE_BASIC_AUTH["username"]}}},
+             "at '/serviceMonitor/basicAuth'"),
+            ({"serviceMonitor": {"basicAuth": {"username": "prometheus", "password": "secret"}}},
+             "at '/serviceMonitor/basicAuth/username'"),
+            ({"podMonitor": {"basicAuth": dict(SCRAPE_BASIC_AUTH, token={"name": "s", "key": "t"})}},
+             "at '/podMonitor/basicAuth'"),
+            ({"podMonitor": {"tlsConfig": {"insecureSkipVerify": "yes"}}},
+             "at '/podMonitor/tlsConfig/insecureSkipVerify'"),
         )
         for bad, where in cases:
             with self.subTest(values=bad):

@@ -16,8 +16,9 @@ through Prometheus' HTTP API:
   returns data;
 - the alerts this capture must trigger fire (retransmission ratio, reset
   storm, zero windows), those it must not (capture drops, flow table,
-  series overflow, flow-log drops, long-connection overflow, exporter down)
-  stay quiet, and stopping the exporter makes TCPExporterDown fire.
+  series overflow, flow-log drops, long-connection overflow, HTTP
+  connection limit, unauthorized requests, exporter down) stay quiet, and
+  stopping the exporter makes TCPExporterDown fire.
 
 Counters must grow for rate() to see anything, and a capture file is read in
 milliseconds, so the capture is replayed in steps: the exporter is restarted,
@@ -73,7 +74,8 @@ FLOW_LOG_INTERVAL = "1h"
 MUST_FIRE = {"TCPHighRetransmissionRatio", "TCPResetStorm", "TCPSustainedZeroWindow"}
 MUST_NOT_FIRE = {"TCPExporterDown", "TCPExporterAbsent", "TCPExporterCaptureDrops",
                  "TCPExporterInterfaceDown", "TCPExporterFlowTableFull", "TCPExporterSeriesOverflow",
-                 "TCPExporterFlowLogDrops", "TCPExporterLongConnectionsOverflow"}
+                 "TCPExporterFlowLogDrops", "TCPExporterLongConnectionsOverflow",
+                 "TCPExporterHTTPConnectionLimit", "TCPExporterUnauthorizedRequests"}
 
 
 def split_pcap(path, steps, outdir):

@@ -94,6 +94,81 @@ port-names.yaml
 {{- end }}
 
 {{/*
+webConfig: the exporter's --web.config.file, from a Secret the chart renders
+(webConfig.config) or an existing one, mounted read-only together with the
+TLS Secret's keys in one folder (a projected volume, no subPath, so that a
+renewed certificate reaches the pod). Everything applies only with
+webConfig.enabled.
+*/}}
+{{- define "tcp-exporter.webConfigDir" -}}
+/etc/tcp-exporter-web
+{{- end }}
+{{- define "tcp-exporter.webConfigKey" -}}
+web-config.yml
+{{- end }}
+
+{{/* "true" when the exporter serves HTTPS: webConfig on, with a tlsSecret. */}}
+{{- define "tcp-exporter.tls" -}}
+{{- $web := .Values.webConfig | default dict }}
+{{- if and $web.enabled $web.tlsSecret }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the chart renders the web config's Secret (not existingSecret). */}}
+{{- define "tcp-exporter.webConfigRendered" -}}
+{{- $web := .Values.webConfig | default dict }}
+{{- if and $web.enabled (not $web.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret that holds web-config.yml. */}}
+{{- define "tcp-exporter.webConfigSecret" -}}
+{{- $web := .Values.webConfig | default dict }}
+{{- $web.existingSecret | default (printf "%s-web-config" (include "tcp-exporter.fullname" .)) }}
+{{- end }}
+
+{{/* A string as a single-quoted YAML scalar: no escapes, a ' doubled. */}}
+{{- define "tcp-exporter.yamlQuote" -}}
+'{{ replace "'" "''" (toString .) }}'
+{{- end }}
+
+{{/*
+webConfig.config as the file the exporter reads, which takes a subset of
+YAML (block maps, quoted scalars; no flow maps, no folded lines), so it is
+written out here rather than with toYaml: one key per line, every value and
+every user-chosen key (user names, header names) single-quoted. With a
+tlsSecret, cert_file and key_file name its files (relative to the file's
+folder, where they are mounted) unless the config names others. The
+checksum annotation on the pods is taken of this text.
+*/}}
+{{- define "tcp-exporter.webConfigYaml" -}}
+{{- $web := .Values.webConfig | default dict }}
+{{- $config := $web.config | default dict }}
+{{- $tls := deepCopy ($config.tls_server_config | default dict) }}
+{{- if $web.tlsSecret }}
+{{- $tls = merge $tls (dict "cert_file" "tls.crt" "key_file" "tls.key") }}
+{{- end }}
+{{- if $tls }}
+tls_server_config:
+{{- range $k, $v := $tls }}
+  {{ $k }}: {{ include "tcp-exporter.yamlQuote" $v }}
+{{- end }}
+{{- end }}
+{{- $headers := ($config.http_server_config | default dict).headers }}
+{{- if $headers }}
+http_server_config:
+  headers:
+{{- range $k, $v := $headers }}
+    {{ include "tcp-exporter.yamlQuote" $k }}: {{ include "tcp-exporter.yamlQuote" $v }}
+{{- end }}
+{{- end }}
+{{- with $config.basic_auth_users }}
+basic_auth_users:
+{{- range $user, $hash := . }}
+  {{ include "tcp-exporter.yamlQuote" $user }}: {{ include "tcp-exporter.yamlQuote" $hash }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The container's arguments, from the values: a flag is left out when its
 value is null or empty, so that the exporter's own default applies.
 Numbers go through int64 so that large ones do not print as 1e+06.
@@ -108,6 +183,10 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 - {{ $v.port | int64 | quote }}
 - --listen
 - {{ $v.listen | quote }}
+{{- if ($v.webConfig | default dict).enabled }}
+- --web.config.file
+- {{ printf "%s/%s" (include "tcp-exporter.webConfigDir" .) (include "tcp-exporter.webConfigKey" .) | quote }}
+{{- end }}
 {{- with $v.filter }}
 - --filter
 - {{ . | quote }}
@@ -232,6 +311,40 @@ maxLength counts characters).
 {{- range $port, $name := ($v.portNames | default dict).custom }}
 {{- if gt (len $name) 64 }}
 {{- fail (printf "portNames.custom: the name of port %s is %d bytes long (UTF-8); the exporter takes at most 64" $port (len $name)) }}
+{{- end }}
+{{- end }}
+{{- $web := $v.webConfig | default dict }}
+{{- if $web.enabled }}
+{{- $config := $web.config | default dict }}
+{{- $tls := $config.tls_server_config | default dict }}
+{{- if and $config $web.existingSecret }}
+{{- fail "webConfig: set config or existingSecret, not both (existingSecret holds the whole web config)" }}
+{{- end }}
+{{- if not (or $config $web.existingSecret $web.tlsSecret) }}
+{{- fail "webConfig.enabled needs something to serve with: config (basic_auth_users, headers, TLS settings), existingSecret, or tlsSecret (HTTPS)" }}
+{{- end }}
+{{- if and $config.tls_server_config (not $web.tlsSecret) }}
+{{- fail "webConfig.config.tls_server_config needs webConfig.tlsSecret: the certificate and key come from that Secret (mounted next to the web config as tls.crt and tls.key)" }}
+{{- end }}
+{{- $clientAuth := $tls.client_auth_type | default "NoClientCert" }}
+{{- if eq $clientAuth "RequireAndVerifyClientCert" }}
+{{- fail "webConfig.config.tls_server_config.client_auth_type RequireAndVerifyClientCert would refuse the kubelet's probes, which present no client certificate: use VerifyClientCertIfGiven (a certificate given is still verified), with basic_auth_users to protect /metrics" }}
+{{- end }}
+{{- if and (ne $clientAuth "NoClientCert") (not $tls.client_ca_file) }}
+{{- fail (printf "webConfig.config.tls_server_config.client_auth_type %s needs client_ca_file (e.g. ca.crt, the tlsSecret's CA)" $clientAuth) }}
+{{- end }}
+{{- if and $tls.client_ca_file (eq $clientAuth "NoClientCert") }}
+{{- fail "webConfig.config.tls_server_config: client_ca_file is set but client_auth_type is NoClientCert; set client_auth_type: VerifyClientCertIfGiven" }}
+{{- end }}
+{{- if and (eq ($tls.min_version | default "") "TLS13") (eq ($tls.max_version | default "") "TLS12") }}
+{{- fail "webConfig.config.tls_server_config: min_version TLS13 is above max_version TLS12" }}
+{{- end }}
+{{- if $config.basic_auth_users }}
+{{- range $key, $kind := dict "serviceMonitor" "ServiceMonitor" "podMonitor" "PodMonitor" }}
+{{- if and (include "tcp-exporter.monitoringObject" (dict "root" $ "key" $key "kind" $kind)) (not (index $v $key).basicAuth) }}
+{{- fail (printf "webConfig.config.basic_auth_users is set, but %s.basicAuth is empty: Prometheus would be refused (401). Give it the user and password from a Secret: {username: {name: SECRET, key: username}, password: {name: SECRET, key: password}}" $key) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if eq $v.backend "xdp" }}
