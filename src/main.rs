@@ -309,6 +309,10 @@ impl Captures for LiveCaptures {
         )
     }
 
+    fn shards(&self) -> Vec<Arc<Mutex<Shard>>> {
+        self.made.values().cloned().collect()
+    }
+
     /// `--max-flows` is per interface: a fanout group's workers share it
     /// (the kernel spreads flows evenly over them).
     fn worker(&self, source: &dyn PacketSource, of: usize) -> Worker {

@@ -148,6 +148,8 @@ pub trait Captures: Send {
     fn shard(&mut self, name: &str, worker: usize) -> Arc<Mutex<Shard>>;
     /// A worker (flow table) for one of `of` sources of an interface.
     fn worker(&self, source: &dyn PacketSource, of: usize) -> Worker;
+    /// Every shard made so far, of interfaces captured now or before.
+    fn shards(&self) -> Vec<Arc<Mutex<Shard>>>;
 }
 
 type Thread = JoinHandle<(Result<Stopped, CaptureError>, Worker)>;
@@ -335,7 +337,8 @@ impl<C: Captures> Supervisor<C> {
     }
 
     /// Scans until `stop` is set; then stops every capture and finishes
-    /// every shard (the flow log's last records).
+    /// every shard, those of interfaces gone by then included (the flow
+    /// log's last records; its writer ends once every shard let go of it).
     pub fn run(mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(SCAN_INTERVAL);
@@ -345,10 +348,12 @@ impl<C: Captures> Supervisor<C> {
         }
         for (_, capture) in self.running.drain() {
             capture.stop.store(true, Ordering::Relaxed);
-            for (thread, shard) in capture.threads {
+            for (thread, _) in capture.threads {
                 let _ = thread.join();
-                shard.lock().unwrap_or_else(|e| e.into_inner()).finish();
             }
+        }
+        for shard in self.captures.shards() {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).finish();
         }
     }
 }

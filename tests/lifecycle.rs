@@ -397,7 +397,22 @@ fn an_interface_deleted_and_made_again_is_captured_again_and_others_carry_on() {
         let name = format!("tlc{}x{i}", std::process::id() % 10_000);
         let veth = Veth::new(&name, 10 + i as u8);
         let log = dir.path(&format!("{backend}.log"));
-        let mut running = Running::start(&["--backend", backend, "-i", &name, "-i", "lo"], &log);
+        // With a flow log: its writer must still end when an interface
+        // that went away is not captured at the stop.
+        let flow_log = dir.path(&format!("{backend}.jsonl"));
+        let mut running = Running::start(
+            &[
+                "--backend",
+                backend,
+                "-i",
+                &name,
+                "-i",
+                "lo",
+                "--flow-log",
+                flow_log.to_str().unwrap(),
+            ],
+            &log,
+        );
         let http = running.http;
         veth.traffic(2000);
         wait_until("traffic on the veth", || {
@@ -450,7 +465,11 @@ fn interfaces_matching_a_glob_are_picked_up_as_they_appear() {
     let prefix = format!("tlg{}", std::process::id() % 10_000);
     let pattern = format!("{prefix}*");
     let log = dir.path("glob.log");
-    let mut running = Running::start(&["-i", &pattern], &log);
+    let flow_log = dir.path("glob.jsonl");
+    let mut running = Running::start(
+        &["-i", &pattern, "--flow-log", flow_log.to_str().unwrap()],
+        &log,
+    );
     let http = running.http;
     for (n, net) in [("a", 20u8), ("b", 21)] {
         let name = format!("{prefix}{n}");
