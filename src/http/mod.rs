@@ -366,16 +366,26 @@ where
         let deadline = cut_at.unwrap_or(opened + snap.since + limit);
         tokio::select! {
             result = conn.as_mut() => {
-                if let Err(e) = result {
+                // One count per connection: none if this loop counted
+                // already (it set `cut_at`), or the server is stopping.
+                let counted = cut_at.is_some();
+                match result {
+                    _ if counted => {}
                     // hyper 0.14 has no accessor for its header timeout;
                     // its message is fixed ("read header from client timeout").
-                    if e.is_timeout() || e.to_string().contains("timeout") {
+                    Err(e) if e.is_timeout() || e.to_string().contains("timeout") => {
                         server.stats.count(Rejection::HeaderTimeout);
-                    } else if e.is_parse_too_large() {
-                        server.stats.count(Rejection::HeaderTooLarge);
-                    } else if e.is_parse() {
-                        server.stats.count(Rejection::BadRequest);
                     }
+                    Err(e) if e.is_parse_too_large() => server.stats.count(Rejection::HeaderTooLarge),
+                    Err(e) if e.is_parse() => server.stats.count(Rejection::BadRequest),
+                    // hyper's own header timer, on a connection that never
+                    // sent a byte, ends it quietly: when that happens before
+                    // this loop's deadline is seen, count it here.
+                    Ok(()) if activity.snapshot().requests == 0
+                        && opened.elapsed() >= HEADER_TIMEOUT => {
+                        server.stats.count(Rejection::HeaderTimeout);
+                    }
+                    _ => {}
                 }
                 return;
             }
