@@ -5,7 +5,10 @@
 //! `capture` (frames) -> `decode` (segments) -> `flow` (connections and
 //! what each segment did) -> `metrics` (per-worker counters, labelled at
 //! scrape time) -> `http` and `flowlog`. `pipeline` joins the first four for one worker;
-//! `cli` and `config` turn flags into settings; `main` starts it all.
+//! `supervisor` keeps interfaces captured as they come and go;
+//! `privileges` gives up capabilities once the captures are open;
+//! `cli` and `config` turn flags into settings (`yaml` reads their files);
+//! `main` starts it all.
 
 pub mod capture;
 pub mod cli;
