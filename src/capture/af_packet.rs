@@ -194,8 +194,12 @@ impl AfPacket {
         } else {
             libc::SOCK_DGRAM
         };
+        // Protocol 0: the socket receives nothing until `bind` names the
+        // interface and ETH_P_ALL. Opened with ETH_P_ALL, it would take
+        // every interface's frames into its ring until then (a live test
+        // saw loopback packets counted on a veth).
         // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, kind, (ETH_P_ALL.to_be()) as i32) };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, kind, 0) };
         if raw < 0 {
             return Err(os_error(interface, "socket(AF_PACKET)"));
         }
