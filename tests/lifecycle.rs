@@ -23,6 +23,14 @@ const NET_RAW: u64 = 1 << 13;
 const PERFMON: u64 = 1 << 38;
 const BPF: u64 = 1 << 39;
 
+/// Held by the tests that attach the xdp backend to `lo`: an interface
+/// takes one XDP program at a time.
+static LO_XDP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lo_xdp() -> std::sync::MutexGuard<'static, ()> {
+    LO_XDP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn skip() -> bool {
     if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
         eprintln!("lifecycle test: skipped (TCPX_SKIP_LIVE=1)");
@@ -177,6 +185,7 @@ fn once_started_the_exporter_keeps_only_what_reopening_a_capture_needs() {
     if skip() {
         return;
     }
+    let _lo = lo_xdp();
     let dir = TempDir::new("lifecycle-caps");
     let mut cases: Vec<(&str, Vec<&str>, u64)> = vec![
         ("pcap", vec!["-i", "lo"], NET_RAW),
@@ -388,6 +397,7 @@ fn an_interface_deleted_and_made_again_is_captured_again_and_others_carry_on() {
     if skip() {
         return;
     }
+    let _lo = lo_xdp();
     let dir = TempDir::new("lifecycle-churn");
     let mut backends = vec!["pcap", "af-packet"];
     if cfg!(feature = "xdp") {
