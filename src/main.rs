@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -21,7 +20,7 @@ use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
 use tcp_exporter::metrics::labels::Labeler;
 use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
-use tcp_exporter::pipeline::{run_source, Stopped, Worker};
+use tcp_exporter::pipeline::{self, CaptureThread, Worker};
 use tcp_exporter::privileges;
 use tcp_exporter::supervisor::{self, Captures, Supervisor};
 
@@ -346,16 +345,14 @@ fn open_xdp(_name: &str, _opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
     )
 }
 
-type CaptureThread = JoinHandle<Result<Stopped, tcp_exporter::capture::CaptureError>>;
-
-/// Starts the capture loop of a file on its own thread.
+/// Starts the capture loop of a file on its own thread, with its shard.
 fn start(
-    mut source: Box<dyn PacketSource>,
+    source: Box<dyn PacketSource>,
     config: &Config,
     shards: &ShardConfig,
     exporter: &Arc<Exporter>,
     stop: &Arc<AtomicBool>,
-) -> Result<CaptureThread> {
+) -> Result<(CaptureThread, Arc<Mutex<Shard>>)> {
     let name = source.name().to_string();
     let shard = Arc::new(Mutex::new(Shard::new(
         name.as_str().into(),
@@ -363,27 +360,19 @@ fn start(
         shards.clone(),
     )));
     exporter.add_shard(Arc::clone(&shard));
-    let mut worker = Worker::new(source.link_type(), config.max_flows, config.idle_timeout);
-    let stop = Arc::clone(stop);
-    let thread_name = format!("capture-{name}");
-    let label = name.clone();
-    std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || {
-            let result = run_source(source.as_mut(), &mut worker, &shard, &stop);
-            if let Err(e) = &result {
-                eprintln!("tcp-exporter: capture on {label} stopped: {e}");
-            }
-            // The last flow-log records of connections still tracked.
-            shard.lock().unwrap_or_else(|e| e.into_inner()).finish();
-            result
-        })
-        .with_context(|| format!("cannot start the capture thread of {name}"))
+    let worker = Worker::new(source.link_type(), config.max_flows, config.idle_timeout);
+    let thread = pipeline::spawn(source, worker, Arc::clone(&shard), Arc::clone(stop))
+        .with_context(|| format!("cannot start the capture thread of {name}"))?;
+    Ok((thread, shard))
 }
 
-fn join(handle: CaptureThread) -> Result<()> {
-    match handle.join() {
-        Ok(result) => result.map(|_| ()).map_err(Into::into),
+/// Waits for a file's capture loop, then finishes its shard (the last
+/// flow-log records of connections still tracked).
+fn join((thread, shard): (CaptureThread, Arc<Mutex<Shard>>)) -> Result<()> {
+    let joined = thread.join();
+    shard.lock().unwrap_or_else(|e| e.into_inner()).finish();
+    match joined {
+        Ok((result, _)) => result.map(|_| ()).map_err(Into::into),
         Err(_) => anyhow::bail!("a capture thread panicked"),
     }
 }

@@ -6,7 +6,8 @@
 //! captures, per batch for files), so a scrape sees whole packets only.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use crate::capture::{CaptureError, CaptureStats, Frame, Next, PacketSource};
 use crate::decode::{decode, LinkType};
@@ -111,6 +112,30 @@ pub enum Stopped {
     End,
     /// `stop` was set.
     Asked,
+}
+
+/// A capture loop's thread: how it ended, and its worker (whose flows the
+/// caller may let go).
+pub type CaptureThread = JoinHandle<(Result<Stopped, CaptureError>, Worker)>;
+
+/// Runs `run_source` on a thread of its own, named after the source; a
+/// failure is said once on stderr.
+pub fn spawn(
+    mut source: Box<dyn PacketSource>,
+    mut worker: Worker,
+    shard: Arc<Mutex<Shard>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<CaptureThread> {
+    let name = source.name().to_string();
+    std::thread::Builder::new()
+        .name(format!("capture-{name}"))
+        .spawn(move || {
+            let result = run_source(source.as_mut(), &mut worker, &shard, &stop);
+            if let Err(e) = &result {
+                eprintln!("tcp-exporter: capture on {name} stopped: {e}");
+            }
+            (result, worker)
+        })
 }
 
 /// Runs frames from `source` through `worker` into `shard` until the file

@@ -21,12 +21,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::capture::{CaptureError, PacketSource};
+use crate::capture::PacketSource;
 use crate::metrics::Shard;
-use crate::pipeline::{run_source, Stopped, Worker};
+use crate::pipeline::{spawn, CaptureThread, Worker};
 use crate::privileges;
 
 /// How often the interface list is read.
@@ -152,14 +151,12 @@ pub trait Captures: Send {
     fn shards(&self) -> Vec<Arc<Mutex<Shard>>>;
 }
 
-type Thread = JoinHandle<(Result<Stopped, CaptureError>, Worker)>;
-
 /// One interface being captured.
 struct Capture {
     /// Its index when opened; `None` for `any`.
     index: Option<u32>,
     stop: Arc<AtomicBool>,
-    threads: Vec<(Thread, Arc<Mutex<Shard>>)>,
+    threads: Vec<(CaptureThread, Arc<Mutex<Shard>>)>,
 }
 
 /// When an interface may be tried again, and how long the wait after that.
@@ -224,19 +221,10 @@ impl<C: Captures> Supervisor<C> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let of = sources.len();
-        for (i, mut source) in sources.into_iter().enumerate() {
+        for (i, source) in sources.into_iter().enumerate() {
             let shard = self.captures.shard(name, i);
-            let mut worker = self.captures.worker(source.as_ref(), of);
-            let (s, st, label) = (Arc::clone(&shard), Arc::clone(&stop), name.to_string());
-            let thread = std::thread::Builder::new()
-                .name(format!("capture-{name}"))
-                .spawn(move || {
-                    let result = run_source(source.as_mut(), &mut worker, &s, &st);
-                    if let Err(e) = &result {
-                        eprintln!("tcp-exporter: capture on {label} stopped: {e}");
-                    }
-                    (result, worker)
-                })?;
+            let worker = self.captures.worker(source.as_ref(), of);
+            let thread = spawn(source, worker, Arc::clone(&shard), Arc::clone(&stop))?;
             threads.push((thread, shard));
         }
         self.running.insert(

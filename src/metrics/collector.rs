@@ -584,6 +584,13 @@ mod tests {
 
     use crate::flow::test_orientation as orient;
 
+    /// The `tcp_connections_active` samples of an exposition.
+    fn active_lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("tcp_connections_active{"))
+            .collect()
+    }
+
     #[test]
     fn shards_of_one_interface_merge_into_one_series() {
         let config = ShardConfig::plain(100);
@@ -595,10 +602,7 @@ mod tests {
             exporter.add_shard(Arc::new(Mutex::new(shard)));
         }
         let text = exporter.render();
-        let active: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("tcp_connections_active{"))
-            .collect();
+        let active = active_lines(&text);
         assert_eq!(
             active,
             vec![
@@ -624,10 +628,7 @@ mod tests {
         shard.start_connection(&orient("10.0.0.3", "10.0.0.2", 8080), 0);
         exporter.add_shard(Arc::new(Mutex::new(shard)));
         let text = exporter.render();
-        let active: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("tcp_connections_active{"))
-            .collect();
+        let active = active_lines(&text);
         assert_eq!(
             active,
             vec![

@@ -97,6 +97,22 @@ def thread_privileges(pid):
 class KeptOnlyPermitted:
     """Checks shared by the backends' tests."""
 
+    def ready_or_exited(self, proc, port):
+        """Waits until the exporter started as `proc` is ready ("ready") or
+        has exited ("exited"); stops it when the test ends."""
+        self.addCleanup(stop, proc)
+
+        def outcome():
+            if proc.poll() is not None:
+                return "exited"
+            status, _ = http_get("http://127.0.0.1:%d/readyz" % port, timeout=1)
+            return "ready" if status == 200 else None
+        return wait_for("the exporter to become ready or exit", outcome, timeout=30)
+
+    def log_of(self, log):
+        with open(log) as f:
+            return f.read()
+
     def assertKeptOnlyPermitted(self, pid, kept, bounding):
         """Every thread: `kept` permitted, nothing effective, inheritable or
         ambient, `bounding` as the bounding set, no_new_privs on."""
@@ -172,23 +188,12 @@ class XdpCapabilities(unittest.TestCase, KeptOnlyPermitted):
         proc = start([self.setpriv, "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all",
                       "--bounding-set=" + bounding, self.exporter, "--backend", "xdp", "-i", self.dev,
                       "-p", port, "--listen", "127.0.0.1"], log)
-        self.addCleanup(stop, proc)
-
-        def outcome():
-            if proc.poll() is not None:
-                return "exited"
-            status, _ = http_get("http://127.0.0.1:%d/readyz" % port, timeout=1)
-            return "ready" if status == 200 else None
-        return proc, port, log, wait_for("the exporter to become ready or exit", outcome, timeout=30)
+        return proc, port, log, self.ready_or_exited(proc, port)
 
     def xdp_attached(self):
         out = subprocess.run([self.ip, "-d", "link", "show", "dev", self.dev], capture_output=True, text=True,
                              check=True).stdout
         return re.search(r"prog/xdp id \d+ name (\w+)", out)
-
-    def log_of(self, log):
-        with open(log) as f:
-            return f.read()
 
     def test_chart_capabilities_suffice(self):
         proc, port, log, outcome = self.run_with(XDP_CAPABILITIES)
@@ -265,18 +270,7 @@ class PcapCapabilities(unittest.TestCase, KeptOnlyPermitted):
             bounding = ",".join(["-all"] + ["+" + c.lower() for c in caps])
             command = [self.setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=" + bounding] + command
         proc = start(command, log)
-        self.addCleanup(stop, proc)
-
-        def outcome():
-            if proc.poll() is not None:
-                return "exited"
-            status, _ = http_get("http://127.0.0.1:%d/readyz" % port, timeout=1)
-            return "ready" if status == 200 else None
-        return proc, port, log, wait_for("the exporter to become ready or exit", outcome, timeout=30)
-
-    def log_of(self, log):
-        with open(log) as f:
-            return f.read()
+        return proc, port, log, self.ready_or_exited(proc, port)
 
     def test_net_raw_suffices_and_is_kept_only_permitted(self):
         proc, port, log, outcome = self.run_with(["NET_RAW"], "net_raw")
