@@ -110,7 +110,7 @@ fi
 $(DEPLOY_VENV)/bin/python tests/deploy/run.py
 endef
 
-.PHONY: deps test-deps build run test fuzz pcaps test-deploy image
+.PHONY: deps test-deps build run test fuzz golden pcaps test-deploy image
 
 deps:
 	@$(ENSURE_PKGS)
@@ -158,6 +158,12 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	TCPX_FUZZ_SECONDS=$(FUZZ_SECONDS) TCPX_FUZZ_SEED=$${TCPX_FUZZ_SEED:-random} \
 	  $(CARGO) test --profile fuzz --locked --test fuzz -- --nocapture
+
+# Rewrites the golden expositions (testdata/golden, tests/golden.rs) from
+# the current build: read `git diff testdata/golden` before committing.
+golden:
+	TCPX_GOLDEN_WRITE=1 $(CARGO) test --release --locked --test golden printed_metrics_equal
+	git --no-pager diff --stat -- testdata/golden
 
 # Regenerates testdata/pcaps from real traffic between network namespaces.
 pcaps: test-deps

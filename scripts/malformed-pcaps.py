@@ -39,7 +39,8 @@ IPv6 extension header running past the payload length, or a TCP header
 longer than what the IP length leaves for it is bad_ip_length /
 bad_tcp_header_length (the packet's fields disagree, as tshark's "Bogus ...
 length"), even where the capture also cut it; truncated_ip / truncated_tcp
-is left for a header that fits its length field but was not all captured.
+is left for a header that fits its length field but was not all captured
+(for TCP: its fixed 20 bytes; options cut by the capture leave a segment).
 
 Deterministic: no clock, no randomness but a fixed-seed xorshift64.
 """
@@ -162,7 +163,7 @@ def _ipv4(l3, wire):
         return "ip_fragment"
     if l3[9] != 6:
         return "not_tcp"
-    return _tcp(l3[hlen:], total - hlen, (stated or wire) - hlen)
+    return _tcp(l3[hlen:], total - hlen, (stated or wire) - hlen, wire - hlen)
 
 
 def _ipv6(l3, wire):
@@ -204,14 +205,15 @@ def _ipv6(l3, wire):
     total = wire if stated == 0 else min(40 + stated, wire)
     if total < at:
         return "bad_ip_length"
-    return _tcp(l3[at:], total - at, (end if stated else total) - at)
+    return _tcp(l3[at:], total - at, (end if stated else total) - at, wire - at)
 
 
-def _tcp(t, payload, stated_payload):
+def _tcp(t, payload, stated_payload, on_wire):
     """t: the captured bytes from the TCP header on; payload: what the IP
     lengths, clamped to the wire length, leave for the segment;
     stated_payload: what the IP length field leaves (the wire length's
-    share when the field is 0)."""
+    share when the field is 0); on_wire: the frame's bytes from the TCP
+    header on, on the wire."""
     # The header's length: its data offset when that byte was captured and
     # is valid, else the 20-byte minimum. Longer than what the length field
     # leaves is the packet's own error, whether or not it was all captured.
@@ -223,7 +225,9 @@ def _tcp(t, payload, stated_payload):
     doff = (t[12] >> 4) * 4
     if doff < 20:
         return "bad_tcp_header_length"
-    if len(t) < doff:
+    # Options cut by the capture (the wire had them) leave a segment; a
+    # header running past the frame itself is truncated.
+    if len(t) < doff and doff > on_wire:
         return "truncated_tcp"
     if doff > payload:
         return "bad_tcp_header_length"
@@ -548,7 +552,8 @@ def s_tcp_data_offset(src):
                 "IP payload is 32 bytes (bad_tcp_header_length); 15 on a 186-byte frame whose IP "
                 "total length is set to 60 (40 bytes of IP payload, 152 captured: "
                 "bad_tcp_header_length); 15 on a 1514-byte frame captured to 74 bytes (original "
-                "1514; the header is cut by the capture: truncated_tcp). The decoder judges "
+                "1514; the options are cut by the capture, the fixed header is whole: a segment, "
+                "counted with its options cut). The decoder judges "
                 "the TCP header against what the packet's own IP length leaves for it before "
                 "the captured length.")
     for i, r in enumerate(src[:120], start=1):
@@ -566,8 +571,8 @@ def s_tcp_data_offset(src):
                     what="frame 10 (186 bytes) with data offset 15 and IP total length 60")
         if i == 100:
             c.frame(r, ip4_edit(src[11], data_offset=15)[:74], orig_len=1514,
-                    expect="truncated_tcp",
-                    what="frame 12 with data offset 15, captured to 74 of 1514 bytes")
+                    what="frame 12 with data offset 15, captured to 74 of 1514 bytes "
+                         "(a segment whose options the capture cut)")
     return c
 
 

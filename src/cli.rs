@@ -11,6 +11,10 @@ use crate::capture::af_packet::{
     DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_TIMEOUT_MS,
 };
 use crate::flow::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_FLOWS};
+
+/// Default `--max-interfaces`: a node's pod interfaces (the kubelet runs at
+/// most 110 pods by default, 250 where raised) with room to spare.
+pub const DEFAULT_MAX_INTERFACES: usize = 512;
 use crate::metrics::conns::DEFAULT_MAX_LONG_CONNECTIONS;
 use crate::metrics::DEFAULT_MAX_SERIES;
 
@@ -85,6 +89,14 @@ pub struct Args {
     /// failed with reason="unanswered" if its SYN was never answered).
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub flow_idle_timeout: u64,
+
+    /// Most interfaces captured at once. Interfaces that match -i beyond it
+    /// are not captured, and counted in
+    /// tcp_exporter_interfaces_refused_total. Each costs its capture
+    /// buffer (--buffer-size; af-packet: a ring per worker; xdp:
+    /// --xdp-ring-size), a thread per worker and its flow table.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INTERFACES)]
+    pub max_interfaces: usize,
 
     /// Labels of the traffic metrics, comma-separated, from: interface,
     /// client, server, server_port, port_name, ip_family (or `none`). A

@@ -13,6 +13,7 @@ use crate::flow::Nanos;
 use crate::flowlog;
 use crate::http::webconfig::{self, WebConfig, WebConfigError};
 use crate::metrics::labels::{parse_rules, CidrRule, LabelError, LabelSet, PortNames};
+use crate::supervisor::is_glob;
 
 /// What to capture from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct Config {
     pub filter: String,
     pub snaplen: u32,
     pub max_flows: usize,
+    /// `--max-interfaces`: captured at once.
+    pub max_interfaces: usize,
     pub idle_timeout: Nanos,
     pub max_series: usize,
     pub promisc: bool,
@@ -78,6 +81,8 @@ pub enum ConfigError {
     BufferTooLarge(u32),
     #[error("interface {0:?} is given twice")]
     DuplicateInterface(String),
+    #[error("{0} interfaces named with -i, more than --max-interfaces {1}")]
+    TooManyInterfaces(usize, usize),
     #[error("--ring-block-size {0} KiB must be a multiple of the {1}-byte page size")]
     RingBlockSize(u32, usize),
     #[error("--workers and --ring-* apply to --backend af-packet only")]
@@ -143,6 +148,9 @@ impl Config {
         }
         if args.max_series == 0 {
             return Err(ConfigError::Zero("max-series"));
+        }
+        if args.max_interfaces == 0 {
+            return Err(ConfigError::Zero("max-interfaces"));
         }
         if args.flow_idle_timeout == 0 {
             return Err(ConfigError::Zero("flow-idle-timeout"));
@@ -236,6 +244,10 @@ impl Config {
                         return Err(ConfigError::DuplicateInterface(name.clone()));
                     }
                 }
+                let named = interfaces.iter().filter(|i| !is_glob(i)).count();
+                if named > args.max_interfaces {
+                    return Err(ConfigError::TooManyInterfaces(named, args.max_interfaces));
+                }
                 Source::Live { interfaces }
             }
         };
@@ -278,6 +290,7 @@ impl Config {
             filter,
             snaplen: args.snaplen,
             max_flows: args.max_flows,
+            max_interfaces: args.max_interfaces,
             idle_timeout: args.flow_idle_timeout.saturating_mul(1_000_000_000),
             max_series: args.max_series,
             promisc: args.promisc,

@@ -85,7 +85,7 @@ pub fn start(target: &Target, wait: bool) -> io::Result<(FlowLogSink, FlowLogWri
 }
 
 fn write_loop(
-    rx: Receiver<Box<FlowEvent>>,
+    rx: Receiver<FlowEvent>,
     mut out: Box<dyn Write + Send>,
     stats: &FlowLogStats,
     name: &str,
@@ -210,7 +210,8 @@ fn direction(out: &mut String, d: &DirCounters, window_scale: u8) {
         d.keepalives,
         d.resets
     );
-    // Absent: this side's SYN was not seen; null: it offered no scaling.
+    // Absent: this side's SYN was not seen, or its options were cut by the
+    // snap length; null: it offered no scaling.
     match window_scale {
         WSCALE_UNSEEN => {}
         WSCALE_NOT_OFFERED => out.push_str(",\"window_scale\":null"),

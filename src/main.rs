@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -22,7 +23,7 @@ use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::pipeline::{self, CaptureThread, Worker};
 use tcp_exporter::privileges;
-use tcp_exporter::supervisor::{self, Captures, Supervisor};
+use tcp_exporter::supervisor::{self, Captures, Limits, Supervisor};
 
 /// How long a live read waits before the capture loop looks at the clock
 /// and the stop flag.
@@ -186,7 +187,11 @@ fn capture(
                 exporter: Arc::clone(exporter),
                 made: HashMap::new(),
             };
-            let sup = Supervisor::new(captures, interfaces, opened)?;
+            let limits = Limits {
+                max_interfaces: config.max_interfaces,
+                forget_after: Duration::from_nanos(config.series_ttl),
+            };
+            let sup = Supervisor::new(captures, interfaces, opened, limits)?;
             let sup_stop = Arc::clone(stop);
             let supervisor = std::thread::Builder::new()
                 .name("supervisor".into())
@@ -310,6 +315,23 @@ impl Captures for LiveCaptures {
 
     fn shards(&self) -> Vec<Arc<Mutex<Shard>>> {
         self.made.values().cloned().collect()
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.made.retain(|(made, _), shard| {
+            if made != name {
+                return true;
+            }
+            // Its flows were let go when it went away: the flow log's last
+            // records are written now.
+            shard.lock().unwrap_or_else(|e| e.into_inner()).finish();
+            false
+        });
+        self.exporter.forget_interface(name);
+    }
+
+    fn refused(&mut self, _name: &str) {
+        self.exporter.count_refused_interface();
     }
 
     /// `--max-flows` is per interface: a fanout group's workers share it

@@ -14,11 +14,15 @@
 //! - a new interface matching a glob is opened.
 //!
 //! An interface keeps its metric shards across its captures, so counters
-//! never go back. `any` is one capture that the kernel feeds from every
+//! never go back, until it is forgotten: a glob-matched interface gone for
+//! `--series-ttl` gives back its shards, its series and its id (its
+//! counters start again from zero if it ever comes back, which Prometheus
+//! reads as a counter reset). At most `--max-interfaces` are captured at
+//! once; what matches beyond is counted and said once. `any` is one capture that the kernel feeds from every
 //! interface, new ones included: it is never reopened. Opening raises the
 //! capabilities the process kept (`privileges::with_raised`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +38,18 @@ pub const SCAN_INTERVAL: Duration = Duration::from_millis(250);
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// ...up to this.
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Hands the heap's free pages back to the system. glibc keeps what the
+/// threads of forgotten captures freed in its per-thread arenas; on a node
+/// whose pod interfaces come and go, that would read as a leak.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free
+    // memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Whether an `-i` value is a glob (`*`, `?`, `[...]`).
 pub fn is_glob(s: &str) -> bool {
@@ -149,6 +165,22 @@ pub trait Captures: Send {
     fn worker(&self, source: &dyn PacketSource, of: usize) -> Worker;
     /// Every shard made so far, of interfaces captured now or before.
     fn shards(&self) -> Vec<Arc<Mutex<Shard>>>;
+    /// An interface gone for good: its shards finished and dropped, its
+    /// series and id given back.
+    fn forget(&mut self, name: &str);
+    /// An interface turned away by `--max-interfaces`, counted.
+    fn refused(&mut self, name: &str);
+}
+
+/// The supervisor's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Interfaces captured at once (`--max-interfaces`).
+    pub max_interfaces: usize,
+    /// How long a glob-matched interface stays gone before it is forgotten
+    /// (`--series-ttl`: its series would have expired by then, had its
+    /// capture clock gone on).
+    pub forget_after: Duration,
 }
 
 /// One interface being captured.
@@ -170,8 +202,15 @@ pub struct Supervisor<C: Captures> {
     captures: C,
     names: Vec<String>,
     globs: Vec<String>,
+    limits: Limits,
     running: HashMap<String, Capture>,
     retry: HashMap<String, Retry>,
+    /// Glob-matched interfaces taken down and not back, since when.
+    gone: HashMap<String, Instant>,
+    /// Interfaces turned away by `--max-interfaces` and still there (each
+    /// counted once while it stays).
+    refused: HashSet<String>,
+    refusal_said: bool,
 }
 
 impl<C: Captures> Supervisor<C> {
@@ -181,6 +220,7 @@ impl<C: Captures> Supervisor<C> {
         captures: C,
         specs: &[String],
         opened: Vec<(String, Vec<Box<dyn PacketSource>>)>,
+        limits: Limits,
     ) -> Result<Supervisor<C>, anyhow::Error> {
         let (globs, names): (Vec<String>, Vec<String>) =
             specs.iter().cloned().partition(|s| is_glob(s));
@@ -188,8 +228,12 @@ impl<C: Captures> Supervisor<C> {
             captures,
             names,
             globs,
+            limits,
             running: HashMap::new(),
             retry: HashMap::new(),
+            gone: HashMap::new(),
+            refused: HashSet::new(),
+            refusal_said: false,
         };
         let now = interfaces();
         for (name, sources) in opened {
@@ -235,16 +279,29 @@ impl<C: Captures> Supervisor<C> {
                 threads,
             },
         );
+        self.gone.remove(name);
+        self.refused.remove(name);
         Ok(())
     }
 
-    /// Stops an interface's capture (or collects one that failed): its
-    /// flows are let go and it reads as down.
-    fn take_down(&mut self, name: &str) {
-        let Some(capture) = self.running.remove(name) else {
-            return;
-        };
-        capture.stop.store(true, Ordering::Relaxed);
+    /// Stops interfaces' captures (or collects those that failed): their
+    /// flows are let go and they read as down. Every capture is told to
+    /// stop before any is waited for, so that a batch of pod interfaces
+    /// deleted at once costs one read timeout, not one each.
+    fn take_down(&mut self, names: &[String]) {
+        let captures: Vec<(&String, Capture)> = names
+            .iter()
+            .filter_map(|name| Some((name, self.running.remove(name)?)))
+            .collect();
+        for (_, capture) in &captures {
+            capture.stop.store(true, Ordering::Relaxed);
+        }
+        for (name, capture) in captures {
+            self.stop_capture(name, capture);
+        }
+    }
+
+    fn stop_capture(&mut self, name: &str, capture: Capture) {
         for (thread, shard) in capture.threads {
             let worker = thread.join().ok().map(|(_, w)| w);
             let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -253,12 +310,40 @@ impl<C: Captures> Supervisor<C> {
             }
             s.interface_up = false;
         }
+        if !self.names.iter().any(|n| n == name) {
+            self.gone.insert(name.to_string(), Instant::now());
+        }
+    }
+
+    /// Forgets the glob-matched interfaces that have been gone (absent
+    /// from `now`) for `forget_after`: a node that makes and deletes pod
+    /// interfaces all day holds only those that exist.
+    fn forget_gone(&mut self, now: &HashMap<String, u32>) {
+        let due: Vec<String> = self
+            .gone
+            .iter()
+            .filter(|(name, since)| {
+                !now.contains_key(*name) && since.elapsed() >= self.limits.forget_after
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let forgot = !due.is_empty();
+        for name in due {
+            self.gone.remove(&name);
+            self.retry.remove(&name);
+            self.captures.forget(&name);
+        }
+        if forgot {
+            trim_heap();
+        }
+        self.refused.retain(|name| now.contains_key(name));
     }
 
     /// One look at the interfaces: takes down what is gone or failed,
     /// opens what is wanted and missing.
     pub fn scan(&mut self) {
         let now = interfaces();
+        self.forget_gone(&now);
         let gone: Vec<String> = self
             .running
             .iter()
@@ -269,9 +354,9 @@ impl<C: Captures> Supervisor<C> {
             })
             .map(|(name, _)| name.clone())
             .collect();
+        self.take_down(&gone);
         for name in gone {
             eprintln!("tcp-exporter: {name}: capture stopped (the interface went away or failed); reopening when it is back");
-            self.take_down(&name);
             self.retry.insert(
                 name,
                 Retry {
@@ -293,6 +378,21 @@ impl<C: Captures> Supervisor<C> {
                 }
                 continue;
             };
+            if self.running.len() >= self.limits.max_interfaces {
+                if self.refused.insert(name.clone()) {
+                    self.captures.refused(&name);
+                    if !self.refusal_said {
+                        eprintln!(
+                            "tcp-exporter: {name}: not captured: {} interfaces are captured \
+                             already (--max-interfaces); this and later refusals are counted \
+                             in tcp_exporter_interfaces_refused_total",
+                            self.limits.max_interfaces
+                        );
+                        self.refusal_said = true;
+                    }
+                }
+                continue;
+            }
             let retry = self.retry.entry(name.clone()).or_insert(Retry {
                 at: Instant::now(),
                 delay: FIRST_RETRY,
@@ -334,8 +434,11 @@ impl<C: Captures> Supervisor<C> {
                 self.scan();
             }
         }
-        for (_, capture) in self.running.drain() {
+        let captures: Vec<Capture> = self.running.drain().map(|(_, c)| c).collect();
+        for capture in &captures {
             capture.stop.store(true, Ordering::Relaxed);
+        }
+        for capture in captures {
             for (thread, _) in capture.threads {
                 let _ = thread.join();
             }

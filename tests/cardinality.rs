@@ -72,14 +72,7 @@ fn labels_left_out_are_summed_over_and_totals_do_not_change() {
         ),
         (
             "interface,client,server,server_port,port_name,ip_family",
-            &[
-                "interface",
-                "client",
-                "server",
-                "server_port",
-                "port_name",
-                "ip_family",
-            ],
+            &common::GROUPING_LABELS,
             3,
         ),
     ];

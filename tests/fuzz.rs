@@ -8,7 +8,10 @@
 //! - `decode`: one mutated frame, decoded under every link type.
 //! - `pipeline`: a mutated run of consecutive frames (bytes, lengths,
 //!   timestamps, order), through a worker with a tiny flow table into a
-//!   shard with connection records and a flow log, then rendered.
+//!   shard with connection records and a flow log, then rendered; the
+//!   exposition must parse, hold no more active connections than tracked
+//!   flows and no more label sets than the cap, and (in half the runs)
+//!   give the same totals when every label is left out.
 //! - `file`: the start of a seed capture file with its bytes mutated (the
 //!   file header and record headers above all), read to its end by the
 //!   capture layer's file reader.
@@ -26,6 +29,8 @@
 //! Built with the `fuzz` profile (release with overflow checks and debug
 //! assertions), so arithmetic overflow is a crash too.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use tcp_exporter::capture::{Next, PacketSource, PcapFile};
 use tcp_exporter::decode::{decode, LinkType};
 use tcp_exporter::flowlog::{self, Target};
 use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
+use tcp_exporter::metrics::labels::{LabelSet, Labeler, PortNames};
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::pipeline::Worker;
 
@@ -325,6 +331,119 @@ fn decode_never_panics_on_mutated_frames() {
     assert!(crashes.is_empty(), "decode panicked on: {crashes:#?}");
 }
 
+/// One pipeline run's input and bounds.
+struct Run<'a> {
+    link: LinkType,
+    frames: &'a [Seed],
+    max_series: usize,
+    max_flows: usize,
+    idle: u64,
+    ttl: u64,
+}
+
+impl Run<'_> {
+    /// The frames through a worker and a shard labelled by `labels`, then
+    /// every flow timed out; the exposition.
+    fn render(&self, labels: LabelSet, conns: Option<ConnOptions>) -> String {
+        let mut config = ShardConfig::plain(self.max_series);
+        config.labeler = Arc::new(Labeler::new(labels, Vec::new(), &PortNames::default()));
+        config.series_ttl = self.ttl;
+        config.conns = conns;
+        let exporter = Exporter::new("fuzz", &config);
+        let shard = Arc::new(std::sync::Mutex::new(Shard::new(
+            "fuzz0".into(),
+            exporter.interface_id("fuzz0"),
+            config,
+        )));
+        exporter.add_shard(Arc::clone(&shard));
+        let mut worker = Worker::new(self.link, self.max_flows, self.idle);
+        let mut s = shard.lock().unwrap();
+        for f in self.frames {
+            worker.process(
+                &mut s,
+                &tcp_exporter::capture::Frame {
+                    ts: f.ts,
+                    data: &f.data,
+                    wire_len: f.wire_len,
+                    gso_size: 0,
+                },
+            );
+        }
+        let last = self.frames.iter().map(|f| f.ts).max().unwrap_or(0);
+        worker.tick(&mut s, last.wrapping_add(self.idle));
+        s.finish();
+        drop(s);
+        exporter.render()
+    }
+}
+
+/// What must hold of an exposition whatever went in: it parses; no more
+/// connections are active than flows are tracked; label sets of its own
+/// are within the cap (the rest folded into `other`). Counters never go
+/// below zero unnoticed: the shard's decrements assert in this profile.
+fn invariants(text: &str, max_series: usize) -> Result<(), String> {
+    let samples = common::samples(text);
+    let sum = |name: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
+    };
+    let (active, tracked) = (
+        sum("tcp_connections_active"),
+        sum("tcp_exporter_flows_tracked"),
+    );
+    if active > tracked {
+        return Err(format!("{active} active connections, {tracked} flows"));
+    }
+    let own = samples
+        .iter()
+        .find(|s| s.name == "tcp_exporter_series_tracked" && s.label("kind") == Some("own"))
+        .map_or(0.0, |s| s.value);
+    if own > max_series as f64 {
+        return Err(format!("{own} label sets under a cap of {max_series}"));
+    }
+    let shown: std::collections::BTreeSet<_> = samples
+        .iter()
+        .filter(|s| s.name == "tcp_connections_active" && s.label("client") != Some("other"))
+        .map(|s| s.labels.clone())
+        .collect();
+    if shown.len() > max_series {
+        return Err(format!(
+            "{} label sets shown, cap {max_series}",
+            shown.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The total of every traffic counter and gauge, by metric name and the
+/// labels that are not grouping labels (sender, kind, reason, shift, leg,
+/// bucket bound); histogram sums, in float seconds, are left out.
+fn traffic_totals(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut totals = std::collections::BTreeMap::new();
+    for s in common::samples(text) {
+        if !s.name.starts_with("tcp_")
+            || s.name.starts_with("tcp_exporter_")
+            || s.name.starts_with("tcp_long_")
+            || s.name.ends_with("_sum")
+        {
+            continue;
+        }
+        let rest: Vec<String> = s
+            .labels
+            .iter()
+            .filter(|(k, _)| !common::GROUPING_LABELS.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        *totals
+            .entry(format!("{}{{{}}}", s.name, rest.join(",")))
+            .or_default() += s.value as u64;
+    }
+    totals
+}
+
 #[test]
 fn pipeline_never_panics_on_mutated_frame_sequences() {
     quiet_panics();
@@ -370,44 +489,48 @@ fn pipeline_never_panics_on_mutated_frame_sequences() {
         let max_series = 1 + rng.below(4);
         let max_flows = 1 + rng.below(8);
         let idle = 1 + rng.next() % 30_000_000_000;
-        let ttl = rng.next() % 60_000_000_000;
+        // Half the runs keep every series (no expiry), so that the totals
+        // of two label groupings can be compared.
+        let keep = rng.chance(2);
+        let ttl = if keep {
+            u64::MAX / 4
+        } else {
+            rng.next() % 60_000_000_000
+        };
         let link = capture.link;
+        let run = Run {
+            link,
+            frames: &frames,
+            max_series,
+            max_flows,
+            idle,
+            ttl,
+        };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut config = ShardConfig::plain(max_series);
-            config.series_ttl = ttl;
-            config.conns = conns;
-            let exporter = Exporter::new("fuzz", &config);
-            let shard = Arc::new(std::sync::Mutex::new(Shard::new(
-                "fuzz0".into(),
-                exporter.interface_id("fuzz0"),
-                config,
-            )));
-            exporter.add_shard(Arc::clone(&shard));
-            let mut worker = Worker::new(link, max_flows, idle);
-            {
-                let mut s = shard.lock().unwrap();
-                for f in &frames {
-                    worker.process(
-                        &mut s,
-                        &tcp_exporter::capture::Frame {
-                            ts: f.ts,
-                            data: &f.data,
-                            wire_len: f.wire_len,
-                            gso_size: 0,
-                        },
-                    );
+            let text = run.render(LabelSet::DEFAULT, conns.clone());
+            invariants(&text, max_series)?;
+            if keep {
+                // The same frames with every label left out: one series,
+                // never folded, and the same totals.
+                let none = run.render("none".parse().unwrap(), None);
+                invariants(&none, max_series)?;
+                let (a, b) = (traffic_totals(&text), traffic_totals(&none));
+                if a != b {
+                    return Err(format!("totals differ by grouping: {a:?} vs {b:?}"));
                 }
-                let last = frames.iter().map(|f| f.ts).max().unwrap_or(0);
-                worker.tick(&mut s, last.wrapping_add(idle));
-                s.finish();
             }
-            exporter.render().len()
+            Ok(())
         }));
-        if result.is_err() {
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(broken)) => Some(broken),
+            Err(_) => Some("panic".to_string()),
+        };
+        if let Some(what) = failure {
             let path = crash_dir().join(format!("pipeline-{tried}.pcap"));
             write_pcap(&path, dlt_of(link), &frames);
             crashes.push(format!(
-                "{} (max flows {max_flows}, max series {max_series}, idle {idle} ns, ttl {ttl} ns)",
+                "{} (max flows {max_flows}, max series {max_series}, idle {idle} ns, ttl {ttl} ns): {what}",
                 path.display()
             ));
         }
@@ -420,7 +543,10 @@ fn pipeline_never_panics_on_mutated_frame_sequences() {
         start.elapsed(),
         crashes.len()
     );
-    assert!(crashes.is_empty(), "the pipeline panicked on: {crashes:#?}");
+    assert!(
+        crashes.is_empty(),
+        "the pipeline panicked or broke an invariant on: {crashes:#?}"
+    );
 }
 
 #[test]

@@ -196,18 +196,33 @@ fn only_get_and_head_on_known_paths_without_a_body_are_served() {
 #[test]
 fn silent_and_slow_clients_are_cut_after_the_header_timeout() {
     let s = Served::start(&[]);
+    let opened = Instant::now();
     let silent = TcpStream::connect(s.addr).unwrap();
     let mut slow = TcpStream::connect(s.addr).unwrap();
     slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
+    // The bound is 10 s from the server's accept, which follows the
+    // connect: the close comes no earlier, and not long after (a reader
+    // gives up 4 s past the bound).
+    let bound = Duration::from_secs(10);
     for mut c in [silent, slow] {
-        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.set_read_timeout(Some(bound + Duration::from_secs(4) - opened.elapsed()))
+            .unwrap();
         let mut buf = [0u8; 1024];
-        // The server closes it (10 s): end of stream, or a reset.
+        // The server closes it: end of stream, or a reset.
         match c.read(&mut buf) {
             Ok(n) => assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{e}: not closed within 4 s of the header timeout"
+            ),
         }
+        assert!(
+            opened.elapsed() >= bound,
+            "closed after {:?}, before the {bound:?} header timeout",
+            opened.elapsed()
+        );
     }
     // The count may follow the close by a moment (hyper closes, then
     // reports its timeout).
@@ -239,10 +254,25 @@ fn closed_by_server(c: &TcpStream) -> bool {
 #[test]
 fn connections_beyond_the_limit_are_closed_and_counted() {
     let s = Served::start(&[]);
+    // Only the scrape that reads it is open: the start-up check's bare
+    // connection has been let go.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = curl(&[&s.url("http", "/metrics")]);
+        assert_eq!(code, 200);
+        if common::sum_metric(&body, "tcp_exporter_http_connections") == 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "connections left open before the test"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (and that scrape's own connection, closed by curl as it ends.)
+    std::thread::sleep(Duration::from_millis(300));
     // 70 connections that each send a request's first line and wait: the
-    // server holds at most 64 (fewer while an earlier connection, such as
-    // the start-up check's, is still being let go) and closes the rest at
-    // once, unanswered.
+    // server holds exactly 64 and closes the rest at once, unanswered.
     let conns: Vec<TcpStream> = (0..70)
         .map(|_| {
             let mut c = TcpStream::connect(s.addr).unwrap();
@@ -259,8 +289,7 @@ fn connections_beyond_the_limit_are_closed_and_counted() {
     // The closes are made at accept time: let the last ones arrive.
     std::thread::sleep(Duration::from_millis(500));
     let closed = count();
-    assert!((6..=70).contains(&closed), "{closed} closed");
-    assert!(70 - closed <= 64, "{} held", 70 - closed);
+    assert_eq!(70 - closed, 64, "connections held open at the limit");
     drop(conns);
     // The server sees them close; then a scrape gets through.
     let until = Instant::now() + Duration::from_secs(10);

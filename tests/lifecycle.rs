@@ -526,3 +526,372 @@ fn capture_on_any_counts_interfaces_made_after_the_start() {
         std::fs::read_to_string(&log).unwrap()
     );
 }
+
+/// `GET /metrics` with basic-auth credentials `user_pass`; the status code
+/// and the body.
+fn get_with_password(http: SocketAddr, user_pass: &str) -> (u16, String) {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(user_pass);
+    let mut c = TcpStream::connect(http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "GET /metrics HTTP/1.0\r\nHost: x\r\nAuthorization: Basic {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_ascii_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// Wrong passwords cost a bcrypt run each; the server runs one at a time
+/// and turns away (429) what waits too long, so a storm of them from many
+/// connections neither shuts out the scraper whose password was verified
+/// before nor takes the cores from capture.
+#[test]
+fn a_storm_of_wrong_passwords_leaves_scrapes_answered_and_capture_whole() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("lc-storm");
+    let hash = Command::new("htpasswd")
+        .args(["-nbBC", "10", "prometheus", "s3cret"])
+        .output()
+        .expect("htpasswd (apache2-utils; make test-deps installs it)");
+    let hash = String::from_utf8(hash.stdout).unwrap();
+    let hash = hash.trim().split_once(':').unwrap().1.to_string();
+    std::fs::write(
+        dir.path("web.yml"),
+        format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
+    )
+    .unwrap();
+    let veth = Veth::new("tcpxstorm", 40);
+    let pcap = dir.path("storm.pcap");
+    let mut tcpdump = Command::new("tcpdump")
+        .args([
+            "-i",
+            &veth.name,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+        ])
+        .arg(&pcap)
+        .arg("tcp")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump (make test-deps installs it)");
+    // tcpdump says "listening on" once its capture is open.
+    let mut said = std::io::BufReader::new(tcpdump.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert!(line.contains("listening on"), "tcpdump: {line}");
+    let web = dir.path("web.yml");
+    let exporter = Running::start(
+        &["-i", &veth.name, "--web.config.file", web.to_str().unwrap()],
+        &dir.path("exporter.log"),
+    );
+    let http = exporter.http;
+    // Prometheus's first scrape: verified once, remembered after.
+    assert_eq!(get_with_password(http, "prometheus:s3cret").0, 200);
+
+    // 48 connections at a time send wrong passwords for 4 s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm: Vec<_> = (0..48)
+        .map(|i| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut answers = std::collections::BTreeMap::<u16, u64>::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, _) = get_with_password(http, &format!("prometheus:wrong{i}"));
+                    *answers.entry(status).or_default() += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut scrapes = 0;
+    while Instant::now() < until {
+        veth.traffic(200_000);
+        let (status, _) = get_with_password(http, "prometheus:s3cret");
+        assert_eq!(
+            status, 200,
+            "a scrape with the right password during the storm"
+        );
+        scrapes += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = std::collections::BTreeMap::<u16, u64>::new();
+    for t in storm {
+        for (status, n) in t.join().unwrap() {
+            *answers.entry(status).or_default() += n;
+        }
+    }
+    assert!(scrapes >= 3, "{scrapes} scrapes");
+    eprintln!("storm: {answers:?} wrong-password answers by status, {scrapes} scrapes answered");
+    let statuses: Vec<u16> = answers.keys().copied().collect();
+    assert_eq!(
+        statuses,
+        [401, 429],
+        "every wrong password refused: {answers:?}"
+    );
+
+    // tcpdump's count of the same interface, once it has written all.
+    sleep(Duration::from_millis(500));
+    sh_ok(&format!("kill -INT {}", tcpdump.id()));
+    tcpdump.wait().unwrap();
+    let written = common::tool("tcpdump", &["-r", pcap.to_str().unwrap(), "-n"]);
+    let written = written.lines().count() as f64;
+    let (status, text) = get_with_password(http, "prometheus:s3cret");
+    assert_eq!(status, 200);
+    let counted = common::sum_metric_where(&text, "tcp_packets_total", "interface", &veth.name);
+    assert!(written > 200.0, "{written} packets of test traffic");
+    assert_eq!(counted, written, "the exporter counts what tcpdump wrote");
+    let drops = common::sum_metric(&text, "tcp_exporter_capture_drops_total");
+    assert_eq!(drops, 0.0);
+    let rejected = |reason| {
+        common::sum_metric_where(
+            &text,
+            "tcp_exporter_http_rejections_total",
+            "reason",
+            reason,
+        )
+    };
+    assert_eq!(rejected("unauthorized"), answers[&401] as f64);
+    assert_eq!(rejected("auth_throttled"), answers[&429] as f64);
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The series an exposition holds (name and labels, not values), less the
+/// HTTP server's own counts.
+fn series_of(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("tcp_exporter_http_"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+        .collect()
+}
+
+/// Pod interfaces come and go all day: thousands of glob-matched veths,
+/// made and deleted a batch at a time, each captured (some with traffic
+/// replayed into them), then forgotten once gone for --series-ttl. The
+/// exposition and the exporter's memory come back to where they were.
+#[test]
+fn thousands_of_interfaces_made_and_deleted_give_back_what_they_held() {
+    if skip() {
+        return;
+    }
+    const BATCHES: usize = 10;
+    const PER_BATCH: usize = 200;
+    /// Interfaces of a batch that get traffic.
+    const WITH_TRAFFIC: usize = 10;
+    let dir = TempDir::new("lifecycle-churn");
+    let tag = format!("tc{}", std::process::id() % 10_000);
+    let log = dir.path("churn.log");
+    let running = Running::start(
+        &[
+            "-i",
+            &format!("{tag}c*"),
+            "--series-ttl",
+            "1s",
+            "--buffer-size",
+            "1",
+        ],
+        &log,
+    );
+    let http = running.http;
+    let capture = common::pcap("short_conns.pcap");
+    let packets_each = common::sum_metric(&common::print_with(&capture, &[]), "tcp_packets_total");
+    let scrape = || try_http_get(http, "/metrics").unwrap().1;
+    let mut baseline: Option<(std::collections::BTreeSet<String>, u64)> = None;
+    let mut rss = Vec::new();
+    for batch in 0..BATCHES {
+        let names: Vec<String> = (0..PER_BATCH)
+            .map(|i| format!("{tag}c{}", batch * PER_BATCH + i))
+            .collect();
+        let mut script = String::new();
+        for (i, n) in names.iter().enumerate() {
+            let peer = format!("{tag}p{}", batch * PER_BATCH + i);
+            script += &format!(
+                "link add {n} type veth peer name {peer}\nlink set {n} up\nlink set {peer} up\n"
+            );
+        }
+        let made = Command::new("sh")
+            .args(["-c", &format!("printf '{script}' | ip -batch -")])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let up = |text: &str| {
+            names
+                .iter()
+                .filter(|n| {
+                    common::sum_metric_where(text, "tcp_exporter_interface_up", "interface", n)
+                        == 1.0
+                })
+                .count()
+        };
+        let t0 = Instant::now();
+        wait_until("a batch of interfaces captured", || {
+            up(&scrape()) == PER_BATCH
+        });
+        let t1 = Instant::now();
+        for i in 0..WITH_TRAFFIC {
+            let peer = format!("{tag}p{}", batch * PER_BATCH + i);
+            common::tool(
+                "tcpreplay",
+                &["-q", "-t", "-i", &peer, capture.to_str().unwrap()],
+            );
+        }
+        wait_until("the replayed traffic counted", || {
+            let text = scrape();
+            let counted: f64 = names
+                .iter()
+                .map(|n| common::sum_metric_where(&text, "tcp_packets_total", "interface", n))
+                .sum();
+            counted == packets_each * WITH_TRAFFIC as f64
+        });
+        let t2 = Instant::now();
+        let mut script = String::new();
+        for n in &names {
+            script += &format!("link del {n}\n");
+        }
+        let deleted = Command::new("sh")
+            .args(["-c", &format!("printf '{script}' | ip -batch -")])
+            .output()
+            .unwrap();
+        assert!(
+            deleted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&deleted.stderr)
+        );
+        let t3 = Instant::now();
+        // Gone for 1 s (--series-ttl): forgotten, every series with it.
+        wait_until("the batch forgotten", || {
+            !scrape().contains(&format!("interface=\"{tag}c"))
+        });
+        eprintln!(
+            "churn: batch {batch}: captured in {:?}, replayed in {:?}, deleted in {:?}, forgotten in {:?}",
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t3.elapsed()
+        );
+        let text = scrape();
+        assert_eq!(
+            common::sum_metric_where(&text, "tcp_exporter_series_tracked", "kind", "own"),
+            0.0,
+            "their label sets went back to --max-series"
+        );
+        let kib = rss_kib(running.pid());
+        rss.push(kib);
+        // The first batches set up what stays (thread stacks, libpcap's
+        // state, the allocator's pools): the baseline is taken after them.
+        if batch == 2 {
+            baseline = Some((series_of(&text), kib));
+        }
+        if let Some((series, _)) = &baseline {
+            assert_eq!(
+                &series_of(&text),
+                series,
+                "batch {batch}: the exposition is back to its baseline"
+            );
+        }
+    }
+    let (_, base) = baseline.unwrap();
+    let last = *rss.last().unwrap();
+    eprintln!("churn: RSS KiB after each batch of {PER_BATCH}: {rss:?}");
+    assert!(
+        last <= base + 2048,
+        "{} interfaces later the exporter holds {last} KiB, {base} KiB after the first {}",
+        (BATCHES - 3) * PER_BATCH,
+        3 * PER_BATCH
+    );
+    // Every label set of every interface with traffic left, counted.
+    let printed = common::print_with(&capture, &[]);
+    let sets_each = printed
+        .lines()
+        .filter(|l| l.starts_with("tcp_connections_active{"))
+        .count();
+    assert_eq!(
+        common::sum_metric(&scrape(), "tcp_exporter_series_expired_total"),
+        (BATCHES * WITH_TRAFFIC * sets_each) as f64
+    );
+}
+
+/// `--max-interfaces` bounds the captures: what matches beyond it is not
+/// captured, counted once and said once, and captured when room frees.
+#[test]
+fn interfaces_beyond_the_maximum_are_refused_counted_and_taken_when_room_frees() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("lifecycle-max");
+    let tag = format!("tm{}", std::process::id() % 10_000);
+    let log = dir.path("max.log");
+    let mut running = Running::start(&["-i", &format!("{tag}c*"), "--max-interfaces", "2"], &log);
+    let http = running.http;
+    let names: Vec<String> = (0..3).map(|i| format!("{tag}c{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        sh_ok(&format!("ip link add {n} type veth peer name {tag}p{i}"));
+        sh_ok(&format!("ip link set {n} up"));
+    }
+    let captured = || {
+        let (_, text) = try_http_get(http, "/metrics").unwrap();
+        let up: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                common::sum_metric_where(&text, "tcp_exporter_interface_up", "interface", n) == 1.0
+            })
+            .collect();
+        let refused = sum_metric(&text, "tcp_exporter_interfaces_refused_total");
+        (up.len(), refused)
+    };
+    wait_until("two captured, one refused", || captured() == (2, 1.0));
+    // Scans go on: the refusal is counted once while the interface stays.
+    sleep(Duration::from_millis(800));
+    assert_eq!(captured(), (2, 1.0));
+    let (_, text) = try_http_get(http, "/metrics").unwrap();
+    let taken: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            common::sum_metric_where(&text, "tcp_exporter_interface_up", "interface", n) == 1.0
+        })
+        .collect();
+    let left = names.iter().find(|n| !taken.contains(n)).unwrap().clone();
+    sh_ok(&format!("ip link del {}", taken[0]));
+    wait_until("the refused one captured once there is room", || {
+        let (_, text) = try_http_get(http, "/metrics").unwrap();
+        common::sum_metric_where(&text, "tcp_exporter_interface_up", "interface", &left) == 1.0
+    });
+    assert_eq!(captured().1, 1.0, "refused once, all told");
+    for n in &names {
+        let _ = sh(&format!("ip link del {n}"));
+    }
+    let (status, _) = running.stop("TERM");
+    assert!(status.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(said.matches("--max-interfaces").count(), 1, "{said}");
+}

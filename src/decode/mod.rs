@@ -7,9 +7,10 @@
 //! value with exactly the header fields the flow analysis needs: nothing
 //! above this module touches bytes, and nothing here keeps state.
 //!
-//! Truncated frames (a small snap length) still decode as long as the IP and
-//! TCP headers were captured: sizes come from the IP length fields, not from
-//! the captured length.
+//! Truncated frames (a small snap length) still decode as long as the IP
+//! header and the fixed 20 bytes of the TCP header were captured: sizes come
+//! from the IP length fields and the TCP data offset, not from the captured
+//! length, and options cut off are unknown (`TcpOptions::cut`).
 
 mod ip;
 mod link;
@@ -110,7 +111,8 @@ pub enum DecodeErrorKind {
     TruncatedLink,
     /// The IP header (or an IPv6 extension header) was cut short.
     TruncatedIp,
-    /// The TCP header (with its options) was cut short.
+    /// The fixed 20-byte TCP header was cut short (cut options are not an
+    /// error: the segment counts, its options marked cut).
     TruncatedTcp,
     /// The version nibble is neither 4 nor 6, or disagrees with the link layer.
     BadIpVersion,
@@ -239,7 +241,8 @@ pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment<'_>
             packet.stated_payload_len,
         ));
     }
-    let tcp = tcp::TcpView::parse(tcp_bytes, tcp_offset)?;
+    let on_wire = ip_wire_len.saturating_sub(packet.header_len);
+    let tcp = tcp::TcpView::parse(tcp_bytes, on_wire, tcp_offset)?;
     assemble(packet, tcp.fields(), tcp_offset)
 }
 
@@ -254,7 +257,10 @@ struct TcpFields<'a> {
     window: u16,
     /// The header with its options, in bytes.
     header_len: usize,
+    /// The option bytes as captured.
     raw_options: &'a [u8],
+    /// The snap length cut the options short.
+    options_cut: bool,
 }
 
 /// Puts an IP packet and its TCP header together into a segment, once the
@@ -286,7 +292,10 @@ fn assemble<'a>(
         flags: tcp.flags,
         window: tcp.window,
         payload_len: (tcp_len - tcp.header_len) as u32,
-        options: parse_options(tcp.raw_options),
+        options: TcpOptions {
+            cut: tcp.options_cut,
+            ..parse_options(tcp.raw_options)
+        },
         raw_options: tcp.raw_options,
     })
 }
@@ -353,6 +362,30 @@ mod tests {
         let seg = decode(LinkType::Ethernet, &frame, 60).unwrap();
         assert_eq!(seg.payload_len, 0);
         assert_eq!(seg.ip_len, 40);
+    }
+
+    #[test]
+    fn options_cut_by_snaplen_still_make_a_segment() {
+        let spec = TcpSpec {
+            options: vec![2, 4, 5, 0xb4, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0],
+            payload: 100,
+            ..TcpSpec::default()
+        };
+        let frame = eth_ipv4_tcp(&spec);
+        let wire = frame.len() as u32;
+        // 64 bytes: the fixed TCP header and 10 of its 16 option bytes.
+        let seg = decode(LinkType::Ethernet, &frame[..64], wire).unwrap();
+        assert_eq!(seg.payload_len, 100);
+        assert_eq!(seg.ip_len, 20 + 36 + 100);
+        assert_eq!(seg.raw_options.len(), 10);
+        assert!(seg.options.cut);
+        assert_eq!(
+            (seg.options.mss, seg.options.timestamps),
+            (Some(1460), None)
+        );
+        let whole = decode(LinkType::Ethernet, &frame, wire).unwrap();
+        assert!(!whole.options.cut);
+        assert_eq!(whole.options.timestamps, Some((1, 0)));
     }
 
     #[test]

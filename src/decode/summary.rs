@@ -127,6 +127,7 @@ pub(super) fn decode(record: &[u8]) -> Result<Segment<'_>, DecodeError> {
         window: u16_at(r, at::WINDOW),
         header_len,
         raw_options: &record[at::OPTIONS..at::OPTIONS + options_len],
+        options_cut: false,
     };
     assemble(packet, tcp, ip_header_len)
 }

@@ -1,8 +1,10 @@
 //! The TCP header and the options the analysis uses: MSS, window scale,
 //! SACK permitted, SACK blocks and timestamps.
-
-use etherparse::err::tcp::HeaderSliceError;
-use etherparse::TcpHeaderSlice;
+//!
+//! A segment is a segment once its fixed 20-byte header is captured; a snap
+//! length that cuts the options leaves them unknown past the cut (as
+//! Wireshark's analysis does with a short capture), and says so in
+//! [`TcpOptions::cut`].
 
 use super::{DecodeError, DecodeErrorKind, TcpFields};
 
@@ -58,6 +60,9 @@ pub struct TcpOptions {
     pub sack_blocks: u8,
     /// (TSval, TSecr)
     pub timestamps: Option<(u32, u32)>,
+    /// The snap length cut the options: an option not found above may
+    /// have been there.
+    pub cut: bool,
 }
 
 const KIND_END: u8 = 0;
@@ -119,51 +124,80 @@ pub fn sack_blocks(raw: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
         .flat_map(|(_, body)| body.chunks_exact(8).map(|b| (be32(b, 0), be32(b, 4))))
 }
 
-/// A TCP header whose full length (options included) was captured.
+/// A TCP header whose fixed 20 bytes were captured. Its options may have
+/// been cut by the snap length: what was captured of them is kept, and the
+/// header's length (for the payload length) comes from its data offset.
 pub(super) struct TcpView<'a> {
-    header: TcpHeaderSlice<'a>,
+    /// The fixed header and the captured part of the options.
+    bytes: &'a [u8],
+    /// The header's length by its data offset (20 to 60).
+    header_len: usize,
 }
 
+/// Bytes of the TCP header without options.
+const FIXED_HEADER: usize = 20;
+
 impl<'a> TcpView<'a> {
-    pub fn parse(bytes: &'a [u8], offset: usize) -> Result<TcpView<'a>, DecodeError> {
-        let header = TcpHeaderSlice::from_slice(bytes).map_err(|e| match e {
-            HeaderSliceError::Len(len) => DecodeError::new(
+    /// `bytes` as captured from the TCP header on; `on_wire` how many
+    /// bytes of the segment the frame had on the wire. Options are cut by
+    /// the snap length only if the wire carried them: a header that runs
+    /// past the frame itself is truncated.
+    pub fn parse(
+        bytes: &'a [u8],
+        on_wire: usize,
+        offset: usize,
+    ) -> Result<TcpView<'a>, DecodeError> {
+        if bytes.len() < FIXED_HEADER {
+            return Err(DecodeError::new(
                 DecodeErrorKind::TruncatedTcp,
                 offset,
-                len.required_len,
-                len.len,
-            ),
-            HeaderSliceError::Content(_) => {
-                DecodeError::new(DecodeErrorKind::BadTcpHeaderLength, offset, 20, 0)
-            }
-        })?;
-        Ok(TcpView { header })
+                FIXED_HEADER,
+                bytes.len(),
+            ));
+        }
+        let header_len = (bytes[12] >> 4) as usize * 4;
+        if header_len < FIXED_HEADER {
+            return Err(DecodeError::new(
+                DecodeErrorKind::BadTcpHeaderLength,
+                offset,
+                FIXED_HEADER,
+                header_len,
+            ));
+        }
+        if header_len > bytes.len() && header_len > on_wire {
+            return Err(DecodeError::new(
+                DecodeErrorKind::TruncatedTcp,
+                offset,
+                header_len,
+                bytes.len(),
+            ));
+        }
+        let captured = header_len.min(bytes.len());
+        Ok(TcpView {
+            bytes: &bytes[..captured],
+            header_len,
+        })
     }
 
-    pub fn header_len(&self) -> usize {
-        self.header.slice().len()
+    fn be16(&self, at: usize) -> u16 {
+        u16::from_be_bytes([self.bytes[at], self.bytes[at + 1]])
     }
 
     #[inline(always)]
     pub fn fields(&self) -> TcpFields<'a> {
+        // Every read is inside the fixed header, checked in `parse`.
         TcpFields {
-            src_port: self.header.source_port(),
-            dst_port: self.header.destination_port(),
-            seq: self.header.sequence_number(),
-            ack: self.header.acknowledgment_number(),
-            // Byte 13 holds CWR ECE URG ACK PSH RST SYN FIN; the slice is
-            // at least 20 bytes long.
-            flags: TcpFlags(self.header.slice()[13]),
-            window: self.header.window_size(),
-            header_len: self.header_len(),
-            raw_options: self.raw_options(),
+            src_port: self.be16(0),
+            dst_port: self.be16(2),
+            seq: be32(self.bytes, 4),
+            ack: be32(self.bytes, 8),
+            // Byte 13 holds CWR ECE URG ACK PSH RST SYN FIN.
+            flags: TcpFlags(self.bytes[13]),
+            window: self.be16(14),
+            header_len: self.header_len,
+            raw_options: &self.bytes[FIXED_HEADER..],
+            options_cut: self.bytes.len() < self.header_len,
         }
-    }
-
-    /// The option bytes, after the fixed 20-byte header.
-    pub fn raw_options(&self) -> &'a [u8] {
-        // The header slice is at least 20 bytes long (checked in `parse`).
-        self.header.slice().get(20..).unwrap_or(&[])
     }
 }
 
@@ -187,13 +221,14 @@ mod tests {
             2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
         ];
         let bytes = view_of(&opts);
-        let tcp = TcpView::parse(&bytes, 0).unwrap();
-        let o = parse_options(tcp.raw_options());
+        let tcp = TcpView::parse(&bytes, bytes.len(), 0).unwrap().fields();
+        let o = parse_options(tcp.raw_options);
         assert_eq!(o.mss, Some(1460));
         assert_eq!(o.window_scale, Some(7));
         assert!(o.sack_permitted);
         assert_eq!(o.timestamps, Some((1, 0)));
-        assert_eq!(tcp.header_len(), 40);
+        assert_eq!(tcp.header_len, 40);
+        assert!(!tcp.options_cut);
     }
 
     #[test]
@@ -203,7 +238,10 @@ mod tests {
             opts.extend_from_slice(&v.to_be_bytes());
         }
         let bytes = view_of(&opts);
-        let raw = TcpView::parse(&bytes, 0).unwrap().raw_options();
+        let raw = TcpView::parse(&bytes, bytes.len(), 0)
+            .unwrap()
+            .fields()
+            .raw_options;
         assert_eq!(parse_options(raw).sack_blocks, 2);
         assert_eq!(
             sack_blocks(raw).collect::<Vec<_>>(),
@@ -230,8 +268,44 @@ mod tests {
         // MSS, then a window-scale option claiming length 9.
         let opts = [2, 4, 0x05, 0xb4, 3, 9, 7, 0];
         let bytes = view_of(&opts);
-        let o = parse_options(TcpView::parse(&bytes, 0).unwrap().raw_options());
+        let o = parse_options(
+            TcpView::parse(&bytes, bytes.len(), 0)
+                .unwrap()
+                .fields()
+                .raw_options,
+        );
         assert_eq!(o.mss, Some(1460));
         assert_eq!(o.window_scale, None);
+    }
+
+    #[test]
+    fn options_cut_by_the_snap_length_keep_what_was_captured() {
+        // MSS, SACK permitted, timestamps, NOP, window scale: cut after 10
+        // option bytes, inside the timestamps.
+        let opts = [
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let bytes = view_of(&opts);
+        let tcp = TcpView::parse(&bytes[..30], bytes.len(), 0)
+            .unwrap()
+            .fields();
+        assert_eq!(tcp.header_len, 40);
+        assert!(tcp.options_cut);
+        assert_eq!(tcp.raw_options.len(), 10);
+        let o = parse_options(tcp.raw_options);
+        assert_eq!((o.mss, o.sack_permitted), (Some(1460), true));
+        assert_eq!((o.timestamps, o.window_scale), (None, None));
+        // The same bytes as a whole frame: the header runs past its end.
+        let err = TcpView::parse(&bytes[..30], 30, 0).err().unwrap();
+        assert_eq!(err.kind, DecodeErrorKind::TruncatedTcp);
+        assert_eq!((err.needed, err.had), (40, 30));
+    }
+
+    #[test]
+    fn a_cut_inside_the_fixed_header_is_truncated_tcp() {
+        let bytes = view_of(&[]);
+        let err = TcpView::parse(&bytes[..19], bytes.len(), 34).err().unwrap();
+        assert_eq!(err.kind, DecodeErrorKind::TruncatedTcp);
+        assert_eq!((err.offset, err.needed, err.had), (34, 20, 19));
     }
 }

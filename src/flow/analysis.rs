@@ -317,7 +317,16 @@ impl Analyzer {
         if let Some(shift) = seg.options.window_scale {
             fwd.scale = Scale::Shift(shift.min(14));
         }
-        if f.syn() {
+        // A SYN whose options the snap length cut may have offered a shift
+        // nobody saw: the scale stays unknown (tshark's "-1 (unknown)").
+        // A SYN/ACK's offer (RFC 7323: sent only in answer to one) implies
+        // the SYN's, but a SYN/ACK whose option was cut leaves both unknown.
+        let scale_unseen = seg.options.cut && seg.options.window_scale.is_none();
+        if f.syn() && scale_unseen {
+            if f.ack() {
+                rev.scale = Scale::Unknown;
+            }
+        } else if f.syn() {
             if fwd.scale == Scale::Unknown {
                 fwd.scale = Scale::Off;
                 rev.scale = Scale::Off;
@@ -363,6 +372,8 @@ mod tests {
         len: u32,
         wscale: Option<u8>,
         options: &'static [u8],
+        /// The snap length cut the options.
+        cut: bool,
     }
 
     fn seg(flags: u8, seq: u32, ack: u32, win: u16, len: u32) -> Seg {
@@ -374,6 +385,7 @@ mod tests {
             len,
             wscale: None,
             options: &[],
+            cut: false,
         }
     }
 
@@ -399,6 +411,7 @@ mod tests {
             if s.wscale.is_some() {
                 options.window_scale = s.wscale;
             }
+            options.cut = s.cut;
             let segment = Segment {
                 src: Addr::v4([10, 0, 0, 1]),
                 dst: Addr::v4([10, 0, 0, 2]),
@@ -621,6 +634,52 @@ mod tests {
     #[test]
     fn window_is_not_scaled_when_either_side_did_not_offer_scaling() {
         let mut t = Conv::handshake(Some(7), None);
+        t.s(MS, seg(A, 5001, 1001, 256, 0));
+        assert_eq!(
+            t.c(MS, seg(A, 1001, 5001, 502, 256)),
+            only(Flags::WINDOW_FULL)
+        );
+    }
+
+    /// A handshake whose SYN or SYN/ACK lost its options to the snap
+    /// length (no window scale seen in it).
+    fn handshake_cut(client_cut: bool, ws_server: Option<u8>, server_cut: bool) -> Conv {
+        let mut t = Conv::new();
+        let mut syn = seg(S, 1000, 0, 64240, 0);
+        syn.cut = client_cut;
+        syn.wscale = (!client_cut).then_some(7);
+        let mut synack = seg(S | A, 5000, 1001, 65160, 0);
+        synack.wscale = ws_server;
+        synack.cut = server_cut;
+        t.c(0, syn);
+        t.s(50 * US, synack);
+        t.c(50 * US, seg(A, 1001, 5001, 502, 0));
+        t
+    }
+
+    #[test]
+    fn a_syn_with_cut_options_leaves_its_window_scale_unknown() {
+        // The SYN/ACK's shift holds (it answers an offer), so the client's
+        // data is judged against the server's window...
+        let mut t = handshake_cut(true, Some(7), false);
+        t.s(MS, seg(A, 5001, 1001, 2, 0));
+        assert_eq!(
+            t.c(MS, seg(A, 1001, 5001, 502, 256)),
+            only(Flags::WINDOW_FULL)
+        );
+        // ...but the client's own shift is unknown: the server's data is
+        // not judged, rather than judged unscaled.
+        t.c(MS, seg(A, 1257, 5001, 2, 0));
+        assert_eq!(t.s(MS, seg(A, 5001, 1257, 2, 2)), Flags::default());
+    }
+
+    #[test]
+    fn a_syn_ack_with_cut_options_leaves_both_scales_unknown() {
+        let mut t = handshake_cut(false, None, true);
+        t.s(MS, seg(A, 5001, 1001, 256, 0));
+        assert_eq!(t.c(MS, seg(A, 1001, 5001, 502, 256)), Flags::default());
+        // Whole options without the option: scaling is off, as before.
+        let mut t = handshake_cut(false, None, false);
         t.s(MS, seg(A, 5001, 1001, 256, 0));
         assert_eq!(
             t.c(MS, seg(A, 1001, 5001, 502, 256)),

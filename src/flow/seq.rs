@@ -5,10 +5,13 @@ use std::cmp::Ordering;
 /// A TCP sequence or acknowledgement number.
 ///
 /// Ordering is serial-number arithmetic: `a < b` when `b` is less than 2^31
-/// ahead of `a`, so comparisons stay right across the wrap at 2^32. Two
-/// numbers exactly 2^31 apart are incomparable by RFC 1982; here the
-/// difference is read as negative, which keeps the order total for a sort
-/// but is never relied on.
+/// ahead of `a`, so comparisons stay right across the wrap at 2^32. That
+/// order is not total (it goes round: a < b < c < a for numbers spread over
+/// the circle), so the type is `PartialOrd` only, never `Ord`: it cannot be
+/// sorted or put in an ordered map by mistake. Two numbers exactly 2^31
+/// apart are incomparable by RFC 1982; here the difference reads as
+/// negative (`Less`), as smoltcp's `TcpSeqNumber` and Wireshark's `LT_SEQ`
+/// read it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SeqNum(pub u32);
 
@@ -26,13 +29,7 @@ impl SeqNum {
 
 impl PartialOrd for SeqNum {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for SeqNum {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.diff(*other).cmp(&0)
+        Some(self.diff(*other).cmp(&0))
     }
 }
 
@@ -55,6 +52,21 @@ mod tests {
     fn plain_order_without_wrap() {
         assert!(SeqNum(5) < SeqNum(6));
         assert!(SeqNum(6) > SeqNum(5));
-        assert_eq!(SeqNum(7).cmp(&SeqNum(7)), Ordering::Equal);
+        assert_eq!(SeqNum(7).partial_cmp(&SeqNum(7)), Some(Ordering::Equal));
+    }
+
+    #[test]
+    fn the_order_goes_round_the_circle() {
+        // Each is less than 2^31 ahead of the one before: a < b < c < a.
+        // This is why SeqNum is not Ord.
+        let (a, b, c) = (SeqNum(0), SeqNum(0x6000_0000), SeqNum(0xc000_0000));
+        assert!(a < b && b < c && c < a);
+    }
+
+    #[test]
+    fn numbers_half_the_space_apart_read_as_less_either_way() {
+        let (a, b) = (SeqNum(0), SeqNum(0x8000_0000));
+        assert_eq!(a.partial_cmp(&b), Some(Ordering::Less));
+        assert_eq!(b.partial_cmp(&a), Some(Ordering::Less));
     }
 }

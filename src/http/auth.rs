@@ -5,7 +5,9 @@
 //! password and hash, never the password itself: a scrape every 15 s pays
 //! for bcrypt once. Failures are never remembered, and an unknown user
 //! costs a bcrypt run too, so timing does not tell which users exist. The
-//! memory is bounded (`MAX_REMEMBERED`) and is emptied when full.
+//! memory is bounded (`MAX_REMEMBERED`) and is emptied when full. How many
+//! bcrypt runs may go at once is the server's bound (`AUTH_SLOTS`): a
+//! remembered credential never waits for one.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -34,8 +36,21 @@ impl BasicAuth {
     }
 
     /// Whether an `Authorization` header value names a user and password
-    /// that match. Blocking (bcrypt): call it off the async runtime.
+    /// that match. Blocking (bcrypt): call it off the async runtime, and
+    /// only with a place under the bcrypt bound (`AUTH_SLOTS` in the
+    /// server).
     pub fn check(&self, header: Option<&[u8]>) -> bool {
+        self.verify(header, false)
+    }
+
+    /// Whether the header holds a credential verified before: a SHA-256,
+    /// no bcrypt, cheap enough for the async runtime. False says nothing
+    /// yet: `check` decides.
+    pub fn remembered(&self, header: Option<&[u8]>) -> bool {
+        self.verify(header, true)
+    }
+
+    fn verify(&self, header: Option<&[u8]>, remembered_only: bool) -> bool {
         let Some((user, password)) = header.and_then(parse_basic) else {
             return false;
         };
@@ -47,6 +62,9 @@ impl BasicAuth {
         let key = remember_key(&user, &password, hash.unwrap_or(DUMMY_HASH));
         if hash.is_some() && self.lock().contains(&key) {
             return true;
+        }
+        if remembered_only {
+            return false;
         }
         // bcrypt reads at most 72 bytes; longer passwords are refused by
         // the crate, and so by us.
@@ -121,6 +139,17 @@ mod tests {
         assert!(!auth.check(Some(b"Basic !!!")));
         assert!(!auth.check(None));
         assert_eq!(auth.lock().len(), 1, "only the success is remembered");
+        assert!(auth.remembered(Some(header("prom:s3cret").as_bytes())));
+        assert!(!auth.remembered(Some(header("prom:wrong").as_bytes())));
+    }
+
+    #[test]
+    fn nothing_is_remembered_before_a_bcrypt_check() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let auth = BasicAuth::new(vec![("prom".into(), hash)]);
+        assert!(!auth.remembered(Some(header("prom:s3cret").as_bytes())));
+        assert!(auth.check(Some(header("prom:s3cret").as_bytes())));
+        assert!(auth.remembered(Some(header("prom:s3cret").as_bytes())));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! - a request must be answered within `RESPONSE_TIMEOUT` (a client that
 //!   then takes the body too slowly is cut by the idle timeout, counted as
 //!   `idle_timeout`);
-//! - only GET and HEAD, only the four paths, and no request body.
+//! - only GET and HEAD, only the four paths, and no request body;
+//! - at most `AUTH_SLOTS` bcrypt checks at once, waited for at most
+//!   `AUTH_WAIT` (a credential verified before needs none).
 //!
 //! A scrape is rendered on the blocking pool, one at a time, so /healthz
 //! answers while a large exposition is written.
@@ -60,6 +62,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time to answer a request (a scrape's render included). The body is
 /// written after: a client slow to take it is cut by `IDLE_TIMEOUT`.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// bcrypt checks of credentials not verified before, at once (each takes
+/// one core for tens of milliseconds): wrong passwords from anyone who can
+/// reach the port cannot take more than this from capture.
+pub const AUTH_SLOTS: usize = 1;
+/// How long a request waits for a bcrypt slot before it is answered 429
+/// (`auth_throttled`).
+pub const AUTH_WAIT: Duration = Duration::from_secs(1);
 /// On shutdown, time for requests in flight to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
@@ -82,13 +91,14 @@ pub enum Rejection {
     IdleTimeout,
     ResponseTimeout,
     Unauthorized,
+    AuthThrottled,
     MethodNotAllowed,
     NotFound,
     RequestBody,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 11] = [
+    const ALL: [Rejection; 12] = [
         Self::ConnectionLimit,
         Self::TlsHandshake,
         Self::HeaderTimeout,
@@ -97,6 +107,7 @@ impl Rejection {
         Self::IdleTimeout,
         Self::ResponseTimeout,
         Self::Unauthorized,
+        Self::AuthThrottled,
         Self::MethodNotAllowed,
         Self::NotFound,
         Self::RequestBody,
@@ -112,6 +123,7 @@ impl Rejection {
             Self::IdleTimeout => "idle_timeout",
             Self::ResponseTimeout => "response_timeout",
             Self::Unauthorized => "unauthorized",
+            Self::AuthThrottled => "auth_throttled",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotFound => "not_found",
             Self::RequestBody => "request_body",
@@ -156,6 +168,8 @@ struct Server {
     headers: Vec<(HeaderName, HeaderValue)>,
     stats: Stats,
     connections: Arc<Semaphore>,
+    /// Places for bcrypt checks (`AUTH_SLOTS`).
+    auth_slots: Arc<Semaphore>,
     /// One render at a time: concurrent scrapes wait rather than each
     /// holding a whole exposition in memory.
     render: Mutex<()>,
@@ -217,6 +231,7 @@ pub fn serve(
             rejections: Default::default(),
         },
         connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        auth_slots: Arc::new(Semaphore::new(AUTH_SLOTS)),
         render: Mutex::new(()),
     });
     Ok((bound, accept_loop(listener, server, shutdown)))
@@ -479,17 +494,39 @@ async fn route(server: &Arc<Server>, req: &Request<Body>) -> Response<Body> {
     // Health probes carry no data and must work for the kubelet, which has
     // no credentials: only the metrics and the landing page need them.
     let needs_auth = matches!(path, "/" | "/metrics");
-    if needs_auth && server.auth.is_some() {
+    if let (true, Some(auth)) = (needs_auth, &server.auth) {
         let header = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
-        let s = Arc::clone(server);
-        let ok = tokio::task::spawn_blocking(move || {
-            s.auth.as_ref().is_some_and(|a| a.check(header.as_deref()))
-        })
-        .await
-        .unwrap_or(false);
+        let ok = if auth.remembered(header.as_deref()) {
+            true
+        } else {
+            // A credential not seen before costs a bcrypt run: at most
+            // AUTH_SLOTS at once, so that wrong passwords cannot take the
+            // cores from capture; a request that finds no place in
+            // AUTH_WAIT is turned away.
+            let slot =
+                tokio::time::timeout(AUTH_WAIT, Arc::clone(&server.auth_slots).acquire_owned())
+                    .await;
+            let Ok(Ok(slot)) = slot else {
+                stats.count(Rejection::AuthThrottled);
+                let mut r = plain(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many password checks at once; try again\n",
+                );
+                r.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            };
+            let s = Arc::clone(server);
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                s.auth.as_ref().is_some_and(|a| a.check(header.as_deref()))
+            })
+            .await
+            .unwrap_or(false)
+        };
         if !ok {
             stats.count(Rejection::Unauthorized);
             let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");

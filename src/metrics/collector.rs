@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{Display, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ahash::RandomState;
@@ -19,7 +19,7 @@ use crate::decode::DecodeErrorKind;
 use crate::flow::{CloseReason, Nanos, Side};
 
 use super::conns::{ConnRecord, FlowLogStats, LongBudget};
-use super::counters::{DirCounters, Histogram, RETRANSMISSION_KINDS, WSCALE_NONE, WSCALE_SLOTS};
+use super::counters::{wscale_label, DirCounters, Histogram, RETRANSMISSION_KINDS, WSCALE_SLOTS};
 use super::labels::{escape_into, Labeler, SeriesKey, NO_INTERFACE};
 use super::names::{self, Def, Kind, DURATION_BUCKETS, RTT_BUCKETS};
 use super::series::SeriesBudget;
@@ -30,7 +30,17 @@ use super::shard::{
 /// What the scrape reads: every worker's shard, and what they share.
 pub struct Exporter {
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
-    interfaces: Mutex<Vec<Arc<str>>>,
+    /// Interface names by id; a forgotten interface leaves its id free
+    /// for the next new one.
+    interfaces: Mutex<Vec<Option<Arc<str>>>>,
+    /// Interfaces that matched `-i` and were not captured because
+    /// `--max-interfaces` were already.
+    interfaces_refused: AtomicU64,
+    /// What forgotten shards had counted into the exporter-wide counters
+    /// (folded connections; series expired, and those they still held), so
+    /// that those never go back.
+    retired_overflow: AtomicU64,
+    retired_expired: AtomicU64,
     version: &'static str,
     labeler: Arc<Labeler>,
     budget: Arc<SeriesBudget>,
@@ -49,6 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct InterfaceStats {
     capture: CaptureCounters,
     decode_errors: [u64; DecodeErrorKind::COUNT],
+    options_cut: u64,
     flows: u64,
     evictions: Evictions,
     /// Up only while every worker on it is.
@@ -68,6 +79,9 @@ impl Exporter {
         Arc::new(Exporter {
             shards: Mutex::new(Vec::new()),
             interfaces: Mutex::new(Vec::new()),
+            interfaces_refused: AtomicU64::new(0),
+            retired_overflow: AtomicU64::new(0),
+            retired_expired: AtomicU64::new(0),
             version,
             labeler: Arc::clone(&config.labeler),
             budget: Arc::clone(&config.budget),
@@ -80,20 +94,56 @@ impl Exporter {
         })
     }
 
-    /// The id of an interface, for the keys of its series.
+    /// The id of an interface, for the keys of its series: its own while
+    /// it is known, else the lowest free one.
     pub fn interface_id(&self, name: &str) -> u16 {
         let mut names = lock(&self.interfaces);
-        match names.iter().position(|n| &**n == name) {
-            Some(i) => i as u16,
-            None => {
-                names.push(name.into());
-                (names.len() - 1).min(NO_INTERFACE as usize - 1) as u16
-            }
+        if let Some(i) = names.iter().position(|n| n.as_deref() == Some(name)) {
+            return i as u16;
         }
+        let i = match names.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                names.push(None);
+                names.len() - 1
+            }
+        };
+        names[i] = Some(name.into());
+        i.min(NO_INTERFACE as usize - 1) as u16
     }
 
     pub fn add_shard(&self, shard: Arc<Mutex<Shard>>) {
         lock(&self.shards).push(shard);
+    }
+
+    /// An interface that is gone for good: its shards leave the exposition
+    /// (their label sets go back to `--max-series`, their exporter series
+    /// go) and its id is free for another.
+    pub fn forget_interface(&self, name: &str) {
+        lock(&self.shards).retain(|shard| {
+            let mut s = lock(shard);
+            if &*s.interface != name {
+                return true;
+            }
+            let held = s.forget();
+            self.retired_overflow
+                .fetch_add(s.series_overflow, Ordering::Relaxed);
+            self.retired_expired
+                .fetch_add(s.series_expired + held, Ordering::Relaxed);
+            false
+        });
+        let mut names = lock(&self.interfaces);
+        if let Some(slot) = names.iter_mut().find(|n| n.as_deref() == Some(name)) {
+            *slot = None;
+        }
+        while names.last().is_some_and(Option::is_none) {
+            names.pop();
+        }
+    }
+
+    /// An interface turned away by `--max-interfaces`.
+    pub fn count_refused_interface(&self) {
+        self.interfaces_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The text exposition of everything now.
@@ -107,8 +157,8 @@ impl Exporter {
         let mut pairs: HashMap<SeriesKey, PairCounters, RandomState> = HashMap::default();
         let mut servers: HashMap<SeriesKey, ServerHistograms, RandomState> = HashMap::default();
         let mut interfaces: BTreeMap<Arc<str>, InterfaceStats> = BTreeMap::new();
-        let mut overflow = 0u64;
-        let mut expired = 0u64;
+        let mut overflow = self.retired_overflow.load(Ordering::Relaxed);
+        let mut expired = self.retired_expired.load(Ordering::Relaxed);
         let mut long = Vec::new();
         let shards: Vec<_> = lock(&self.shards).clone();
         for shard in shards {
@@ -132,6 +182,7 @@ impl Exporter {
             for (a, b) in i.decode_errors.iter_mut().zip(s.decode_errors) {
                 *a += b;
             }
+            i.options_cut += s.options_cut;
             i.flows += s.flows_tracked;
             i.evictions.idle_timeout += s.evictions.idle_timeout;
             i.evictions.table_full += s.evictions.table_full;
@@ -148,7 +199,7 @@ impl Exporter {
                 }
             }
         }
-        let interface_names: Vec<Arc<str>> = lock(&self.interfaces).clone();
+        let interface_names: Vec<Option<Arc<str>>> = lock(&self.interfaces).clone();
         let label = |key: &SeriesKey| self.labels(key, &interface_names);
         let mut pairs: Vec<(String, PairCounters)> =
             pairs.into_iter().map(|(k, v)| (label(&k), v)).collect();
@@ -169,7 +220,7 @@ impl Exporter {
 
     /// The label string of a series key: each label it carries, in the
     /// order of `Label::ALL`.
-    fn labels(&self, key: &SeriesKey, interfaces: &[Arc<str>]) -> String {
+    fn labels(&self, key: &SeriesKey, interfaces: &[Option<Arc<str>>]) -> String {
         use super::labels::Peer;
         let mut s = String::with_capacity(96);
         let sep = |s: &mut String, name: &str| {
@@ -181,7 +232,10 @@ impl Exporter {
         };
         if key.interface != NO_INTERFACE {
             sep(&mut s, "interface");
-            let name = interfaces.get(key.interface as usize).map_or("", |n| n);
+            let name = interfaces
+                .get(key.interface as usize)
+                .and_then(Option::as_deref)
+                .unwrap_or("");
             escape_into(&mut s, name);
             s.push('"');
         }
@@ -230,11 +284,7 @@ impl Exporter {
                 for slot in 0..WSCALE_SLOTS {
                     let n = c.syn_window_scale[side.index()][slot];
                     if n > 0 {
-                        let shift = if slot == WSCALE_NONE {
-                            "none".to_string()
-                        } else {
-                            slot.to_string()
-                        };
+                        let shift = wscale_label(slot);
                         let extra = [("sender", side.as_str()), ("shift", shift.as_str())];
                         out.sample(def.name, labels, &extra, n);
                     }
@@ -394,6 +444,11 @@ impl Exporter {
                 out.sample(def.name, l, &[("reason", kind.as_str())], n);
             }
         }
+        let def = names::TRUNCATED_SEGMENTS;
+        out.header(def);
+        for (l, i) in &per_interface {
+            out.sample(def.name, l, &[], i.options_cut);
+        }
         let def = names::FLOWS_TRACKED;
         out.header(def);
         for (l, i) in &per_interface {
@@ -418,6 +473,10 @@ impl Exporter {
         let def = names::SERIES_EXPIRED;
         out.header(def);
         out.sample(def.name, "", &[], expired);
+        let def = names::INTERFACES_REFUSED;
+        out.header(def);
+        let refused = self.interfaces_refused.load(Ordering::Relaxed);
+        out.sample(def.name, "", &[], refused);
         if let Some(long) = &self.long {
             let def = names::LONG_CONNECTIONS;
             out.header(def);
@@ -652,5 +711,46 @@ mod tests {
             !text.contains("tcp_long_connection"),
             "off unless asked for"
         );
+    }
+
+    #[test]
+    fn a_forgotten_interface_leaves_the_output_and_gives_back_its_id_and_series() {
+        let config = ShardConfig::plain(1);
+        let exporter = Exporter::new("test", &config);
+        let add = |name: &str, client: &str| {
+            let id = exporter.interface_id(name);
+            let mut shard = Shard::new(name.into(), id, config.clone());
+            shard.start_connection(&orient(client, "10.0.0.2", 80), 0);
+            exporter.add_shard(Arc::new(Mutex::new(shard)));
+            id
+        };
+        assert_eq!(add("veth1", "10.0.0.1"), 0);
+        // The cap of one label set is taken: veth2's folds.
+        assert_eq!(add("veth2", "10.0.0.3"), 1);
+        assert_eq!(
+            exporter.interface_id("veth1"),
+            0,
+            "a known name keeps its id"
+        );
+        exporter.forget_interface("veth1");
+        let text = exporter.render();
+        assert!(!text.contains("veth1"), "{text}");
+        assert!(text.contains("tcp_exporter_series_expired_total 1\n"));
+        // The id and the label set are free again.
+        assert_eq!(add("veth3", "10.0.0.4"), 0);
+        let text = exporter.render();
+        assert!(
+            text.contains("tcp_connections_active{interface=\"veth3\",client=\"10.0.0.4\""),
+            "{text}"
+        );
+        exporter.forget_interface("veth2");
+        exporter.forget_interface("veth3");
+        let text = exporter.render();
+        assert!(active_lines(&text).is_empty(), "{text}");
+        assert!(
+            text.contains("tcp_exporter_series_overflow_total 1\n"),
+            "counts of forgotten shards stay: {text}"
+        );
+        assert_eq!(exporter.interface_id("veth4"), 0);
     }
 }

@@ -3,7 +3,7 @@
 //! the same code (`DirCounters::count`), so the flow log and the metrics
 //! cannot drift apart.
 
-use crate::decode::Segment;
+use crate::decode::{Segment, TcpOptions};
 use crate::flow::{Flags, Nanos};
 
 /// Counts of one direction (client to server, or back).
@@ -98,16 +98,28 @@ impl DirCounters {
     }
 }
 
-/// Shift values 0..=14 and one slot for "no window-scale option".
-pub const WSCALE_SLOTS: usize = 16;
+/// Shift values 0..=14, one slot for "no window-scale option" and one for
+/// "options cut by the snap length before a window-scale option was seen".
+pub const WSCALE_SLOTS: usize = 17;
 pub const WSCALE_NONE: usize = 15;
+pub const WSCALE_UNKNOWN: usize = 16;
 
 /// The slot of the window-scale option a SYN carried: RFC 7323 2.3, a
 /// shift above 14 is used as 14.
-pub fn wscale_slot(shift: Option<u8>) -> usize {
-    match shift {
+pub fn wscale_slot(options: &TcpOptions) -> usize {
+    match options.window_scale {
         Some(shift) => (shift as usize).min(14),
+        None if options.cut => WSCALE_UNKNOWN,
         None => WSCALE_NONE,
+    }
+}
+
+/// The `shift` label of a slot.
+pub fn wscale_label(slot: usize) -> String {
+    match slot {
+        WSCALE_NONE => "none".to_string(),
+        WSCALE_UNKNOWN => "unknown".to_string(),
+        shift => shift.to_string(),
     }
 }
 
@@ -172,8 +184,17 @@ mod tests {
 
     #[test]
     fn window_scale_shifts_above_14_count_as_14() {
-        assert_eq!(wscale_slot(Some(7)), 7);
-        assert_eq!(wscale_slot(Some(15)), 14);
-        assert_eq!(wscale_slot(None), WSCALE_NONE);
+        let offer = |shift, cut| TcpOptions {
+            window_scale: shift,
+            cut,
+            ..TcpOptions::default()
+        };
+        assert_eq!(wscale_slot(&offer(Some(7), false)), 7);
+        assert_eq!(wscale_slot(&offer(Some(15), false)), 14);
+        assert_eq!(wscale_slot(&offer(None, false)), WSCALE_NONE);
+        // Options cut before any window scale: not "none", unknown.
+        assert_eq!(wscale_slot(&offer(None, true)), WSCALE_UNKNOWN);
+        assert_eq!(wscale_slot(&offer(Some(7), true)), 7);
+        assert_eq!(wscale_label(WSCALE_UNKNOWN), "unknown");
     }
 }

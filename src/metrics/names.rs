@@ -44,7 +44,7 @@ pub const DONT_FRAGMENT: Def = def(
 pub const SYN_WINDOW_SCALE: Def = def(
     "tcp_syn_window_scale_total",
     Counter,
-    "Window-scale shift offered in SYN and SYN/ACK segments (shift=none: no window scaling offered).",
+    "Window-scale shift offered in SYN and SYN/ACK segments (shift=none: no window scaling offered; shift=unknown: the snap length cut the options before a window-scale option).",
 );
 pub const OPENED: Def = def(
     "tcp_connections_opened_total",
@@ -148,6 +148,11 @@ pub const DECODE_ERRORS: Def = def(
     Counter,
     "Frames that did not decode into a TCP segment, by reason.",
 );
+pub const TRUNCATED_SEGMENTS: Def = def(
+    "tcp_exporter_truncated_segments_total",
+    Counter,
+    "TCP segments counted and analysed whose options the snap length cut (the fixed header was captured; options past the cut are unknown, and a SYN's window scale cut off leaves the connection's window-full check off).",
+);
 pub const FLOWS_TRACKED: Def = def(
     "tcp_exporter_flows_tracked",
     Gauge,
@@ -171,7 +176,7 @@ pub const SERIES_TRACKED: Def = def(
 pub const SERIES_EXPIRED: Def = def(
     "tcp_exporter_series_expired_total",
     Counter,
-    "Label sets removed from the output because all their connections had left and nothing changed in them for --series-ttl.",
+    "Label sets removed from the output because all their connections had left and nothing changed in them for --series-ttl (or their interface had been gone that long).",
 );
 pub const LONG_CONNECTIONS: Def = def(
     "tcp_exporter_long_connections",
@@ -192,6 +197,11 @@ pub const FLOW_LOG_DROPS: Def = def(
     "tcp_exporter_flow_log_drops_total",
     Counter,
     "Flow-log records lost (reason=queue_full: the writer was behind and its queue full; reason=write_error: writing failed, e.g. a full disk).",
+);
+pub const INTERFACES_REFUSED: Def = def(
+    "tcp_exporter_interfaces_refused_total",
+    Counter,
+    "Interfaces that matched -i but were not captured because --max-interfaces were captured already (each counted once while it stays).",
 );
 pub const INTERFACE_UP: Def = def(
     "tcp_exporter_interface_up",

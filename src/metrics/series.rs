@@ -116,6 +116,7 @@ impl<V: Default> SeriesTable<V> {
     /// `ttl` after its last count, not after the linger.
     pub fn release(&mut self, id: u32) {
         let e = &mut self.entries[id as usize];
+        debug_assert!(e.refs > 0, "series {id} released more often than held");
         e.refs = e.refs.saturating_sub(1);
     }
 

@@ -145,6 +145,8 @@ pub struct Shard {
     histograms: Vec<u32>,
     pub conns: Option<Conns>,
     pub decode_errors: [u64; DecodeErrorKind::COUNT],
+    /// Segments counted whose TCP options the snap length cut.
+    pub options_cut: u64,
     pub capture: CaptureCounters,
     pub flows_tracked: u64,
     pub evictions: Evictions,
@@ -180,6 +182,7 @@ impl Shard {
             histograms: Vec::new(),
             conns,
             decode_errors: [0; DecodeErrorKind::COUNT],
+            options_cut: 0,
             capture: CaptureCounters::default(),
             flows_tracked: 0,
             evictions: Evictions::default(),
@@ -252,8 +255,9 @@ impl Shard {
         e.last = now;
         e.value.dir[sender].count(seg, segments, step.flags);
         if seg.flags.syn() {
-            e.value.syn_window_scale[sender][wscale_slot(seg.options.window_scale)] += 1;
+            e.value.syn_window_scale[sender][wscale_slot(&seg.options)] += 1;
         }
+        self.options_cut += seg.options.cut as u64;
         self.apply(ids, step, now);
         if let Some(c) = &mut self.conns {
             c.on_segment(ids.conn, out.sender, seg, segments, step, out.phase, now);
@@ -279,6 +283,7 @@ impl Shard {
             // counted as closed or failed either.
             if step.lifecycle.is_some() {
                 let p = &mut self.pairs.at(ids.pair).value;
+                debug_assert!(p.active > 0, "an evicted connection was never active");
                 p.active = p.active.saturating_sub(1);
             }
         } else {
@@ -318,6 +323,17 @@ impl Shard {
         if let Some(c) = &mut self.conns {
             c.maintain(now);
         }
+    }
+
+    /// The interface is forgotten (gone for good): every label set this
+    /// shard holds goes back to the exporter-wide budget. How many.
+    pub fn forget(&mut self) -> u64 {
+        let mut n = 0;
+        for e in self.pairs.iter() {
+            self.config.budget.release(&e.key);
+            n += 1;
+        }
+        n
     }
 
     /// The capture stopped: housekeeping brought up to the last capture
@@ -361,6 +377,9 @@ impl Shard {
             }
         };
         if ended {
+            // Saturating in release builds; the fuzz profile's debug
+            // assertions make an unbalanced end a crash.
+            debug_assert!(p.active > 0, "a connection ended that never started");
             p.active = p.active.saturating_sub(1);
         }
         if step.handshake_rtt.is_none() && step.data_rtt.is_none() && step.duration.is_none() {

@@ -6,11 +6,24 @@
 //! Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod agreement;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 pub type Labels = Vec<(String, String)>;
+
+/// The labels that group traffic series (`--labels`), as opposed to those
+/// that split a series' counts (sender, kind, reason, shift, leg, le).
+pub const GROUPING_LABELS: [&str; 6] = [
+    "interface",
+    "client",
+    "server",
+    "server_port",
+    "port_name",
+    "ip_family",
+];
 
 /// One sample line of the Prometheus text format.
 #[derive(Debug, Clone, PartialEq)]

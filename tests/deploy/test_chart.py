@@ -357,7 +357,7 @@ class ChartRender(unittest.TestCase):
             "--port", "9187", "--listen", "$(POD_IP)", "--web.config.file", WEB_CONFIG_FILE,
             "--backend", "xdp", "--xdp-mode", "native", "--xdp-ring-size", "64",
             "--labels", "interface,server,server_port,port_name,ip_family",
-            "--max-flows", "1000000", "--flow-idle-timeout", "120", "--max-series", "20000",
+            "--max-flows", "1000000", "--max-interfaces", "64", "--flow-idle-timeout", "120", "--max-series", "20000",
             "--series-ttl", "10m", "--aggregate-cidr", "10.0.0.0/8=cluster,client:0.0.0.0/0=/16,::/0=/64",
             "--port-names", "istio", "--port-names", PORT_NAMES_FILE,
             "--long-connections", "1h", "--max-long-connections", "500",

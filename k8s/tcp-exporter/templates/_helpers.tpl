@@ -223,6 +223,10 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 - --max-flows
 - {{ $v.maxFlows | int64 | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" $v.maxInterfaces) }}
+- --max-interfaces
+- {{ $v.maxInterfaces | int64 | quote }}
+{{- end }}
 {{- if not (kindIs "invalid" $v.flowIdleTimeout) }}
 - --flow-idle-timeout
 - {{ $v.flowIdleTimeout | int64 | quote }}
