@@ -554,3 +554,52 @@ fn a_web_config_that_cannot_work_stops_the_start_with_the_reason() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/web.yml"));
 }
+
+/// `GET /metrics` over HTTP/1.0 with extra request headers; the response
+/// head (lowercased) and the body's bytes.
+fn get_raw(addr: SocketAddr, headers: &str) -> (String, Vec<u8>) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n{headers}\r\n").unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    (head, raw[end + 4..].to_vec())
+}
+
+#[test]
+fn metrics_are_gzipped_for_clients_that_take_it_and_say_the_same() {
+    use std::io::Read as _;
+    let s = Served::start(&[]);
+    let (plain_head, plain) = get_raw(s.addr, "");
+    assert!(plain_head.starts_with("http/1.0 200"), "{plain_head}");
+    assert!(!plain_head.contains("content-encoding"), "{plain_head}");
+    // As Prometheus asks.
+    let (head, gz) = get_raw(s.addr, "Accept-Encoding: gzip\r\n");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    assert!(
+        gz.len() * 5 < plain.len(),
+        "{} bytes gzipped, {} plain",
+        gz.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut unzipped)
+        .expect("a gzip stream");
+    assert_eq!(
+        String::from_utf8(unzipped).unwrap(),
+        String::from_utf8(plain).unwrap(),
+        "the same exposition"
+    );
+    // Refused by q=0, or not offered: plain text.
+    for refused in [
+        "Accept-Encoding: gzip;q=0\r\n",
+        "Accept-Encoding: br, identity\r\n",
+    ] {
+        let (head, _) = get_raw(s.addr, refused);
+        assert!(!head.contains("content-encoding"), "{refused}: {head}");
+    }
+}

@@ -1,7 +1,11 @@
-//! HTTP: `/metrics` (Prometheus text format, rendered when scraped),
-//! `/healthz`, `/readyz`, and a landing page at `/`, over HTTP/1.1 with
-//! hyper, plain or with TLS and basic authentication from
+//! HTTP: `/metrics` (Prometheus text format, rendered when scraped, gzip
+//! when the client takes it), `/healthz`, `/readyz`, and a landing page at
+//! `/`, over HTTP/1.1, plain or with TLS and basic authentication from
 //! `--web.config.file` (`webconfig`, `tls`, `auth`).
+//!
+//! Connections are this module's own (an accept loop and hyper 1's HTTP/1
+//! connection, with the bounds below); the routes are warp filters
+//! (`routes`), run as each connection's service.
 //!
 //! It owns the exporter's exposure to the network, so every resource a
 //! client can hold is bounded, and what a bound turns away is counted in
@@ -32,16 +36,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONNECTION,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING, VARY,
+    WWW_AUTHENTICATE,
 };
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Body, Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, Instant};
+use tower_service::Service as _;
+use warp::filters::BoxedFilter;
+use warp::reject::MethodNotAllowed;
+use warp::reply::Response;
+use warp::Filter;
 
 use crate::metrics::collector::Text;
 use crate::metrics::{names, Exporter};
@@ -243,6 +258,7 @@ async fn accept_loop(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut shutdown = pin!(shutdown);
+    let routes = routes(&server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
@@ -265,9 +281,10 @@ async fn accept_loop(
                     continue;
                 };
                 let server = Arc::clone(&server);
+                let routes = routes.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
-                    connection(stream, &server, stop).await;
+                    connection(stream, &server, &routes, stop).await;
                     drop(permit);
                 });
             }
@@ -282,12 +299,17 @@ async fn accept_loop(
     connections.abort_all();
 }
 
-async fn connection(stream: TcpStream, server: &Arc<Server>, stop: watch::Receiver<bool>) {
+async fn connection(
+    stream: TcpStream,
+    server: &Arc<Server>,
+    routes: &Routes,
+    stop: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     match &server.tls {
-        None => serve_connection(stream, server, stop).await,
+        None => serve_connection(stream, server, routes, stop).await,
         Some(tls) => match timeout(HEADER_TIMEOUT, tls.acceptor().accept(stream)).await {
-            Ok(Ok(stream)) => serve_connection(stream, server, stop).await,
+            Ok(Ok(stream)) => serve_connection(stream, server, routes, stop).await,
             // A failed handshake (a plain-HTTP client, an untrusted client
             // certificate) or one that took too long.
             Ok(Err(_)) | Err(_) => server.stats.count(Rejection::TlsHandshake),
@@ -346,8 +368,12 @@ impl Snapshot {
     }
 }
 
-async fn serve_connection<I>(io: I, server: &Arc<Server>, mut stop: watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: I,
+    server: &Arc<Server>,
+    routes: &Routes,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let opened = Instant::now();
@@ -355,23 +381,40 @@ where
     let service = {
         let server = Arc::clone(server);
         let activity = Arc::clone(&activity);
-        service_fn(move |req| {
+        let routes = warp::service(routes.clone());
+        service_fn(move |req: Request<Incoming>| {
             let server = Arc::clone(&server);
             let activity = Arc::clone(&activity);
+            let mut routes = routes.clone();
             async move {
                 activity.mark(opened, true);
-                let response = handle(&server, req).await;
+                let mut response = match refused_before_routing(&server, &req) {
+                    Some(r) => r,
+                    None => {
+                        // No body gets this far (refused above): the routes
+                        // see an empty one.
+                        let req = req.map(|_| Empty::<Bytes>::new());
+                        match routes.call(req).await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        }
+                    }
+                };
+                for (name, value) in &server.headers {
+                    response.headers_mut().insert(name, value.clone());
+                }
                 activity.mark(opened, false);
                 Ok::<_, Infallible>(response)
             }
         })
     };
-    let mut conn = pin!(hyper::server::conn::Http::new()
-        .http1_only(true)
-        .http1_keep_alive(true)
-        .http1_header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .serve_connection(io, service));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     // Once closing: the time by which the connection is cut if the close
     // has not finished.
     let mut cut_at: Option<Instant> = None;
@@ -386,16 +429,12 @@ where
                 let counted = cut_at.is_some();
                 match result {
                     _ if counted => {}
-                    // hyper 0.14 has no accessor for its header timeout;
-                    // its message is fixed ("read header from client timeout").
-                    Err(e) if e.is_timeout() || e.to_string().contains("timeout") => {
-                        server.stats.count(Rejection::HeaderTimeout);
-                    }
+                    Err(e) if e.is_timeout() => server.stats.count(Rejection::HeaderTimeout),
                     Err(e) if e.is_parse_too_large() => server.stats.count(Rejection::HeaderTooLarge),
                     Err(e) if e.is_parse() => server.stats.count(Rejection::BadRequest),
                     // hyper's own header timer, on a connection that never
-                    // sent a byte, ends it quietly: when that happens before
-                    // this loop's deadline is seen, count it here.
+                    // sent a byte, may end it quietly: when that happens
+                    // before this loop's deadline is seen, count it here.
                     Ok(()) if activity.snapshot().requests == 0
                         && opened.elapsed() >= HEADER_TIMEOUT => {
                         server.stats.count(Rejection::HeaderTimeout);
@@ -428,16 +467,9 @@ where
     }
 }
 
-async fn handle(server: &Arc<Server>, req: Request<Body>) -> Response<Body> {
-    let mut response = route(server, &req).await;
-    for (name, value) in &server.headers {
-        response.headers_mut().insert(name, value.clone());
-    }
-    response
-}
-
-fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Body::from(body));
+/// A response with a plain-text body.
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    let mut r = Response::new(body.into());
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -446,7 +478,9 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-async fn route(server: &Arc<Server>, req: &Request<Body>) -> Response<Body> {
+/// The bounds that act on the request as it came, before any route is
+/// looked at: its headers' size and its body.
+fn refused_before_routing(server: &Server, req: &Request<Incoming>) -> Option<Response> {
     let stats = &server.stats;
     // hyper bounds its read buffer, but a request read in one go may pass
     // it: the limit is checked on what was read as well.
@@ -463,21 +497,8 @@ async fn route(server: &Arc<Server>, req: &Request<Body>) -> Response<Body> {
             "request headers too large\n",
         );
         r.headers_mut()
-            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-        return r;
-    }
-    let path = req.uri().path();
-    let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz");
-    if !known {
-        stats.count(Rejection::NotFound);
-        return plain(StatusCode::NOT_FOUND, "not found\n");
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        stats.count(Rejection::MethodNotAllowed);
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return Some(r);
     }
     let has_body = req.headers().contains_key(TRANSFER_ENCODING)
         || req
@@ -486,98 +507,252 @@ async fn route(server: &Arc<Server>, req: &Request<Body>) -> Response<Body> {
             .is_some_and(|v| v.as_bytes() != b"0");
     if has_body {
         stats.count(Rejection::RequestBody);
-        return plain(
+        let mut r = plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "a request body is not accepted\n",
         );
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return Some(r);
     }
+    None
+}
+
+/// The routes, as warp filters: four paths, GET and HEAD, the password
+/// where one is needed, and every refusal turned into its answer and
+/// counted (`answer_refusal`).
+type Routes = BoxedFilter<(Response,)>;
+
+/// Why a route refused a request, beyond what warp knows.
+#[derive(Debug)]
+enum Refusal {
+    Unauthorized,
+    AuthThrottled,
+    RenderFailed,
+}
+
+impl warp::reject::Reject for Refusal {}
+
+fn routes(server: &Arc<Server>) -> Routes {
+    let with_server = {
+        let server = Arc::clone(server);
+        warp::any().map(move || Arc::clone(&server))
+    };
+    let read = warp::get().or(warp::head()).unify();
     // Health probes carry no data and must work for the kubelet, which has
     // no credentials: only the metrics and the landing page need them.
-    let needs_auth = matches!(path, "/" | "/metrics");
-    if let (true, Some(auth)) = (needs_auth, &server.auth) {
-        let header = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        let ok = if auth.remembered(header.as_deref()) {
-            true
-        } else {
-            // A credential not seen before costs a bcrypt run: at most
-            // AUTH_SLOTS at once, so that wrong passwords cannot take the
-            // cores from capture; a request that finds no place in
-            // AUTH_WAIT is turned away.
-            let slot =
-                tokio::time::timeout(AUTH_WAIT, Arc::clone(&server.auth_slots).acquire_owned())
-                    .await;
-            let Ok(Ok(slot)) = slot else {
-                stats.count(Rejection::AuthThrottled);
-                let mut r = plain(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many password checks at once; try again\n",
-                );
-                r.headers_mut()
-                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            };
-            let s = Arc::clone(server);
-            tokio::task::spawn_blocking(move || {
-                let _slot = slot;
-                s.auth.as_ref().is_some_and(|a| a.check(header.as_deref()))
-            })
-            .await
-            .unwrap_or(false)
-        };
-        if !ok {
-            stats.count(Rejection::Unauthorized);
-            let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
-            r.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"tcp-exporter\""),
-            );
-            return r;
-        }
-    }
-    let head = req.method() == Method::HEAD;
-    match path {
-        "/metrics" => {
-            let mut r = if head {
-                Response::new(Body::empty())
-            } else {
-                let s = Arc::clone(server);
-                let body = tokio::task::spawn_blocking(move || {
-                    let _one = s.render.lock().unwrap_or_else(|e| e.into_inner());
-                    let open = s.open_connections();
-                    s.state.exporter.render_with(|out| s.stats.write(out, open))
-                })
-                .await;
-                match body {
-                    Ok(body) => Response::new(Body::from(body)),
-                    Err(_) => {
-                        return plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n")
-                    }
-                }
-            };
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" => {
+    let authorized = with_server
+        .clone()
+        .and(warp::header::headers_cloned())
+        .and_then(authorize)
+        .untuple_one();
+    let healthz = warp::path!("healthz")
+        .and(read)
+        .map(|| plain(StatusCode::OK, "ok\n"));
+    let readyz = warp::path!("readyz")
+        .and(read)
+        .and(with_server.clone())
+        .map(|server: Arc<Server>| {
             if server.state.ready.load(Ordering::Relaxed) {
                 plain(StatusCode::OK, "ready\n")
             } else {
                 plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
+        });
+    let metrics = warp::path!("metrics")
+        .and(read)
+        .and(authorized.clone())
+        .and(with_server.clone())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and_then(metrics);
+    let landing = warp::path::end().and(read).and(authorized).map(|| {
+        let mut r = Response::new(LANDING.into());
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    });
+    // warp's paths take a trailing slash as the same path; the four here
+    // are exact.
+    let exact = warp::path::full()
+        .and_then(|path: warp::path::FullPath| async move {
+            match path.as_str() {
+                "/" => Ok(()),
+                p if p.ends_with('/') => Err(warp::reject::not_found()),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one();
+    exact
+        .and(
+            healthz
+                .or(readyz)
+                .unify()
+                .or(metrics)
+                .unify()
+                .or(landing)
+                .unify(),
+        )
+        .recover({
+            let server = Arc::clone(server);
+            move |refused| answer_refusal(Arc::clone(&server), refused)
+        })
+        .unify()
+        .boxed()
+}
+
+/// Lets a request through when it carries a password that matches, or
+/// when none is configured.
+async fn authorize(server: Arc<Server>, headers: HeaderMap) -> Result<(), warp::Rejection> {
+    let Some(auth) = &server.auth else {
+        return Ok(());
+    };
+    let header = headers.get(AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    if auth.remembered(header.as_deref()) {
+        return Ok(());
+    }
+    // A credential not seen before costs a bcrypt run: at most AUTH_SLOTS
+    // at once, so that wrong passwords cannot take the cores from capture;
+    // a request that finds no place in AUTH_WAIT is turned away.
+    let slot = timeout(AUTH_WAIT, Arc::clone(&server.auth_slots).acquire_owned()).await;
+    let Ok(Ok(slot)) = slot else {
+        return Err(warp::reject::custom(Refusal::AuthThrottled));
+    };
+    let checked = Arc::clone(&server);
+    let ok = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        checked
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.check(header.as_deref()))
+    })
+    .await
+    .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(warp::reject::custom(Refusal::Unauthorized))
+    }
+}
+
+/// Whether the client takes gzip (`Accept-Encoding`, with a q-value
+/// above 0 if it gives one).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let q = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && q > 0.0
+        })
+}
+
+/// The exposition: rendered off the runtime, one scrape at a time, and
+/// gzip-compressed there too when the client takes it.
+async fn metrics(
+    server: Arc<Server>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, warp::Rejection> {
+    let gzip = accepts_gzip(&headers);
+    let mut r = if method == Method::HEAD {
+        Response::new(Default::default())
+    } else {
+        let s = Arc::clone(&server);
+        let body = tokio::task::spawn_blocking(move || {
+            let text = {
+                let _one = s.render.lock().unwrap_or_else(|e| e.into_inner());
+                let open = s.open_connections();
+                s.state.exporter.render_with(|out| s.stats.write(out, open))
+            };
+            if gzip {
+                compress(text.as_bytes())
+            } else {
+                Ok(text.into_bytes())
+            }
+        })
+        .await;
+        match body {
+            Ok(Ok(body)) => Response::new(body.into()),
+            _ => return Err(warp::reject::custom(Refusal::RenderFailed)),
         }
-        _ => {
-            let mut r = Response::new(Body::from(LANDING));
+    };
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(r)
+}
+
+/// gzip at level 1: a scrape is compressed once and read once, so speed
+/// matters more than the last few percent (docs/performance.md).
+fn compress(text: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut out = flate2::write::GzEncoder::new(
+        Vec::with_capacity(text.len() / 8 + 64),
+        flate2::Compression::fast(),
+    );
+    out.write_all(text)?;
+    out.finish()
+}
+
+/// Turns what the routes refused into its answer, counted by reason.
+async fn answer_refusal(
+    server: Arc<Server>,
+    refused: warp::Rejection,
+) -> Result<Response, warp::Rejection> {
+    let stats = &server.stats;
+    let r = match refused.find::<Refusal>() {
+        Some(Refusal::Unauthorized) => {
+            stats.count(Rejection::Unauthorized);
+            let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
             r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tcp-exporter\""),
             );
             r
         }
-    }
+        Some(Refusal::AuthThrottled) => {
+            stats.count(Rejection::AuthThrottled);
+            let mut r = plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many password checks at once; try again\n",
+            );
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Some(Refusal::RenderFailed) => {
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n")
+        }
+        None if refused.find::<MethodNotAllowed>().is_some() => {
+            stats.count(Rejection::MethodNotAllowed);
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r
+        }
+        None if refused.is_not_found() => {
+            stats.count(Rejection::NotFound);
+            plain(StatusCode::NOT_FOUND, "not found\n")
+        }
+        None => {
+            stats.count(Rejection::BadRequest);
+            plain(StatusCode::BAD_REQUEST, "bad request\n")
+        }
+    };
+    Ok(r)
 }
