@@ -7,7 +7,7 @@
 //! scrape time) -> `http` and `flowlog`. `pipeline` joins the first four for one worker;
 //! `supervisor` keeps interfaces captured as they come and go;
 //! `privileges` gives up capabilities once the captures are open;
-//! `cli` and `config` turn flags into settings (`yaml` reads their files);
+//! `cli` and `config` turn flags into settings (serde_norway reads their files);
 //! `main` starts it all.
 
 pub mod capture;
@@ -21,4 +21,3 @@ pub mod metrics;
 pub mod pipeline;
 pub mod privileges;
 pub mod supervisor;
-pub mod yaml;

@@ -524,9 +524,13 @@ fn a_web_config_that_cannot_work_stops_the_start_with_the_reason() {
         ),
         (
             "tls_server_config:\n  cert_file: tls.crt\n",
-            "key_file is missing",
+            "missing field `key_file` at line 2",
         ),
-        ("tls_config: {}\n", "line 1"),
+        ("tls_config: {}\n", "unknown field `tls_config`"),
+        (
+            "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  cert_fil: x\n",
+            "unknown field `cert_fil`",
+        ),
     ];
     for (text, why) in cases {
         std::fs::write(dir.path("web.yml"), text).unwrap();

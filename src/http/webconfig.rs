@@ -2,12 +2,17 @@
 //! (`tls_server_config`, `http_server_config`, `basic_auth_users`), read
 //! into settings. What tcp-exporter cannot honour (TLS 1.0/1.1, cipher
 //! suite and curve lists, which rustls chooses itself) is refused by name
-//! rather than ignored. Relative paths are relative to the file's folder,
-//! as the toolkit reads them.
+//! rather than ignored, as is any key the format does not have; each error
+//! names its line (serde_norway reads the YAML, whole: flow style, block
+//! scalars and anchors as Helm's `toYaml` and people write them).
+//! Relative paths are relative to the file's folder, as the toolkit reads
+//! them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::yaml::{self, Item, Node};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 /// The settings the file gives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,163 +77,246 @@ pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
     parse(&text, dir).map_err(fail)
 }
 
-/// Parses the text of a web config; relative paths are joined to `dir`.
-pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
-    let doc = yaml::parse(text).map_err(|e| e.to_string())?;
-    let mut config = WebConfig::default();
-    for (key, item) in entries(&doc, "the file")? {
-        match key.as_str() {
-            "tls_server_config" => config.tls = tls(item, dir)?,
-            "basic_auth_users" => {
-                for (user, hash) in entries(item, "basic_auth_users")? {
-                    let hash = string(hash, &format!("basic_auth_users.{user}"))?;
-                    check_bcrypt(&hash).map_err(|why| {
-                        at(hash_line(item, user), &format!("user {user:?}: {why}"))
-                    })?;
-                    config.users.push((user.clone(), hash));
-                }
-            }
-            "http_server_config" => {
-                for (key, value) in entries(item, "http_server_config")? {
-                    match key.as_str() {
-                        "headers" => {
-                            for (name, v) in entries(value, "headers")? {
-                                let Some(allowed) = ALLOWED_HEADERS
-                                    .iter()
-                                    .find(|h| h.eq_ignore_ascii_case(name))
-                                else {
-                                    return Err(at(
-                                        v.line,
-                                        &format!(
-                                            "the header {name:?} cannot be set; these can: {}",
-                                            ALLOWED_HEADERS.join(", ")
-                                        ),
-                                    ));
-                                };
-                                let v = string(v, name)?;
-                                if v.chars().any(|c| c.is_control()) {
-                                    return Err(format!("header {name}: control characters"));
-                                }
-                                config.headers.push((allowed.to_string(), v));
-                            }
-                        }
-                        "http2" => {
-                            return Err(at(
-                                value.line,
-                                "http_server_config.http2: tcp-exporter serves HTTP/1.1 only",
-                            ))
-                        }
-                        other => return Err(unknown(value, other, "http_server_config")),
-                    }
-                }
-            }
-            other => return Err(unknown(item, other, "the file")),
+/// The file as written: the toolkit's keys, each checked as it is read,
+/// so that an error names its line. Keys the toolkit has and tcp-exporter
+/// cannot honour are read only to be refused by name.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    tls_server_config: Option<TlsFile>,
+    http_server_config: Option<HttpFile>,
+    basic_auth_users: Option<BTreeMap<String, BcryptHash>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert_file: NonEmpty,
+    key_file: NonEmpty,
+    client_ca_file: Option<NonEmpty>,
+    client_auth_type: Option<ClientAuth>,
+    min_version: Option<TlsVersion>,
+    max_version: Option<TlsVersion>,
+    #[serde(rename = "cert", default, deserialize_with = "inline_certificate")]
+    _cert: (),
+    #[serde(rename = "key", default, deserialize_with = "inline_certificate")]
+    _key: (),
+    #[serde(rename = "client_ca", default, deserialize_with = "inline_certificate")]
+    _client_ca: (),
+    #[serde(rename = "cipher_suites", default, deserialize_with = "own_suites")]
+    _cipher_suites: (),
+    #[serde(rename = "curve_preferences", default, deserialize_with = "own_suites")]
+    _curve_preferences: (),
+    #[serde(
+        rename = "prefer_server_cipher_suites",
+        default,
+        deserialize_with = "own_suites"
+    )]
+    _prefer_server_cipher_suites: (),
+    #[serde(
+        rename = "client_allowed_sans",
+        default,
+        deserialize_with = "no_allowed_sans"
+    )]
+    _client_allowed_sans: (),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    headers: Option<BTreeMap<AllowedHeader, HeaderText>>,
+    #[serde(rename = "http2", default, deserialize_with = "no_http2")]
+    _http2: (),
+}
+
+/// A value that must be there and not empty.
+struct NonEmpty(String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Err(D::Error::custom("expected a value, found an empty one"));
+        }
+        Ok(NonEmpty(s))
+    }
+}
+
+/// A bcrypt hash as htpasswd and the toolkit write it.
+struct BcryptHash(String);
+
+impl<'de> Deserialize<'de> for BcryptHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+        check_bcrypt(&s).map_err(D::Error::custom)?;
+        Ok(BcryptHash(s))
+    }
+}
+
+/// One of the headers the toolkit lets a config set, in its canonical case.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct AllowedHeader(&'static str);
+
+impl<'de> Deserialize<'de> for AllowedHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        ALLOWED_HEADERS
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(&name))
+            .map(|h| AllowedHeader(h))
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "the header {name:?} cannot be set; these can: {}",
+                    ALLOWED_HEADERS.join(", ")
+                ))
+            })
+    }
+}
+
+/// A header value without control characters.
+struct HeaderText(String);
+
+impl<'de> Deserialize<'de> for HeaderText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = NonEmpty::deserialize(d)?.0;
+        if v.chars().any(|c| c.is_control()) {
+            return Err(D::Error::custom("a header value with control characters"));
+        }
+        Ok(HeaderText(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientAuth {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "NoClientCert" => Ok(ClientAuth::None),
+            "VerifyClientCertIfGiven" => Ok(ClientAuth::VerifyIfGiven),
+            "RequireAndVerifyClientCert" => Ok(ClientAuth::RequireAndVerify),
+            "RequestClientCert" | "RequireAnyClientCert" => Err(D::Error::custom(
+                "client_auth_type: a client certificate that is not verified proves nothing; \
+                 use VerifyClientCertIfGiven or RequireAndVerifyClientCert",
+            )),
+            other => Err(D::Error::custom(format!(
+                "client_auth_type {other:?} is unknown"
+            ))),
         }
     }
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "TLS12" => Ok(TlsVersion::Tls12),
+            "TLS13" => Ok(TlsVersion::Tls13),
+            "TLS10" | "TLS11" => Err(D::Error::custom(
+                "TLS 1.0 and 1.1 are not supported; use TLS12 or TLS13",
+            )),
+            other => Err(D::Error::custom(format!(
+                "TLS version {other:?} is unknown (TLS12, TLS13)"
+            ))),
+        }
+    }
+}
+
+/// Reads the value of a key that is refused whatever it holds, and refuses
+/// it with `why`.
+fn refuse<'de, D: Deserializer<'de>>(d: D, why: &str) -> Result<(), D::Error> {
+    serde::de::IgnoredAny::deserialize(d)?;
+    Err(D::Error::custom(why))
+}
+
+fn inline_certificate<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    refuse(
+        d,
+        "cert, key, client_ca: inline certificates are not supported; use cert_file, \
+         key_file, client_ca_file",
+    )
+}
+
+fn own_suites<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    refuse(
+        d,
+        "cipher_suites, curve_preferences, prefer_server_cipher_suites: not supported; rustls \
+         offers only its own modern suites and curves (remove the key)",
+    )
+}
+
+fn no_allowed_sans<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    refuse(d, "client_allowed_sans: not supported")
+}
+
+fn no_http2<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    refuse(
+        d,
+        "http_server_config.http2: tcp-exporter serves HTTP/1.1 only",
+    )
+}
+
+/// Parses the text of a web config; relative paths are joined to `dir`.
+pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
+    // An empty file (or one of comments only) is an empty config.
+    let file: File = if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        File::default()
+    } else {
+        serde_norway::from_str(text).map_err(|e| e.to_string())?
+    };
+    let mut config = WebConfig {
+        users: file
+            .basic_auth_users
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(user, hash)| (user, hash.0))
+            .collect(),
+        ..WebConfig::default()
+    };
+    if let Some(http) = file.http_server_config {
+        config.headers = http
+            .headers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name.0.to_string(), value.0))
+            .collect();
+    }
+    config.tls = file.tls_server_config.map(|t| tls(t, dir)).transpose()?;
     Ok(config)
 }
 
-fn tls(item: &Item, dir: &Path) -> Result<Option<TlsSettings>, String> {
-    if item.node == Node::Null {
-        return Ok(None);
-    }
-    let (mut cert, mut key, mut ca) = (None, None, None);
-    let mut client_auth = ClientAuth::None;
-    let (mut min, mut max) = (TlsVersion::Tls12, TlsVersion::Tls13);
-    for (k, v) in entries(item, "tls_server_config")? {
-        let path = |v: &Item| -> Result<PathBuf, String> {
-            let p = PathBuf::from(string(v, k)?);
-            Ok(if p.is_relative() { dir.join(p) } else { p })
-        };
-        match k.as_str() {
-            "cert_file" => cert = Some(path(v)?),
-            "key_file" => key = Some(path(v)?),
-            "client_ca_file" => ca = Some(path(v)?),
-            "client_auth_type" => {
-                client_auth = match string(v, k)?.as_str() {
-                    "NoClientCert" => ClientAuth::None,
-                    "VerifyClientCertIfGiven" => ClientAuth::VerifyIfGiven,
-                    "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerify,
-                    "RequestClientCert" | "RequireAnyClientCert" => {
-                        return Err(at(
-                            v.line,
-                            "client_auth_type: a client certificate that is not verified \
-                             proves nothing; use VerifyClientCertIfGiven or \
-                             RequireAndVerifyClientCert",
-                        ))
-                    }
-                    other => {
-                        return Err(at(
-                            v.line,
-                            &format!("client_auth_type {other:?} is unknown"),
-                        ))
-                    }
-                }
-            }
-            "min_version" => min = version(v)?,
-            "max_version" => max = version(v)?,
-            "cert" | "key" | "client_ca" => {
-                return Err(at(
-                    v.line,
-                    &format!("{k}: inline certificates are not supported; use {k}_file"),
-                ))
-            }
-            "cipher_suites" | "curve_preferences" | "prefer_server_cipher_suites" => {
-                return Err(at(
-                    v.line,
-                    &format!(
-                        "{k}: not supported; rustls offers only its own modern suites and \
-                         curves (remove the key)"
-                    ),
-                ))
-            }
-            "client_allowed_sans" => return Err(at(v.line, "client_allowed_sans: not supported")),
-            other => return Err(unknown(v, other, "tls_server_config")),
+/// What needs more than one key of `tls_server_config`.
+fn tls(t: TlsFile, dir: &Path) -> Result<TlsSettings, String> {
+    let path = |p: NonEmpty| {
+        let p = PathBuf::from(p.0);
+        if p.is_relative() {
+            dir.join(p)
+        } else {
+            p
         }
+    };
+    let client_auth = t.client_auth_type.unwrap_or(ClientAuth::None);
+    let client_ca_file = t.client_ca_file.map(path);
+    if client_auth != ClientAuth::None && client_ca_file.is_none() {
+        return Err("tls_server_config: client_auth_type needs client_ca_file".into());
     }
-    let cert = cert.ok_or_else(|| at(item.line, "tls_server_config: cert_file is missing"))?;
-    let key = key.ok_or_else(|| at(item.line, "tls_server_config: key_file is missing"))?;
-    if client_auth != ClientAuth::None && ca.is_none() {
-        return Err(at(
-            item.line,
-            "tls_server_config: client_auth_type needs client_ca_file",
-        ));
+    if client_ca_file.is_some() && client_auth == ClientAuth::None {
+        return Err(
+            "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert".into(),
+        );
     }
-    if ca.is_some() && client_auth == ClientAuth::None {
-        return Err(at(
-            item.line,
-            "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert",
-        ));
+    let min_version = t.min_version.unwrap_or(TlsVersion::Tls12);
+    let max_version = t.max_version.unwrap_or(TlsVersion::Tls13);
+    if min_version > max_version {
+        return Err("tls_server_config: min_version is above max_version".into());
     }
-    if min > max {
-        return Err(at(
-            item.line,
-            "tls_server_config: min_version is above max_version",
-        ));
-    }
-    Ok(Some(TlsSettings {
-        cert_file: cert,
-        key_file: key,
+    Ok(TlsSettings {
+        cert_file: path(t.cert_file),
+        key_file: path(t.key_file),
         client_auth,
-        client_ca_file: ca,
-        min_version: min,
-        max_version: max,
-    }))
-}
-
-fn version(v: &Item) -> Result<TlsVersion, String> {
-    match string(v, "version")?.as_str() {
-        "TLS12" => Ok(TlsVersion::Tls12),
-        "TLS13" => Ok(TlsVersion::Tls13),
-        "TLS10" | "TLS11" => Err(at(
-            v.line,
-            "TLS 1.0 and 1.1 are not supported; use TLS12 or TLS13",
-        )),
-        other => Err(at(
-            v.line,
-            &format!("TLS version {other:?} is unknown (TLS12, TLS13)"),
-        )),
-    }
+        client_ca_file,
+        min_version,
+        max_version,
+    })
 }
 
 /// A bcrypt hash as htpasswd and the toolkit write it: `$2a$`, `$2b$` or
@@ -251,45 +339,6 @@ fn check_bcrypt(hash: &str) -> Result<(), &'static str> {
         return Err("bcrypt cost out of range (4 to 31)");
     }
     Ok(())
-}
-
-fn hash_line(users: &Item, user: &str) -> usize {
-    match &users.node {
-        Node::Map(m) => m
-            .iter()
-            .find(|(k, _)| k == user)
-            .map_or(users.line, |(_, v)| v.line),
-        _ => users.line,
-    }
-}
-
-fn at(line: usize, message: &str) -> String {
-    format!("line {line}: {message}")
-}
-
-fn entries<'a>(item: &'a Item, what: &str) -> Result<Vec<(&'a String, &'a Item)>, String> {
-    match &item.node {
-        Node::Null => Ok(Vec::new()),
-        Node::Map(m) => Ok(m.iter().map(|(k, v)| (k, v)).collect()),
-        other => Err(at(
-            item.line,
-            &format!("{what}: expected a map, found {}", other.kind()),
-        )),
-    }
-}
-
-fn string(item: &Item, what: &str) -> Result<String, String> {
-    match &item.node {
-        Node::Scalar(s) if !s.is_empty() => Ok(s.clone()),
-        other => Err(at(
-            item.line,
-            &format!("{what}: expected a value, found {}", other.kind()),
-        )),
-    }
-}
-
-fn unknown(item: &Item, key: &str, within: &str) -> String {
-    at(item.line, &format!("unknown key {key:?} in {within}"))
 }
 
 #[cfg(test)]
@@ -321,7 +370,9 @@ mod tests {
             (TlsVersion::Tls13, TlsVersion::Tls13)
         );
         assert_eq!(c.users.len(), 2);
-        assert_eq!(c.users[0], ("prometheus".to_string(), HASH.to_string()));
+        assert!(c
+            .users
+            .contains(&("prometheus".to_string(), HASH.to_string())));
         assert_eq!(
             c.headers,
             [(
@@ -343,24 +394,53 @@ mod tests {
         );
     }
 
+    /// serde_norway places an error in a value at the start of its map
+    /// (the section's first key), one in a key at the key itself, and one
+    /// at the top level nowhere: the messages name the key.
     #[test]
     fn what_cannot_be_honoured_is_refused_with_the_line() {
-        for (text, why) in [
-            ("tls_server_config:\n  cert_file: a\n", "line 1: tls_server_config: key_file is missing"),
-            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS11\n", "line 4: TLS 1.0"),
-            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [X]\n", "line 4: cipher_suites"),
-            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n", "needs client_ca_file"),
-            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n", "proves nothing"),
-            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n", "min_version is above"),
-            ("basic_auth_users:\n  bob: secret\n", "line 2: user \"bob\": not a bcrypt hash"),
-            ("basic_auth_users:\n  bob:\n", "expected a value"),
-            ("http_server_config:\n  headers:\n    Server: x\n", "line 3: the header \"Server\" cannot be set"),
-            ("http_server_config:\n  http2: true\n", "HTTP/1.1 only"),
-            ("tls_config:\n  a: b\n", "line 1: unknown key \"tls_config\""),
-            ("- a\n", "the file: expected a map"),
+        for (text, why, line) in [
+            ("tls_server_config:\n  cert_file: a\n", "missing field `key_file`", Some(2)),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS11\n", "TLS 1.0", Some(2)),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [X]\n", "cipher_suites", Some(2)),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cert: |\n    PEM\n", "inline certificates", Some(2)),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n", "needs client_ca_file", None),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n", "proves nothing", Some(2)),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n", "min_version is above", None),
+            ("basic_auth_users:\n  bob: secret\n", "not a bcrypt hash", Some(2)),
+            ("basic_auth_users:\n  bob:\n", "not a bcrypt hash", Some(2)),
+            ("http_server_config:\n  headers:\n    Server: x\n", "the header \"Server\" cannot be set", Some(3)),
+            ("http_server_config:\n  http2: true\n", "HTTP/1.1 only", Some(2)),
+            ("tls_config:\n  a: b\n", "unknown field `tls_config`", None),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cert_fil: c\n", "unknown field `cert_fil`", Some(4)),
+            ("- a\n", "invalid type: sequence", None),
         ] {
             let e = parse(text, Path::new(".")).unwrap_err();
             assert!(e.contains(why), "{text:?}: {e}");
+            if let Some(line) = line {
+                assert!(e.contains(&format!("line {line} ")), "{text:?}: {e}");
+            }
         }
+    }
+
+    #[test]
+    fn flow_style_block_scalars_and_anchors_read_as_helm_writes_them() {
+        let text = format!(
+            "tls_server_config: {{cert_file: tls.crt, key_file: \"tls.key\"}}\n\
+             http_server_config:\n  headers:\n    Content-Security-Policy: >-\n      \
+             default-src 'self';\n      img-src 'self'\n\
+             basic_auth_users: &users\n  \"yes\": '{HASH}'\n  \"1234\": {HASH}\n"
+        );
+        let c = parse(&text, Path::new("/etc/tcpx")).unwrap();
+        assert_eq!(c.tls.unwrap().key_file, Path::new("/etc/tcpx/tls.key"));
+        assert_eq!(
+            c.headers,
+            [(
+                "Content-Security-Policy".to_string(),
+                "default-src 'self'; img-src 'self'".to_string()
+            )]
+        );
+        let users: Vec<&str> = c.users.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(users, ["1234", "yes"]);
     }
 }

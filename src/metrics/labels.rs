@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::flow::Orientation;
-use crate::yaml::{self, Node};
 
 /// A traffic label that `--labels` can choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,48 +377,76 @@ impl PortNames {
         }
     }
 
-    /// Reads a flat YAML map of port number to name, one `PORT: NAME` per
-    /// line (`crate::yaml`'s subset: comments, quoted keys and names). A
-    /// nested value or a list is refused, naming the line.
+    /// Reads a flat YAML map of port number to name (`PORT: NAME`, in any
+    /// YAML style). A nested value, a list, a key that is not a port or a
+    /// name that cannot be a label value is refused, naming the line.
     pub fn add_yaml(&mut self, origin: &str, text: &str) -> Result<(), LabelError> {
-        let err = |line: usize, why: &str| {
-            LabelError::PortNames(origin.to_string(), format!("line {line}: {why}"))
-        };
-        let doc = yaml::parse(text).map_err(|e| err(e.line, &e.message))?;
-        let entries = match doc.node {
-            Node::Null => return Ok(()),
-            Node::Map(entries) => entries,
-            other => {
-                return Err(err(
-                    doc.line,
-                    &format!(
-                        "expected a flat map of `PORT: NAME`, found {}",
-                        other.kind()
-                    ),
-                ))
-            }
-        };
-        for (key, value) in entries {
-            let line = value.line;
-            let port: u16 = key
-                .parse()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| err(line, "the key must be a port number from 1 to 65535"))?;
-            let name = match value.node {
-                Node::Scalar(name) => name,
-                Node::Null => String::new(),
-                other => {
-                    return Err(err(
-                        line,
-                        &format!("expected a name after `PORT:`, found {}", other.kind()),
-                    ))
-                }
-            };
-            check_name(&name).map_err(|e| err(line, &e.to_string()))?;
-            self.0.push((port, name));
-        }
+        let file: Option<PortFile> = serde_norway::from_str(text)
+            .map_err(|e| LabelError::PortNames(origin.to_string(), e.to_string()))?;
+        self.0.extend(file.map(|f| f.0).unwrap_or_default());
         Ok(())
+    }
+}
+
+/// A port-names file: its entries in the order written, each checked as
+/// it is read (so that an error carries its line).
+struct PortFile(Vec<(u16, String)>);
+
+impl<'de> serde::Deserialize<'de> for PortFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PortFileVisitor)
+    }
+}
+
+struct PortFileVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PortFileVisitor {
+    type Value = PortFile;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a flat map of `PORT: NAME`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PortFile, A::Error> {
+        let mut entries = Vec::new();
+        use serde::de::Error as _;
+        while let Some(PortKey(port)) = map.next_key()? {
+            let PortName(name) = map
+                .next_value()
+                .map_err(|e| A::Error::custom(format!("port {port}: {e}")))?;
+            entries.push((port, name));
+        }
+        Ok(PortFile(entries))
+    }
+}
+
+/// A port number, written as a number or a string; checked as it is read,
+/// so that serde_norway places an error at its line.
+struct PortKey(u16);
+
+impl<'de> serde::Deserialize<'de> for PortKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let port = match serde_norway::Value::deserialize(d)? {
+            serde_norway::Value::Number(n) => n.as_u64(),
+            serde_norway::Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        port.filter(|p| (1..=65535).contains(p))
+            .map(|p| PortKey(p as u16))
+            .ok_or_else(|| D::Error::custom("the key must be a port number from 1 to 65535"))
+    }
+}
+
+/// A port's name, a valid label value.
+struct PortName(String);
+
+impl<'de> serde::Deserialize<'de> for PortName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let name = Option::<String>::deserialize(d)?.unwrap_or_default();
+        check_name(&name).map_err(|e| D::Error::custom(e.to_string()))?;
+        Ok(PortName(name))
     }
 }
 
@@ -679,23 +706,47 @@ mod tests {
     }
 
     #[test]
-    fn port_name_files_outside_the_flat_subset_are_refused_with_the_line() {
+    fn port_name_files_that_are_not_a_flat_map_of_ports_are_refused_with_the_line() {
         for (text, why) in [
-            ("80: web\n  nested: 1\n", "line 2: indented"),
+            ("80: web\n  nested: 1\n", "line 2"),
             ("80: [a, b]\n", "line 1"),
-            ("- 80\n", "line 1"),
+            ("80: {a: b}\n", "line 1"),
+            ("- 80\n", "expected a flat map"),
             ("web: 80\n", "port number"),
             ("0: zero\n", "port number"),
             ("70000: big\n", "port number"),
-            ("80:\n", "empty"),
+            (
+                "80: web\n443:\n",
+                "port 443: label value \"\": a name cannot be empty",
+            ),
             ("80 web\n", "PORT: NAME"),
-            ("80: 'web\n", "quotes"),
+            ("80: 'web\n", "line 1"),
             ("80: \"a\\tb\"\n", "control characters"),
         ] {
             let e = PortNames::default().add_yaml("f.yaml", text).unwrap_err();
             assert!(e.to_string().contains(why), "{text:?}: {e}");
             assert!(e.to_string().starts_with("--port-names f.yaml:"), "{e}");
         }
+    }
+
+    #[test]
+    fn port_name_files_in_flow_style_and_block_scalars_are_read() {
+        let mut names = PortNames::default();
+        names
+            .add_yaml("f.yaml", "{80: http, '443': https}\n")
+            .unwrap();
+        names
+            .add_yaml("g.yaml", "8443: >-\n  admin\n  tls\n")
+            .unwrap();
+        assert_eq!(
+            names.0,
+            [
+                (80, "http".to_string()),
+                (443, "https".to_string()),
+                (8443, "admin tls".to_string())
+            ]
+        );
+        assert!(PortNames::default().add_yaml("f.yaml", "# none\n").is_ok());
     }
 
     #[test]

@@ -169,6 +169,12 @@ def render(values=None, monitoring_crds=False):
         os.unlink(kubeconfig)
 
 
+def port_keys_as_strings(custom):
+    """portNames.custom as Helm holds it, and as its toYaml writes it: the
+    ports as string keys."""
+    return {str(port): name for port, name in custom.items()}
+
+
 def container(daemonset):
     containers = daemonset["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
@@ -192,6 +198,23 @@ def exporter_reads_web_config(text):
         out = subprocess.run([str(EXPORTER), "-r", str(SMALL_CAPTURE), "--print", "--web.config.file", path],
                              capture_output=True, text=True, timeout=60)
         return out.returncode, out.stderr
+
+
+def exporter_reads_port_names(text):
+    """(exit status, stderr, the port_name values served) of the exporter
+    reading `text` as a --port-names file while it analyses a capture whose
+    one server port is 8080: the file is read and every entry checked at
+    start, and 8080's name shows the file's port keys read as numbers."""
+    with tempfile.TemporaryDirectory(prefix="tcp-exporter-portnames-") as tmp:
+        path = os.path.join(tmp, "port-names.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([str(EXPORTER), "-r", str(SMALL_CAPTURE), "--print", "--labels", "port_name",
+                              "--port-names", path], capture_output=True, text=True, timeout=60)
+        escaped = re.findall(r'port_name="((?:[^"\\]|\\.)*)"', out.stdout)
+        unescape = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+        names = {re.sub(r"\\.", lambda m: unescape[m.group(0)], v) for v in escaped}
+        return out.returncode, out.stderr, names
 
 
 def openssl(directory, *args):
@@ -501,9 +524,12 @@ class ChartRender(unittest.TestCase):
         cm = self.xdp.one("ConfigMap", PORT_NAMES_CONFIGMAP)
         self.assertEqual(cm["metadata"]["namespace"], NAMESPACE)
         self.assertEqual(list(cm["data"]), ["port-names.yaml"])
-        # The file holds the values' map, ports as YAML integers (not quoted
-        # strings): the exporter reads port numbers.
-        self.assertEqual(yaml.safe_load(cm["data"]["port-names.yaml"]), xdp_values()["portNames"]["custom"])
+        # The file holds the values' map. toYaml writes the ports as quoted
+        # keys (Helm's values have string keys), which the exporter reads as
+        # port numbers: 8080 gets its name.
+        text = cm["data"]["port-names.yaml"]
+        self.assertEqual(yaml.safe_load(text), port_keys_as_strings(xdp_values()["portNames"]["custom"]))
+        self.assertEqual(exporter_reads_port_names(text), (0, "", {"web"}))
         # (The other volume is webConfig's.)
         self.assertEqual([v for v in pod["volumes"] if v["name"] == "port-names"],
                          [{"name": "port-names", "configMap": {"name": PORT_NAMES_CONFIGMAP}}])
@@ -527,18 +553,8 @@ class ChartRender(unittest.TestCase):
                   9001: "é" * 32, 9090: "ünïcode", 9443: "it's", 10000: "C:\\path", 15000: "it's \"x\"",
                   65535: "- item"}
         text = self.port_names_file({"portNames": {"custom": custom}})
-        self.assertEqual(yaml.safe_load(text), custom)
-        # And flat, one `PORT: 'NAME'` per line with no escapes, the subset of
-        # YAML the exporter reads, except for a name holding both a ' and a "
-        # or backslash: YAML needs an escape (a doubled ') there.
-        lines = text.splitlines()
-        self.assertEqual(len(lines), len(custom))
-        for line in lines:
-            m = re.fullmatch(r"([1-9][0-9]*): (['\"])(.*)\2", line)
-            self.assertIsNotNone(m, line)
-            port, name = int(m.group(1)), m.group(3)
-            if not ("'" in custom[port] and ('"' in custom[port] or "\\" in custom[port])):
-                self.assertEqual(name, custom[port], line)
+        self.assertEqual(yaml.safe_load(text), port_keys_as_strings(custom))
+        self.assertEqual(exporter_reads_port_names(text), (0, "", {"a: b #c"}))
 
     def test_port_names_longer_than_64_bytes_do_not_render(self):
         # The schema counts characters; the exporter takes 64 bytes.
@@ -659,6 +675,13 @@ class ChartRender(unittest.TestCase):
         self.assertIn("https://<node-ip>:9090/metrics", r.notes)
         self.assertIn("curl -sk https://", r.notes)
 
+    def test_a_tls_secret_fills_in_only_the_file_names_the_config_leaves_out(self):
+        # The chart's names are merged under the config's, not over them.
+        r = render({"webConfig": {"enabled": True, "tlsSecret": "node-tls",
+                                  "config": {"tls_server_config": {"cert_file": "chain.pem"}}}})
+        self.assertEqual(yaml.safe_load(web_config_text(r)),
+                         {"tls_server_config": {"cert_file": "chain.pem", "key_file": "tls.key"}})
+
     def test_basic_auth_without_tls_stays_http(self):
         users = {"prometheus": xdp_values()["webConfig"]["config"]["basic_auth_users"]["prometheus"]}
         r = render({"webConfig": {"enabled": True, "config": {"basic_auth_users": users}},
@@ -729,10 +752,34 @@ class ChartRender(unittest.TestCase):
         expected["tls_server_config"].update({"cert_file": "tls.crt", "key_file": "tls.key"})
         self.assertEqual(yaml.safe_load(text), expected)
         self.assertEqual(exporter_reads_web_config(text), (0, ""))
-        # One `KEY: 'VALUE'` per line: no flow maps or folded lines, which the
-        # exporter does not read.
-        for line in text.splitlines():
-            self.assertRegex(line, r"^( {0,4})('([^']|'')*'|[a-z_]+): ?('([^']|'')*')?$")
+
+    def test_web_config_that_toyaml_writes_beyond_the_old_yaml_subset(self):
+        # Values as Helm users write them, which toYaml renders in forms the
+        # exporter's first YAML reader (a subset: one `KEY: VALUE` per line)
+        # refused: a header value longer than a line, folded over three in
+        # single quotes with '' escapes; user names that YAML reads as
+        # booleans or numbers unless quoted; bcrypt hashes full of `$`.
+        bcrypt = xdp_values()["webConfig"]["config"]["basic_auth_users"]["prometheus"]
+        users = {name: bcrypt for name in ("yes", "on", "Off", "y", "1234", "0x1F", "1e3", "~", "true")}
+        csp = ("default-src 'self'; script-src 'self' 'sha256-Zm9vYmFy$=' https://cdn.example.com:443; "
+               "img-src * data: blob:; frame-ancestors 'none' # not framed")
+        headers = {"Content-Security-Policy": csp, "Strict-Transport-Security": "max-age=63072000; preload"}
+        config = {"basic_auth_users": users, "http_server_config": {"headers": headers}}
+        text = web_config_text(render({"webConfig": {"enabled": True, "config": config, "tlsSecret": "t"}}))
+        expected = dict(copy.deepcopy(config), tls_server_config={"cert_file": "tls.crt", "key_file": "tls.key"})
+        self.assertEqual(yaml.safe_load(text), expected)
+        self.assertEqual(exporter_reads_web_config(text), (0, ""))
+
+    def test_port_names_that_toyaml_writes_read_back_and_are_accepted(self):
+        # Many ports, as a cluster's list grows, and names that YAML reads
+        # as booleans, numbers or null unless toYaml quotes them; 8080, the
+        # capture's server port, named `on`.
+        custom = {port: "svc-%d" % port for port in range(8000, 8200)}
+        custom.update({8080: "on", 1: "yes", 2: "1234", 3: "0x1F", 4: "1e3", 5: "~", 6: "Off", 7: "$2y$ # x: y",
+                       65535: "'quoted' \"both\""})
+        text = self.port_names_file({"portNames": {"custom": custom}})
+        self.assertEqual(yaml.safe_load(text), port_keys_as_strings(custom))
+        self.assertEqual(exporter_reads_port_names(text), (0, "", {"on"}))
 
     def test_a_change_of_web_config_rolls_the_daemonset(self):
         bcrypt = xdp_values()["webConfig"]["config"]["basic_auth_users"]["prometheus"]

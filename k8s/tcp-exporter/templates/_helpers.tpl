@@ -63,26 +63,15 @@ printing as 600.0 or 6e+02).
 {{- end }}
 
 {{/*
-portNames.custom as the file --port-names reads: a flat map, one
-`PORT: 'NAME'` line per port. The exporter reads a subset of YAML there:
-plain keys, and names quoted without escapes. So the keys are plain numbers
-(the schema allows only 1 to 65535, without leading zeros; toYaml would
-quote them, since Helm's values have string keys), and a name is
-single-quoted, where YAML has no escapes either; a name with a ' in it is
-double-quoted when it holds no " or backslash (YAML's escapes), else
-single-quoted with the ' doubled, as YAML wants. The checksum annotation on
-the pods is taken of this text.
+portNames.custom as the file --port-names reads: a flat map of port to
+name, written by toYaml, which quotes what YAML would read otherwise (a
+name like `yes`, `123` or `a: b #c`). The ports come out as quoted keys
+("8080": web), since Helm's values have string keys; the exporter reads a
+quoted port number as the port. The checksum annotation on the pods is
+taken of this text; toYaml sorts the keys, so equal maps give equal text.
 */}}
 {{- define "tcp-exporter.portNamesYaml" -}}
-{{- range $port, $name := (.Values.portNames | default dict).custom }}
-{{- if not (contains "'" $name) }}
-{{ $port }}: '{{ $name }}'
-{{- else if not (or (contains "\"" $name) (contains "\\" $name)) }}
-{{ $port }}: "{{ $name }}"
-{{- else }}
-{{ $port }}: '{{ replace "'" "''" $name }}'
-{{- end }}
-{{- end }}
+{{- toYaml (.Values.portNames | default dict).custom }}
 {{- end }}
 
 {{/* Where the container finds portNames.custom: the ConfigMap's directory and key. */}}
@@ -125,47 +114,33 @@ web-config.yml
 {{- $web.existingSecret | default (printf "%s-web-config" (include "tcp-exporter.fullname" .)) }}
 {{- end }}
 
-{{/* A string as a single-quoted YAML scalar: no escapes, a ' doubled. */}}
-{{- define "tcp-exporter.yamlQuote" -}}
-'{{ replace "'" "''" (toString .) }}'
-{{- end }}
-
 {{/*
-webConfig.config as the file the exporter reads, which takes a subset of
-YAML (block maps, quoted scalars; no flow maps, no folded lines), so it is
-written out here rather than with toYaml: one key per line, every value and
-every user-chosen key (user names, header names) single-quoted. With a
-tlsSecret, cert_file and key_file name its files (relative to the file's
-folder, where they are mounted) unless the config names others. The
-checksum annotation on the pods is taken of this text.
+webConfig.config as the file the exporter reads, written by toYaml from a
+dict built here: with a tlsSecret, cert_file and key_file name its files
+(relative to the file's folder, where they are mounted) unless the config
+names others (merge keeps the config's own). An empty or null section is
+left out, as if not given. The checksum annotation on the pods is taken of
+this text; toYaml sorts the keys, so equal configs give equal text.
 */}}
 {{- define "tcp-exporter.webConfigYaml" -}}
 {{- $web := .Values.webConfig | default dict }}
 {{- $config := $web.config | default dict }}
+{{- $out := dict }}
+{{- /* A copy: merge writes into its first argument, here the values. */}}
 {{- $tls := deepCopy ($config.tls_server_config | default dict) }}
 {{- if $web.tlsSecret }}
 {{- $tls = merge $tls (dict "cert_file" "tls.crt" "key_file" "tls.key") }}
 {{- end }}
-{{- if $tls }}
-tls_server_config:
-{{- range $k, $v := $tls }}
-  {{ $k }}: {{ include "tcp-exporter.yamlQuote" $v }}
+{{- with $tls }}
+{{- $_ := set $out "tls_server_config" . }}
 {{- end }}
-{{- end }}
-{{- $headers := ($config.http_server_config | default dict).headers }}
-{{- if $headers }}
-http_server_config:
-  headers:
-{{- range $k, $v := $headers }}
-    {{ include "tcp-exporter.yamlQuote" $k }}: {{ include "tcp-exporter.yamlQuote" $v }}
-{{- end }}
+{{- with ($config.http_server_config | default dict).headers }}
+{{- $_ := set $out "http_server_config" (dict "headers" .) }}
 {{- end }}
 {{- with $config.basic_auth_users }}
-basic_auth_users:
-{{- range $user, $hash := . }}
-  {{ include "tcp-exporter.yamlQuote" $user }}: {{ include "tcp-exporter.yamlQuote" $hash }}
+{{- $_ := set $out "basic_auth_users" . }}
 {{- end }}
-{{- end }}
+{{- toYaml $out }}
 {{- end }}
 
 {{/*
