@@ -82,6 +82,9 @@ ensure_pkgs() {
 }
 endef
 
+# The cargo-deny release `make test` checks the dependency tree with.
+CARGO_DENY_VERSION := 0.19.0
+
 # What the deployment tests need besides (tests/deploy, `make test-deploy`):
 # a virtualenv for helm-sdkpy and kubernetes-validate; `prometheus` and
 # `promtool` come with TEST_PKGS.
@@ -123,6 +126,11 @@ test-deps:
 	@$(ENSURE_PKGS)
 	need_cargo
 	ensure_pkgs $(BUILD_PKGS) $(XDP_PKGS) $(TEST_PKGS) $(DEPLOY_PKGS)
+	# cargo-deny (deny.toml), built once from the crate registry into
+	# cargo's bin folder, at one version; a machine that has it skips this.
+	if ! $(CARGO) deny --version 2>/dev/null | grep -qx "cargo-deny $(CARGO_DENY_VERSION)"; then
+	  $(CARGO) install --locked cargo-deny@$(CARGO_DENY_VERSION)
+	fi
 
 build: deps
 	$(CARGO) build --release --locked $(CARGO_FEATURES)
@@ -148,6 +156,9 @@ test: test-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets --locked --features xdp -- -D warnings
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+	# Licenses, sources and duplicate versions (advisories need a network
+	# these machines do not have: see deny.toml).
+	$(CARGO) deny --locked check licenses bans sources
 	CLANG=/bin/false $(CARGO) build --release --locked
 	export TCPX_XDP_EXPORTER=$$PWD/target/tcp-exporter-xdp
 	$(DEPLOY_TESTS)

@@ -13,7 +13,7 @@ use crate::flow::Nanos;
 use crate::flowlog;
 use crate::http::webconfig::{self, WebConfig, WebConfigError};
 use crate::metrics::labels::{parse_rules, CidrRule, LabelError, LabelSet, PortNames};
-use crate::supervisor::is_glob;
+use crate::supervisor::{glob_pattern, is_glob};
 
 /// What to capture from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +81,8 @@ pub enum ConfigError {
     BufferTooLarge(u32),
     #[error("interface {0:?} is given twice")]
     DuplicateInterface(String),
+    #[error("-i {0:?}: not a valid glob (an unclosed `[`?)")]
+    BadGlob(String),
     #[error("{0} interfaces named with -i, more than --max-interfaces {1}")]
     TooManyInterfaces(usize, usize),
     #[error("--ring-block-size {0} KiB must be a multiple of the {1}-byte page size")]
@@ -243,6 +245,12 @@ impl Config {
                     if interfaces[..i].contains(name) {
                         return Err(ConfigError::DuplicateInterface(name.clone()));
                     }
+                }
+                if let Some(bad) = interfaces
+                    .iter()
+                    .find(|i| is_glob(i) && glob_pattern(i).is_none())
+                {
+                    return Err(ConfigError::BadGlob(bad.clone()));
                 }
                 let named = interfaces.iter().filter(|i| !is_glob(i)).count();
                 if named > args.max_interfaces {

@@ -10,7 +10,6 @@
 //! never waits for this thread (a full queue drops and counts); a file read
 //! with -r does, so that its log is complete.
 
-use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -19,6 +18,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use serde::Serialize;
 
 use crate::flow::Nanos;
 use crate::metrics::conns::{
@@ -90,14 +91,14 @@ fn write_loop(
     stats: &FlowLogStats,
     name: &str,
 ) {
-    let mut batch = String::with_capacity(BATCH_BYTES + 4096);
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
     let mut records = 0u64;
     let mut failing = false;
-    let mut flush = |batch: &mut String, records: &mut u64| {
+    let mut flush = |batch: &mut Vec<u8>, records: &mut u64| {
         if *records == 0 {
             return;
         }
-        match out.write_all(batch.as_bytes()).and_then(|()| out.flush()) {
+        match out.write_all(batch).and_then(|()| out.flush()) {
             Ok(()) => {
                 stats.written.fetch_add(*records, Ordering::Relaxed);
                 failing = false;
@@ -133,198 +134,203 @@ fn write_loop(
     }
 }
 
-/// Appends one event as a line of JSON.
-pub fn format_event(out: &mut String, e: &FlowEvent) {
-    let r = &e.record;
-    out.push_str("{\"time\":\"");
-    rfc3339(out, e.at);
-    let _ = write!(out, "\",\"event\":\"{}\",\"interface\":", e.kind.as_str());
-    json_string(out, &e.interface);
-    out.push_str(",\"client\":");
-    ip(out, r.client);
-    let _ = write!(out, ",\"client_port\":{},\"server\":", r.client_port);
-    ip(out, r.server);
-    let _ = write!(out, ",\"server_port\":{},\"start\":\"", r.server_port);
-    rfc3339(out, r.start);
-    let end = r.end.map_or(e.at, |(_, at)| at);
-    let _ = write!(
-        out,
-        "\",\"duration\":{},\"state\":\"{}\"",
-        Secs(end.saturating_sub(r.start)),
-        r.phase.as_str()
-    );
-    if e.kind == EventKind::Close {
-        if let Some((reason, _)) = r.end {
-            let _ = write!(out, ",\"reason\":\"{}\"", reason.as_str());
-        }
-    }
-    for (name, i) in [("client_sent", 0), ("server_sent", 1)] {
-        let _ = write!(out, ",\"{name}\":");
-        direction(out, &r.dir[i], r.window_scale[i]);
-    }
-    out.push_str(",\"rtt\":{");
-    for (n, (leg, i)) in [("client", 0), ("server", 1)].into_iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "\"{leg}\":");
-        rtt(out, &r.rtt[i]);
-    }
-    out.push_str("},\"handshake_rtt\":{");
-    for (n, (leg, i)) in [("client", 0), ("server", 1)].into_iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        let _ = match r.handshake_rtt[i] {
-            Some(t) => write!(out, "\"{leg}\":{}", Secs(t)),
-            None => write!(out, "\"{leg}\":null"),
-        };
-    }
-    out.push_str("}}\n");
+/// One record as written: serialised by serde_json.
+#[derive(Serialize)]
+struct Record<'a> {
+    time: Timestamp,
+    event: &'static str,
+    interface: &'a str,
+    client: IpAddr,
+    client_port: u16,
+    server: IpAddr,
+    server_port: u16,
+    start: Timestamp,
+    duration: Secs,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    client_sent: Direction<'a>,
+    server_sent: Direction<'a>,
+    rtt: Legs<Option<Rtt>>,
+    handshake_rtt: Legs<Option<Secs>>,
 }
 
-fn direction(out: &mut String, d: &DirCounters, window_scale: u8) {
-    let _ = write!(
-        out,
-        "{{\"packets\":{},\"payload_bytes\":{},\"ip_bytes\":{},\"retransmissions\":{{",
-        d.packets, d.payload_bytes, d.ip_bytes
-    );
-    for (n, (kind, count)) in RETRANSMISSION_KINDS.iter().zip(d.retransmitted).enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "\"{kind}\":{count}");
-    }
-    let _ = write!(
-        out,
-        "}},\"retransmitted_bytes\":{},\"out_of_order\":{},\"duplicate_acks\":{},\
-         \"lost_segments\":{},\"zero_windows\":{},\"zero_window_probes\":{},\
-         \"window_full\":{},\"keepalives\":{},\"resets\":{}",
-        d.retransmitted_bytes,
-        d.out_of_order,
-        d.duplicate_acks,
-        d.lost_segments,
-        d.zero_window,
-        d.zero_window_probes,
-        d.window_full,
-        d.keepalives,
-        d.resets
-    );
-    // Absent: this side's SYN was not seen, or its options were cut by the
-    // snap length; null: it offered no scaling.
-    match window_scale {
-        WSCALE_UNSEEN => {}
-        WSCALE_NOT_OFFERED => out.push_str(",\"window_scale\":null"),
-        shift => {
-            let _ = write!(out, ",\"window_scale\":{shift}");
-        }
-    }
-    out.push('}');
+#[derive(Serialize)]
+struct Direction<'a> {
+    packets: u64,
+    payload_bytes: u64,
+    ip_bytes: u64,
+    retransmissions: Retransmissions<'a>,
+    retransmitted_bytes: u64,
+    out_of_order: u64,
+    duplicate_acks: u64,
+    lost_segments: u64,
+    zero_windows: u64,
+    zero_window_probes: u64,
+    window_full: u64,
+    keepalives: u64,
+    resets: u64,
+    /// Absent: this side's SYN was not seen, or its options were cut by
+    /// the snap length; null: it offered no scaling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_scale: Option<Option<u8>>,
 }
 
-fn rtt(out: &mut String, r: &RttStats) {
-    match r.mean() {
-        None => out.push_str("null"),
-        Some(mean) => {
-            let _ = write!(
-                out,
-                "{{\"min\":{},\"mean\":{},\"last\":{},\"samples\":{}}}",
-                Secs(r.min),
-                Secs(mean),
-                Secs(r.last),
-                r.count
-            );
+/// Retransmitted segments by kind, named as the metric's `kind` label.
+struct Retransmissions<'a>(&'a [u64; 3]);
+
+impl Serialize for Retransmissions<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(RETRANSMISSION_KINDS.len()))?;
+        for (kind, count) in RETRANSMISSION_KINDS.iter().zip(self.0) {
+            map.serialize_entry(kind, count)?;
         }
+        map.end()
     }
 }
 
-fn ip(out: &mut String, ip: IpAddr) {
-    let _ = write!(out, "\"{ip}\"");
+#[derive(Serialize)]
+struct Legs<T> {
+    client: T,
+    server: T,
 }
 
-/// Seconds with microseconds, from nanoseconds.
+#[derive(Serialize)]
+struct Rtt {
+    min: Secs,
+    mean: Secs,
+    last: Secs,
+    samples: u32,
+}
+
+/// Seconds, to the microsecond, from nanoseconds; a JSON number.
+#[derive(Clone, Copy)]
 struct Secs(Nanos);
 
-impl std::fmt::Display for Secs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}.{:06}",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000 / 1_000
-        )
+impl Serialize for Secs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((self.0 / 1_000) as f64 / 1e6)
     }
 }
 
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+/// A capture time, written as RFC 3339 UTC with microseconds.
+struct Timestamp(Nanos);
+
+const RFC3339_MICROS: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128)
+            .map_err(S::Error::custom)?
+            .format(RFC3339_MICROS)
+            .map_err(S::Error::custom)
+            .and_then(|text| s.serialize_str(&text))
     }
-    out.push('"');
 }
 
-/// A capture time as RFC 3339 UTC with microseconds.
-pub fn rfc3339(out: &mut String, t: Nanos) {
-    let secs = t / 1_000_000_000;
-    let micros = t % 1_000_000_000 / 1_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
+fn direction(d: &DirCounters, window_scale: u8) -> Direction<'_> {
+    Direction {
+        packets: d.packets,
+        payload_bytes: d.payload_bytes,
+        ip_bytes: d.ip_bytes,
+        retransmissions: Retransmissions(&d.retransmitted),
+        retransmitted_bytes: d.retransmitted_bytes,
+        out_of_order: d.out_of_order,
+        duplicate_acks: d.duplicate_acks,
+        lost_segments: d.lost_segments,
+        zero_windows: d.zero_window,
+        zero_window_probes: d.zero_window_probes,
+        window_full: d.window_full,
+        keepalives: d.keepalives,
+        resets: d.resets,
+        window_scale: match window_scale {
+            WSCALE_UNSEEN => None,
+            WSCALE_NOT_OFFERED => Some(None),
+            shift => Some(Some(shift)),
+        },
+    }
 }
 
-/// Days since 1970-01-01 to (year, month, day), in the proleptic Gregorian
-/// calendar (Howard Hinnant's days-from-civil algorithm, inverted).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+fn rtt(r: &RttStats) -> Option<Rtt> {
+    r.mean().map(|mean| Rtt {
+        min: Secs(r.min),
+        mean: Secs(mean),
+        last: Secs(r.last),
+        samples: r.count,
+    })
+}
+
+/// Appends one event as a line of JSON.
+pub fn format_event(out: &mut Vec<u8>, e: &FlowEvent) {
+    let r = &e.record;
+    let end = r.end.map_or(e.at, |(_, at)| at);
+    let record = Record {
+        time: Timestamp(e.at),
+        event: e.kind.as_str(),
+        interface: &e.interface,
+        client: r.client,
+        client_port: r.client_port,
+        server: r.server,
+        server_port: r.server_port,
+        start: Timestamp(r.start),
+        duration: Secs(end.saturating_sub(r.start)),
+        state: r.phase.as_str(),
+        reason: match (e.kind, r.end) {
+            (EventKind::Close, Some((reason, _))) => Some(reason.as_str()),
+            _ => None,
+        },
+        client_sent: direction(&r.dir[0], r.window_scale[0]),
+        server_sent: direction(&r.dir[1], r.window_scale[1]),
+        rtt: Legs {
+            client: rtt(&r.rtt[0]),
+            server: rtt(&r.rtt[1]),
+        },
+        handshake_rtt: Legs {
+            client: r.handshake_rtt[0].map(Secs),
+            server: r.handshake_rtt[1].map(Secs),
+        },
+    };
+    // Serialising plain numbers, strings and addresses into a Vec cannot
+    // fail (a time beyond year 9999 could; such a record is not written).
+    let mark = out.len();
+    if serde_json::to_writer(&mut *out, &record).is_ok() {
+        out.push(b'\n');
+    } else {
+        out.truncate(mark);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn capture_times_are_written_as_rfc3339_utc() {
-        let mut s = String::new();
-        rfc3339(&mut s, 0);
-        assert_eq!(s, "1970-01-01T00:00:00.000000Z");
-        s.clear();
-        // date -u -d @1700000000 gives Tue Nov 14 22:13:20 UTC 2023.
-        rfc3339(&mut s, 1_700_000_000_123_456_789);
-        assert_eq!(s, "2023-11-14T22:13:20.123456Z");
-        s.clear();
-        // 2024-02-29 (a leap day): 1709164800.
-        rfc3339(&mut s, 1_709_164_800 * 1_000_000_000);
-        assert_eq!(s, "2024-02-29T00:00:00.000000Z");
+    fn text<T: Serialize>(v: T) -> String {
+        serde_json::to_string(&v).unwrap()
     }
 
     #[test]
-    fn strings_are_escaped_for_json() {
-        let mut s = String::new();
-        json_string(&mut s, "a\"b\\c\u{1}");
-        assert_eq!(s, "\"a\\\"b\\\\c\\u0001\"");
+    fn capture_times_are_written_as_rfc3339_utc() {
+        assert_eq!(text(Timestamp(0)), "\"1970-01-01T00:00:00.000000Z\"");
+        // date -u -d @1700000000 gives Tue Nov 14 22:13:20 UTC 2023.
+        assert_eq!(
+            text(Timestamp(1_700_000_000_123_456_789)),
+            "\"2023-11-14T22:13:20.123456Z\""
+        );
+        // 2024-02-29 (a leap day): 1709164800.
+        assert_eq!(
+            text(Timestamp(1_709_164_800 * 1_000_000_000)),
+            "\"2024-02-29T00:00:00.000000Z\""
+        );
+    }
+
+    #[test]
+    fn durations_are_seconds_to_the_microsecond() {
+        assert_eq!(text(Secs(1_500_000_999)), "1.5");
+        assert_eq!(text(Secs(123_456)), "0.000123");
+        assert_eq!(text(Secs(0)), "0.0");
     }
 }

@@ -13,48 +13,21 @@
 //!
 //! Capabilities are per thread in Linux: `keep_only` must run before the
 //! threads that should not have them are started (they inherit the caller's
-//! sets).
+//! sets). The sets are read and written with the caps crate; only
+//! `no_new_privs`, which it does not cover, is a prctl of our own.
 
 use std::io;
 
-/// A capability, by its number in `linux/capability.h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cap(pub u32);
+use caps::{CapSet, Capability, CapsHashSet};
 
-pub const CAP_NET_ADMIN: Cap = Cap(12);
-pub const CAP_NET_RAW: Cap = Cap(13);
-pub const CAP_SETPCAP: Cap = Cap(8);
-pub const CAP_PERFMON: Cap = Cap(38);
-pub const CAP_BPF: Cap = Cap(39);
+/// A capability the exporter may keep.
+pub type Cap = Capability;
 
-impl Cap {
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            12 => "cap_net_admin",
-            13 => "cap_net_raw",
-            38 => "cap_perfmon",
-            39 => "cap_bpf",
-            _ => "cap_other",
-        }
-    }
-}
-
-// linux/capability.h: version 3, two 32-bit words per set.
-const VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct Header {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Data {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
+pub const CAP_NET_ADMIN: Cap = Capability::CAP_NET_ADMIN;
+pub const CAP_NET_RAW: Cap = Capability::CAP_NET_RAW;
+pub const CAP_SETPCAP: Cap = Capability::CAP_SETPCAP;
+pub const CAP_PERFMON: Cap = Capability::CAP_PERFMON;
+pub const CAP_BPF: Cap = Capability::CAP_BPF;
 
 /// The calling thread's capability sets, as 64-bit masks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,147 +37,88 @@ pub struct Sets {
     pub inheritable: u64,
 }
 
-fn mask(caps: &[Cap]) -> u64 {
-    caps.iter().fold(0, |m, c| m | 1u64 << c.0)
+fn mask(caps: &CapsHashSet) -> u64 {
+    caps.iter().fold(0, |m, c| m | c.bitmask())
+}
+
+fn os(e: caps::errors::CapsError) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
 /// The calling thread's sets.
 pub fn current() -> io::Result<Sets> {
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget writes two `Data` structs (version 3) into `data`,
-    // which has room for them, and reads `header`.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let join = |f: fn(&Data) -> u32| f(&data[0]) as u64 | (f(&data[1]) as u64) << 32;
     Ok(Sets {
-        effective: join(|d| d.effective),
-        permitted: join(|d| d.permitted),
-        inheritable: join(|d| d.inheritable),
+        effective: mask(&caps::read(None, CapSet::Effective).map_err(os)?),
+        permitted: mask(&caps::read(None, CapSet::Permitted).map_err(os)?),
+        inheritable: mask(&caps::read(None, CapSet::Inheritable).map_err(os)?),
     })
-}
-
-fn set(sets: Sets) -> io::Result<()> {
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let split = |m: u64| [m as u32, (m >> 32) as u32];
-    let (e, p, i) = (
-        split(sets.effective),
-        split(sets.permitted),
-        split(sets.inheritable),
-    );
-    let data = [
-        Data {
-            effective: e[0],
-            permitted: p[0],
-            inheritable: i[0],
-        },
-        Data {
-            effective: e[1],
-            permitted: p[1],
-            inheritable: i[1],
-        },
-    ];
-    // SAFETY: capset reads `header` and two `Data` structs (version 3).
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe {
-        libc::prctl(
-            option,
-            arg,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The highest capability number this kernel knows.
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
-        .min(63)
 }
 
 /// Gives up every capability but `keep`, which stays permitted but not
 /// effective; returns what is kept (`keep` less what the process did not
 /// have).
 pub fn keep_only(keep: &[Cap]) -> io::Result<Vec<Cap>> {
-    let now = current()?;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(os)?;
     let kept: Vec<Cap> = keep
         .iter()
         .copied()
-        .filter(|c| now.permitted & mask(&[*c]) != 0)
+        .filter(|c| permitted.contains(c))
         .collect();
-    let keep_mask = mask(&kept);
     // The bounding set first: dropping from it needs CAP_SETPCAP, which is
     // about to go. Without it (a non-root user with file capabilities),
     // the bounding set stays, and no_new_privs keeps it unused.
-    if now.effective & mask(&[CAP_SETPCAP]) != 0 {
-        for cap in 0..=last_cap() {
-            if keep_mask & (1 << cap) == 0 {
-                // EINVAL: a number this kernel does not have.
-                let _ = prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong);
+    if caps::has_cap(None, CapSet::Effective, CAP_SETPCAP).map_err(os)? {
+        for cap in caps::all() {
+            if !kept.contains(&cap) {
+                // An error: a capability this kernel does not have.
+                let _ = caps::drop(None, CapSet::Bounding, cap);
             }
         }
     }
     // Not fatal on kernels before 4.3, which have no ambient set.
-    let _ = prctl(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-    );
-    set(Sets {
-        effective: 0,
-        permitted: keep_mask,
-        inheritable: 0,
-    })?;
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)?;
+    let _ = caps::clear(None, CapSet::Ambient);
+    let kept_set: CapsHashSet = kept.iter().copied().collect();
+    // Effective first: it must stay within the permitted set.
+    caps::clear(None, CapSet::Effective).map_err(os)?;
+    caps::clear(None, CapSet::Inheritable).map_err(os)?;
+    caps::set(None, CapSet::Permitted, &kept_set).map_err(os)?;
+    no_new_privs()?;
     Ok(kept)
+}
+
+/// No exec can gain privileges back (the caps crate has no call for it).
+fn no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Runs `f` with the permitted capabilities raised into the calling
 /// thread's effective set, and lowers them again after.
 pub fn with_raised<T>(f: impl FnOnce() -> T) -> T {
-    let before = current().ok();
-    if let Some(s) = before {
-        let _ = set(Sets {
-            effective: s.permitted,
-            ..s
-        });
+    let before = caps::read(None, CapSet::Effective).ok();
+    if let Ok(permitted) = caps::read(None, CapSet::Permitted) {
+        let _ = caps::set(None, CapSet::Effective, &permitted);
     }
     let out = f();
-    if let Some(s) = before {
-        let _ = set(s);
+    if let Some(before) = before {
+        let _ = caps::set(None, CapSet::Effective, &before);
     }
     out
 }
 
-/// The names of the capabilities in a mask, for messages.
+/// The names of the capabilities kept, for messages: `cap_net_raw`, ...
 pub fn names(caps: &[Cap]) -> String {
     if caps.is_empty() {
         return "none".to_string();
     }
-    caps.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")
+    caps.iter()
+        .map(|c| c.to_string().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -212,11 +126,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sets_round_trip_through_the_kernel() {
-        let now = current().unwrap();
-        // Setting what we have is always allowed.
-        set(now).unwrap();
-        assert_eq!(current().unwrap(), now);
+    fn names_are_as_the_kernel_and_getpcaps_write_them() {
+        assert_eq!(names(&[CAP_NET_RAW]), "cap_net_raw");
+        assert_eq!(
+            names(&[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON]),
+            "cap_bpf,cap_net_admin,cap_perfmon"
+        );
+        assert_eq!(names(&[]), "none");
     }
 
     #[test]
@@ -224,11 +140,7 @@ mod tests {
         // On a thread of its own: capability sets are per thread.
         std::thread::spawn(|| {
             let now = current().unwrap();
-            set(Sets {
-                effective: 0,
-                ..now
-            })
-            .unwrap();
+            caps::clear(None, CapSet::Effective).unwrap();
             let inside = with_raised(|| current().unwrap().effective);
             assert_eq!(inside, now.permitted);
             assert_eq!(current().unwrap().effective, 0);
