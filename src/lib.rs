@@ -7,6 +7,8 @@
 //! scrape time) -> `http` and `flowlog`. `pipeline` joins the first four for one worker;
 //! `supervisor` keeps interfaces captured as they come and go;
 //! `privileges` gives up capabilities once the captures are open;
+//! `identity` says whose an address is on Kubernetes (read when a
+//! connection starts);
 //! `cli` and `config` turn flags into settings (serde_norway reads their files);
 //! `main` starts it all.
 
@@ -17,6 +19,7 @@ pub mod decode;
 pub mod flow;
 pub mod flowlog;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod pipeline;
 pub mod privileges;

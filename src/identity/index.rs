@@ -1,0 +1,793 @@
+//! The IP index: which object of the cluster an address belongs to now.
+//!
+//! It holds a projection of each Pod, Service and Node (the fields names
+//! come from, not the objects), fed by `apply` with the watch's events,
+//! and answers `resolve` when a connection starts. The rules, each one a
+//! mistake other tools' users report:
+//! - a pod IP belongs to a pod that runs: a finished pod (Succeeded,
+//!   Failed) never owns its IP, and a terminating one (deletion timestamp
+//!   set) only while no running pod claims it, so the new pod that reuses
+//!   an address resolves as itself;
+//! - ownership is by uid: a late delete of an old pod removes that pod's
+//!   claim only, never the address's new owner;
+//! - a hostNetwork pod shares its node's address: that address resolves to
+//!   the node, unless the server port is one the pod declares on that
+//!   node, which resolves to the pod;
+//! - a Service's cluster IPs (every one; headless Services have none)
+//!   resolve to the Service, as a capture before kube-proxy's DNAT sees
+//!   them; a pod's `service` is the Service of its namespace whose
+//!   selector matches its labels (several: the lexically first name).
+//!
+//! Strings are interned: the replicas of a workload share their namespace,
+//! node, workload and label set, so a pod costs its own name, uid and
+//! addresses and a few pointers (docs/performance.md, "Identity").
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::workload::{workload, Owner};
+use super::Identity;
+
+pub type Name = Arc<str>;
+
+/// A pod's phase, as the API reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+impl Phase {
+    pub fn parse(s: &str) -> Phase {
+        match s {
+            "Pending" => Phase::Pending,
+            "Running" => Phase::Running,
+            "Succeeded" => Phase::Succeeded,
+            "Failed" => Phase::Failed,
+            _ => Phase::Unknown,
+        }
+    }
+
+    fn finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// What the index takes of a Pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub phase: Phase,
+    /// Its deletion timestamp is set: terminating.
+    pub deleting: bool,
+    /// Every entry of status.podIPs.
+    pub ips: Vec<IpAddr>,
+    pub host_network: bool,
+    pub node: String,
+    /// The controller owner reference.
+    pub owner: Option<Owner>,
+    pub labels: Vec<(String, String)>,
+    /// Ports declared by its containers (containerPort and hostPort): for
+    /// a hostNetwork pod, the ports it serves on its node's address.
+    pub ports: Vec<u16>,
+    /// Creation time, seconds since the epoch: among running pods claiming
+    /// one address, the newest owns it.
+    pub created: i64,
+}
+
+/// What the index takes of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// spec.clusterIPs, less `None` (headless).
+    pub cluster_ips: Vec<IpAddr>,
+    pub selector: Vec<(String, String)>,
+}
+
+/// What the index takes of a Node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    /// status.addresses of type InternalIP and ExternalIP.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The kinds of object watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    Pod,
+    Service,
+    Node,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 3] = [ObjectKind::Pod, ObjectKind::Service, ObjectKind::Node];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pods",
+            ObjectKind::Service => "services",
+            ObjectKind::Node => "nodes",
+        }
+    }
+}
+
+/// A change the watch saw (or a test makes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Pod(PodInfo),
+    PodGone {
+        uid: String,
+    },
+    Service(ServiceInfo),
+    ServiceGone {
+        uid: String,
+    },
+    Node(NodeInfo),
+    NodeGone {
+        name: String,
+    },
+    /// A list of this kind began (first list, or a relist after 410
+    /// Gone): what it does not send again is gone once it is `Listed`.
+    Relisting(ObjectKind),
+    /// The list of this kind is complete.
+    Listed(ObjectKind),
+}
+
+/// Which side of the connection an address is on: a hostNetwork pod's
+/// declared port counts for the server only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// A label set shared by the pods that have it.
+type Labels = Arc<[(Name, Name)]>;
+
+struct Pod {
+    namespace: Name,
+    name: Box<str>,
+    phase: Phase,
+    deleting: bool,
+    ips: Box<[IpAddr]>,
+    host_network: bool,
+    node: Name,
+    workload: Name,
+    kind: Name,
+    labels: Labels,
+    ports: Box<[u16]>,
+    created: i64,
+    /// The Service whose selector matches it.
+    service: Option<Name>,
+    /// Seen in the list under way (see `Relisting`).
+    seen: bool,
+}
+
+struct Service {
+    namespace: Name,
+    name: Name,
+    cluster_ips: Box<[IpAddr]>,
+    selector: Labels,
+    seen: bool,
+}
+
+struct Node {
+    addresses: Box<[IpAddr]>,
+    seen: bool,
+}
+
+/// The index. Not thread-safe by itself: the watch writes it under a lock
+/// that connection starts read (`super::Identities`).
+#[derive(Default)]
+pub struct Index {
+    pods: HashMap<Box<str>, Pod>,
+    /// Pod IPs and the uids of the pods that claim them.
+    pod_ips: HashMap<IpAddr, Vec<Box<str>>>,
+    /// Pods of each namespace, for Service selectors.
+    pods_in: HashMap<Name, HashSet<Box<str>>>,
+    services: HashMap<Box<str>, Service>,
+    cluster_ips: HashMap<IpAddr, Box<str>>,
+    /// Services of each namespace, by name (lexical order).
+    services_in: HashMap<Name, BTreeMap<Name, Box<str>>>,
+    nodes: HashMap<Name, Node>,
+    node_ips: HashMap<IpAddr, Name>,
+    /// hostNetwork pods' declared ports, by (node, port).
+    host_ports: HashMap<(Name, u16), Box<str>>,
+    strings: HashSet<Name>,
+    label_sets: HashSet<Labels>,
+    listed: [bool; 3],
+    relisting: [bool; 3],
+}
+
+fn kind_index(k: ObjectKind) -> usize {
+    k as usize
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index::default()
+    }
+
+    /// Objects held, by kind.
+    pub fn len(&self, kind: ObjectKind) -> usize {
+        match kind {
+            ObjectKind::Pod => self.pods.len(),
+            ObjectKind::Service => self.services.len(),
+            ObjectKind::Node => self.nodes.len(),
+        }
+    }
+
+    /// Whether the first list of every kind has completed.
+    pub fn synced(&self) -> bool {
+        self.listed.iter().all(|l| *l)
+    }
+
+    pub fn listed(&self, kind: ObjectKind) -> bool {
+        self.listed[kind_index(kind)]
+    }
+
+    fn intern(&mut self, s: &str) -> Name {
+        if let Some(n) = self.strings.get(s) {
+            return Arc::clone(n);
+        }
+        let n: Name = s.into();
+        self.strings.insert(Arc::clone(&n));
+        n
+    }
+
+    fn intern_labels(&mut self, pairs: &[(String, String)]) -> Labels {
+        let mut interned: Vec<(Name, Name)> = pairs
+            .iter()
+            .map(|(k, v)| (self.intern(k), self.intern(v)))
+            .collect();
+        interned.sort();
+        let set: Labels = interned.into();
+        if let Some(same) = self.label_sets.get(&set) {
+            return Arc::clone(same);
+        }
+        self.label_sets.insert(Arc::clone(&set));
+        set
+    }
+
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Pod(p) => self.put_pod(p),
+            Event::PodGone { uid } => self.remove_pod(&uid),
+            Event::Service(s) => self.put_service(s),
+            Event::ServiceGone { uid } => self.remove_service(&uid),
+            Event::Node(n) => self.put_node(n),
+            Event::NodeGone { name } => self.remove_node(&name),
+            Event::Relisting(kind) => {
+                self.relisting[kind_index(kind)] = true;
+                match kind {
+                    ObjectKind::Pod => self.pods.values_mut().for_each(|p| p.seen = false),
+                    ObjectKind::Service => self.services.values_mut().for_each(|s| s.seen = false),
+                    ObjectKind::Node => self.nodes.values_mut().for_each(|n| n.seen = false),
+                }
+            }
+            Event::Listed(kind) => {
+                if std::mem::take(&mut self.relisting[kind_index(kind)]) {
+                    self.sweep(kind);
+                }
+                self.listed[kind_index(kind)] = true;
+            }
+        }
+    }
+
+    /// After a relist: what the list did not send is gone.
+    fn sweep(&mut self, kind: ObjectKind) {
+        match kind {
+            ObjectKind::Pod => {
+                let gone: Vec<Box<str>> = self
+                    .pods
+                    .iter()
+                    .filter(|(_, p)| !p.seen)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                gone.iter().for_each(|u| self.remove_pod(u));
+            }
+            ObjectKind::Service => {
+                let gone: Vec<Box<str>> = self
+                    .services
+                    .iter()
+                    .filter(|(_, s)| !s.seen)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                gone.iter().for_each(|u| self.remove_service(u));
+            }
+            ObjectKind::Node => {
+                let gone: Vec<Name> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| !n.seen)
+                    .map(|(n, _)| Arc::clone(n))
+                    .collect();
+                gone.iter().for_each(|n| self.remove_node(n));
+            }
+        }
+    }
+
+    fn put_pod(&mut self, p: PodInfo) {
+        self.remove_pod(&p.uid);
+        let labels = self.intern_labels(&p.labels);
+        let (workload, kind) = {
+            let label = |k: &str| {
+                p.labels
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            workload(&p.name, p.owner.as_ref(), label)
+        };
+        let (workload, kind) = (self.intern(workload), self.intern(kind));
+        let namespace = self.intern(&p.namespace);
+        let node = self.intern(&p.node);
+        let uid: Box<str> = p.uid.into();
+        let mut pod = Pod {
+            namespace: Arc::clone(&namespace),
+            name: p.name.into(),
+            phase: p.phase,
+            deleting: p.deleting,
+            ips: p.ips.into(),
+            host_network: p.host_network,
+            node,
+            workload,
+            kind,
+            labels,
+            ports: p.ports.into(),
+            created: p.created,
+            service: None,
+            seen: true,
+        };
+        pod.service = self.service_of(&pod);
+        if pod.host_network {
+            for port in pod.ports.iter() {
+                self.host_ports
+                    .insert((Arc::clone(&pod.node), *port), uid.clone());
+            }
+        } else {
+            for ip in pod.ips.iter() {
+                self.pod_ips.entry(*ip).or_default().push(uid.clone());
+            }
+        }
+        self.pods_in
+            .entry(namespace)
+            .or_default()
+            .insert(uid.clone());
+        self.pods.insert(uid, pod);
+    }
+
+    fn remove_pod(&mut self, uid: &str) {
+        let Some(pod) = self.pods.remove(uid) else {
+            return;
+        };
+        for ip in pod.ips.iter() {
+            if let Some(claims) = self.pod_ips.get_mut(ip) {
+                claims.retain(|u| &**u != uid);
+                if claims.is_empty() {
+                    self.pod_ips.remove(ip);
+                }
+            }
+        }
+        for port in pod.ports.iter() {
+            let key = (Arc::clone(&pod.node), *port);
+            if self.host_ports.get(&key).is_some_and(|u| &**u == uid) {
+                self.host_ports.remove(&key);
+            }
+        }
+        if let Some(set) = self.pods_in.get_mut(&pod.namespace) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.pods_in.remove(&pod.namespace);
+            }
+        }
+    }
+
+    /// The first Service (by name) of the pod's namespace whose selector
+    /// the pod's labels match.
+    fn service_of(&self, pod: &Pod) -> Option<Name> {
+        let services = self.services_in.get(&pod.namespace)?;
+        services.iter().find_map(|(name, uid)| {
+            let s = self.services.get(uid)?;
+            let matches = !s.selector.is_empty()
+                && s.selector
+                    .iter()
+                    .all(|(k, v)| pod.labels.iter().any(|(pk, pv)| pk == k && pv == v));
+            matches.then(|| Arc::clone(name))
+        })
+    }
+
+    /// Recomputes the Service of every pod in a namespace (a Service came,
+    /// went or changed its selector).
+    fn reselect(&mut self, namespace: &Name) {
+        let Some(uids) = self.pods_in.get(namespace) else {
+            return;
+        };
+        let updates: Vec<(Box<str>, Option<Name>)> = uids
+            .iter()
+            .filter_map(|u| Some((u.clone(), self.service_of(self.pods.get(u)?))))
+            .collect();
+        for (uid, service) in updates {
+            if let Some(p) = self.pods.get_mut(&uid) {
+                p.service = service;
+            }
+        }
+    }
+
+    fn put_service(&mut self, s: ServiceInfo) {
+        self.remove_service_entry(&s.uid);
+        let namespace = self.intern(&s.namespace);
+        let name = self.intern(&s.name);
+        let selector = self.intern_labels(&s.selector);
+        let uid: Box<str> = s.uid.into();
+        for ip in &s.cluster_ips {
+            self.cluster_ips.insert(*ip, uid.clone());
+        }
+        self.services_in
+            .entry(Arc::clone(&namespace))
+            .or_default()
+            .insert(Arc::clone(&name), uid.clone());
+        self.services.insert(
+            uid,
+            Service {
+                namespace: Arc::clone(&namespace),
+                name,
+                cluster_ips: s.cluster_ips.into(),
+                selector,
+                seen: true,
+            },
+        );
+        self.reselect(&namespace);
+    }
+
+    fn remove_service(&mut self, uid: &str) {
+        if let Some(namespace) = self.remove_service_entry(uid) {
+            self.reselect(&namespace);
+        }
+    }
+
+    /// Removes a Service's entries; its namespace, if it was there.
+    fn remove_service_entry(&mut self, uid: &str) -> Option<Name> {
+        let s = self.services.remove(uid)?;
+        for ip in s.cluster_ips.iter() {
+            if self.cluster_ips.get(ip).is_some_and(|u| &**u == uid) {
+                self.cluster_ips.remove(ip);
+            }
+        }
+        if let Some(names) = self.services_in.get_mut(&s.namespace) {
+            if names.get(&s.name).is_some_and(|u| &**u == uid) {
+                names.remove(&s.name);
+            }
+            if names.is_empty() {
+                self.services_in.remove(&s.namespace);
+            }
+        }
+        Some(s.namespace)
+    }
+
+    fn put_node(&mut self, n: NodeInfo) {
+        self.remove_node(&n.name);
+        let name = self.intern(&n.name);
+        for ip in &n.addresses {
+            self.node_ips.insert(*ip, Arc::clone(&name));
+        }
+        self.nodes.insert(
+            name,
+            Node {
+                addresses: n.addresses.into(),
+                seen: true,
+            },
+        );
+    }
+
+    fn remove_node(&mut self, name: &str) {
+        let Some(node) = self.nodes.remove(name) else {
+            return;
+        };
+        for ip in node.addresses.iter() {
+            if self.node_ips.get(ip).is_some_and(|n| &**n == name) {
+                self.node_ips.remove(ip);
+            }
+        }
+    }
+
+    /// Which pod owns an address now: a running one (the newest, if
+    /// several claim it), else a terminating one; never a finished one.
+    fn owner_of(&self, ip: &IpAddr) -> Option<&Pod> {
+        let claims = self.pod_ips.get(ip)?;
+        let pods = claims
+            .iter()
+            .filter_map(|u| self.pods.get(u))
+            .filter(|p| !p.phase.finished());
+        pods.max_by_key(|p| (!p.deleting, p.created))
+    }
+
+    fn pod_identity(&self, p: &Pod) -> Identity {
+        Identity {
+            namespace: Arc::clone(&p.namespace),
+            workload: Arc::clone(&p.workload),
+            kind: Arc::clone(&p.kind),
+            pod: p.name.as_ref().into(),
+            service: p.service.clone().unwrap_or_else(|| "".into()),
+        }
+    }
+
+    /// Who `ip` is, seen on `port` of a connection where it plays `role`.
+    pub fn resolve(&self, ip: IpAddr, port: u16, role: Role) -> Identity {
+        if let Some(s) = self.cluster_ips.get(&ip).and_then(|u| self.services.get(u)) {
+            return Identity::service(&s.namespace, &s.name);
+        }
+        if let Some(p) = self.owner_of(&ip) {
+            return self.pod_identity(p);
+        }
+        if let Some(node) = self.node_ips.get(&ip) {
+            if role == Role::Server {
+                let host_pod = self
+                    .host_ports
+                    .get(&(Arc::clone(node), port))
+                    .and_then(|u| self.pods.get(u))
+                    .filter(|p| !p.phase.finished());
+                if let Some(p) = host_pod {
+                    return self.pod_identity(p);
+                }
+            }
+            return Identity::node(node);
+        }
+        if self.synced() {
+            Identity::external()
+        } else {
+            Identity::unknown()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pod(uid: &str, ns: &str, name: &str, ips: &[&str]) -> PodInfo {
+        PodInfo {
+            uid: uid.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            phase: Phase::Running,
+            deleting: false,
+            ips: ips.iter().map(|s| ip(s)).collect(),
+            host_network: false,
+            node: "node-1".into(),
+            owner: None,
+            labels: vec![],
+            ports: vec![],
+            created: 100,
+        }
+    }
+
+    fn synced() -> Index {
+        let mut index = Index::new();
+        for kind in ObjectKind::ALL {
+            index.apply(Event::Listed(kind));
+        }
+        index
+    }
+
+    fn who(index: &Index, addr: &str) -> (String, String, String) {
+        let id = index.resolve(ip(addr), 80, Role::Server);
+        (
+            id.namespace.to_string(),
+            id.workload.to_string(),
+            id.pod.to_string(),
+        )
+    }
+
+    #[test]
+    fn every_pod_ip_of_a_dual_stack_pod_resolves_to_it() {
+        let mut index = synced();
+        index.apply(Event::Pod(pod(
+            "u1",
+            "shop",
+            "web-0",
+            &["10.244.1.5", "fd00::5"],
+        )));
+        for addr in ["10.244.1.5", "fd00::5"] {
+            assert_eq!(
+                who(&index, addr),
+                ("shop".into(), "web-0".into(), "web-0".into())
+            );
+        }
+        assert_eq!(
+            index
+                .resolve(ip("10.9.9.9"), 80, Role::Client)
+                .kind
+                .as_ref(),
+            "external"
+        );
+    }
+
+    #[test]
+    fn a_reused_ip_belongs_to_the_running_pod_not_the_finished_or_terminating_one() {
+        let mut index = synced();
+        let mut old = pod("old", "a", "job-x", &["10.244.1.7"]);
+        old.phase = Phase::Succeeded;
+        index.apply(Event::Pod(old));
+        assert_eq!(
+            who(&index, "10.244.1.7").1,
+            "external",
+            "a finished pod owns nothing"
+        );
+        let mut leaving = pod("leaving", "a", "web-1", &["10.244.1.7"]);
+        leaving.deleting = true;
+        index.apply(Event::Pod(leaving));
+        assert_eq!(
+            who(&index, "10.244.1.7").2,
+            "web-1",
+            "terminating, and alone: still its own"
+        );
+        let mut new = pod("new", "b", "api-1", &["10.244.1.7"]);
+        new.created = 50; // older than the terminating pod, but running
+        index.apply(Event::Pod(new));
+        assert_eq!(who(&index, "10.244.1.7").2, "api-1");
+    }
+
+    #[test]
+    fn a_late_delete_of_the_old_pod_leaves_the_new_owner() {
+        let mut index = synced();
+        index.apply(Event::Pod(pod("old", "a", "web-1", &["10.244.1.8"])));
+        let mut new = pod("new", "b", "api-1", &["10.244.1.8"]);
+        new.created = 200;
+        index.apply(Event::Pod(new));
+        assert_eq!(
+            who(&index, "10.244.1.8").2,
+            "api-1",
+            "the newest running pod"
+        );
+        index.apply(Event::PodGone { uid: "old".into() });
+        assert_eq!(who(&index, "10.244.1.8").2, "api-1");
+        index.apply(Event::PodGone { uid: "new".into() });
+        assert_eq!(who(&index, "10.244.1.8").1, "external");
+    }
+
+    #[test]
+    fn a_host_network_address_is_its_node_but_for_the_ports_a_pod_declares() {
+        let mut index = synced();
+        index.apply(Event::Node(NodeInfo {
+            name: "node-1".into(),
+            addresses: vec![ip("192.168.1.10")],
+        }));
+        let mut agent = pod("ds", "kube-system", "agent-x", &["192.168.1.10"]);
+        agent.host_network = true;
+        agent.ports = vec![9100];
+        agent.owner = Some(Owner {
+            kind: "DaemonSet".into(),
+            name: "agent".into(),
+        });
+        index.apply(Event::Pod(agent));
+        let server = index.resolve(ip("192.168.1.10"), 9100, Role::Server);
+        assert_eq!(
+            (server.workload.as_ref(), server.kind.as_ref()),
+            ("agent", "DaemonSet")
+        );
+        let other = index.resolve(ip("192.168.1.10"), 22, Role::Server);
+        assert_eq!(
+            (other.workload.as_ref(), other.kind.as_ref()),
+            ("node-1", "Node")
+        );
+        let client = index.resolve(ip("192.168.1.10"), 9100, Role::Client);
+        assert_eq!(client.kind.as_ref(), "Node", "a client's port says nothing");
+    }
+
+    #[test]
+    fn a_cluster_ip_is_its_service_and_pods_get_the_first_matching_service() {
+        let mut index = synced();
+        let mut p = pod("u1", "shop", "cart-abc", &["10.244.2.3"]);
+        p.labels = vec![("app".into(), "cart".into()), ("tier".into(), "web".into())];
+        index.apply(Event::Pod(p));
+        assert_eq!(
+            index
+                .resolve(ip("10.244.2.3"), 80, Role::Server)
+                .service
+                .as_ref(),
+            ""
+        );
+        for (uid, name, selector) in [
+            ("s2", "zz-cart", "cart"),
+            ("s1", "cart", "cart"),
+            ("s3", "other", "nope"),
+        ] {
+            index.apply(Event::Service(ServiceInfo {
+                uid: uid.into(),
+                namespace: "shop".into(),
+                name: name.into(),
+                cluster_ips: vec![ip(&format!("10.96.0.{}", name.len()))],
+                selector: vec![("app".into(), selector.into())],
+            }));
+        }
+        let id = index.resolve(ip("10.244.2.3"), 80, Role::Server);
+        assert_eq!(
+            id.service.as_ref(),
+            "cart",
+            "the lexically first of two that match"
+        );
+        let svc = index.resolve(ip("10.96.0.4"), 80, Role::Server);
+        assert_eq!(
+            (
+                svc.namespace.as_ref(),
+                svc.workload.as_ref(),
+                svc.kind.as_ref(),
+                svc.service.as_ref()
+            ),
+            ("shop", "cart", "Service", "cart")
+        );
+        index.apply(Event::ServiceGone { uid: "s1".into() });
+        assert_eq!(
+            index
+                .resolve(ip("10.244.2.3"), 80, Role::Server)
+                .service
+                .as_ref(),
+            "zz-cart"
+        );
+        // A Service of another namespace never selects it.
+        index.apply(Event::Service(ServiceInfo {
+            uid: "s4".into(),
+            namespace: "elsewhere".into(),
+            name: "a".into(),
+            cluster_ips: vec![],
+            selector: vec![("app".into(), "cart".into())],
+        }));
+        assert_eq!(
+            index
+                .resolve(ip("10.244.2.3"), 80, Role::Server)
+                .service
+                .as_ref(),
+            "zz-cart"
+        );
+    }
+
+    #[test]
+    fn before_the_first_lists_complete_unknown_addresses_are_unknown() {
+        let mut index = Index::new();
+        assert_eq!(
+            index
+                .resolve(ip("10.1.1.1"), 80, Role::Client)
+                .workload
+                .as_ref(),
+            "unknown"
+        );
+        index.apply(Event::Listed(ObjectKind::Pod));
+        index.apply(Event::Listed(ObjectKind::Service));
+        assert!(!index.synced());
+        index.apply(Event::Listed(ObjectKind::Node));
+        assert_eq!(
+            index
+                .resolve(ip("10.1.1.1"), 80, Role::Client)
+                .workload
+                .as_ref(),
+            "external"
+        );
+    }
+
+    #[test]
+    fn a_relist_removes_what_it_did_not_send_again() {
+        let mut index = synced();
+        index.apply(Event::Pod(pod("a", "ns", "a", &["10.0.0.1"])));
+        index.apply(Event::Pod(pod("b", "ns", "b", &["10.0.0.2"])));
+        index.apply(Event::Relisting(ObjectKind::Pod));
+        index.apply(Event::Pod(pod("b", "ns", "b", &["10.0.0.2"])));
+        index.apply(Event::Listed(ObjectKind::Pod));
+        assert_eq!(index.len(ObjectKind::Pod), 1);
+        assert_eq!(who(&index, "10.0.0.1").1, "external");
+        assert_eq!(who(&index, "10.0.0.2").1, "b");
+    }
+}

@@ -1,0 +1,161 @@
+//! Identity: whose traffic it is, on Kubernetes. This module owns what the
+//! exporter knows of the cluster: a projection of its Pods, Services and
+//! Nodes (`index`), how workloads are named (`workload`, as Istio names
+//! them), and the table of identities that series keys refer to by number
+//! (`Identities`). The API server's watch (`watch`) feeds the index; tests
+//! and benchmarks feed it through the same `Index::apply`.
+//!
+//! It is read once per connection, when the connection is first seen
+//! (`Identities::resolve`, a read lock): a connection's identity is fixed
+//! for its life, and nothing per packet touches this module.
+
+pub mod index;
+pub mod watch;
+pub mod workload;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use index::{Event, Index, NodeInfo, ObjectKind, Phase, PodInfo, Role, ServiceInfo};
+
+/// Who an address is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The pod's or Service's namespace; empty for nodes and addresses the
+    /// cluster does not know.
+    pub namespace: Arc<str>,
+    /// The workload (Istio's name for it); a node's name; `external`;
+    /// `unknown` before the first lists completed.
+    pub workload: Arc<str>,
+    /// `Deployment`, `StatefulSet`, ... `Pod`, `Node`, `Service`,
+    /// `external`, `unknown`.
+    pub kind: Arc<str>,
+    /// The pod's name; empty for anything else.
+    pub pod: Arc<str>,
+    /// The Service addressed (a cluster IP), or the one whose selector
+    /// matches the pod; empty if none.
+    pub service: Arc<str>,
+}
+
+impl Identity {
+    fn of(namespace: &str, workload: &str, kind: &str, service: &str) -> Identity {
+        Identity {
+            namespace: namespace.into(),
+            workload: workload.into(),
+            kind: kind.into(),
+            pod: "".into(),
+            service: service.into(),
+        }
+    }
+
+    pub fn service(namespace: &str, name: &str) -> Identity {
+        Identity::of(namespace, name, "Service", name)
+    }
+
+    pub fn node(name: &str) -> Identity {
+        Identity::of("", name, "Node", "")
+    }
+
+    pub fn external() -> Identity {
+        Identity::of("", "external", "external", "")
+    }
+
+    pub fn unknown() -> Identity {
+        Identity::of("", "unknown", "unknown", "")
+    }
+}
+
+/// Identities that series keys hold, at most; more resolve to `other`.
+/// Without pod names a label set's identity is a workload, so this bounds
+/// workloads, not connections.
+pub const MAX_IDENTITIES: usize = 65_535;
+
+/// The exporter's view of the cluster, shared: the index (written by the
+/// watch), and the identities series keys refer to by number.
+pub struct Identities {
+    index: RwLock<Index>,
+    table: Mutex<Table>,
+    pub stats: WatchStats,
+}
+
+/// What the watch did, for the exporter's own metrics.
+#[derive(Default)]
+pub struct WatchStats {
+    /// Watch errors survived, by kind of object.
+    pub errors: [AtomicU64; 3],
+    /// Lists begun again after the first (410 Gone, a dropped watch).
+    pub relists: [AtomicU64; 3],
+    /// Identities turned into `other` because the table was full.
+    pub table_full: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    ids: HashMap<Identity, u32>,
+    list: Vec<Identity>,
+}
+
+/// The id of the identity `other` (a full table).
+pub const OTHER: u32 = 0;
+
+impl Identities {
+    pub fn new() -> Arc<Identities> {
+        let other = Identity::of("", "other", "other", "");
+        let mut table = Table::default();
+        table.ids.insert(other.clone(), OTHER);
+        table.list.push(other);
+        Arc::new(Identities {
+            index: RwLock::new(Index::new()),
+            table: Mutex::new(table),
+            stats: WatchStats::default(),
+        })
+    }
+
+    /// Applies the watch's events, under one write lock.
+    pub fn apply(&self, events: impl IntoIterator<Item = Event>) {
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            index.apply(e);
+        }
+    }
+
+    /// Reads the index (for the exporter's metrics and tests).
+    pub fn with_index<T>(&self, f: impl FnOnce(&Index) -> T) -> T {
+        f(&self.index.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The number of who `ip` is now; called when a connection starts.
+    /// Without `with_pod` the pod's name is left out, so that every pod of
+    /// a workload shares one identity (and the table stays the size of the
+    /// workloads, not of the pods that ever ran).
+    pub fn resolve(&self, ip: IpAddr, port: u16, role: Role, with_pod: bool) -> u32 {
+        let mut identity = self.with_index(|index| index.resolve(ip, port, role));
+        if !with_pod && !identity.pod.is_empty() {
+            identity.pod = "".into();
+        }
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = table.ids.get(&identity) {
+            return *id;
+        }
+        if table.list.len() > MAX_IDENTITIES {
+            self.stats.table_full.fetch_add(1, Ordering::Relaxed);
+            return OTHER;
+        }
+        let id = table.list.len() as u32;
+        table.ids.insert(identity.clone(), id);
+        table.list.push(identity);
+        id
+    }
+
+    /// The identity behind a number (for label strings at scrape time).
+    pub fn get(&self, id: u32) -> Identity {
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table
+            .list
+            .get(id as usize)
+            .unwrap_or(&table.list[OTHER as usize])
+            .clone()
+    }
+}
