@@ -10,9 +10,11 @@
 #                                 stop kube-apiserver only, start it again on the
 #                                 same port with the same etcd
 #   scripts/kube-test-cluster.sh etcd-compact DIR
-#                                 compact etcd to its current revision (printed):
-#                                 a watch from an older resourceVersion then gets
-#                                 410 Gone (see TCPX_KUBE_WATCH_CACHE below)
+#                                 compact etcd (to the revision printed on
+#                                 stdout, above every resourceVersion handed
+#                                 out before): a watch or list from any of them
+#                                 then gets 410 Gone (how soon:
+#                                 TCPX_KUBE_WATCH_CACHE below)
 #   scripts/kube-test-cluster.sh build        only build the binaries (CI warm-up)
 #
 # What `start DIR` leaves in DIR (everything of a cluster lives there):
@@ -37,14 +39,26 @@
 # Settings read from the environment:
 #   TCPX_KUBE_CACHE          where the binaries are built and kept
 #   TCPX_KUBE_START_TIMEOUT  seconds to wait for each component (default 120)
-#   TCPX_KUBE_WATCH_CACHE    `true` (default) or `false`: kube-apiserver's watch
-#                            cache. With it, watches are served from the cache,
-#                            which does not see an etcd compaction: a watch
-#                            from a compacted resourceVersion gets 410 only from
-#                            an API server started after the compaction
-#                            (restart-apiserver). With `false`, every watch
-#                            reads etcd, and any watch from a resourceVersion
-#                            older than the compaction gets 410 at once.
+#   TCPX_KUBE_WATCH_CACHE    `true` (default, as in real clusters) or `false`:
+#                            kube-apiserver's watch cache, for this cluster
+#                            (kept across restart-apiserver).
+#                            true: watches and lists are served from the cache,
+#                            which does not see an etcd compaction; after
+#                            restart-apiserver the new cache starts at etcd's
+#                            current revision, and a watch from a resourceVersion
+#                            older than that gets 410 ("too old resource
+#                            version"), compacted or not (etcd-compact makes sure
+#                            that every earlier resourceVersion is older).
+#                            Watch bookmarks are sent.
+#                            false: every watch and list reads etcd: right after
+#                            etcd-compact, any watch or list from a
+#                            resourceVersion handed out before it gets 410.
+#                            No watch bookmarks are sent.
+#                          Either way, a watch already streaming keeps streaming
+#                          through a compaction (etcd cancels no watch that is
+#                          caught up); restart-apiserver ends it, and a client
+#                          that resumes from its last resourceVersion gets 410
+#                          if etcd-compact ran since it got that version.
 #
 # Needs go, openssl, curl, python3 (free ports, JSON), flock. Makes no
 # network connection but to the Go module proxy (first build) and 127.0.0.1.
@@ -85,9 +99,10 @@ need() {
 # staging modules is read from k8s.io/kubernetes's own go.mod, so it is right
 # for whatever KUBE_VERSION says.
 write_build_module() {
-    local src=$1 upstream_mod
-    upstream_mod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+    local src=$1 info upstream_mod
+    info=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION") ||
+        die "go mod download k8s.io/kubernetes@$KUBE_VERSION failed: $info"
+    upstream_mod=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])' <<<"$info")
     local staging
     staging=$(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/src/.*#\1#p' "$upstream_mod")
     [[ -n $staging ]] || die "no staging replace lines in $upstream_mod: has k8s.io/kubernetes $KUBE_VERSION changed its layout?"
@@ -124,9 +139,12 @@ EOF
 
 build() {
     [[ -x $KUBE_APISERVER && -x $ETCD ]] && return 0
-    need go python3 flock
-    mkdir -p "$CACHE" 2>/dev/null && [[ -w $CACHE ]] ||
+    command -v go >/dev/null ||
+        die "go not found: a Go toolchain builds kube-apiserver and etcd once into $BIN_DIR (Debian's golang is too old for Kubernetes $KUBE_VERSION)"
+    need python3 flock
+    if ! mkdir -p "$CACHE" 2>/dev/null || [[ ! -w $CACHE ]]; then
         die "cannot write the cache folder $CACHE: run as root, or set TCPX_KUBE_CACHE to a writable folder"
+    fi
     # One build at a time per machine; whoever waited finds the binaries.
     exec {lock}>"$CACHE/.kube-$KUBE_VERSION.lock"
     flock "$lock"
@@ -148,11 +166,12 @@ build() {
         ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
     if ! (
-        PS4="+ \$(date +%T) "
-        set -x
         cd "$src"
         export CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS="${GOFLAGS:-} -buildvcs=false"
         write_build_module "$src"
+        # Each step with the time it started, in the build log.
+        PS4="+ \$(date +%T) "
+        set -x
         go mod tidy
         go build -trimpath -ldflags "$ldflags" -o "$src/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
         # etcd's main package is its server module's root.
@@ -226,10 +245,10 @@ stop_one() {
     rm -f "$dir/$name.pid"
 }
 
-# fail_with_log NAME LOGFILE MESSAGE
+# fail_with_log LOGFILE MESSAGE: the message, the log's tail, exit 1.
 fail_with_log() {
-    log "$3; last lines of $2:"
-    tail -n 25 "$2" | sed 's/^/    /' >&2 || true
+    log "$2; last lines of $1:"
+    tail -n 25 "$1" | sed 's/^/    /' >&2 || true
     exit 1
 }
 
@@ -259,19 +278,19 @@ start_etcd() {
     pid=$!
     echo "$pid" >"$dir/etcd.pid"
     for ((i = 0; i < START_TIMEOUT * 5; i++)); do
-        alive "$pid" || fail_with_log etcd "$dir/etcd.log" "etcd exited at start"
+        alive "$pid" || fail_with_log "$dir/etcd.log" "etcd exited at start"
         if curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health" 2>/dev/null | grep -q '"health":"true"'; then
             return 0
         fi
         sleep 0.2
     done
-    fail_with_log etcd "$dir/etcd.log" "etcd not healthy after $START_TIMEOUT s on 127.0.0.1:$ETCD_CLIENT_PORT"
+    fail_with_log "$dir/etcd.log" "etcd not healthy after $START_TIMEOUT s on 127.0.0.1:$ETCD_CLIENT_PORT"
 }
 
 # etcd_post DIR PATH JSON: a call to etcd's v3 JSON gateway.
 etcd_post() {
     curl -fsS --max-time 30 -X POST "http://127.0.0.1:$ETCD_CLIENT_PORT$2" -d "$3" ||
-        fail_with_log etcd "$1/etcd.log" "etcd's $2 failed"
+        fail_with_log "$1/etcd.log" "etcd's $2 failed"
 }
 
 # ------------------------------------------------------------------ kube-apiserver
@@ -297,6 +316,7 @@ start_apiserver() {
         --endpoint-reconciler-type none \
         --etcd-compaction-interval 0 \
         --watch-cache="$WATCH_CACHE" \
+        --shutdown-send-retry-after=true \
         --profiling=false \
         </dev/null >>"$dir/kube-apiserver.log" 2>&1 &
     pid=$!
@@ -304,17 +324,20 @@ start_apiserver() {
     # --endpoint-reconciler-type none: the `kubernetes` Service's Endpoints
     # would name 127.0.0.1, which Endpoints refuse (loopback).
     # --etcd-compaction-interval 0: etcd is compacted only by etcd-compact.
+    # --shutdown-send-retry-after: on SIGTERM, open watches get a GOAWAY and
+    # the server exits within seconds (otherwise it waits --request-timeout,
+    # 60 s, for them).
     local token
     token=$(<"$dir/admin-token")
     for ((i = 0; i < START_TIMEOUT * 4; i++)); do
-        alive "$pid" || fail_with_log kube-apiserver "$dir/kube-apiserver.log" "kube-apiserver exited at start"
+        alive "$pid" || fail_with_log "$dir/kube-apiserver.log" "kube-apiserver exited at start"
         if [[ $(curl -sS --max-time 5 --cacert "$dir/ca.crt" -H "Authorization: Bearer $token" \
             "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null) == ok ]]; then
             return 0
         fi
         sleep 0.25
     done
-    fail_with_log kube-apiserver "$dir/kube-apiserver.log" \
+    fail_with_log "$dir/kube-apiserver.log" \
         "kube-apiserver not ready after $START_TIMEOUT s on https://127.0.0.1:$API_PORT/readyz"
 }
 
@@ -348,7 +371,7 @@ EOF
         printf '%s,tcpx-limited,tcpx-limited\n' "$(<limited-token)" >>tokens.csv
         chmod 600 ./*.key admin-token limited-token tokens.csv
         rm -f apiserver.csr apiserver.ext ca.srl
-    ) >"$dir/openssl.log" 2>&1 || fail_with_log openssl "$dir/openssl.log" "making certificates with openssl failed"
+    ) >"$dir/openssl.log" 2>&1 || fail_with_log "$dir/openssl.log" "making certificates with openssl failed"
 }
 
 # write_kubeconfig DIR FILE USER TOKENFILE
@@ -463,10 +486,18 @@ cmd_etcd_compact() {
     dir=$(cd "$dir" 2>/dev/null && pwd) || die "no folder $1"
     load_env "$dir"
     ours "$dir" "$dir/etcd.pid" >/dev/null || die "etcd of the cluster in $dir is not running"
-    need curl python3
-    # The current revision is in the header of any read; "Lw==" is "/".
-    rev=$(etcd_post "$dir" /v3/kv/range '{"key":"Lw=="}' |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["header"]["revision"])')
+    need curl python3 base64
+    # Two writes of a key outside Kubernetes' /registry first, so that the
+    # revision compacted to is above every resourceVersion handed out before,
+    # even the latest one: a watch from resourceVersion R reads etcd from
+    # R+1, and etcd keeps the revision it compacts to.
+    local key value i
+    key=$(printf %s /tcpx-test-cluster/compaction-marker | base64 -w0)
+    for i in 1 2; do
+        value=$(printf %s "$i" | base64 -w0)
+        rev=$(etcd_post "$dir" /v3/kv/put "{\"key\":\"$key\",\"value\":\"$value\"}" |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["header"]["revision"])')
+    done
     [[ $rev =~ ^[0-9]+$ ]] || die "etcd gave no revision ('$rev')"
     etcd_post "$dir" /v3/kv/compaction "{\"revision\":\"$rev\",\"physical\":true}" >/dev/null
     log "etcd compacted to revision $rev"

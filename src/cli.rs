@@ -99,14 +99,27 @@ pub struct Args {
     pub max_interfaces: usize,
 
     /// Labels of the traffic metrics, comma-separated, from: interface,
-    /// client, server, server_port, port_name, ip_family (or `none`). A
-    /// label left out is summed over. Histograms never carry client.
-    #[arg(
-        long,
-        value_name = "LIST",
-        default_value = "interface,client,server,server_port"
-    )]
-    pub labels: String,
+    /// client, server, server_port, port_name, ip_family, and with
+    /// --kubernetes client_namespace, client_workload, client_workload_kind,
+    /// client_pod, server_namespace, server_workload, server_workload_kind,
+    /// server_pod, server_service (or `none`). A label left out is summed
+    /// over. Histograms never carry the client's. Default:
+    /// interface,client,server,server_port; with --kubernetes
+    /// client_namespace,client_workload,server_namespace,server_workload,server_service,server_port.
+    #[arg(long, value_name = "LIST")]
+    pub labels: Option<String>,
+
+    /// Name both ends of each connection from the Kubernetes API: pods,
+    /// workloads, Services and nodes (watched; read once per connection).
+    /// In a pod the service account is used; elsewhere --kubeconfig,
+    /// KUBECONFIG or ~/.kube/config. With -r, the capture is named as the
+    /// cluster is now.
+    #[arg(long)]
+    pub kubernetes: bool,
+
+    /// The kubeconfig file for --kubernetes.
+    #[arg(long, value_name = "FILE", requires = "kubernetes")]
+    pub kubeconfig: Option<std::path::PathBuf>,
 
     /// Most label sets of the traffic metrics across the exporter (each is
     /// about 41 samples); connections with new ones beyond it are counted

@@ -55,6 +55,8 @@ pub struct Config {
     pub promisc: bool,
     pub buffer_bytes: u32,
     pub labels: LabelSet,
+    /// `--kubernetes`: the kubeconfig to use, if one is named.
+    pub kubernetes: Option<Kubernetes>,
     pub cidr_rules: Vec<CidrRule>,
     pub port_names: PortNames,
     pub series_ttl: Nanos,
@@ -66,6 +68,12 @@ pub struct Config {
     /// `--web.config.file`, read and checked (its certificates are loaded
     /// when the server starts).
     pub web: WebConfig,
+}
+
+/// `--kubernetes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kubernetes {
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// A flag value that cannot work, with the reason.
@@ -81,6 +89,8 @@ pub enum ConfigError {
     BufferTooLarge(u32),
     #[error("interface {0:?} is given twice")]
     DuplicateInterface(String),
+    #[error("--labels {0}: names come from the cluster; add --kubernetes")]
+    IdentityWithoutKubernetes(&'static str),
     #[error("-i {0:?}: not a valid glob (an unclosed `[`?)")]
     BadGlob(String),
     #[error("{0} interfaces named with -i, more than --max-interfaces {1}")]
@@ -281,10 +291,23 @@ impl Config {
             Some(path) => webconfig::load(path)?,
             None => WebConfig::default(),
         };
+        let labels = match (&args.labels, args.kubernetes) {
+            (Some(list), _) => list.parse()?,
+            (None, true) => LabelSet::KUBERNETES,
+            (None, false) => LabelSet::DEFAULT,
+        };
+        if let Some(label) = labels.iter().find(|l| l.is_identity()) {
+            if !args.kubernetes {
+                return Err(ConfigError::IdentityWithoutKubernetes(label.as_str()));
+            }
+        }
         let nanos = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as Nanos;
         Ok(Config {
             web,
-            labels: args.labels.parse()?,
+            labels,
+            kubernetes: args.kubernetes.then(|| Kubernetes {
+                kubeconfig: args.kubeconfig.clone(),
+            }),
             cidr_rules: parse_rules(&args.aggregate_cidr)?,
             port_names,
             series_ttl: nanos(args.series_ttl),

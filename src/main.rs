@@ -17,6 +17,7 @@ use tcp_exporter::cli::Args;
 use tcp_exporter::config::{Backend, Config, Source};
 use tcp_exporter::flowlog::{self, FlowLogWriter};
 use tcp_exporter::http::{self, HttpState};
+use tcp_exporter::identity::{watch, Identities};
 use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
 use tcp_exporter::metrics::labels::Labeler;
 use tcp_exporter::metrics::series::SeriesBudget;
@@ -95,7 +96,8 @@ fn drop_privileges(config: &Config) -> Result<()> {
 /// What every worker shares: labels, the series cap, connection records,
 /// and the flow log's writer when there is one.
 fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)> {
-    let labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
+    let mut labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
+    labeler.identities = watch_kubernetes(config)?;
     let (sink, writer) = match &config.flow_log {
         Some(target) => {
             // A file's reader waits for the writer: nothing is lost by it.
@@ -119,6 +121,70 @@ fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)>
         conns: conns.enabled().then_some(conns),
     };
     Ok((shards, writer))
+}
+
+/// How long `-r FILE --kubernetes` waits for the first lists of pods,
+/// services and nodes before it reads the file.
+const KUBERNETES_SYNC_WAIT: Duration = Duration::from_secs(30);
+
+/// With `--kubernetes`: the cluster's identities, fed by a watch on a
+/// thread (and runtime) of its own. A configuration that cannot work stops
+/// the start; an API server that does not answer does not (identities read
+/// `unknown` while the watch retries). Reading a file waits for the first
+/// lists, so that the capture is named as the cluster is now.
+fn watch_kubernetes(config: &Config) -> Result<Option<Arc<Identities>>> {
+    let Some(k) = &config.kubernetes else {
+        return Ok(None);
+    };
+    let identities = Identities::new();
+    let feed = Arc::clone(&identities);
+    let kubeconfig = k.kubeconfig.clone();
+    let (started, client_made) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("kubernetes".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = started.send(Err(anyhow::anyhow!(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match watch::client(kubeconfig.as_deref()).await {
+                    Ok(client) => {
+                        let _ = started.send(Ok(()));
+                        watch::run(client, feed).await;
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                    }
+                }
+            });
+        })
+        .context("cannot start the Kubernetes watch")?;
+    client_made
+        .recv()
+        .context("the Kubernetes watch ended at start")?
+        .context("--kubernetes")?;
+    if let Source::File { .. } = config.source {
+        let deadline = std::time::Instant::now() + KUBERNETES_SYNC_WAIT;
+        while !identities.with_index(|i| i.synced()) {
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "tcp-exporter: kubernetes: the first lists did not complete in {}s; \
+                     addresses read `unknown`",
+                    KUBERNETES_SYNC_WAIT.as_secs()
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(Some(identities))
 }
 
 /// What `-r` or `-i` opened: the file, or each named interface's sources

@@ -80,6 +80,12 @@ pub struct Identities {
     pub stats: WatchStats,
 }
 
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identities")
+    }
+}
+
 /// What the watch did, for the exporter's own metrics.
 #[derive(Default)]
 pub struct WatchStats {

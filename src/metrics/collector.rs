@@ -20,7 +20,7 @@ use crate::flow::{CloseReason, Nanos, Side};
 
 use super::conns::{ConnRecord, FlowLogStats, LongBudget};
 use super::counters::{wscale_label, DirCounters, Histogram, RETRANSMISSION_KINDS, WSCALE_SLOTS};
-use super::labels::{escape_into, Labeler, SeriesKey, NO_INTERFACE};
+use super::labels::{escape_into, Label, Labeler, SeriesKey, NO_IDENTITY, NO_INTERFACE};
 use super::names::{self, Def, Kind, DURATION_BUCKETS, RTT_BUCKETS};
 use super::series::SeriesBudget;
 use super::shard::{
@@ -46,6 +46,39 @@ pub struct Exporter {
     budget: Arc<SeriesBudget>,
     long: Option<Arc<LongBudget>>,
     flow_log: Option<Arc<FlowLogStats>>,
+}
+
+/// The identity index's size and the watch's faults, by kind.
+fn write_kubernetes(out: &mut Text, identities: &crate::identity::Identities) {
+    use crate::identity::ObjectKind;
+    let (held, synced) = identities.with_index(|i| {
+        (
+            ObjectKind::ALL.map(|k| i.len(k) as u64),
+            ObjectKind::ALL.map(|k| i.listed(k) as u64),
+        )
+    });
+    let stats = &identities.stats;
+    let per_kind: [(Def, [u64; 3]); 4] = [
+        (names::KUBERNETES_OBJECTS, held),
+        (names::KUBERNETES_SYNCED, synced),
+        (
+            names::KUBERNETES_WATCH_ERRORS,
+            ObjectKind::ALL.map(|k| stats.errors[k as usize].load(Ordering::Relaxed)),
+        ),
+        (
+            names::KUBERNETES_RELISTS,
+            ObjectKind::ALL.map(|k| stats.relists[k as usize].load(Ordering::Relaxed)),
+        ),
+    ];
+    for (def, values) in per_kind {
+        out.header(def);
+        for (kind, n) in ObjectKind::ALL.iter().zip(values) {
+            out.sample(def.name, "", &[("kind", kind.as_str())], n);
+        }
+    }
+    let def = names::KUBERNETES_IDENTITIES_OVERFLOW;
+    out.header(def);
+    out.sample(def.name, "", &[], stats.table_full.load(Ordering::Relaxed));
 }
 
 /// A poisoned lock only means a worker panicked mid-update; its counters are
@@ -260,6 +293,30 @@ impl Exporter {
             s.push_str(family.as_str());
             s.push('"');
         }
+        if let Some(identities) = &self.labeler.identities {
+            let chosen = self.labeler.labels;
+            for (id, labels) in [
+                (key.client_id, &Label::CLIENT_IDENTITY[..]),
+                (key.server_id, &Label::SERVER_IDENTITY[..]),
+            ] {
+                if id == NO_IDENTITY {
+                    continue;
+                }
+                let who = identities.get(id);
+                for label in labels.iter().filter(|l| chosen.has(**l)) {
+                    let value = match label {
+                        Label::ClientNamespace | Label::ServerNamespace => &who.namespace,
+                        Label::ClientWorkload | Label::ServerWorkload => &who.workload,
+                        Label::ClientWorkloadKind | Label::ServerWorkloadKind => &who.kind,
+                        Label::ClientPod | Label::ServerPod => &who.pod,
+                        _ => &who.service,
+                    };
+                    sep(&mut s, label.as_str());
+                    escape_into(&mut s, value);
+                    s.push('"');
+                }
+            }
+        }
         s
     }
 
@@ -473,6 +530,9 @@ impl Exporter {
         let def = names::SERIES_EXPIRED;
         out.header(def);
         out.sample(def.name, "", &[], expired);
+        if let Some(identities) = &self.labeler.identities {
+            write_kubernetes(out, identities);
+        }
         let def = names::INTERFACES_REFUSED;
         out.header(def);
         let refused = self.interfaces_refused.load(Ordering::Relaxed);

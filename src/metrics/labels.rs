@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::flow::Orientation;
+use crate::identity::{Identities, OTHER as OTHER_IDENTITY};
 
 /// A traffic label that `--labels` can choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,17 +25,50 @@ pub enum Label {
     ServerPort,
     PortName,
     IpFamily,
+    ClientNamespace,
+    ClientWorkload,
+    ClientWorkloadKind,
+    ClientPod,
+    ServerNamespace,
+    ServerWorkload,
+    ServerWorkloadKind,
+    ServerPod,
+    ServerService,
 }
 
 impl Label {
     /// In the order labels are written in the exposition.
-    pub const ALL: [Label; 6] = [
+    pub const ALL: [Label; 15] = [
         Label::Interface,
         Label::Client,
         Label::Server,
         Label::ServerPort,
         Label::PortName,
         Label::IpFamily,
+        Label::ClientNamespace,
+        Label::ClientWorkload,
+        Label::ClientWorkloadKind,
+        Label::ClientPod,
+        Label::ServerNamespace,
+        Label::ServerWorkload,
+        Label::ServerWorkloadKind,
+        Label::ServerPod,
+        Label::ServerService,
+    ];
+
+    /// The identity labels of the client side, then of the server side.
+    pub const CLIENT_IDENTITY: [Label; 4] = [
+        Label::ClientNamespace,
+        Label::ClientWorkload,
+        Label::ClientWorkloadKind,
+        Label::ClientPod,
+    ];
+    pub const SERVER_IDENTITY: [Label; 5] = [
+        Label::ServerNamespace,
+        Label::ServerWorkload,
+        Label::ServerWorkloadKind,
+        Label::ServerPod,
+        Label::ServerService,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,22 +79,47 @@ impl Label {
             Label::ServerPort => "server_port",
             Label::PortName => "port_name",
             Label::IpFamily => "ip_family",
+            Label::ClientNamespace => "client_namespace",
+            Label::ClientWorkload => "client_workload",
+            Label::ClientWorkloadKind => "client_workload_kind",
+            Label::ClientPod => "client_pod",
+            Label::ServerNamespace => "server_namespace",
+            Label::ServerWorkload => "server_workload",
+            Label::ServerWorkloadKind => "server_workload_kind",
+            Label::ServerPod => "server_pod",
+            Label::ServerService => "server_service",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << self as u8
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
+    /// Whether the label needs the cluster's identities (`--kubernetes`).
+    pub fn is_identity(self) -> bool {
+        self as u16 >= Label::ClientNamespace as u16
     }
 }
 
 /// The traffic labels chosen with `--labels`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LabelSet(u8);
+pub struct LabelSet(u16);
 
 impl LabelSet {
     /// The contract's default (DESIGN.md): interface, client, server,
     /// server_port.
     pub const DEFAULT: LabelSet = LabelSet(0b1111);
+
+    /// The default with `--kubernetes`: who talks to whom by namespace,
+    /// workload and Service, and the server port.
+    pub const KUBERNETES: LabelSet = LabelSet(
+        1 << Label::ClientNamespace as u16
+            | 1 << Label::ClientWorkload as u16
+            | 1 << Label::ServerNamespace as u16
+            | 1 << Label::ServerWorkload as u16
+            | 1 << Label::ServerService as u16
+            | 1 << Label::ServerPort as u16,
+    );
 
     pub fn has(self, label: Label) -> bool {
         self.0 & label.bit() != 0
@@ -67,6 +127,11 @@ impl LabelSet {
 
     pub fn iter(self) -> impl Iterator<Item = Label> {
         Label::ALL.into_iter().filter(move |l| self.has(*l))
+    }
+
+    /// Whether any label of `labels` is chosen.
+    pub fn any(self, labels: &[Label]) -> bool {
+        labels.iter().any(|l| self.has(*l))
     }
 }
 
@@ -82,7 +147,9 @@ impl fmt::Display for LabelSet {
 pub enum LabelError {
     #[error(
         "--labels: unknown label {0:?}; choose from interface, client, server, server_port, \
-         port_name, ip_family (comma-separated), or `none`"
+         port_name, ip_family, and with --kubernetes client_namespace, client_workload, \
+         client_workload_kind, client_pod, server_namespace, server_workload, \
+         server_workload_kind, server_pod, server_service (comma-separated), or `none`"
     )]
     UnknownLabel(String),
     #[error("--labels: {0} is given twice")]
@@ -168,6 +235,11 @@ impl Family {
 pub struct SeriesKey {
     /// Index into the exporter's interfaces, or `NO_INTERFACE`.
     pub interface: u16,
+    /// The client's and the server's identity (numbers of
+    /// `identity::Identities`), or `NO_IDENTITY` when none of that side's
+    /// identity labels is chosen.
+    pub client_id: u32,
+    pub server_id: u32,
     pub client: Peer,
     pub server: Peer,
     pub server_port: Option<u16>,
@@ -178,12 +250,14 @@ pub struct SeriesKey {
 }
 
 pub const NO_INTERFACE: u16 = u16::MAX;
+pub const NO_IDENTITY: u32 = u32::MAX;
 
 impl SeriesKey {
     /// The key of the histograms of this series: the same, without client.
     pub fn histogram(self) -> SeriesKey {
         SeriesKey {
             client: Peer::Absent,
+            client_id: NO_IDENTITY,
             ..self
         }
     }
@@ -192,9 +266,18 @@ impl SeriesKey {
     /// and server read `other`.
     pub fn folded(self) -> SeriesKey {
         let other = |p: Peer| if p == Peer::Absent { p } else { Peer::Other };
+        let other_id = |id: u32| {
+            if id == NO_IDENTITY {
+                id
+            } else {
+                OTHER_IDENTITY
+            }
+        };
         SeriesKey {
             client: other(self.client),
             server: other(self.server),
+            client_id: other_id(self.client_id),
+            server_id: other_id(self.server_id),
             ..self
         }
     }
@@ -455,7 +538,9 @@ impl<'de> serde::Deserialize<'de> for PortName {
 /// every worker.
 #[derive(Debug)]
 pub struct Labeler {
-    labels: LabelSet,
+    pub labels: LabelSet,
+    /// The cluster's identities, with `--kubernetes`.
+    pub identities: Option<Arc<Identities>>,
     /// Most specific first; among equals, in the order given.
     rules: Vec<(CidrRule, Option<u16>)>,
     ports: HashMap<u16, u16>,
@@ -489,6 +574,7 @@ impl Labeler {
         let ports = ports.0.iter().map(|(p, n)| (*p, intern(n))).collect();
         Labeler {
             labels,
+            identities: None,
             rules,
             ports,
             names,
@@ -507,12 +593,30 @@ impl Labeler {
     /// The series key of a connection on interface `interface`.
     pub fn key(&self, interface: u16, o: &Orientation) -> SeriesKey {
         let l = self.labels;
+        use crate::identity::Role as Side;
+        let identity = |labels: &[Label], pod: Label, ip: IpAddr, side: Side| match &self.identities
+        {
+            Some(ids) if l.any(labels) => ids.resolve(ip, o.server_port, side, l.has(pod)),
+            _ => NO_IDENTITY,
+        };
         SeriesKey {
             interface: if l.has(Label::Interface) {
                 interface
             } else {
                 NO_INTERFACE
             },
+            client_id: identity(
+                &Label::CLIENT_IDENTITY,
+                Label::ClientPod,
+                o.client,
+                Side::Client,
+            ),
+            server_id: identity(
+                &Label::SERVER_IDENTITY,
+                Label::ServerPod,
+                o.server,
+                Side::Server,
+            ),
             client: if l.has(Label::Client) {
                 self.peer(o.client, Role::Client)
             } else {

@@ -198,6 +198,31 @@ pub const FLOW_LOG_DROPS: Def = def(
     Counter,
     "Flow-log records lost (reason=queue_full: the writer was behind and its queue full; reason=write_error: writing failed, e.g. a full disk).",
 );
+pub const KUBERNETES_OBJECTS: Def = def(
+    "tcp_exporter_kubernetes_objects",
+    Gauge,
+    "Objects of the cluster held in the identity index now, by kind (pods, services, nodes); with --kubernetes.",
+);
+pub const KUBERNETES_SYNCED: Def = def(
+    "tcp_exporter_kubernetes_synced",
+    Gauge,
+    "1 once the first list of this kind completed; until every kind is, addresses the index does not know read `unknown`.",
+);
+pub const KUBERNETES_WATCH_ERRORS: Def = def(
+    "tcp_exporter_kubernetes_watch_errors_total",
+    Counter,
+    "Errors of the watch of this kind (the API server unreachable, RBAC refusals, a dropped watch), each survived with a backoff.",
+);
+pub const KUBERNETES_RELISTS: Def = def(
+    "tcp_exporter_kubernetes_relists_total",
+    Counter,
+    "Lists of this kind after the first (410 Gone after etcd compaction, a watch that could not resume).",
+);
+pub const KUBERNETES_IDENTITIES_OVERFLOW: Def = def(
+    "tcp_exporter_kubernetes_identities_overflow_total",
+    Counter,
+    "Connections whose identity found the identity table full (65,535 distinct identities) and read `other`.",
+);
 pub const INTERFACES_REFUSED: Def = def(
     "tcp_exporter_interfaces_refused_total",
     Counter,

@@ -276,11 +276,13 @@ impl SeriesBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::labels::{Peer, NO_INTERFACE};
+    use crate::metrics::labels::{Peer, NO_IDENTITY, NO_INTERFACE};
 
     fn key(client: u8, port: u16) -> SeriesKey {
         SeriesKey {
             interface: 0,
+            client_id: NO_IDENTITY,
+            server_id: NO_IDENTITY,
             client: Peer::Ip([10, 0, 0, client].into()),
             server: Peer::Ip([10, 0, 1, 1].into()),
             server_port: Some(port),

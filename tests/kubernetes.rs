@@ -1,0 +1,608 @@
+//! `--kubernetes` against a real kube-apiserver and etcd on 127.0.0.1
+//! (scripts/kube-test-cluster.sh; no mocks of the API). The tests create
+//! Nodes, Pods (status.podIP patched through the status subresource) and
+//! Services with curl, then read test captures whose addresses are those
+//! pods' (some rewritten with tcprewrite) and check the identity labels;
+//! the watch's faults (an API server that does not answer, RBAC that
+//! forbids a resource, a restart and an etcd compaction) with a live
+//! exporter.
+//!
+//! Needs root (a live capture on lo), curl, tcprewrite and what the script
+//! needs (Go, openssl); `TCPX_SKIP_LIVE=1` skips, as the other live tests.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{pcap, sum_metric_where, tool, try_http_get, TempDir};
+
+const EXPORTER: &str = env!("CARGO_BIN_EXE_tcp-exporter");
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kube-test-cluster.sh")
+}
+
+fn skip() -> bool {
+    if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+        eprintln!("kubernetes test: skipped (TCPX_SKIP_LIVE=1)");
+        return true;
+    }
+    false
+}
+
+/// A cluster of the test's own, stopped when dropped.
+struct Cluster {
+    dir: TempDir,
+    server: String,
+    token: String,
+}
+
+impl Cluster {
+    fn start(tag: &str) -> Cluster {
+        let dir = TempDir::new(tag);
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(&dir.0)
+            .output()
+            .expect("run scripts/kube-test-cluster.sh");
+        let cluster = Cluster {
+            server: String::new(),
+            token: String::new(),
+            dir,
+        };
+        assert!(
+            out.status.success(),
+            "kube-test-cluster.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kubeconfig = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+        let server = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .expect("a server in the kubeconfig")
+            .to_string();
+        let token = std::fs::read_to_string(cluster.dir.path("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut cluster = cluster;
+        cluster.server = server;
+        cluster.token = token;
+        cluster
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path("kubeconfig")
+    }
+
+    fn script(&self, command: &str) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg(command)
+            .arg(&self.dir.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kube-test-cluster.sh {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An API request with the admin token; the status code and body.
+    fn api(&self, method: &str, path: &str, body: &str, content_type: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "-X", method, "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.dir.path("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {}", self.token)])
+            .args(["-H", &format!("Content-Type: {content_type}")])
+            .args(["--data-binary", body])
+            .arg(format!("{}{path}", self.server))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    fn ok(&self, method: &str, path: &str, body: &str, content_type: &str) {
+        let (code, answer) = self.api(method, path, body, content_type);
+        assert!(
+            (200..300).contains(&code),
+            "{method} {path}: {code} {answer}"
+        );
+    }
+
+    fn create(&self, path: &str, body: &str) {
+        self.ok("POST", path, body, "application/json");
+    }
+
+    fn namespace(&self, name: &str) {
+        let (code, answer) = self.api(
+            "POST",
+            "/api/v1/namespaces",
+            &format!(r#"{{"metadata":{{"name":"{name}"}}}}"#),
+            "application/json",
+        );
+        assert!(
+            code == 201 || code == 409,
+            "namespace {name}: {code} {answer}"
+        );
+    }
+
+    fn node(&self, name: &str, ip: &str) {
+        self.create(
+            "/api/v1/nodes",
+            &format!(r#"{{"metadata":{{"name":"{name}"}}}}"#),
+        );
+        self.ok(
+            "PATCH",
+            &format!("/api/v1/nodes/{name}/status"),
+            &format!(r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}}]}}}}"#),
+            "application/merge-patch+json",
+        );
+    }
+
+    /// A pod: `owner` is (kind, name) of its controller; `phase` its
+    /// status; `spec` extra pod spec fields (JSON, without braces).
+    fn pod(&self, p: &PodSpec) {
+        self.namespace(p.namespace);
+        let owner = match p.owner {
+            Some((kind, name)) => format!(
+                r#","ownerReferences":[{{"apiVersion":"apps/v1","kind":"{kind}","name":"{name}","uid":"6f1c2d3e-0000-4000-8000-000000000001","controller":true}}]"#
+            ),
+            None => String::new(),
+        };
+        let labels: Vec<String> = p
+            .labels
+            .iter()
+            .map(|(k, v)| format!(r#""{k}":"{v}""#))
+            .collect();
+        let ports: Vec<String> = p
+            .ports
+            .iter()
+            .map(|port| format!(r#"{{"containerPort":{port}}}"#))
+            .collect();
+        self.create(
+            &format!("/api/v1/namespaces/{}/pods", p.namespace),
+            &format!(
+                r#"{{"metadata":{{"name":"{}","labels":{{{}}}{owner}}},"spec":{{"nodeName":"node-1","hostNetwork":{},"containers":[{{"name":"c","image":"x","ports":[{}]}}]}}}}"#,
+                p.name,
+                labels.join(","),
+                p.host_network,
+                ports.join(",")
+            ),
+        );
+        self.ok(
+            "PATCH",
+            &format!("/api/v1/namespaces/{}/pods/{}/status", p.namespace, p.name),
+            &format!(
+                r#"{{"status":{{"phase":"{}","podIP":"{}","podIPs":[{{"ip":"{}"}}]}}}}"#,
+                p.phase, p.ip, p.ip
+            ),
+            "application/merge-patch+json",
+        );
+    }
+
+    fn delete_pod(&self, namespace: &str, name: &str, grace: u32) {
+        self.ok(
+            "DELETE",
+            &format!("/api/v1/namespaces/{namespace}/pods/{name}"),
+            &format!(r#"{{"gracePeriodSeconds":{grace}}}"#),
+            "application/json",
+        );
+    }
+
+    fn service(&self, namespace: &str, name: &str, ip: &str, app: &str) {
+        self.namespace(namespace);
+        self.create(
+            &format!("/api/v1/namespaces/{namespace}/services"),
+            &format!(
+                r#"{{"metadata":{{"name":"{name}"}},"spec":{{"clusterIP":"{ip}","selector":{{"app":"{app}"}},"ports":[{{"port":5001}}]}}}}"#
+            ),
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir.0)
+            .output();
+    }
+}
+
+struct PodSpec<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    ip: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+    owner: Option<(&'a str, &'a str)>,
+    host_network: bool,
+    ports: &'a [u16],
+    phase: &'a str,
+}
+
+impl Default for PodSpec<'_> {
+    fn default() -> Self {
+        PodSpec {
+            namespace: "default",
+            name: "p",
+            ip: "10.244.0.1",
+            labels: &[],
+            owner: None,
+            host_network: false,
+            ports: &[],
+            phase: "Running",
+        }
+    }
+}
+
+const LABELS: &str = "client_namespace,client_workload,client_workload_kind,server_namespace,\
+                      server_workload,server_workload_kind,server_pod,server_service,server_port";
+
+/// `-r capture --print --kubernetes` on the cluster: the (client, server)
+/// identity of each server port's series of tcp_connections_opened_total.
+fn named(cluster: &Cluster, capture: &Path) -> Vec<(String, [String; 8])> {
+    let out = Command::new(EXPORTER)
+        .arg("-r")
+        .arg(capture)
+        .args(["--print", "--kubernetes", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["--labels", LABELS])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    common::promtool_check(&text, "an exposition with identities");
+    let mut rows: Vec<(String, [String; 8])> = common::samples(&text)
+        .into_iter()
+        .filter(|s| s.name == "tcp_connections_opened_total")
+        .map(|s| {
+            let l = |k: &str| s.label(k).unwrap_or("?").to_string();
+            (
+                l("server_port"),
+                [
+                    l("client_namespace"),
+                    l("client_workload"),
+                    l("client_workload_kind"),
+                    l("server_namespace"),
+                    l("server_workload"),
+                    l("server_workload_kind"),
+                    l("server_pod"),
+                    l("server_service"),
+                ],
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The identity a row's server has: (namespace, workload, kind, pod,
+/// service).
+fn server_of(rows: &[(String, [String; 8])], port: &str) -> [String; 5] {
+    let (_, r) = rows
+        .iter()
+        .find(|(p, _)| p == port)
+        .unwrap_or_else(|| panic!("no series on port {port}: {rows:?}"));
+    [
+        r[3].clone(),
+        r[4].clone(),
+        r[5].clone(),
+        r[6].clone(),
+        r[7].clone(),
+    ]
+}
+
+fn s(v: [&str; 5]) -> [String; 5] {
+    v.map(String::from)
+}
+
+/// bulk_loss.pcap with its server (10.250.0.2) moved to `to`.
+fn rewritten(dir: &TempDir, to: &str) -> PathBuf {
+    let out = dir.path(&format!("server-{to}.pcap"));
+    tool(
+        "tcprewrite",
+        &[
+            &format!("--pnat=10.250.0.2/32:{to}/32"),
+            "--infile",
+            pcap("bulk_loss.pcap").to_str().unwrap(),
+            "--outfile",
+            out.to_str().unwrap(),
+        ],
+    );
+    out
+}
+
+#[test]
+fn a_capture_is_named_as_the_cluster_is_now() {
+    if skip() {
+        return;
+    }
+    let c = Cluster::start("kube-names");
+    let work = TempDir::new("kube-names-work");
+    c.node("node-1", "192.168.50.1");
+    // bulk_loss.pcap: 10.250.0.1 connects to 10.250.0.2 on 5001-5003.
+    c.pod(&PodSpec {
+        namespace: "shop",
+        name: "checkout-7d9f8b6c5-x2x9q",
+        ip: "10.250.0.1",
+        labels: &[("app", "checkout"), ("pod-template-hash", "7d9f8b6c5")],
+        owner: Some(("ReplicaSet", "checkout-7d9f8b6c5")),
+        ..PodSpec::default()
+    });
+    c.pod(&PodSpec {
+        namespace: "data",
+        name: "db-0",
+        ip: "10.250.0.2",
+        labels: &[("app", "db")],
+        owner: Some(("StatefulSet", "db")),
+        ..PodSpec::default()
+    });
+    c.service("data", "db", "10.96.0.50", "db");
+    let direct = named(&c, &pcap("bulk_loss.pcap"));
+    assert_eq!(direct.len(), 3, "{direct:?}");
+    for (_, r) in &direct {
+        assert_eq!(r[..3], ["shop", "checkout", "Deployment"], "{direct:?}");
+    }
+    assert_eq!(
+        server_of(&direct, "5001"),
+        s(["data", "db", "StatefulSet", "db-0", "db"])
+    );
+
+    // Through the ClusterIP, before kube-proxy's DNAT: the Service.
+    let via_service = named(&c, &rewritten(&work, "10.96.0.50"));
+    assert_eq!(
+        server_of(&via_service, "5001"),
+        s(["data", "db", "Service", "", "db"])
+    );
+
+    // The IP reused: db-0 deleted, a finished pod and a running one of
+    // another namespace claim 10.250.0.2; the running one owns it.
+    c.delete_pod("data", "db-0", 0);
+    c.pod(&PodSpec {
+        namespace: "batch",
+        name: "report-28901234-abcde",
+        ip: "10.250.0.2",
+        owner: Some(("Job", "report-28901234")),
+        phase: "Succeeded",
+        ..PodSpec::default()
+    });
+    c.pod(&PodSpec {
+        namespace: "cache",
+        name: "redis-0",
+        ip: "10.250.0.2",
+        labels: &[("app", "redis")],
+        owner: Some(("StatefulSet", "redis")),
+        ..PodSpec::default()
+    });
+    let reused = named(&c, &pcap("bulk_loss.pcap"));
+    assert_eq!(
+        server_of(&reused, "5001"),
+        s(["cache", "redis", "StatefulSet", "redis-0", ""])
+    );
+
+    // redis-0 terminating (no kubelet ever finishes it), a new pod takes
+    // the address: the new one owns it; gone too, the terminating one.
+    c.delete_pod("cache", "redis-0", 300);
+    c.pod(&PodSpec {
+        namespace: "cache",
+        name: "redis-1",
+        ip: "10.250.0.2",
+        owner: Some(("StatefulSet", "redis")),
+        ..PodSpec::default()
+    });
+    let replaced = named(&c, &pcap("bulk_loss.pcap"));
+    assert_eq!(server_of(&replaced, "5001")[3], "redis-1");
+    c.delete_pod("cache", "redis-1", 0);
+    let terminating = named(&c, &pcap("bulk_loss.pcap"));
+    assert_eq!(server_of(&terminating, "5001")[3], "redis-0");
+
+    // A hostNetwork pod serving 5001 on the node's address: the pod there,
+    // the node on the other ports.
+    c.pod(&PodSpec {
+        namespace: "monitoring",
+        name: "agent-7xk2p",
+        ip: "192.168.50.1",
+        owner: Some(("DaemonSet", "agent")),
+        host_network: true,
+        ports: &[5001],
+        ..PodSpec::default()
+    });
+    let host = named(&c, &rewritten(&work, "192.168.50.1"));
+    assert_eq!(
+        server_of(&host, "5001"),
+        s(["monitoring", "agent", "DaemonSet", "agent-7xk2p", ""])
+    );
+    assert_eq!(server_of(&host, "5002"), s(["", "node-1", "Node", "", ""]));
+
+    // An address the cluster does not know.
+    let outside = named(&c, &rewritten(&work, "203.0.113.9"));
+    assert_eq!(
+        server_of(&outside, "5001"),
+        s(["", "external", "external", "", ""])
+    );
+}
+
+/// An exporter capturing on lo with --kubernetes; killed when dropped.
+struct Live {
+    child: Child,
+    http: SocketAddr,
+    log: PathBuf,
+}
+
+impl Live {
+    fn start(kubeconfig: &Path, log: PathBuf) -> Live {
+        let port = common::free_port();
+        let child = Command::new(EXPORTER)
+            .args(["-i", "lo", "-p", &port.to_string(), "--listen", "127.0.0.1"])
+            .args(["--kubernetes", "--kubeconfig"])
+            .arg(kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let live = Live {
+            child,
+            http: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            log,
+        };
+        live.wait("ready", |text| !text.is_empty());
+        live
+    }
+
+    fn metrics(&self) -> String {
+        match try_http_get(self.http, "/metrics") {
+            Ok((200, text)) => text,
+            _ => String::new(),
+        }
+    }
+
+    fn kind(&self, text: &str, metric: &str, kind: &str) -> f64 {
+        sum_metric_where(text, metric, "kind", kind)
+    }
+
+    fn wait(&self, what: &str, check: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = self.metrics();
+            if check(&text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log: {}\n{text}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rbac_that_forbids_a_resource_is_said_by_name_and_the_rest_is_watched() {
+    if skip() {
+        return;
+    }
+    let c = Cluster::start("kube-rbac");
+    c.create(
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        r#"{"metadata":{"name":"tcpx-no-services"},"rules":[{"apiGroups":[""],"resources":["pods","nodes"],"verbs":["get","list","watch"]}]}"#,
+    );
+    c.create(
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        r#"{"metadata":{"name":"tcpx-no-services"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"tcpx-no-services"},"subjects":[{"kind":"User","apiGroup":"rbac.authorization.k8s.io","name":"tcpx-limited"}]}"#,
+    );
+    let log = c.dir.path("exporter.log");
+    let live = Live::start(&c.dir.path("kubeconfig-limited"), log.clone());
+    let synced = "tcp_exporter_kubernetes_synced";
+    live.wait("pods and nodes listed, services refused", |t| {
+        live.kind(t, synced, "pods") == 1.0
+            && live.kind(t, synced, "nodes") == 1.0
+            && live.kind(t, "tcp_exporter_kubernetes_watch_errors_total", "services") > 0.0
+    });
+    assert_eq!(live.kind(&live.metrics(), synced, "services"), 0.0);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        said.matches("forbidden to list and watch services").count(),
+        1,
+        "{said}"
+    );
+    assert!(!said.contains("forbidden to list and watch pods"), "{said}");
+}
+
+#[test]
+fn the_watch_survives_an_unreachable_api_a_restart_and_a_compaction() {
+    if skip() {
+        return;
+    }
+    let c = Cluster::start("kube-faults");
+    // An API server that does not answer at start: the exporter serves,
+    // counts the errors, and identities read unknown.
+    let dead = c.dir.path("kubeconfig-dead");
+    let port = common::free_port();
+    let config = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let server = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &dead,
+        config.replace(&server, &format!("https://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let unreachable = Live::start(&dead, c.dir.path("dead.log"));
+    unreachable.wait("errors counted", |t| {
+        unreachable.kind(t, "tcp_exporter_kubernetes_watch_errors_total", "pods") > 0.0
+    });
+    assert_eq!(
+        unreachable.kind(
+            &unreachable.metrics(),
+            "tcp_exporter_kubernetes_synced",
+            "pods"
+        ),
+        0.0
+    );
+    drop(unreachable);
+
+    let live = Live::start(&c.kubeconfig(), c.dir.path("exporter.log"));
+    let objects = "tcp_exporter_kubernetes_objects";
+    live.wait("synced", |t| {
+        live.kind(t, "tcp_exporter_kubernetes_synced", "pods") == 1.0
+    });
+    c.node("node-1", "192.168.50.1");
+    c.pod(&PodSpec {
+        namespace: "a",
+        name: "before",
+        ..PodSpec::default()
+    });
+    live.wait("the pod seen", |t| live.kind(t, objects, "pods") == 1.0);
+    // The API server restarted: the watch comes back and sees what was
+    // made after.
+    c.script("restart-apiserver");
+    c.pod(&PodSpec {
+        namespace: "a",
+        name: "after-restart",
+        ip: "10.244.0.2",
+        ..PodSpec::default()
+    });
+    live.wait("the pod made after the restart", |t| {
+        live.kind(t, objects, "pods") == 2.0
+    });
+    // etcd compacted, then the API server restarted (its watch cache does
+    // not see a compaction): resuming from an old resourceVersion is 410
+    // Gone, and the watch lists again.
+    c.script("etcd-compact");
+    c.script("restart-apiserver");
+    c.pod(&PodSpec {
+        namespace: "a",
+        name: "after-compaction",
+        ip: "10.244.0.3",
+        ..PodSpec::default()
+    });
+    c.delete_pod("a", "before", 0);
+    live.wait("a relist, and the index as the cluster is", |t| {
+        let relists: f64 = ["pods", "services", "nodes"]
+            .iter()
+            .map(|k| live.kind(t, "tcp_exporter_kubernetes_relists_total", k))
+            .sum();
+        relists > 0.0 && live.kind(t, objects, "pods") == 2.0
+    });
+}
