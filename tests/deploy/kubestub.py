@@ -26,6 +26,9 @@ GROUPS = {
     "apps/v1": [("daemonsets", "DaemonSet", True), ("deployments", "Deployment", True)],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     "scheduling.k8s.io/v1": [("priorityclasses", "PriorityClass", False)],
+    "rbac.authorization.k8s.io/v1": [("clusterroles", "ClusterRole", False),
+                                     ("clusterrolebindings", "ClusterRoleBinding", False),
+                                     ("roles", "Role", True), ("rolebindings", "RoleBinding", True)],
 }
 MONITORING = {
     "monitoring.coreos.com/v1": [

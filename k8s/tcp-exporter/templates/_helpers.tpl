@@ -49,6 +49,19 @@ jobLabel: tcp-exporter
 {{- end }}
 {{- end }}
 
+{{/*
+"true" with kubernetes.enabled: the exporter runs with --kubernetes, and the
+chart renders the ClusterRole and its binding and mounts the token.
+*/}}
+{{- define "tcp-exporter.kubernetes" -}}
+{{- if (.Values.kubernetes | default dict).enabled }}true{{ end }}
+{{- end }}
+
+{{/* The labels that only --kubernetes can fill (the exporter refuses them without it). */}}
+{{- define "tcp-exporter.kubernetesLabels" -}}
+{{- toYaml (list "client_namespace" "client_workload" "client_workload_kind" "client_pod" "server_namespace" "server_workload" "server_workload_kind" "server_pod" "server_service") }}
+{{- end }}
+
 {{- define "tcp-exporter.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -194,6 +207,9 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 - --labels
 - {{ join "," . | quote }}
 {{- end }}
+{{- if include "tcp-exporter.kubernetes" . }}
+- --kubernetes
+{{- end }}
 {{- if not (kindIs "invalid" $v.maxFlows) }}
 - --max-flows
 - {{ $v.maxFlows | int64 | quote }}
@@ -287,6 +303,18 @@ maxLength counts characters).
 */}}
 {{- define "tcp-exporter.validate" -}}
 {{- $v := .Values }}
+{{- if include "tcp-exporter.kubernetes" . }}
+{{- if and (not $v.serviceAccount.create) (not $v.serviceAccount.name) }}
+{{- fail "kubernetes.enabled with serviceAccount.create false needs serviceAccount.name: the chart binds its ClusterRole (read pods, services and nodes) to that account, and would otherwise bind the namespace's \"default\" one, which every pod without an account of its own uses" }}
+{{- end }}
+{{- else }}
+{{- $needCluster := include "tcp-exporter.kubernetesLabels" . | fromYamlArray }}
+{{- range $v.labels }}
+{{- if has . $needCluster }}
+{{- fail (printf "labels: %s comes from the cluster and needs kubernetes.enabled (the exporter refuses it without --kubernetes)" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $port, $name := ($v.portNames | default dict).custom }}
 {{- if gt (len $name) 64 }}
 {{- fail (printf "portNames.custom: the name of port %s is %d bytes long (UTF-8); the exporter takes at most 64" $port (len $name)) }}
