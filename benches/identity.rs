@@ -120,15 +120,18 @@ fn bench(c: &mut Criterion) {
             std::hint::black_box((client, server))
         })
     });
-    c.bench_function("identity: a new connection's two ends (pod to cluster IP)", |b| {
-        b.iter(|| {
-            n = (n + 7) % SERVICES;
-            let client = identities.resolve(pod_ip(n + 1), 8080, Role::Client, false);
-            let service = IpAddr::V4(Ipv4Addr::from(0x0a60_0000u32 + n as u32));
-            let server = identities.resolve(service, 8080, Role::Server, false);
-            std::hint::black_box((client, server))
-        })
-    });
+    c.bench_function(
+        "identity: a new connection's two ends (pod to cluster IP)",
+        |b| {
+            b.iter(|| {
+                n = (n + 7) % SERVICES;
+                let client = identities.resolve(pod_ip(n + 1), 8080, Role::Client, false);
+                let service = IpAddr::V4(Ipv4Addr::from(0x0a60_0000u32 + n as u32));
+                let server = identities.resolve(service, 8080, Role::Server, false);
+                std::hint::black_box((client, server))
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

@@ -153,23 +153,81 @@ pub enum Role {
 /// A label set shared by the pods that have it.
 type Labels = Arc<[(Name, Name)]>;
 
-struct Pod {
+/// What the replicas of a workload share: one record, numbered, that
+/// every pod with this namespace, workload and label set points at. The
+/// Service a selector gives depends on nothing else, so it is kept here
+/// and recomputed per group, not per pod.
+struct Group {
     namespace: Name,
-    name: Box<str>,
-    phase: Phase,
-    deleting: bool,
-    ips: Box<[IpAddr]>,
-    host_network: bool,
-    node: Name,
     workload: Name,
     kind: Name,
     labels: Labels,
-    ports: Box<[u16]>,
+    service: Name,
+    /// Pods that point at it; at 0 its number is free again.
+    pods: u32,
+}
+
+type GroupKey = (Name, Name, Name, Labels);
+
+/// A pod's uid as a number: Kubernetes uids are UUIDs (anything else is
+/// hashed to 128 bits).
+type Uid = u128;
+
+fn uid_of(uid: &str) -> Uid {
+    let hex: String = uid.chars().filter(|c| *c != '-').collect();
+    if hex.len() == 32 {
+        if let Ok(n) = u128::from_str_radix(&hex, 16) {
+            return n;
+        }
+    }
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut h);
+        uid.hash(&mut h);
+        h.finish() as u128
+    };
+    half(1) << 64 | half(2)
+}
+
+/// At most two addresses (a dual-stack pod), kept inline.
+#[derive(Clone, Copy)]
+struct Ips {
+    ips: [IpAddr; 2],
+    len: u8,
+}
+
+impl Ips {
+    fn new(from: &[IpAddr]) -> Ips {
+        let unspecified = IpAddr::from([0u8; 4]);
+        let mut ips = [unspecified; 2];
+        let len = from.len().min(2);
+        ips[..len].copy_from_slice(&from[..len]);
+        Ips {
+            ips,
+            len: len as u8,
+        }
+    }
+
+    fn as_slice(&self) -> &[IpAddr] {
+        &self.ips[..self.len as usize]
+    }
+}
+
+struct Pod {
+    name: Box<str>,
+    ips: Ips,
+    group: u32,
+    /// Index into the node names.
+    node: u32,
     created: i64,
-    /// The Service whose selector matches it.
-    service: Option<Name>,
+    phase: Phase,
+    deleting: bool,
+    host_network: bool,
     /// Seen in the list under way (see `Relisting`).
     seen: bool,
+    /// Declared ports, kept for hostNetwork pods only.
+    ports: Box<[u16]>,
 }
 
 struct Service {
@@ -189,19 +247,26 @@ struct Node {
 /// that connection starts read (`super::Identities`).
 #[derive(Default)]
 pub struct Index {
-    pods: HashMap<Box<str>, Pod>,
-    /// Pod IPs and the uids of the pods that claim them.
-    pod_ips: HashMap<IpAddr, Vec<Box<str>>>,
-    /// Pods of each namespace, for Service selectors.
-    pods_in: HashMap<Name, HashSet<Box<str>>>,
+    pods: HashMap<Uid, Pod>,
+    /// Each pod IP's claimant; an address claimed by more than one pod
+    /// (reuse, a terminating pod) has them all in `contested`.
+    pod_ips: HashMap<IpAddr, Uid>,
+    contested: HashMap<IpAddr, Vec<Uid>>,
+    groups: Vec<Group>,
+    group_ids: HashMap<GroupKey, u32>,
+    free_groups: Vec<u32>,
+    /// Groups of each namespace, for Service selectors.
+    groups_in: HashMap<Name, HashSet<u32>>,
     services: HashMap<Box<str>, Service>,
     cluster_ips: HashMap<IpAddr, Box<str>>,
     /// Services of each namespace, by name (lexical order).
     services_in: HashMap<Name, BTreeMap<Name, Box<str>>>,
     nodes: HashMap<Name, Node>,
     node_ips: HashMap<IpAddr, Name>,
+    node_names: Vec<Name>,
+    node_ids: HashMap<Name, u32>,
     /// hostNetwork pods' declared ports, by (node, port).
-    host_ports: HashMap<(Name, u16), Box<str>>,
+    host_ports: HashMap<(u32, u16), Uid>,
     strings: HashSet<Name>,
     label_sets: HashSet<Labels>,
     listed: [bool; 3],
@@ -214,7 +279,11 @@ fn kind_index(k: ObjectKind) -> usize {
 
 impl Index {
     pub fn new() -> Index {
-        Index::default()
+        let mut index = Index::default();
+        for fixed in ["", "Service", "Node", "external", "unknown"] {
+            index.intern(fixed);
+        }
+        index
     }
 
     /// Objects held, by kind.
@@ -287,13 +356,13 @@ impl Index {
     fn sweep(&mut self, kind: ObjectKind) {
         match kind {
             ObjectKind::Pod => {
-                let gone: Vec<Box<str>> = self
+                let gone: Vec<Uid> = self
                     .pods
                     .iter()
                     .filter(|(_, p)| !p.seen)
-                    .map(|(u, _)| u.clone())
+                    .map(|(u, _)| *u)
                     .collect();
-                gone.iter().for_each(|u| self.remove_pod(u));
+                gone.into_iter().for_each(|u| self.remove_uid(u));
             }
             ObjectKind::Service => {
                 let gone: Vec<Box<str>> = self
@@ -317,7 +386,8 @@ impl Index {
     }
 
     fn put_pod(&mut self, p: PodInfo) {
-        self.remove_pod(&p.uid);
+        let uid = uid_of(&p.uid);
+        self.remove_uid(uid);
         let labels = self.intern_labels(&p.labels);
         let (workload, kind) = {
             let label = |k: &str| {
@@ -328,98 +398,190 @@ impl Index {
             };
             workload(&p.name, p.owner.as_ref(), label)
         };
-        let (workload, kind) = (self.intern(workload), self.intern(kind));
-        let namespace = self.intern(&p.namespace);
-        let node = self.intern(&p.node);
-        let uid: Box<str> = p.uid.into();
-        let mut pod = Pod {
-            namespace: Arc::clone(&namespace),
+        let key = (
+            self.intern(&p.namespace),
+            self.intern(workload),
+            self.intern(kind),
+            labels,
+        );
+        let group = self.group(key);
+        let node = self.node_id(&p.node);
+        let pod = Pod {
             name: p.name.into(),
+            ips: Ips::new(&p.ips),
+            group,
+            node,
+            created: p.created,
             phase: p.phase,
             deleting: p.deleting,
-            ips: p.ips.into(),
             host_network: p.host_network,
-            node,
-            workload,
-            kind,
-            labels,
-            ports: p.ports.into(),
-            created: p.created,
-            service: None,
             seen: true,
+            ports: if p.host_network {
+                p.ports.into()
+            } else {
+                Box::default()
+            },
         };
-        pod.service = self.service_of(&pod);
         if pod.host_network {
             for port in pod.ports.iter() {
-                self.host_ports
-                    .insert((Arc::clone(&pod.node), *port), uid.clone());
+                self.host_ports.insert((node, *port), uid);
             }
         } else {
-            for ip in pod.ips.iter() {
-                self.pod_ips.entry(*ip).or_default().push(uid.clone());
+            for ip in pod.ips.as_slice() {
+                match self.pod_ips.insert(*ip, uid) {
+                    None => {}
+                    Some(before) if before == uid => {}
+                    Some(before) => {
+                        let claims = self.contested.entry(*ip).or_insert_with(|| vec![before]);
+                        claims.push(uid);
+                    }
+                }
             }
         }
-        self.pods_in
-            .entry(namespace)
-            .or_default()
-            .insert(uid.clone());
         self.pods.insert(uid, pod);
     }
 
+    /// The number of a group, made (with its Service) if it is new.
+    fn group(&mut self, key: GroupKey) -> u32 {
+        if let Some(&id) = self.group_ids.get(&key) {
+            self.groups[id as usize].pods += 1;
+            return id;
+        }
+        let (namespace, workload, kind, labels) = key.clone();
+        let service = self.service_for(&namespace, &labels);
+        let group = Group {
+            namespace: Arc::clone(&namespace),
+            workload,
+            kind,
+            labels,
+            service,
+            pods: 1,
+        };
+        let id = match self.free_groups.pop() {
+            Some(id) => {
+                self.groups[id as usize] = group;
+                id
+            }
+            None => {
+                self.groups.push(group);
+                (self.groups.len() - 1) as u32
+            }
+        };
+        self.group_ids.insert(key, id);
+        self.groups_in.entry(namespace).or_default().insert(id);
+        id
+    }
+
+    fn release_group(&mut self, id: u32) {
+        let g = &mut self.groups[id as usize];
+        g.pods -= 1;
+        if g.pods > 0 {
+            return;
+        }
+        let key = (
+            Arc::clone(&g.namespace),
+            Arc::clone(&g.workload),
+            Arc::clone(&g.kind),
+            Arc::clone(&g.labels),
+        );
+        self.group_ids.remove(&key);
+        if let Some(set) = self.groups_in.get_mut(&key.0) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.groups_in.remove(&key.0);
+            }
+        }
+        self.free_groups.push(id);
+    }
+
+    fn node_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.node_ids.get(name) {
+            return id;
+        }
+        let name = self.intern(name);
+        self.node_names.push(Arc::clone(&name));
+        let id = (self.node_names.len() - 1) as u32;
+        self.node_ids.insert(name, id);
+        id
+    }
+
     fn remove_pod(&mut self, uid: &str) {
-        let Some(pod) = self.pods.remove(uid) else {
+        self.remove_uid(uid_of(uid));
+    }
+
+    fn remove_uid(&mut self, uid: Uid) {
+        let Some(pod) = self.pods.remove(&uid) else {
             return;
         };
-        for ip in pod.ips.iter() {
-            if let Some(claims) = self.pod_ips.get_mut(ip) {
-                claims.retain(|u| &**u != uid);
-                if claims.is_empty() {
-                    self.pod_ips.remove(ip);
+        for ip in pod.ips.as_slice() {
+            match self.contested.get_mut(ip) {
+                Some(claims) => {
+                    claims.retain(|u| *u != uid);
+                    if let [only] = claims[..] {
+                        self.pod_ips.insert(*ip, only);
+                        self.contested.remove(ip);
+                    } else if self.pod_ips.get(ip) == Some(&uid) {
+                        if let Some(&other) = claims.last() {
+                            self.pod_ips.insert(*ip, other);
+                        }
+                    }
+                }
+                None => {
+                    if self.pod_ips.get(ip) == Some(&uid) {
+                        self.pod_ips.remove(ip);
+                    }
                 }
             }
         }
         for port in pod.ports.iter() {
-            let key = (Arc::clone(&pod.node), *port);
-            if self.host_ports.get(&key).is_some_and(|u| &**u == uid) {
+            let key = (pod.node, *port);
+            if self.host_ports.get(&key) == Some(&uid) {
                 self.host_ports.remove(&key);
             }
         }
-        if let Some(set) = self.pods_in.get_mut(&pod.namespace) {
-            set.remove(uid);
-            if set.is_empty() {
-                self.pods_in.remove(&pod.namespace);
-            }
-        }
+        self.release_group(pod.group);
     }
 
-    /// The first Service (by name) of the pod's namespace whose selector
-    /// the pod's labels match.
-    fn service_of(&self, pod: &Pod) -> Option<Name> {
-        let services = self.services_in.get(&pod.namespace)?;
-        services.iter().find_map(|(name, uid)| {
-            let s = self.services.get(uid)?;
-            let matches = !s.selector.is_empty()
-                && s.selector
-                    .iter()
-                    .all(|(k, v)| pod.labels.iter().any(|(pk, pv)| pk == k && pv == v));
-            matches.then(|| Arc::clone(name))
-        })
+    /// The first Service (by name) of a namespace whose selector the
+    /// labels match; the empty name if none.
+    fn service_for(&self, namespace: &Name, labels: &Labels) -> Name {
+        let found = self.services_in.get(namespace).and_then(|services| {
+            services.iter().find_map(|(name, uid)| {
+                let s = self.services.get(uid)?;
+                let matches = !s.selector.is_empty()
+                    && s.selector
+                        .iter()
+                        .all(|(k, v)| labels.iter().any(|(pk, pv)| pk == k && pv == v));
+                matches.then(|| Arc::clone(name))
+            })
+        });
+        found.unwrap_or_else(|| self.empty())
     }
 
-    /// Recomputes the Service of every pod in a namespace (a Service came,
-    /// went or changed its selector).
+    fn empty(&self) -> Name {
+        self.intern_get("")
+    }
+
+    /// An interned string, without a write (`new` interns the fixed ones).
+    fn intern_get(&self, s: &str) -> Name {
+        self.strings.get(s).map_or_else(|| s.into(), Arc::clone)
+    }
+
+    /// Recomputes the Service of every group in a namespace (a Service
+    /// came, went or changed its selector).
     fn reselect(&mut self, namespace: &Name) {
-        let Some(uids) = self.pods_in.get(namespace) else {
+        let Some(ids) = self.groups_in.get(namespace) else {
             return;
         };
-        let updates: Vec<(Box<str>, Option<Name>)> = uids
+        let updates: Vec<(u32, Name)> = ids
             .iter()
-            .filter_map(|u| Some((u.clone(), self.service_of(self.pods.get(u)?))))
+            .map(|&id| {
+                let g = &self.groups[id as usize];
+                (id, self.service_for(&g.namespace, &g.labels))
+            })
             .collect();
-        for (uid, service) in updates {
-            if let Some(p) = self.pods.get_mut(&uid) {
-                p.service = service;
-            }
+        for (id, service) in updates {
+            self.groups[id as usize].service = service;
         }
     }
 
@@ -503,50 +665,85 @@ impl Index {
     /// Which pod owns an address now: a running one (the newest, if
     /// several claim it), else a terminating one; never a finished one.
     fn owner_of(&self, ip: &IpAddr) -> Option<&Pod> {
-        let claims = self.pod_ips.get(ip)?;
-        let pods = claims
-            .iter()
-            .filter_map(|u| self.pods.get(u))
-            .filter(|p| !p.phase.finished());
-        pods.max_by_key(|p| (!p.deleting, p.created))
-    }
-
-    fn pod_identity(&self, p: &Pod) -> Identity {
-        Identity {
-            namespace: Arc::clone(&p.namespace),
-            workload: Arc::clone(&p.workload),
-            kind: Arc::clone(&p.kind),
-            pod: p.name.as_ref().into(),
-            service: p.service.clone().unwrap_or_else(|| "".into()),
+        let eligible = |p: &&Pod| !p.phase.finished();
+        match self.contested.get(ip) {
+            None => self
+                .pod_ips
+                .get(ip)
+                .and_then(|u| self.pods.get(u))
+                .filter(eligible),
+            Some(claims) => claims
+                .iter()
+                .filter_map(|u| self.pods.get(u))
+                .filter(eligible)
+                .max_by_key(|p| (!p.deleting, p.created)),
         }
     }
 
-    /// Who `ip` is, seen on `port` of a connection where it plays `role`.
-    pub fn resolve(&self, ip: IpAddr, port: u16, role: Role) -> Identity {
+    fn pod_identity(&self, p: &Pod, with_pod: bool) -> Identity {
+        let g = &self.groups[p.group as usize];
+        Identity {
+            namespace: Arc::clone(&g.namespace),
+            workload: Arc::clone(&g.workload),
+            kind: Arc::clone(&g.kind),
+            pod: if with_pod {
+                p.name.as_ref().into()
+            } else {
+                self.empty()
+            },
+            service: Arc::clone(&g.service),
+        }
+    }
+
+    /// Who `ip` is, seen on `port` of a connection where it plays `role`;
+    /// with the pod's name if `with_pod`.
+    pub fn resolve_with(&self, ip: IpAddr, port: u16, role: Role, with_pod: bool) -> Identity {
         if let Some(s) = self.cluster_ips.get(&ip).and_then(|u| self.services.get(u)) {
-            return Identity::service(&s.namespace, &s.name);
+            return Identity {
+                namespace: Arc::clone(&s.namespace),
+                workload: Arc::clone(&s.name),
+                kind: self.intern_get("Service"),
+                pod: self.empty(),
+                service: Arc::clone(&s.name),
+            };
         }
         if let Some(p) = self.owner_of(&ip) {
-            return self.pod_identity(p);
+            return self.pod_identity(p, with_pod);
         }
         if let Some(node) = self.node_ips.get(&ip) {
             if role == Role::Server {
                 let host_pod = self
-                    .host_ports
-                    .get(&(Arc::clone(node), port))
+                    .node_ids
+                    .get(node)
+                    .and_then(|id| self.host_ports.get(&(*id, port)))
                     .and_then(|u| self.pods.get(u))
                     .filter(|p| !p.phase.finished());
                 if let Some(p) = host_pod {
-                    return self.pod_identity(p);
+                    return self.pod_identity(p, with_pod);
                 }
             }
-            return Identity::node(node);
+            return Identity {
+                namespace: self.empty(),
+                workload: Arc::clone(node),
+                kind: self.intern_get("Node"),
+                pod: self.empty(),
+                service: self.empty(),
+            };
         }
-        if self.synced() {
-            Identity::external()
-        } else {
-            Identity::unknown()
+        let what = if self.synced() { "external" } else { "unknown" };
+        let name = self.intern_get(what);
+        Identity {
+            namespace: self.empty(),
+            workload: Arc::clone(&name),
+            kind: name,
+            pod: self.empty(),
+            service: self.empty(),
         }
+    }
+
+    /// Who `ip` is, the pod's name included.
+    pub fn resolve(&self, ip: IpAddr, port: u16, role: Role) -> Identity {
+        self.resolve_with(ip, port, role, true)
     }
 }
 
@@ -657,6 +854,70 @@ mod tests {
         assert_eq!(who(&index, "10.244.1.8").2, "api-1");
         index.apply(Event::PodGone { uid: "new".into() });
         assert_eq!(who(&index, "10.244.1.8").1, "external");
+    }
+
+    #[test]
+    fn claims_of_three_pods_on_one_address_give_way_in_any_order() {
+        let mut index = synced();
+        for (uid, created) in [("a", 1), ("b", 2), ("c", 3)] {
+            let mut p = pod(uid, "ns", uid, &["10.0.0.9"]);
+            p.created = created;
+            index.apply(Event::Pod(p));
+        }
+        assert_eq!(who(&index, "10.0.0.9").2, "c", "the newest");
+        index.apply(Event::PodGone { uid: "b".into() });
+        assert_eq!(who(&index, "10.0.0.9").2, "c");
+        index.apply(Event::PodGone { uid: "c".into() });
+        assert_eq!(who(&index, "10.0.0.9").2, "a");
+        // Updated in place (same uid): still the one claimant.
+        index.apply(Event::Pod(pod("a", "ns", "a", &["10.0.0.9"])));
+        assert_eq!(who(&index, "10.0.0.9").2, "a");
+        index.apply(Event::PodGone { uid: "a".into() });
+        assert_eq!(who(&index, "10.0.0.9").1, "external");
+        assert_eq!(index.len(ObjectKind::Pod), 0);
+    }
+
+    #[test]
+    fn replicas_share_one_group_that_goes_with_the_last() {
+        let mut index = synced();
+        for i in 0..3 {
+            let mut p = pod(
+                &format!("r{i}"),
+                "shop",
+                &format!("web-{i}"),
+                &[&format!("10.0.1.{i}")],
+            );
+            p.labels = vec![("app".into(), "web".into())];
+            index.apply(Event::Pod(p));
+        }
+        assert_eq!(
+            index.group_ids.len(),
+            3,
+            "no controller: each pod its own workload"
+        );
+        let mut index = synced();
+        for i in 0..3 {
+            let mut p = pod(
+                &format!("r{i}"),
+                "shop",
+                &format!("web-{i}"),
+                &[&format!("10.0.1.{i}")],
+            );
+            p.labels = vec![("app".into(), "web".into())];
+            p.owner = Some(Owner {
+                kind: "StatefulSet".into(),
+                name: "web".into(),
+            });
+            index.apply(Event::Pod(p));
+        }
+        assert_eq!(index.group_ids.len(), 1);
+        for i in 0..3 {
+            index.apply(Event::PodGone {
+                uid: format!("r{i}"),
+            });
+        }
+        assert!(index.group_ids.is_empty() && index.groups_in.is_empty());
+        assert_eq!(index.free_groups.len(), 1);
     }
 
     #[test]

@@ -137,10 +137,7 @@ impl Identities {
     /// a workload shares one identity (and the table stays the size of the
     /// workloads, not of the pods that ever ran).
     pub fn resolve(&self, ip: IpAddr, port: u16, role: Role, with_pod: bool) -> u32 {
-        let mut identity = self.with_index(|index| index.resolve(ip, port, role));
-        if !with_pod && !identity.pod.is_empty() {
-            identity.pod = "".into();
-        }
+        let identity = self.with_index(|index| index.resolve_with(ip, port, role, with_pod));
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = table.ids.get(&identity) {
             return *id;

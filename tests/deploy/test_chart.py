@@ -57,6 +57,15 @@ XDP_INTERFACES_MESSAGE = "backend xdp needs named interfaces, not `any` or an em
 XDP_FILTER_MESSAGE = "backend xdp takes no filter"
 # What every render starts with when interfaces, port and listen are the defaults.
 DEFAULT_ARGS = ["-i", "any", "--port", "9090", "--listen", "0.0.0.0"]
+# kubernetes.enabled (the default): --kubernetes after --labels, a ClusterRole
+# with exactly these rules and a binding to the pods' ServiceAccount, all
+# named after the release.
+KUBERNETES_RULES = [{"apiGroups": [""], "resources": ["pods", "services", "nodes"], "verbs": ["get", "list", "watch"]}]
+FULLNAME = RELEASE + "-tcp-exporter"
+KUBERNETES_OFF = {"kubernetes": {"enabled": False}}
+KUBERNETES_LABELS = ["client_namespace", "client_workload", "client_workload_kind", "client_pod", "server_namespace",
+                     "server_workload", "server_workload_kind", "server_pod", "server_service"]
+NO_SERVICE_ACCOUNT_NAME_MESSAGE = "kubernetes.enabled with serviceAccount.create false needs serviceAccount.name"
 # Where the container reads portNames.custom (the ConfigMap's mount and key).
 PORT_NAMES_DIR = "/etc/tcp-exporter"
 PORT_NAMES_FILE = PORT_NAMES_DIR + "/port-names.yaml"
@@ -306,22 +315,28 @@ class ChartRender(unittest.TestCase):
         cls.xdp = render(xdp_values(), monitoring_crds=True)
         cls.af_packet = render(AF_PACKET_VALUES)
         cls.xdp_minimal = render(XDP_MINIMAL_VALUES)
+        cls.kubernetes_off = render(KUBERNETES_OFF)
+        cls.own_service_account = render({"serviceAccount": {"create": False, "name": "tcpx-reader"}})
         cls.renders = {"default": cls.default, "default with operator": cls.default_operator,
-                       "xdp-monitoring.yaml": cls.xdp, "af-packet": cls.af_packet, "xdp minimal": cls.xdp_minimal}
+                       "xdp-monitoring.yaml": cls.xdp, "af-packet": cls.af_packet, "xdp minimal": cls.xdp_minimal,
+                       "kubernetes off": cls.kubernetes_off, "own service account": cls.own_service_account}
 
     # ------------------------------------------------------------ which objects
     def test_without_the_operator_no_monitoring_objects(self):
-        self.assertEqual(self.default.kinds(), ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"])
+        self.assertEqual(self.default.kinds(), ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
+                                                "Service", "ServiceAccount"])
 
     def test_with_the_operator_servicemonitor_and_rules_by_default(self):
         self.assertEqual(self.default_operator.kinds(),
-                         ["ConfigMap", "DaemonSet", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"])
+                         ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "PrometheusRule", "Service",
+                          "ServiceAccount", "ServiceMonitor"])
 
     def test_podmonitor_when_enabled(self):
         # Two ConfigMaps: the dashboard and portNames.custom; the Secret:
         # webConfig.config.
-        self.assertEqual(self.xdp.kinds(), ["ConfigMap", "ConfigMap", "DaemonSet", "PodMonitor", "PrometheusRule",
-                                            "Secret", "Service", "ServiceAccount", "ServiceMonitor"])
+        self.assertEqual(self.xdp.kinds(), ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap", "DaemonSet",
+                                            "PodMonitor", "PrometheusRule", "Secret", "Service", "ServiceAccount",
+                                            "ServiceMonitor"])
 
     def test_force_renders_monitoring_objects_without_the_operator(self):
         # Helm renders the three, then cannot apply them to a cluster that has
@@ -343,12 +358,13 @@ class ChartRender(unittest.TestCase):
                 self.assertEqual(posted, sorted(d["kind"].lower() + "s" for d in r.docs))
 
     # ------------------------------------------------------------ the DaemonSet
-    def assertPodBasics(self, ds, scheme=None):
-        """The pod's fixed settings; `scheme` is the probes' (None: HTTP)."""
+    def assertPodBasics(self, ds, scheme=None, kubernetes=True):
+        """The pod's fixed settings; `scheme` is the probes' (None: HTTP);
+        `kubernetes`: kubernetes.enabled, the only case with a token."""
         pod = ds["spec"]["template"]["spec"]
         self.assertIs(pod["hostNetwork"], True)
         self.assertEqual(pod["dnsPolicy"], "ClusterFirstWithHostNet")
-        self.assertIs(pod["automountServiceAccountToken"], False)
+        self.assertIs(pod["automountServiceAccountToken"], kubernetes)
         c = container(ds)
         sc = c["securityContext"]
         self.assertIs(sc["readOnlyRootFilesystem"], True)
@@ -364,13 +380,14 @@ class ChartRender(unittest.TestCase):
     def test_default_daemonset(self):
         ds = self.default.one("DaemonSet")
         pod, c = self.assertPodBasics(ds)
-        self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0"])
+        self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0", "--kubernetes"])
         self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
         self.assertEqual(c["ports"], [{"name": "metrics", "containerPort": 9090, "hostPort": 9090, "protocol": "TCP"}])
         self.assertEqual(pod["tolerations"], [{"operator": "Exists"}])
         self.assertNotIn("priorityClassName", pod)
         self.assertEqual(c["image"], "tcp-exporter:0.1.0")
         self.assertIn("NET_RAW", self.default.notes)
+        self.assertIn({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}, c["env"])
 
     def test_xdp_daemonset_carries_every_value(self):
         ds = self.xdp.one("DaemonSet")
@@ -379,7 +396,7 @@ class ChartRender(unittest.TestCase):
             "-i", "eth0", "-i", "eth1", "-i", "bond0.100",
             "--port", "9187", "--listen", "$(POD_IP)", "--web.config.file", WEB_CONFIG_FILE,
             "--backend", "xdp", "--xdp-mode", "native", "--xdp-ring-size", "64",
-            "--labels", "interface,server,server_port,port_name,ip_family",
+            "--labels", "interface,server,server_port,port_name,ip_family", "--kubernetes",
             "--max-flows", "1000000", "--max-interfaces", "64", "--flow-idle-timeout", "120", "--max-series", "20000",
             "--series-ttl", "10m", "--aggregate-cidr", "10.0.0.0/8=cluster,client:0.0.0.0/0=/16,::/0=/64",
             "--port-names", "istio", "--port-names", PORT_NAMES_FILE,
@@ -404,13 +421,13 @@ class ChartRender(unittest.TestCase):
         self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0",
                                      "--filter", "tcp port 443",
                                      "--backend", "af-packet", "--ring-block-size", "2048", "--ring-blocks", "32",
-                                     "--ring-timeout", "20", "--workers", "4"])
+                                     "--ring-timeout", "20", "--workers", "4", "--kubernetes"])
         self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
 
     def test_xdp_backend_gets_exactly_the_measured_capabilities(self):
         c = container(self.xdp_minimal.one("DaemonSet"))
         self.assertEqual(c["args"], ["-i", "eth0", "--port", "9090", "--listen", "0.0.0.0",
-                                     "--backend", "xdp", "--xdp-mode", "auto"])
+                                     "--backend", "xdp", "--xdp-mode", "auto", "--kubernetes"])
         sc = c["securityContext"]
         self.assertEqual(sc["capabilities"], {"drop": ["ALL"], "add": XDP_CAPABILITIES})
         self.assertEqual(sc["runAsUser"], 0)
@@ -425,7 +442,7 @@ class ChartRender(unittest.TestCase):
             with self.subTest(xdp=xdp):
                 c = container(render(dict(XDP_MINIMAL_VALUES, xdp=xdp)).one("DaemonSet"))
                 self.assertEqual(c["args"], ["-i", "eth0", "--port", "9090", "--listen", "0.0.0.0",
-                                             "--backend", "xdp"] + flags)
+                                             "--backend", "xdp"] + flags + ["--kubernetes"])
 
     def test_xdp_without_named_interfaces_does_not_render(self):
         # The exporter would exit at start: the chart says why instead.
@@ -440,6 +457,89 @@ class ChartRender(unittest.TestCase):
         with self.assertRaises(helm.InstallError) as cm:
             render(dict(XDP_MINIMAL_VALUES, filter="tcp port 443"))
         self.assertIn(XDP_FILTER_MESSAGE, str(cm.exception))
+
+    # ------------------------------------------------------------ --kubernetes and its RBAC
+    def assertReadOnlyClusterRole(self, r, subject):
+        """The ClusterRole reads pods, services and nodes and nothing else, and
+        is bound to `subject`, the pods' ServiceAccount in the release's
+        namespace."""
+        role = r.one("ClusterRole")
+        self.assertEqual(role["metadata"]["name"], FULLNAME)
+        self.assertNotIn("namespace", role["metadata"])
+        # No aggregationRule: the rules below are all it grants.
+        self.assertEqual(sorted(role), ["apiVersion", "kind", "metadata", "rules"])
+        self.assertEqual(role["apiVersion"], "rbac.authorization.k8s.io/v1")
+
+        def normalised(rules):
+            return [{k: sorted(v) for k, v in rule.items()} for rule in rules]
+        self.assertEqual(normalised(role["rules"]), normalised(KUBERNETES_RULES))
+        binding = r.one("ClusterRoleBinding")
+        self.assertEqual(binding["metadata"]["name"], FULLNAME)
+        self.assertNotIn("namespace", binding["metadata"])
+        self.assertEqual(binding["roleRef"], {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                              "name": FULLNAME})
+        self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": subject, "namespace": NAMESPACE}])
+        # No other grant anywhere in the chart.
+        self.assertEqual([k for k in r.kinds() if k in ("Role", "RoleBinding")], [])
+        ds = r.one("DaemonSet")
+        pod, c = ds["spec"]["template"]["spec"], container(ds)
+        self.assertEqual(pod["serviceAccountName"], subject)
+        self.assertIs(pod["automountServiceAccountToken"], True)
+        self.assertEqual(c["args"].count("--kubernetes"), 1)
+        self.assertIn({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}, c["env"])
+        self.assertIn("%s may get, list and watch\npods, services and nodes in every namespace" % subject, r.notes)
+
+    def test_kubernetes_by_default_reads_pods_services_and_nodes_only(self):
+        for name in ("default", "default with operator", "xdp-monitoring.yaml", "af-packet", "xdp minimal"):
+            with self.subTest(render=name):
+                r = self.renders[name]
+                self.assertReadOnlyClusterRole(r, FULLNAME)
+                sa = r.one("ServiceAccount")
+                self.assertEqual(sa["metadata"]["name"], FULLNAME)
+                self.assertEqual(sa["metadata"]["namespace"], NAMESPACE)
+                # Only the exporter's pods ask for the token (their own
+                # automountServiceAccountToken wins over the account's).
+                self.assertIs(sa["automountServiceAccountToken"], False)
+
+    def test_kubernetes_with_an_account_of_ones_own(self):
+        r = self.own_service_account
+        self.assertEqual(r.names("ServiceAccount"), [])
+        self.assertReadOnlyClusterRole(r, "tcpx-reader")
+
+    def test_kubernetes_never_binds_the_default_service_account(self):
+        # Every pod of the namespace without an account of its own runs as
+        # "default": the chart refuses to grant it the ClusterRole.
+        with self.assertRaises(helm.InstallError) as cm:
+            render({"serviceAccount": {"create": False}})
+        self.assertIn(NO_SERVICE_ACCOUNT_NAME_MESSAGE, str(cm.exception))
+        # Without --kubernetes it grants nothing, so "default" is fine (as before).
+        ds = render(dict(KUBERNETES_OFF, serviceAccount={"create": False})).one("DaemonSet")
+        self.assertEqual(ds["spec"]["template"]["spec"]["serviceAccountName"], "default")
+
+    def test_kubernetes_disabled_grants_nothing_and_mounts_no_token(self):
+        # null removes the block (Helm): the same as enabled: false.
+        for name, r in (("enabled: false", self.kubernetes_off), ("null", render({"kubernetes": None}))):
+            with self.subTest(kubernetes=name):
+                self.assertEqual(r.kinds(), ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"])
+                ds = r.one("DaemonSet")
+                pod, c = self.assertPodBasics(ds, kubernetes=False)
+                self.assertEqual(c["args"], DEFAULT_ARGS)
+                self.assertEqual(pod["serviceAccountName"], FULLNAME)
+                self.assertNotIn("get, list and watch", r.notes)
+
+    def test_kubernetes_labels_render_with_kubernetes_only(self):
+        c = container(render({"labels": ["client_workload", "server_service", "server_port"]}).one("DaemonSet"))
+        self.assertEqual(c["args"], DEFAULT_ARGS + ["--labels", "client_workload,server_service,server_port",
+                                                    "--kubernetes"])
+        c = container(render({"labels": KUBERNETES_LABELS}).one("DaemonSet"))
+        self.assertEqual(c["args"], DEFAULT_ARGS + ["--labels", ",".join(KUBERNETES_LABELS), "--kubernetes"])
+        # The exporter would refuse them without --kubernetes: the chart says why.
+        for label in KUBERNETES_LABELS:
+            with self.subTest(label=label):
+                with self.assertRaises(helm.InstallError) as cm:
+                    render(dict(KUBERNETES_OFF, labels=["interface", label]))
+                self.assertIn("labels: %s comes from the cluster and needs kubernetes.enabled" % label,
+                              str(cm.exception))
 
     # ------------------------------------------------------------ issue 7's flags
     def test_new_values_default_to_rendering_nothing(self):
@@ -461,7 +561,7 @@ class ChartRender(unittest.TestCase):
             with self.subTest(render=name):
                 ds = r.one("DaemonSet")
                 c = container(ds)
-                self.assertEqual(c["args"], DEFAULT_ARGS)
+                self.assertEqual(c["args"], DEFAULT_ARGS + ["--kubernetes"])
                 self.assertNotIn("volumeMounts", c)
                 self.assertNotIn("volumes", ds["spec"]["template"]["spec"])
                 self.assertEqual(sorted(ds["spec"]["template"]["metadata"]["annotations"]),
@@ -470,44 +570,46 @@ class ChartRender(unittest.TestCase):
                 self.assertEqual(r.names("Secret"), [])
 
     def test_new_values_render_their_flags_in_order(self):
+        # kubernetes.enabled is the default: --kubernetes follows --labels.
         cases = (
-            ({"labels": ["ip_family", "port_name"]}, ["--labels", "ip_family,port_name"]),
-            ({"seriesTTL": "90s"}, ["--series-ttl", "90s"]),
-            ({"seriesTTL": "500ms"}, ["--series-ttl", "500ms"]),
+            ({"labels": ["ip_family", "port_name"]}, ["--labels", "ip_family,port_name", "--kubernetes"]),
+            ({"seriesTTL": "90s"}, ["--kubernetes", "--series-ttl", "90s"]),
+            ({"seriesTTL": "500ms"}, ["--kubernetes", "--series-ttl", "500ms"]),
             # A number is seconds, printed whole (not 500000.0 or 5e+05).
-            ({"seriesTTL": 500000}, ["--series-ttl", "500000"]),
-            ({"aggregateCidr": ["0.0.0.0/0=/24"]}, ["--aggregate-cidr", "0.0.0.0/0=/24"]),
+            ({"seriesTTL": 500000}, ["--kubernetes", "--series-ttl", "500000"]),
+            ({"aggregateCidr": ["0.0.0.0/0=/24"]}, ["--kubernetes", "--aggregate-cidr", "0.0.0.0/0=/24"]),
             # One flag, the rules joined by commas, in the order given.
             ({"aggregateCidr": ["10.0.0.0/8=cluster", "0.0.0.0/0=/24", "::/0=/64", "client:0.0.0.0/0=/16",
                                 "server:fd00::/8=service mesh"]},
-             ["--aggregate-cidr",
+             ["--kubernetes", "--aggregate-cidr",
               "10.0.0.0/8=cluster,0.0.0.0/0=/24,::/0=/64,client:0.0.0.0/0=/16,server:fd00::/8=service mesh"]),
-            ({"portNames": {"presets": ["istio"]}}, ["--port-names", "istio"]),
-            ({"portNames": {"custom": {80: "http"}}}, ["--port-names", PORT_NAMES_FILE]),
+            ({"portNames": {"presets": ["istio"]}}, ["--kubernetes", "--port-names", "istio"]),
+            ({"portNames": {"custom": {80: "http"}}}, ["--kubernetes", "--port-names", PORT_NAMES_FILE]),
             # The file after the presets: a later source overrides an earlier one.
             ({"portNames": {"presets": ["istio"], "custom": {80: "http"}}},
-             ["--port-names", "istio", "--port-names", PORT_NAMES_FILE]),
-            ({"longConnections": {"age": "1h"}}, ["--long-connections", "1h"]),
+             ["--kubernetes", "--port-names", "istio", "--port-names", PORT_NAMES_FILE]),
+            ({"longConnections": {"age": "1h"}}, ["--kubernetes", "--long-connections", "1h"]),
             ({"longConnections": {"age": 3600, "max": 5000}},
-             ["--long-connections", "3600", "--max-long-connections", "5000"]),
+             ["--kubernetes", "--long-connections", "3600", "--max-long-connections", "5000"]),
             # Without an age the feature is off: its bound is left out too.
-            ({"longConnections": {"max": 5000}}, []),
-            ({"flowLog": {"enabled": True}}, ["--flow-log", "-"]),
-            ({"flowLog": {"enabled": True, "interval": "1m"}}, ["--flow-log", "-", "--flow-log-interval", "1m"]),
+            ({"longConnections": {"max": 5000}}, ["--kubernetes"]),
+            ({"flowLog": {"enabled": True}}, ["--kubernetes", "--flow-log", "-"]),
+            ({"flowLog": {"enabled": True, "interval": "1m"}},
+             ["--kubernetes", "--flow-log", "-", "--flow-log-interval", "1m"]),
             ({"flowLog": {"enabled": True, "interval": "100ms"}},
-             ["--flow-log", "-", "--flow-log-interval", "100ms"]),
-            ({"flowLog": {"enabled": False, "interval": "1m"}}, []),
+             ["--kubernetes", "--flow-log", "-", "--flow-log-interval", "100ms"]),
+            ({"flowLog": {"enabled": False, "interval": "1m"}}, ["--kubernetes"]),
             # Empty and null are the exporter's defaults (null removes the
             # chart's defaults; the templates must not trip over that).
-            ({"aggregateCidr": [], "portNames": {"presets": [], "custom": {}}}, []),
+            ({"aggregateCidr": [], "portNames": {"presets": [], "custom": {}}}, ["--kubernetes"]),
             ({"seriesTTL": None, "aggregateCidr": None, "portNames": None, "longConnections": None,
-              "flowLog": None, "webConfig": None}, []),
+              "flowLog": None, "webConfig": None}, ["--kubernetes"]),
             # All of them, between the flags that were there before.
             ({"maxSeries": 2000, "seriesTTL": "5m", "aggregateCidr": ["::/0=/64"],
               "portNames": {"presets": ["istio"], "custom": {8080: "web"}},
               "longConnections": {"age": "30m", "max": 100}, "flowLog": {"enabled": True, "interval": 10},
               "snaplen": 128, "promisc": True},
-             ["--max-series", "2000", "--series-ttl", "5m", "--aggregate-cidr", "::/0=/64",
+             ["--kubernetes", "--max-series", "2000", "--series-ttl", "5m", "--aggregate-cidr", "::/0=/64",
               "--port-names", "istio", "--port-names", PORT_NAMES_FILE,
               "--long-connections", "30m", "--max-long-connections", "100",
               "--flow-log", "-", "--flow-log-interval", "10",
@@ -600,6 +702,14 @@ class ChartRender(unittest.TestCase):
             schema_backends = set(json.load(f)["properties"]["backend"]["enum"])
         self.assertLessEqual(backends, schema_backends, "a backend the chart does not offer")
         self.assertLessEqual(schema_backends - backends, PENDING_BACKENDS)
+        # The labels the schema takes are the exporter's, those of
+        # --kubernetes included.
+        m = re.search(r"--labels <LIST>\s+(.*?)\n\s*\n", help_text, re.S)
+        self.assertIsNotNone(m, "no --labels in tcp-exporter --help")
+        with open(CHART / "values.schema.json") as f:
+            schema_labels = set(json.load(f)["properties"]["labels"]["items"]["enum"])
+        self.assertLessEqual(schema_labels, set(re.findall(r"\b[a-z]+(?:_[a-z]+)*\b", m.group(1))))
+        self.assertLessEqual(set(KUBERNETES_LABELS), schema_labels)
 
     # ------------------------------------------------------------ webConfig: HTTPS and basic auth
     def web_volume(self, ds):
@@ -663,7 +773,7 @@ class ChartRender(unittest.TestCase):
         r = render({"webConfig": {"enabled": True, "tlsSecret": "node-tls"}}, monitoring_crds=True)
         ds = r.one("DaemonSet")
         self.assertPodBasics(ds, scheme="HTTPS")
-        self.assertEqual(container(ds)["args"], DEFAULT_ARGS + ["--web.config.file", WEB_CONFIG_FILE])
+        self.assertEqual(container(ds)["args"], DEFAULT_ARGS + ["--web.config.file", WEB_CONFIG_FILE, "--kubernetes"])
         text = web_config_text(r)
         self.assertEqual(yaml.safe_load(text), {"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"}})
         self.assertEqual(exporter_reads_web_config(text), (0, ""))
@@ -707,7 +817,8 @@ class ChartRender(unittest.TestCase):
                 ds = r.one("DaemonSet")
                 self.assertPodBasics(ds, scheme=scheme)
                 self.assertEqual(r.names("Secret"), [])
-                self.assertEqual(container(ds)["args"], DEFAULT_ARGS + ["--web.config.file", WEB_CONFIG_FILE])
+                self.assertEqual(container(ds)["args"],
+                                 DEFAULT_ARGS + ["--web.config.file", WEB_CONFIG_FILE, "--kubernetes"])
                 volumes, mounts = self.web_volume(ds)
                 sources = [{"secret": {"name": "my-web-config"}}]
                 if tls_secret:
@@ -725,7 +836,7 @@ class ChartRender(unittest.TestCase):
                    monitoring_crds=True)
         ds = r.one("DaemonSet")
         self.assertPodBasics(ds)
-        self.assertEqual(container(ds)["args"], DEFAULT_ARGS)
+        self.assertEqual(container(ds)["args"], DEFAULT_ARGS + ["--kubernetes"])
         self.assertNotIn("volumes", ds["spec"]["template"]["spec"])
         self.assertEqual(r.names("Secret"), [])
         [ep] = r.one("ServiceMonitor")["spec"]["endpoints"]
@@ -1051,6 +1162,14 @@ class ChartRender(unittest.TestCase):
              "at '/podMonitor/basicAuth'"),
             ({"podMonitor": {"tlsConfig": {"insecureSkipVerify": "yes"}}},
              "at '/podMonitor/tlsConfig/insecureSkipVerify'"),
+            # --kubernetes: a boolean, and nothing else in its block.
+            ({"kubernetes": {"enabled": "yes"}}, "at '/kubernetes/enabled'"),
+            ({"kubernetes": {"enabled": 1}}, "at '/kubernetes/enabled'"),
+            ({"kubernetes": {"enabled": True, "kubeconfig": "/etc/kubeconfig"}}, "at '/kubernetes'"),
+            ({"kubernetes": {"enabled": True, "rbac": {"create": False}}}, "at '/kubernetes'"),
+            ({"kubernetes": "true"}, "at '/kubernetes'"),
+            ({"labels": ["namespace"]}, "at '/labels/0'"),
+            ({"labels": ["server_workload", "server_workload"]}, "at '/labels'"),
         )
         for bad, where in cases:
             with self.subTest(values=bad):
