@@ -269,6 +269,11 @@ impl<C: Captures> Supervisor<C> {
             trim_heap();
         }
         self.refused.retain(|name| now.contains_key(name));
+        // A glob-matched interface that failed to open and went away
+        // before it was ever captured leaves a retry behind: drop it.
+        let names = &self.names;
+        self.retry
+            .retain(|name, _| now.contains_key(name) || names.contains(name));
     }
 
     /// One look at the interfaces: takes down what is gone or failed,

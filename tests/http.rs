@@ -607,3 +607,29 @@ fn metrics_are_gzipped_for_clients_that_take_it_and_say_the_same() {
         assert!(!head.contains("content-encoding"), "{refused}: {head}");
     }
 }
+
+/// A connection kept alive after a request waits for the next one for the
+/// idle timeout (120 s), not the header timeout: Prometheus scrapes every
+/// 15 s or more over one connection.
+#[test]
+fn a_kept_alive_connection_outlives_the_header_timeout() {
+    let s = Served::start(&[]);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = c.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_secs(12));
+    // Still open: the next request on it is answered.
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(s.rejections_plain(), []);
+}

@@ -11,9 +11,11 @@
 //! client can hold is bounded, and what a bound turns away is counted in
 //! `tcp_exporter_http_rejections_total{reason}`:
 //! - at most `MAX_CONNECTIONS` connections (more are closed at once);
-//! - a TLS handshake, and a request's headers, must come within
-//!   `HEADER_TIMEOUT`; headers are at most `MAX_HEADER_BYTES`;
-//! - a connection with no request for `IDLE_TIMEOUT` is closed;
+//! - a TLS handshake, and a new connection's first request, must come
+//!   within `HEADER_TIMEOUT`; headers are at most `MAX_HEADER_BYTES`;
+//! - a connection with no request for `IDLE_TIMEOUT` is closed (hyper's
+//!   header timer, which runs while a kept-alive connection waits, is set
+//!   to it, so a later request's headers have that long too);
 //! - a request must be answered within `RESPONSE_TIMEOUT` (a client that
 //!   then takes the body too slowly is cut by the idle timeout, counted as
 //!   `idle_timeout`);
@@ -412,7 +414,11 @@ async fn serve_connection<I>(
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(HEADER_TIMEOUT)
+        // hyper's header timer also runs while a kept-alive connection
+        // waits for its next request: at the idle timeout it bounds both.
+        // A new connection's first request is held to HEADER_TIMEOUT by the
+        // loop below.
+        .header_read_timeout(IDLE_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES.max(8192));
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     // Once closing: the time by which the connection is cut if the close
@@ -429,7 +435,13 @@ async fn serve_connection<I>(
                 let counted = cut_at.is_some();
                 match result {
                     _ if counted => {}
-                    Err(e) if e.is_timeout() => server.stats.count(Rejection::HeaderTimeout),
+                    Err(e) if e.is_timeout() => server.stats.count(
+                        if activity.snapshot().requests == 0 {
+                            Rejection::HeaderTimeout
+                        } else {
+                            Rejection::IdleTimeout
+                        },
+                    ),
                     Err(e) if e.is_parse_too_large() => server.stats.count(Rejection::HeaderTooLarge),
                     Err(e) if e.is_parse() => server.stats.count(Rejection::BadRequest),
                     // hyper's own header timer, on a connection that never
@@ -452,8 +464,9 @@ async fn serve_connection<I>(
                     continue;
                 }
                 server.stats.count(reason);
-                if snap.in_flight {
-                    // A client that does not take its response: cut it.
+                if snap.in_flight || reason == Rejection::HeaderTimeout {
+                    // A client that does not take its response, or that
+                    // has not sent its first request in time: cut it.
                     return;
                 }
                 conn.as_mut().graceful_shutdown();

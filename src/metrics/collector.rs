@@ -153,7 +153,8 @@ impl Exporter {
     /// (their label sets go back to `--max-series`, their exporter series
     /// go) and its id is free for another.
     pub fn forget_interface(&self, name: &str) {
-        lock(&self.shards).retain(|shard| {
+        let mut shards = lock(&self.shards);
+        shards.retain(|shard| {
             let mut s = lock(shard);
             if &*s.interface != name {
                 return true;
@@ -172,6 +173,7 @@ impl Exporter {
         while names.last().is_some_and(Option::is_none) {
             names.pop();
         }
+        drop(shards);
     }
 
     /// An interface turned away by `--max-interfaces`.
@@ -190,10 +192,21 @@ impl Exporter {
         let mut pairs: HashMap<SeriesKey, PairCounters, RandomState> = HashMap::default();
         let mut servers: HashMap<SeriesKey, ServerHistograms, RandomState> = HashMap::default();
         let mut interfaces: BTreeMap<Arc<str>, InterfaceStats> = BTreeMap::new();
-        let mut overflow = self.retired_overflow.load(Ordering::Relaxed);
-        let mut expired = self.retired_expired.load(Ordering::Relaxed);
+
         let mut long = Vec::new();
-        let shards: Vec<_> = lock(&self.shards).clone();
+        // One moment for the shard list, the counts of forgotten shards and
+        // the interface names: `forget_interface` changes all three under
+        // the shards lock, so a scrape never sees a forgotten shard's
+        // counts twice or not at all, nor its series under a reused id.
+        let (shards, mut overflow, mut expired, interface_names) = {
+            let shards = lock(&self.shards);
+            (
+                shards.clone(),
+                self.retired_overflow.load(Ordering::Relaxed),
+                self.retired_expired.load(Ordering::Relaxed),
+                lock(&self.interfaces).clone(),
+            )
+        };
         for shard in shards {
             let s = lock(&shard);
             for e in s.pairs.iter() {
@@ -232,7 +245,6 @@ impl Exporter {
                 }
             }
         }
-        let interface_names: Vec<Option<Arc<str>>> = lock(&self.interfaces).clone();
         let label = |key: &SeriesKey| self.labels(key, &interface_names);
         let mut pairs: Vec<(String, PairCounters)> =
             pairs.into_iter().map(|(k, v)| (label(&k), v)).collect();
