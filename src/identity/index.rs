@@ -879,37 +879,28 @@ mod tests {
 
     #[test]
     fn replicas_share_one_group_that_goes_with_the_last() {
-        let mut index = synced();
-        for i in 0..3 {
-            let mut p = pod(
-                &format!("r{i}"),
-                "shop",
-                &format!("web-{i}"),
-                &[&format!("10.0.1.{i}")],
-            );
-            p.labels = vec![("app".into(), "web".into())];
-            index.apply(Event::Pod(p));
-        }
+        // Three pods labelled alike, with or without a controller.
+        let replicas = |owner: Option<Owner>| {
+            let mut index = synced();
+            for i in 0..3 {
+                let ip = format!("10.0.1.{i}");
+                let mut p = pod(&format!("r{i}"), "shop", &format!("web-{i}"), &[&ip]);
+                p.labels = vec![("app".into(), "web".into())];
+                p.owner = owner.clone();
+                index.apply(Event::Pod(p));
+            }
+            index
+        };
+        let index = replicas(None);
         assert_eq!(
             index.group_ids.len(),
             3,
             "no controller: each pod its own workload"
         );
-        let mut index = synced();
-        for i in 0..3 {
-            let mut p = pod(
-                &format!("r{i}"),
-                "shop",
-                &format!("web-{i}"),
-                &[&format!("10.0.1.{i}")],
-            );
-            p.labels = vec![("app".into(), "web".into())];
-            p.owner = Some(Owner {
-                kind: "StatefulSet".into(),
-                name: "web".into(),
-            });
-            index.apply(Event::Pod(p));
-        }
+        let mut index = replicas(Some(Owner {
+            kind: "StatefulSet".into(),
+            name: "web".into(),
+        }));
         assert_eq!(index.group_ids.len(), 1);
         for i in 0..3 {
             index.apply(Event::PodGone {

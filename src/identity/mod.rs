@@ -49,22 +49,6 @@ impl Identity {
             service: service.into(),
         }
     }
-
-    pub fn service(namespace: &str, name: &str) -> Identity {
-        Identity::of(namespace, name, "Service", name)
-    }
-
-    pub fn node(name: &str) -> Identity {
-        Identity::of("", name, "Node", "")
-    }
-
-    pub fn external() -> Identity {
-        Identity::of("", "external", "external", "")
-    }
-
-    pub fn unknown() -> Identity {
-        Identity::of("", "unknown", "unknown", "")
-    }
 }
 
 /// Identities that series keys hold, at most; more resolve to `other`.
