@@ -151,7 +151,8 @@ pub struct Args {
 
     /// Give connections older than this their own series
     /// (tcp_long_connection_*: client, client_port, server, server_port,
-    /// interface) while they stay open. E.g. 30s. Off by default.
+    /// interface; with --kubernetes both ends' identity too) while they
+    /// stay open. E.g. 30s. Off by default.
     #[arg(long, value_name = "AGE", value_parser = duration)]
     pub long_connections: Option<Duration>,
 

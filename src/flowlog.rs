@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use serde::Serialize;
 
 use crate::flow::Nanos;
+use crate::identity::Peers;
 use crate::metrics::conns::{
     EventKind, FlowEvent, FlowLogSink, FlowLogStats, RttStats, FLOW_LOG_QUEUE, WSCALE_NOT_OFFERED,
     WSCALE_UNSEEN,
@@ -144,6 +145,9 @@ struct Record<'a> {
     client_port: u16,
     server: IpAddr,
     server_port: u16,
+    /// With `--kubernetes`: who both ends are, named as the labels are.
+    #[serde(flatten)]
+    peers: Option<Names<'a>>,
     start: Timestamp,
     duration: Secs,
     state: &'static str,
@@ -153,6 +157,38 @@ struct Record<'a> {
     server_sent: Direction<'a>,
     rtt: Legs<Option<Rtt>>,
     handshake_rtt: Legs<Option<Secs>>,
+}
+
+/// Both ends' identities, as flat fields named like the identity labels.
+#[derive(Serialize)]
+struct Names<'a> {
+    client_namespace: &'a str,
+    client_workload: &'a str,
+    client_workload_kind: &'a str,
+    client_pod: &'a str,
+    client_service: &'a str,
+    server_namespace: &'a str,
+    server_workload: &'a str,
+    server_workload_kind: &'a str,
+    server_pod: &'a str,
+    server_service: &'a str,
+}
+
+impl<'a> Names<'a> {
+    fn of(p: &'a Peers) -> Names<'a> {
+        Names {
+            client_namespace: &p.client.namespace,
+            client_workload: &p.client.workload,
+            client_workload_kind: &p.client.kind,
+            client_pod: &p.client.pod,
+            client_service: &p.client.service,
+            server_namespace: &p.server.namespace,
+            server_workload: &p.server.workload,
+            server_workload_kind: &p.server.kind,
+            server_pod: &p.server.pod,
+            server_service: &p.server.service,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -276,6 +312,7 @@ pub fn format_event(out: &mut Vec<u8>, e: &FlowEvent) {
         client_port: r.client_port,
         server: r.server,
         server_port: r.server_port,
+        peers: r.peers.as_deref().map(Names::of),
         start: Timestamp(r.start),
         duration: Secs(end.saturating_sub(r.start)),
         state: r.phase.as_str(),
@@ -324,6 +361,64 @@ mod tests {
         assert_eq!(
             text(Timestamp(1_709_164_800 * 1_000_000_000)),
             "\"2024-02-29T00:00:00.000000Z\""
+        );
+    }
+
+    fn event(peers: Option<Arc<Peers>>) -> serde_json::Value {
+        use crate::flow::Orientation;
+        use crate::metrics::conns::ConnRecord;
+        let o = Orientation {
+            client: [10, 244, 1, 5].into(),
+            client_port: 40_000,
+            server: [10, 96, 0, 10].into(),
+            server_port: 53,
+        };
+        let e = FlowEvent {
+            kind: EventKind::Open,
+            at: 0,
+            interface: "eth0".into(),
+            record: ConnRecord::new(&o, peers, 0, 0),
+        };
+        let mut out = Vec::new();
+        format_event(&mut out, &e);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn records_name_both_ends_with_kubernetes_and_only_then() {
+        use crate::identity::test_identity;
+        let who = test_identity;
+        let peers = Peers {
+            client: who(
+                "shop",
+                "checkout",
+                "Deployment",
+                "checkout-7d9f-x2x9q",
+                "checkout",
+            ),
+            server: who("kube-system", "kube-dns", "Service", "", "kube-dns"),
+        };
+        let named = event(Some(Arc::new(peers)));
+        let field = |k: &str| named[k].as_str().unwrap_or_else(|| panic!("{k}: {named}"));
+        assert_eq!(field("client_namespace"), "shop");
+        assert_eq!(field("client_workload"), "checkout");
+        assert_eq!(field("client_workload_kind"), "Deployment");
+        assert_eq!(field("client_pod"), "checkout-7d9f-x2x9q");
+        assert_eq!(field("client_service"), "checkout");
+        assert_eq!(field("server_namespace"), "kube-system");
+        assert_eq!(field("server_workload"), "kube-dns");
+        assert_eq!(field("server_workload_kind"), "Service");
+        assert_eq!(field("server_pod"), "");
+        assert_eq!(field("server_service"), "kube-dns");
+        assert_eq!(named["client"], "10.244.1.5");
+
+        let bare = event(None);
+        assert_eq!(bare["server"], "10.96.0.10");
+        let keys: Vec<&String> = bare.as_object().unwrap().keys().collect();
+        assert!(
+            keys.iter()
+                .all(|k| !k.contains("namespace") && !k.contains("workload")),
+            "{keys:?}"
         );
     }
 

@@ -1,14 +1,16 @@
 //! `--kubernetes` against a real kube-apiserver and etcd on 127.0.0.1
 //! (scripts/kube-test-cluster.sh; no mocks of the API). The tests create
 //! Nodes, Pods (status.podIP patched through the status subresource) and
-//! Services with curl, then read test captures whose addresses are those
-//! pods' (some rewritten with tcprewrite) and check the identity labels;
-//! the watch's faults (an API server that does not answer, RBAC that
+//! Services with curl, then send real traffic between network namespaces
+//! that carry those pods' addresses, or read test captures whose addresses
+//! are theirs (some rewritten with tcprewrite), and check the identity
+//! labels, the long-connection series and the flow log; the watch's faults (an API server that does not answer, RBAC that
 //! forbids a resource, a restart and an etcd compaction) with a live
 //! exporter.
 //!
-//! Needs root (a live capture on lo), curl, tcprewrite and what the script
-//! needs (Go, openssl); `TCPX_SKIP_LIVE=1` skips, as the other live tests.
+//! Needs root (live captures, network namespaces), iproute2, python3, curl,
+//! tcprewrite and what the script needs (Go, openssl); `TCPX_SKIP_LIVE=1`
+//! skips, as the other live tests.
 
 mod common;
 
@@ -245,6 +247,27 @@ impl Default for PodSpec<'_> {
     }
 }
 
+/// A Deployment's pod (shop/checkout) at `client` and a StatefulSet's
+/// (data/db-0) at `server`.
+fn shop_and_db(c: &Cluster, client: &str, server: &str) {
+    c.pod(&PodSpec {
+        namespace: "shop",
+        name: "checkout-7d9f8b6c5-x2x9q",
+        ip: client,
+        labels: &[("app", "checkout"), ("pod-template-hash", "7d9f8b6c5")],
+        owner: Some(("ReplicaSet", "checkout-7d9f8b6c5")),
+        ..PodSpec::default()
+    });
+    c.pod(&PodSpec {
+        namespace: "data",
+        name: "db-0",
+        ip: server,
+        labels: &[("app", "db")],
+        owner: Some(("StatefulSet", "db")),
+        ..PodSpec::default()
+    });
+}
+
 const LABELS: &str = "client_namespace,client_workload,client_workload_kind,server_namespace,\
                       server_workload,server_workload_kind,server_pod,server_service,server_port";
 
@@ -332,22 +355,7 @@ fn a_capture_is_named_as_the_cluster_is_now() {
     let work = TempDir::new("kube-names-work");
     c.node("node-1", "192.168.50.1");
     // bulk_loss.pcap: 10.250.0.1 connects to 10.250.0.2 on 5001-5003.
-    c.pod(&PodSpec {
-        namespace: "shop",
-        name: "checkout-7d9f8b6c5-x2x9q",
-        ip: "10.250.0.1",
-        labels: &[("app", "checkout"), ("pod-template-hash", "7d9f8b6c5")],
-        owner: Some(("ReplicaSet", "checkout-7d9f8b6c5")),
-        ..PodSpec::default()
-    });
-    c.pod(&PodSpec {
-        namespace: "data",
-        name: "db-0",
-        ip: "10.250.0.2",
-        labels: &[("app", "db")],
-        owner: Some(("StatefulSet", "db")),
-        ..PodSpec::default()
-    });
+    shop_and_db(&c, "10.250.0.1", "10.250.0.2");
     c.service("data", "db", "10.96.0.50", "db");
     let direct = named(&c, &pcap("bulk_loss.pcap"));
     assert_eq!(direct.len(), 3, "{direct:?}");
@@ -442,9 +450,14 @@ struct Live {
 
 impl Live {
     fn start(kubeconfig: &Path, log: PathBuf) -> Live {
+        Live::start_with(kubeconfig, log, &["-i", "lo"])
+    }
+
+    fn start_with(kubeconfig: &Path, log: PathBuf, args: &[&str]) -> Live {
         let port = common::free_port();
         let child = Command::new(EXPORTER)
-            .args(["-i", "lo", "-p", &port.to_string(), "--listen", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "--listen", "127.0.0.1"])
+            .args(args)
             .args(["--kubernetes", "--kubeconfig"])
             .arg(kubeconfig)
             .stdout(Stdio::null())
@@ -605,4 +618,293 @@ fn the_watch_survives_an_unreachable_api_a_restart_and_a_compaction() {
             .sum();
         relists > 0.0 && live.kind(t, objects, "pods") == 2.0
     });
+}
+
+/// Two pods' addresses on a veth pair: this namespace is the client pod
+/// (`CLIENT_IP`), a network namespace of the test's own the server pod
+/// (`SERVER_IP`) and, as an address of its own, a Service's ClusterIP (a
+/// capture before kube-proxy's DNAT sees the ClusterIP both ways). A
+/// Python server there echoes on ports 5001 and 5002. Everything is removed
+/// when dropped, also when the test fails.
+struct PodNet {
+    ns: String,
+    host_if: String,
+    server: Option<Child>,
+}
+
+const CLIENT_IP: &str = "10.250.7.1";
+const SERVER_IP: &str = "10.250.7.2";
+const CLUSTER_IP: &str = "10.96.7.50";
+
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading
+def echo(c):
+    while True:
+        data = c.recv(65536)
+        if not data:
+            break
+        c.sendall(data)
+    c.close()
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=echo, args=(c,), daemon=True).start()
+for port in (5001, 5002):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PodNet {
+    fn new() -> PodNet {
+        let pid = std::process::id();
+        let mut net = PodNet {
+            ns: format!("tcpx-k8s-{pid}"),
+            host_if: format!("tk{pid}a"),
+            server: None,
+        };
+        let (ns, a) = (net.ns.clone(), net.host_if.clone());
+        let b = format!("tk{pid}b");
+        ip(&["netns", "add", &ns]);
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ip(&["link", "set", &b, "netns", &ns]);
+        ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", &a]);
+        ip(&["link", "set", &a, "up"]);
+        ip(&["route", "add", &format!("{CLUSTER_IP}/32"), "dev", &a]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", &b]);
+        inside(&["addr", "add", &format!("{CLUSTER_IP}/32"), "dev", &b]);
+        inside(&["link", "set", &b, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", ECHO_SERVER])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut ready = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        net.server = Some(server);
+        assert_eq!(ready.trim(), "ready");
+        net
+    }
+
+    /// A connection from the client pod to `to`.
+    fn connect(&self, to: &str, port: u16) -> std::net::TcpStream {
+        let to: SocketAddr = format!("{to}:{port}").parse().unwrap();
+        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+        assert_eq!(s.local_addr().unwrap().ip().to_string(), CLIENT_IP);
+        s
+    }
+}
+
+/// Writes `data` and reads its echo.
+fn exchange(s: &mut std::net::TcpStream, data: &[u8]) {
+    use std::io::{Read, Write};
+    s.write_all(data).unwrap();
+    let mut back = vec![0; data.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, data);
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// The identity labels of the samples of `metric` whose `label` is `value`.
+fn identities_where(text: &str, metric: &str, label: &str, value: &str) -> Vec<[String; 5]> {
+    common::samples(text)
+        .into_iter()
+        .filter(|s| s.name == metric && s.label(label) == Some(value))
+        .map(|s| {
+            [
+                "server_namespace",
+                "server_workload",
+                "server_workload_kind",
+                "server_pod",
+                "server_service",
+            ]
+            .map(|k| s.label(k).unwrap_or("?").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn live_traffic_between_pods_is_named_and_keeps_its_owner_when_the_ip_is_reused() {
+    if skip() {
+        return;
+    }
+    let c = Cluster::start("kube-live");
+    let net = PodNet::new();
+    c.node("node-1", "192.168.50.1");
+    shop_and_db(&c, CLIENT_IP, SERVER_IP);
+    c.service("data", "db", CLUSTER_IP, "db");
+
+    let flow_log = c.dir.path("flow.jsonl");
+    let live = Live::start_with(
+        &c.kubeconfig(),
+        c.dir.path("exporter.log"),
+        &[
+            "-i",
+            &net.host_if,
+            "--labels",
+            LABELS,
+            "--long-connections",
+            "1s",
+            "--flow-log",
+            flow_log.to_str().unwrap(),
+            "--flow-log-interval",
+            "1s",
+        ],
+    );
+    let objects = "tcp_exporter_kubernetes_objects";
+    live.wait("pods and the Service listed", |t| {
+        live.kind(t, objects, "pods") == 2.0 && live.kind(t, objects, "services") >= 1.0
+    });
+
+    // Directly to db-0, kept open; and through the Service's ClusterIP.
+    let mut direct = net.connect(SERVER_IP, 5001);
+    exchange(&mut direct, b"hello db-0");
+    let mut via_service = net.connect(CLUSTER_IP, 5001);
+    exchange(&mut via_service, b"hello db");
+    drop(via_service);
+    let opened = "tcp_connections_opened_total";
+    live.wait("both connections counted", |t| {
+        identities_where(t, opened, "server_port", "5001").len() == 2
+    });
+    let mut named = identities_where(&live.metrics(), opened, "server_port", "5001");
+    named.sort();
+    assert_eq!(
+        named,
+        vec![
+            s(["data", "db", "Service", "", "db"]),
+            s(["data", "db", "StatefulSet", "db-0", "db"]),
+        ]
+    );
+    let text = live.metrics();
+    let client = common::samples(&text)
+        .into_iter()
+        .find(|s| s.name == opened)
+        .unwrap();
+    assert_eq!(client.label("client_namespace"), Some("shop"));
+    assert_eq!(client.label("client_workload"), Some("checkout"));
+    assert_eq!(client.label("client_workload_kind"), Some("Deployment"));
+
+    // db-0 goes, redis-0 gets its address. The connection that was open
+    // keeps its owner; a new one is redis-0's.
+    c.delete_pod("data", "db-0", 0);
+    live.wait("db-0 gone", |t| live.kind(t, objects, "pods") == 1.0);
+    c.pod(&PodSpec {
+        namespace: "cache",
+        name: "redis-0",
+        ip: SERVER_IP,
+        labels: &[("app", "redis")],
+        owner: Some(("StatefulSet", "redis")),
+        ..PodSpec::default()
+    });
+    live.wait("redis-0 seen", |t| live.kind(t, objects, "pods") == 2.0);
+    let mut reused = net.connect(SERVER_IP, 5002);
+    exchange(&mut reused, b"hello redis-0");
+    // The open connection keeps talking, so that it grows old on the
+    // capture clock and gets its long-connection series.
+    let long = "tcp_long_connection_age_seconds";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        exchange(&mut direct, b"still here");
+        let text = live.metrics();
+        if identities_where(&text, opened, "server_port", "5002").len() == 1
+            && common::samples(&text).iter().any(|s| s.name == long)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no long series or 5002: {text}");
+        sleep(Duration::from_millis(200));
+    }
+    let text = live.metrics();
+    assert_eq!(
+        identities_where(&text, opened, "server_port", "5002"),
+        vec![s(["cache", "redis", "StatefulSet", "redis-0", ""])]
+    );
+    assert_eq!(
+        identities_where(&text, opened, "server_port", "5001").len(),
+        2,
+        "the series of 5001 kept their owners: {text}"
+    );
+    let long_series: Vec<_> = common::samples(&text)
+        .into_iter()
+        .filter(|s| s.name == long && s.label("server_port") == Some("5001"))
+        .collect();
+    assert_eq!(long_series.len(), 1, "{text}");
+    let l = &long_series[0];
+    for (label, want) in [
+        ("client_namespace", "shop"),
+        ("client_workload", "checkout"),
+        ("client_pod", "checkout-7d9f8b6c5-x2x9q"),
+        ("server_namespace", "data"),
+        ("server_workload", "db"),
+        ("server_workload_kind", "StatefulSet"),
+        ("server_pod", "db-0"),
+        ("server_service", "db"),
+    ] {
+        assert_eq!(l.label(label), Some(want), "{label} of {text}");
+    }
+    drop(direct);
+    drop(reused);
+    drop(live);
+
+    // The flow log names both ends of each connection, as they were when
+    // it started.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&flow_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pod_of = |server: &str, port: u64| -> Vec<String> {
+        let mut pods: Vec<String> = records
+            .iter()
+            .filter(|r| r["server"] == server && r["server_port"] == port)
+            .map(|r| {
+                assert_eq!(r["client_workload"], "checkout", "{r}");
+                assert_eq!(r["client_pod"], "checkout-7d9f8b6c5-x2x9q", "{r}");
+                r["server_workload"].as_str().unwrap().to_string()
+                    + "/"
+                    + r["server_pod"].as_str().unwrap()
+            })
+            .collect();
+        pods.dedup();
+        pods
+    };
+    assert_eq!(pod_of(SERVER_IP, 5001), ["db/db-0"]);
+    assert_eq!(pod_of(CLUSTER_IP, 5001), ["db/"]);
+    assert_eq!(pod_of(SERVER_IP, 5002), ["redis/redis-0"]);
 }

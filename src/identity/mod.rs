@@ -51,6 +51,33 @@ impl Identity {
     }
 }
 
+/// An identity from its five names, for other modules' tests.
+#[cfg(test)]
+pub fn test_identity(
+    namespace: &str,
+    workload: &str,
+    kind: &str,
+    pod: &str,
+    service: &str,
+) -> Identity {
+    Identity {
+        namespace: namespace.into(),
+        workload: workload.into(),
+        kind: kind.into(),
+        pod: pod.into(),
+        service: service.into(),
+    }
+}
+
+/// Who both ends of one connection are, pod names included: for the
+/// connection's own records (the flow log, long-connection series), which
+/// name one connection and so may name its pods without adding series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    pub client: Identity,
+    pub server: Identity,
+}
+
 /// Identities that series keys hold, at most; more resolve to `other`.
 /// Without pod names a label set's identity is a workload, so this bounds
 /// workloads, not connections.
@@ -134,6 +161,18 @@ impl Identities {
         table.ids.insert(identity.clone(), id);
         table.list.push(identity);
         id
+    }
+
+    /// Who the two ends of a connection to `server_port` are now, under one
+    /// read of the index; called when a connection with a record starts.
+    /// Not kept in the table: the record holds them and lets go with it.
+    pub fn peers(&self, client: IpAddr, server: IpAddr, server_port: u16) -> Arc<Peers> {
+        self.with_index(|index| {
+            Arc::new(Peers {
+                client: index.resolve(client, server_port, Role::Client),
+                server: index.resolve(server, server_port, Role::Server),
+            })
+        })
     }
 
     /// The identity behind a number (for label strings at scrape time).

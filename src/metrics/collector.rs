@@ -240,7 +240,7 @@ impl Exporter {
                     long.push(Long {
                         labels: long_labels(&s.interface, r),
                         age: s.clock.saturating_sub(r.start),
-                        record: *r,
+                        record: r.clone(),
                     });
                 }
             }
@@ -316,15 +316,8 @@ impl Exporter {
                 }
                 let who = identities.get(id);
                 for label in labels.iter().filter(|l| chosen.has(**l)) {
-                    let value = match label {
-                        Label::ClientNamespace | Label::ServerNamespace => &who.namespace,
-                        Label::ClientWorkload | Label::ServerWorkload => &who.workload,
-                        Label::ClientWorkloadKind | Label::ServerWorkloadKind => &who.kind,
-                        Label::ClientPod | Label::ServerPod => &who.pod,
-                        _ => &who.service,
-                    };
                     sep(&mut s, label.as_str());
-                    escape_into(&mut s, value);
+                    escape_into(&mut s, label.identity_value(&who));
                     s.push('"');
                 }
             }
@@ -593,7 +586,8 @@ fn by_sender(out: &mut Text, pairs: &[(String, PairCounters)], families: &[(Def,
 }
 
 /// The labels of a long-lived connection: always these five, whatever
-/// `--labels` says (it is one connection).
+/// `--labels` says (it is one connection), and with `--kubernetes` every
+/// identity label of both ends, pods included.
 fn long_labels(interface: &str, r: &ConnRecord) -> String {
     let mut s = String::from("interface=\"");
     escape_into(&mut s, interface);
@@ -602,6 +596,18 @@ fn long_labels(interface: &str, r: &ConnRecord) -> String {
         "\",client=\"{}\",client_port=\"{}\",server=\"{}\",server_port=\"{}\"",
         r.client, r.client_port, r.server, r.server_port
     );
+    if let Some(peers) = &r.peers {
+        for (who, labels) in [
+            (&peers.client, &Label::CLIENT_IDENTITY[..]),
+            (&peers.server, &Label::SERVER_IDENTITY[..]),
+        ] {
+            for label in labels {
+                let _ = write!(s, ",{}=\"", label.as_str());
+                escape_into(&mut s, label.identity_value(who));
+                s.push('"');
+            }
+        }
+    }
     s
 }
 
@@ -766,6 +772,33 @@ mod tests {
                 "tcp_connections_active{server=\"10.0.0.2\",port_name=\"\",ip_family=\"ipv4\"} 1",
                 "tcp_connections_active{server=\"10.0.0.2\",port_name=\"envoy-inbound\",ip_family=\"ipv4\"} 2",
             ]
+        );
+    }
+
+    #[test]
+    fn a_long_connection_names_both_ends_pods_included_with_kubernetes() {
+        use crate::identity::{test_identity, Peers};
+        let o = orient("10.244.1.5", "10.244.2.9", 5432);
+        let plain = ConnRecord::new(&o, None, 0, 0);
+        assert_eq!(
+            long_labels("eth0", &plain),
+            "interface=\"eth0\",client=\"10.244.1.5\",client_port=\"40000\",\
+             server=\"10.244.2.9\",server_port=\"5432\""
+        );
+        let who = test_identity;
+        let peers = Peers {
+            client: who("shop", "checkout", "Deployment", "checkout-7d9f-x2x9q", ""),
+            server: who("data", "db", "StatefulSet", "db-0", "db\"main"),
+        };
+        let named = ConnRecord::new(&o, Some(Arc::new(peers)), 0, 0);
+        assert_eq!(
+            long_labels("eth0", &named),
+            "interface=\"eth0\",client=\"10.244.1.5\",client_port=\"40000\",\
+             server=\"10.244.2.9\",server_port=\"5432\",client_namespace=\"shop\",\
+             client_workload=\"checkout\",client_workload_kind=\"Deployment\",\
+             client_pod=\"checkout-7d9f-x2x9q\",server_namespace=\"data\",\
+             server_workload=\"db\",server_workload_kind=\"StatefulSet\",server_pod=\"db-0\",\
+             server_service=\"db\\\"main\""
         );
     }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::decode::Segment;
 use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Phase, Removal, Side, Step};
+use crate::identity::Peers;
 
 use super::counters::DirCounters;
 
@@ -132,8 +133,10 @@ pub const WSCALE_UNSEEN: u8 = 0xff;
 pub const WSCALE_NOT_OFFERED: u8 = 0xfe;
 
 /// One connection, as the flow log and the long-connection series see it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnRecord {
+    /// Who both ends are (with `--kubernetes`), fixed when it started.
+    pub peers: Option<Arc<Peers>>,
     pub client: IpAddr,
     pub client_port: u16,
     pub server: IpAddr,
@@ -160,8 +163,14 @@ pub struct ConnRecord {
 }
 
 impl ConnRecord {
-    fn new(o: &Orientation, now: Nanos, generation: u32) -> ConnRecord {
+    pub(crate) fn new(
+        o: &Orientation,
+        peers: Option<Arc<Peers>>,
+        now: Nanos,
+        generation: u32,
+    ) -> ConnRecord {
         ConnRecord {
+            peers,
             client: o.client,
             client_port: o.client_port,
             server: o.server,
@@ -319,16 +328,16 @@ impl Conns {
         }
     }
 
-    /// A record for a new connection.
-    pub fn start(&mut self, o: &Orientation, now: Nanos) -> u32 {
+    /// A record for a new connection; `peers`: who its ends are.
+    pub fn start(&mut self, o: &Orientation, peers: Option<Arc<Peers>>, now: Nanos) -> u32 {
         let id = match self.free.pop() {
             Some(id) => {
                 let generation = self.records[id as usize].generation.wrapping_add(1);
-                self.records[id as usize] = ConnRecord::new(o, now, generation);
+                self.records[id as usize] = ConnRecord::new(o, peers, now, generation);
                 id
             }
             None => {
-                self.records.push(ConnRecord::new(o, now, 0));
+                self.records.push(ConnRecord::new(o, peers, now, 0));
                 (self.records.len() - 1) as u32
             }
         };
@@ -380,7 +389,7 @@ impl Conns {
         let r = &mut self.records[id as usize];
         if !r.announced {
             r.announced = true;
-            let record = *r;
+            let record = r.clone();
             self.emit(EventKind::Open, now, record);
         }
     }
@@ -406,7 +415,7 @@ impl Conns {
             _ => step.lifecycle.and_then(EndReason::of),
         };
         self.end(id, reason.unwrap_or(EndReason::Timeout), now);
-        let record = self.records[id as usize];
+        let record = self.records[id as usize].clone();
         self.emit(EventKind::Close, now, record);
         self.records[id as usize].live = false;
         self.free.push(id);
@@ -420,9 +429,9 @@ impl Conns {
                 break;
             }
             self.reports.pop_front();
-            let r = self.records[id as usize];
+            let r = &self.records[id as usize];
             if r.live && r.generation == generation && r.is_open() {
-                self.emit(EventKind::Update, now, r);
+                self.emit(EventKind::Update, now, r.clone());
                 // From now, not from the due time: due times stay in order.
                 self.reports
                     .push_back((now + self.opts.log_interval, id, generation));
@@ -459,7 +468,7 @@ impl Conns {
             } else {
                 EventKind::Close
             };
-            self.emit(kind, now, *r);
+            self.emit(kind, now, r.clone());
         }
         // Nothing is logged after this, and the writer stops once every
         // worker has let go of its sink.
@@ -546,7 +555,7 @@ mod tests {
     #[test]
     fn a_connection_logs_open_then_every_interval_then_close() {
         let (mut c, rx) = conns(None, 0, 100);
-        let id = c.start(&orient(), 0);
+        let id = c.start(&orient(), None, 0);
         let step = Step::default();
         data(&mut c, id, Side::Client, &step, Phase::Established, 0);
         data(&mut c, id, Side::Client, &step, Phase::Established, SEC);
@@ -583,7 +592,7 @@ mod tests {
     fn a_full_queue_drops_events_and_counts_them() {
         let (mut c, rx) = conns(None, 0, 1);
         for _ in 0..3 {
-            let id = c.start(&orient(), 0);
+            let id = c.start(&orient(), None, 0);
             data(
                 &mut c,
                 id,
@@ -608,8 +617,8 @@ mod tests {
     #[test]
     fn connections_become_long_at_their_age_within_the_cap_and_leave_when_closed() {
         let (mut c, _rx) = conns(Some(30 * SEC), 1, 100);
-        let a = c.start(&orient(), 0);
-        let b = c.start(&orient(), SEC);
+        let a = c.start(&orient(), None, 0);
+        let b = c.start(&orient(), None, SEC);
         c.maintain(29 * SEC);
         assert_eq!(c.long().count(), 0);
         c.maintain(31 * SEC);

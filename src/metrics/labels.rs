@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::flow::Orientation;
-use crate::identity::{Identities, OTHER as OTHER_IDENTITY};
+use crate::identity::{Identities, Identity, OTHER as OTHER_IDENTITY};
 
 /// A traffic label that `--labels` can choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,18 @@ impl Label {
         Label::ServerPod,
         Label::ServerService,
     ];
+
+    /// The value this identity label takes for `who` (the service for
+    /// any label that is not an identity's).
+    pub fn identity_value(self, who: &Identity) -> &str {
+        match self {
+            Label::ClientNamespace | Label::ServerNamespace => &who.namespace,
+            Label::ClientWorkload | Label::ServerWorkload => &who.workload,
+            Label::ClientWorkloadKind | Label::ServerWorkloadKind => &who.kind,
+            Label::ClientPod | Label::ServerPod => &who.pod,
+            _ => &who.service,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

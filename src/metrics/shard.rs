@@ -219,7 +219,15 @@ impl Shard {
         self.pairs.hold(pair);
         self.pairs.at(pair).value.active += 1;
         let conn = match &mut self.conns {
-            Some(c) => c.start(o, now),
+            Some(c) => {
+                let peers = self
+                    .config
+                    .labeler
+                    .identities
+                    .as_ref()
+                    .map(|ids| ids.peers(o.client, o.server, o.server_port));
+                c.start(o, peers, now)
+            }
             None => NO_CONN,
         };
         SeriesIds { pair, conn }
