@@ -1,116 +1,22 @@
-//! The identity index at the scale of a large cluster: 150,000 pods (5,000
-//! Deployments of 30 replicas over 500 namespaces, names, uids and labels
-//! as the API gives them), 20,000 Services and 5,000 Nodes, fed through
-//! `Identities::apply`, the path the watch's events take. Prints the
-//! resident bytes each pod adds, then times what a new connection costs:
-//! resolving both of its ends. `cargo bench --bench identity`.
+//! The identity index at the scale of a large cluster
+//! (tests/common/big_cluster.rs): prints the resident bytes each pod adds,
+//! then times what a new connection costs: resolving both of its ends, as
+//! series keys do, and with pod names, as a connection's record does (with
+//! `--flow-log` or `--long-connections`). `cargo bench --bench identity`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use tcp_exporter::identity::workload::Owner;
-use tcp_exporter::identity::{
-    Event, Identities, NodeInfo, ObjectKind, Phase, PodInfo, Role, ServiceInfo,
-};
+use tcp_exporter::identity::Role;
 
-const NAMESPACES: usize = 500;
-const DEPLOYMENTS: usize = 5_000;
-const REPLICAS: usize = 30;
-const SERVICES: usize = 20_000;
-const NODES: usize = 5_000;
+#[path = "../tests/common/big_cluster.rs"]
+mod big_cluster;
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
-fn pod_ip(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(0x0af4_0000u32 + i as u32))
-}
-
-fn uid(kind: u8, i: usize) -> String {
-    format!("{kind:02x}{i:06x}-7c1e-4f5a-9d2b-3e8f6a1b2c4d")
-}
-
-fn cluster() -> Arc<Identities> {
-    let identities = Identities::new();
-    let nodes: Vec<Event> = (0..NODES)
-        .map(|n| {
-            Event::Node(NodeInfo {
-                name: format!("ip-10-0-{}-{}.ec2.internal", n / 250, n % 250),
-                addresses: vec![IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + n as u32))],
-            })
-        })
-        .collect();
-    identities.apply(nodes);
-    let services: Vec<Event> = (0..SERVICES)
-        .map(|s| {
-            let d = s % DEPLOYMENTS;
-            Event::Service(ServiceInfo {
-                uid: uid(2, s),
-                namespace: format!("team-{}", d % NAMESPACES),
-                name: format!("svc-{s}"),
-                cluster_ips: vec![IpAddr::V4(Ipv4Addr::from(0x0a60_0000u32 + s as u32))],
-                selector: vec![("app".into(), format!("app-{d}"))],
-            })
-        })
-        .collect();
-    identities.apply(services);
-    let before = rss_bytes();
-    let mut i = 0;
-    for d in 0..DEPLOYMENTS {
-        let hash = format!("{:010x}", d * 7919);
-        let rs = format!("app-{d}-{hash}");
-        let pods: Vec<Event> = (0..REPLICAS)
-            .map(|r| {
-                i += 1;
-                Event::Pod(PodInfo {
-                    uid: uid(1, i),
-                    namespace: format!("team-{}", d % NAMESPACES),
-                    name: format!("{rs}-{:05x}", r * 104_729 % 0xfffff),
-                    phase: Phase::Running,
-                    deleting: false,
-                    ips: vec![pod_ip(i)],
-                    host_network: false,
-                    node: format!("ip-10-0-{}-{}.ec2.internal", i % NODES / 250, i % 250),
-                    owner: Some(Owner {
-                        kind: "ReplicaSet".into(),
-                        name: rs.clone(),
-                    }),
-                    labels: vec![
-                        ("app".into(), format!("app-{d}")),
-                        ("pod-template-hash".into(), hash.clone()),
-                        ("version".into(), "v2".into()),
-                        ("app.kubernetes.io/part-of".into(), "shop".into()),
-                    ],
-                    ports: vec![8080, 9090],
-                    created: 1_700_000_000 + i as i64,
-                })
-            })
-            .collect();
-        identities.apply(pods);
-    }
-    identities.apply(ObjectKind::ALL.map(Event::Listed));
-    let after = rss_bytes();
-    let pods = identities.with_index(|x| x.len(ObjectKind::Pod));
-    eprintln!(
-        "identity index: {pods} pods, {SERVICES} services, {NODES} nodes; \
-         {:.0} resident bytes per pod ({:.1} MiB for the pods)",
-        (after - before) as f64 / pods as f64,
-        (after - before) as f64 / (1 << 20) as f64
-    );
-    identities
-}
+use big_cluster::{cluster, pod_ip, DEPLOYMENTS, REPLICAS, SERVICES};
 
 fn bench(c: &mut Criterion) {
-    let identities = cluster();
+    let (identities, _) = cluster();
     let mut n = 0usize;
     c.bench_function("identity: a new connection's two ends (pod to pod)", |b| {
         b.iter(|| {
@@ -129,6 +35,15 @@ fn bench(c: &mut Criterion) {
                 let service = IpAddr::V4(Ipv4Addr::from(0x0a60_0000u32 + n as u32));
                 let server = identities.resolve(service, 8080, Role::Server, false);
                 std::hint::black_box((client, server))
+            })
+        },
+    );
+    c.bench_function(
+        "identity: a new connection's two ends, pods named (a record's)",
+        |b| {
+            b.iter(|| {
+                n = (n + 7) % (DEPLOYMENTS * REPLICAS);
+                std::hint::black_box(identities.peers(pod_ip(n + 1), pod_ip(n / 2 + 1), 8080))
             })
         },
     );

@@ -170,14 +170,18 @@ struct Group {
 type GroupKey = (Name, Name, Name, Labels);
 
 /// A pod's uid as a number: Kubernetes uids are UUIDs (anything else is
-/// hashed to 128 bits).
-type Uid = u128;
+/// hashed to 128 bits). Two halves, not a u128, whose 16-byte alignment
+/// would pad every entry that holds one.
+type Uid = [u64; 2];
+
+/// Where a pod is in the pod table.
+type Slot = u32;
 
 fn uid_of(uid: &str) -> Uid {
     let hex: String = uid.chars().filter(|c| *c != '-').collect();
     if hex.len() == 32 {
         if let Ok(n) = u128::from_str_radix(&hex, 16) {
-            return n;
+            return [(n >> 64) as u64, n as u64];
         }
     }
     use std::hash::{Hash, Hasher};
@@ -187,7 +191,7 @@ fn uid_of(uid: &str) -> Uid {
         uid.hash(&mut h);
         h.finish() as u128
     };
-    half(1) << 64 | half(2)
+    [half(1) as u64, half(2) as u64]
 }
 
 /// At most two addresses (a dual-stack pod), kept inline.
@@ -215,6 +219,7 @@ impl Ips {
 }
 
 struct Pod {
+    uid: Uid,
     name: Box<str>,
     ips: Ips,
     group: u32,
@@ -226,8 +231,6 @@ struct Pod {
     host_network: bool,
     /// Seen in the list under way (see `Relisting`).
     seen: bool,
-    /// Declared ports, kept for hostNetwork pods only.
-    ports: Box<[u16]>,
 }
 
 struct Service {
@@ -243,15 +246,23 @@ struct Node {
     seen: bool,
 }
 
+/// Groups and Services that go between two prunings of interned names.
+const PRUNE_AFTER: usize = 256;
+
 /// The index. Not thread-safe by itself: the watch writes it under a lock
 /// that connection starts read (`super::Identities`).
 #[derive(Default)]
 pub struct Index {
-    pods: HashMap<Uid, Pod>,
+    /// Pods by slot, a free slot `None`: a vector, whose room beyond its
+    /// length is never touched, so not resident (a hash table's empty
+    /// slots are), and whose slots the other tables name in 4 bytes.
+    pods: Vec<Option<Pod>>,
+    free_pods: Vec<Slot>,
+    pod_slots: HashMap<Uid, Slot>,
     /// Each pod IP's claimant; an address claimed by more than one pod
     /// (reuse, a terminating pod) has them all in `contested`.
-    pod_ips: HashMap<IpAddr, Uid>,
-    contested: HashMap<IpAddr, Vec<Uid>>,
+    pod_ips: HashMap<IpAddr, Slot>,
+    contested: HashMap<IpAddr, Vec<Slot>>,
     groups: Vec<Group>,
     group_ids: HashMap<GroupKey, u32>,
     free_groups: Vec<u32>,
@@ -265,10 +276,16 @@ pub struct Index {
     node_ips: HashMap<IpAddr, Name>,
     node_names: Vec<Name>,
     node_ids: HashMap<Name, u32>,
-    /// hostNetwork pods' declared ports, by (node, port).
-    host_ports: HashMap<(u32, u16), Uid>,
+    /// hostNetwork pods' declared ports, by (node, port), and by pod.
+    host_ports: HashMap<(u32, u16), Slot>,
+    host_pod_ports: HashMap<Slot, Box<[u16]>>,
     strings: HashSet<Name>,
     label_sets: HashSet<Labels>,
+    /// The names `resolve` uses without interning (see `new`), held here
+    /// so that pruning keeps them.
+    fixed: Vec<Name>,
+    /// Groups and Services gone since interned names were last pruned.
+    gone_since_prune: usize,
     listed: [bool; 3],
     relisting: [bool; 3],
 }
@@ -281,15 +298,31 @@ impl Index {
     pub fn new() -> Index {
         let mut index = Index::default();
         for fixed in ["", "Service", "Node", "external", "unknown"] {
-            index.intern(fixed);
+            let name = index.intern(fixed);
+            index.fixed.push(name);
         }
         index
+    }
+
+    /// Forgets interned names and label sets that nothing holds any more
+    /// (every rollout brings a new `pod-template-hash`, so they would grow
+    /// for ever), once `PRUNE_AFTER` groups or Services went: a pass over
+    /// the interned names, not one per object.
+    fn gone(&mut self) {
+        self.gone_since_prune += 1;
+        if self.gone_since_prune < PRUNE_AFTER {
+            return;
+        }
+        self.gone_since_prune = 0;
+        // Label sets first: they hold names.
+        self.label_sets.retain(|l| Arc::strong_count(l) > 1);
+        self.strings.retain(|n| Arc::strong_count(n) > 1);
     }
 
     /// Objects held, by kind.
     pub fn len(&self, kind: ObjectKind) -> usize {
         match kind {
-            ObjectKind::Pod => self.pods.len(),
+            ObjectKind::Pod => self.pod_slots.len(),
             ObjectKind::Service => self.services.len(),
             ObjectKind::Node => self.nodes.len(),
         }
@@ -338,7 +371,7 @@ impl Index {
             Event::Relisting(kind) => {
                 self.relisting[kind_index(kind)] = true;
                 match kind {
-                    ObjectKind::Pod => self.pods.values_mut().for_each(|p| p.seen = false),
+                    ObjectKind::Pod => self.pods.iter_mut().flatten().for_each(|p| p.seen = false),
                     ObjectKind::Service => self.services.values_mut().for_each(|s| s.seen = false),
                     ObjectKind::Node => self.nodes.values_mut().for_each(|n| n.seen = false),
                 }
@@ -359,8 +392,9 @@ impl Index {
                 let gone: Vec<Uid> = self
                     .pods
                     .iter()
-                    .filter(|(_, p)| !p.seen)
-                    .map(|(u, _)| *u)
+                    .flatten()
+                    .filter(|p| !p.seen)
+                    .map(|p| p.uid)
                     .collect();
                 gone.into_iter().for_each(|u| self.remove_uid(u));
             }
@@ -406,7 +440,15 @@ impl Index {
         );
         let group = self.group(key);
         let node = self.node_id(&p.node);
+        let slot = match self.free_pods.pop() {
+            Some(slot) => slot,
+            None => {
+                self.pods.push(None);
+                (self.pods.len() - 1) as Slot
+            }
+        };
         let pod = Pod {
+            uid,
             name: p.name.into(),
             ips: Ips::new(&p.ips),
             group,
@@ -416,29 +458,29 @@ impl Index {
             deleting: p.deleting,
             host_network: p.host_network,
             seen: true,
-            ports: if p.host_network {
-                p.ports.into()
-            } else {
-                Box::default()
-            },
         };
         if pod.host_network {
-            for port in pod.ports.iter() {
-                self.host_ports.insert((node, *port), uid);
+            for port in &p.ports {
+                self.host_ports.insert((node, *port), slot);
+            }
+            if !p.ports.is_empty() {
+                self.host_pod_ports.insert(slot, p.ports.into());
             }
         } else {
             for ip in pod.ips.as_slice() {
-                match self.pod_ips.insert(*ip, uid) {
+                match self.pod_ips.insert(*ip, slot) {
                     None => {}
-                    Some(before) if before == uid => {}
+                    // The same address listed twice.
+                    Some(before) if before == slot => {}
                     Some(before) => {
                         let claims = self.contested.entry(*ip).or_insert_with(|| vec![before]);
-                        claims.push(uid);
+                        claims.push(slot);
                     }
                 }
             }
         }
-        self.pods.insert(uid, pod);
+        self.pods[slot as usize] = Some(pod);
+        self.pod_slots.insert(uid, slot);
     }
 
     /// The number of a group, made (with its Service) if it is new.
@@ -491,7 +533,17 @@ impl Index {
                 self.groups_in.remove(&key.0);
             }
         }
+        // Its names go with it, unless something else holds them.
+        self.groups[id as usize] = Group {
+            namespace: self.empty(),
+            workload: self.empty(),
+            kind: self.empty(),
+            labels: Arc::new([]),
+            service: self.empty(),
+            pods: 0,
+        };
         self.free_groups.push(id);
+        self.gone();
     }
 
     fn node_id(&mut self, name: &str) -> u32 {
@@ -510,36 +562,44 @@ impl Index {
     }
 
     fn remove_uid(&mut self, uid: Uid) {
-        let Some(pod) = self.pods.remove(&uid) else {
+        let Some(slot) = self.pod_slots.remove(&uid) else {
             return;
         };
+        let Some(pod) = self.pods[slot as usize].take() else {
+            return;
+        };
+        self.free_pods.push(slot);
         for ip in pod.ips.as_slice() {
             match self.contested.get_mut(ip) {
                 Some(claims) => {
-                    claims.retain(|u| *u != uid);
+                    claims.retain(|s| *s != slot);
                     if let [only] = claims[..] {
                         self.pod_ips.insert(*ip, only);
                         self.contested.remove(ip);
-                    } else if self.pod_ips.get(ip) == Some(&uid) {
+                    } else if self.pod_ips.get(ip) == Some(&slot) {
                         if let Some(&other) = claims.last() {
                             self.pod_ips.insert(*ip, other);
                         }
                     }
                 }
                 None => {
-                    if self.pod_ips.get(ip) == Some(&uid) {
+                    if self.pod_ips.get(ip) == Some(&slot) {
                         self.pod_ips.remove(ip);
                     }
                 }
             }
         }
-        for port in pod.ports.iter() {
+        for port in self.host_pod_ports.remove(&slot).unwrap_or_default().iter() {
             let key = (pod.node, *port);
-            if self.host_ports.get(&key) == Some(&uid) {
+            if self.host_ports.get(&key) == Some(&slot) {
                 self.host_ports.remove(&key);
             }
         }
         self.release_group(pod.group);
+    }
+
+    fn pod(&self, slot: Slot) -> Option<&Pod> {
+        self.pods.get(slot as usize)?.as_ref()
     }
 
     /// The first Service (by name) of a namespace whose selector the
@@ -633,6 +693,7 @@ impl Index {
                 self.services_in.remove(&s.namespace);
             }
         }
+        self.gone();
         Some(s.namespace)
     }
 
@@ -670,11 +731,11 @@ impl Index {
             None => self
                 .pod_ips
                 .get(ip)
-                .and_then(|u| self.pods.get(u))
+                .and_then(|s| self.pod(*s))
                 .filter(eligible),
             Some(claims) => claims
                 .iter()
-                .filter_map(|u| self.pods.get(u))
+                .filter_map(|s| self.pod(*s))
                 .filter(eligible)
                 .max_by_key(|p| (!p.deleting, p.created)),
         }
@@ -716,7 +777,7 @@ impl Index {
                     .node_ids
                     .get(node)
                     .and_then(|id| self.host_ports.get(&(*id, port)))
-                    .and_then(|u| self.pods.get(u))
+                    .and_then(|s| self.pod(*s))
                     .filter(|p| !p.phase.finished());
                 if let Some(p) = host_pod {
                     return self.pod_identity(p, with_pod);
@@ -1028,6 +1089,51 @@ mod tests {
                 .as_ref(),
             "external"
         );
+    }
+
+    #[test]
+    fn names_of_rollouts_long_gone_are_forgotten() {
+        let mut index = synced();
+        let interned = |index: &Index| (index.strings.len(), index.label_sets.len());
+        let rollout = |index: &mut Index, n: usize| {
+            let hash = format!("{n:09x}");
+            let mut p = pod(
+                &format!("uid-{n}"),
+                "shop",
+                &format!("web-{hash}-x"),
+                &["10.244.1.5"],
+            );
+            p.labels = vec![
+                ("app".into(), "web".into()),
+                ("pod-template-hash".into(), hash.clone()),
+            ];
+            p.owner = Some(Owner {
+                kind: "ReplicaSet".into(),
+                name: format!("web-{hash}"),
+            });
+            index.apply(Event::Pod(p));
+            if n > 0 {
+                index.apply(Event::PodGone {
+                    uid: format!("uid-{}", n - 1),
+                });
+            }
+        };
+        rollout(&mut index, 0);
+        let one = interned(&index);
+        for n in 1..5 * PRUNE_AFTER {
+            rollout(&mut index, n);
+        }
+        let (strings, sets) = interned(&index);
+        assert!(
+            strings <= one.0 + PRUNE_AFTER,
+            "{strings} names after churn"
+        );
+        assert!(sets <= one.1 + PRUNE_AFTER, "{sets} label sets after churn");
+        assert_eq!(who(&index, "10.244.1.5").1, "web");
+        // What resolving uses without interning stays interned.
+        for fixed in ["", "Service", "Node", "external", "unknown"] {
+            assert!(index.strings.contains(fixed), "{fixed}");
+        }
     }
 
     #[test]
