@@ -118,6 +118,31 @@ def dashboard_targets(dashboard):
             for p in dashboard_panels(dashboard) for t in p.get("targets", []) if "expr" in t]
 
 
+def dashboard_rows(dashboard):
+    """(row title, panel) of every panel but the rows themselves, in order;
+    the row title is None above the first row."""
+    out = []
+    title = None
+    for panel in dashboard.get("panels", []):
+        if panel.get("type") == "row":
+            title = panel.get("title")
+            out.extend((title, p) for p in panel.get("panels", []))
+        else:
+            out.append((title, panel))
+    return out
+
+
+# The dashboard's variables: those of the address labels, which the
+# Kubernetes default labels (--kubernetes) leave out, and those of the
+# identity labels, which only --kubernetes gives. server_port is in both.
+IP_VARIABLES = ("interface", "server", "client")
+IDENTITY_VARIABLES = ("server_namespace", "server_workload", "client_namespace", "client_workload")
+VARIABLES = IP_VARIABLES + IDENTITY_VARIABLES + ("server_port",)
+# Rows whose panels show only series with identity labels or the
+# exporter's Kubernetes metrics: without --kubernetes they stay empty.
+KUBERNETES_ROWS = ("Who talks to whom (--kubernetes)", "Kubernetes watch (--kubernetes)")
+
+
 def dashboard_variables(dashboard):
     """The query variables, as (name, query string)."""
     out = []

@@ -9,25 +9,22 @@ import unittest
 
 import yaml
 
-from common import EXPORTER, ROOT, RULES, dashboard_panels, dashboard_targets, dashboard_variables, load_dashboard, tool
+from common import (EXPORTER, KUBERNETES_ROWS, ROOT, RULES, VARIABLES, dashboard_panels, dashboard_rows,
+                    dashboard_targets, dashboard_variables, load_dashboard, tool)
 
 NAMES_RS = ROOT / "src" / "metrics" / "names.rs"
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-VARIABLES = {"interface", "client", "server", "server_port"}
 # Metrics of the contract that have no panel, and why.
 NOT_ON_DASHBOARD = {
     "tcp_dont_fragment_packets_total": "an IP-level detail; nothing to act on at a glance",
     "tcp_keepalives_total": "keep-alives are normal traffic",
-    # Only with --kubernetes: the Prometheus deployment test runs the
-    # exporter without a cluster, where a panel of them could not return
-    # data. They get panels with the chart's Kubernetes values.
-    "tcp_exporter_kubernetes_objects": "only with --kubernetes",
-    "tcp_exporter_kubernetes_synced": "only with --kubernetes",
-    "tcp_exporter_kubernetes_watch_errors_total": "only with --kubernetes",
-    "tcp_exporter_kubernetes_relists_total": "only with --kubernetes",
-    "tcp_exporter_kubernetes_identities_overflow_total": "only with --kubernetes",
 }
+# Traffic series without client labels (the histograms): the client
+# variables do not filter them.
+NO_CLIENT = ("tcp_rtt_seconds", "tcp_handshake_rtt_seconds", "tcp_connection_duration_seconds")
+CLIENT_VARIABLES = {"client", "client_namespace", "client_workload"}
 _METRIC = re.compile(r"(?<![A-Za-z0-9_:])(tcp_[a-z0-9_]+)")
+_SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(tcp_[a-z0-9_]+)(\{[^}]*\})?")
 
 
 _CONTRACT = []
@@ -103,16 +100,66 @@ class Dashboard(unittest.TestCase):
 
     def test_template_variables(self):
         vs = {v["name"]: v for v in self.d["templating"]["list"] if v["type"] == "query"}
-        self.assertEqual(set(vs), VARIABLES)
+        self.assertEqual(set(vs), set(VARIABLES))
         for name, v in vs.items():
             with self.subTest(variable=name):
                 self.assertEqual(v["datasource"], DATASOURCE)
                 self.assertTrue(v["multi"])
                 self.assertTrue(v["includeAll"])
+                # All is `.*`, which also matches a label the series do not
+                # carry: the address variables with --kubernetes' default
+                # labels, the identity ones without --kubernetes. Grafana's
+                # own All (the values found, joined) would match nothing there.
                 self.assertEqual(v["allValue"], ".*")
+                self.assertTrue(v.get("description"))
+        earlier = []
         for name, q in dashboard_variables(self.d):
             with self.subTest(variable=name):
-                self.assertRegex(q, r"^label_values\(.+, %s\)$" % name)
+                # Values of the traffic series, each narrowed by those before.
+                m = re.fullmatch(r"label_values\(tcp_packets_total(?:\{(.*)\})?, %s\)" % name, q)
+                self.assertIsNotNone(m, q)
+                self.assertEqual(re.findall(r'(\w+)=~"\$(\w+)"', m.group(1) or ""), [(e, e) for e in earlier])
+            earlier.append(name)
+
+    def test_traffic_queries_filter_on_every_variable(self):
+        # Every selector of a traffic metric filters on every variable (the
+        # histograms on all but the client ones); the exporter's own metrics
+        # at most on interface.
+        for title, ref, expr in dashboard_targets(self.d):
+            for metric, matchers in _SELECTOR.findall(expr):
+                with self.subTest(panel=title, query=ref, metric=metric):
+                    filters = dict(re.findall(r'(\w+)=~"\$(\w+)"', matchers))
+                    self.assertTrue(all(k == v for k, v in filters.items()), matchers)
+                    if metric.startswith("tcp_exporter_"):
+                        self.assertLessEqual(set(filters), {"interface"})
+                    elif metric_names(metric) <= set(NO_CLIENT):
+                        self.assertEqual(set(filters), set(VARIABLES) - CLIENT_VARIABLES)
+                    else:
+                        self.assertEqual(set(filters), set(VARIABLES))
+
+    def test_by_server_panels_have_a_query_for_each_label_mode(self):
+        # A query of the series without identity labels (server_workload="",
+        # by address) comes with one of the series with them
+        # (server_workload!="", by workload) in the same panel, and the other
+        # way round outside the Kubernetes rows, whose panels are only for
+        # --kubernetes.
+        for row, p in dashboard_rows(self.d):
+            exprs = [t["expr"] for t in p["targets"]]
+            ip = [e for e in exprs if 'server_workload=""' in e]
+            identity = [e for e in exprs if 'server_workload!=""' in e]
+            with self.subTest(panel=p["title"]):
+                if row in KUBERNETES_ROWS:
+                    self.assertEqual(ip, [])
+                    for e in exprs:
+                        self.assertTrue('server_workload!=""' in e or metric_names(e) <= {
+                            n for n in contract_metrics() if n.startswith("tcp_exporter_kubernetes_")}, e)
+                else:
+                    self.assertEqual(bool(ip), bool(identity), exprs)
+
+    def test_kubernetes_rows_exist(self):
+        rows = [p["title"] for p in self.d["panels"] if p.get("type") == "row"]
+        for title in KUBERNETES_ROWS:
+            self.assertIn(title, rows)
 
     def test_panel_ids_unique_and_layout_without_overlap(self):
         all_panels = dashboard_panels(self.d)
@@ -162,6 +209,26 @@ class AlertRules(unittest.TestCase):
         r = subprocess.run([tool("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("SUCCESS", r.stdout)
+
+    def test_each_traffic_series_feeds_one_alert_family(self):
+        # Series without identity labels feed the alerts by address, series
+        # with them (--kubernetes) the alerts by workload: never both, so no
+        # alert twice, and never neither.
+        with open(RULES) as f:
+            rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+        families = {"TCPWorkload": 0, "TCP": 0}
+        for r in rules:
+            if r["alert"].startswith("TCPExporter"):
+                continue
+            workload = r["alert"].startswith("TCPWorkload")
+            families["TCPWorkload" if workload else "TCP"] += 1
+            for metric, matchers in _SELECTOR.findall(r["expr"]):
+                with self.subTest(alert=r["alert"], metric=metric):
+                    self.assertFalse(metric.startswith("tcp_exporter_"))
+                    self.assertIn('server_workload!=""' if workload else 'server_workload=""', matchers)
+                    self.assertIn("by (server_namespace, server_workload" if workload else "by (server, server_port",
+                                  r["expr"])
+        self.assertTrue(all(families.values()), families)
 
     def test_rules_name_only_metrics_the_exporter_defines(self):
         with open(RULES) as f:

@@ -1,35 +1,54 @@
-"""End to end against a real Prometheus (Debian's /usr/bin/prometheus).
+"""End to end against a real Prometheus (Debian's /usr/bin/prometheus) and a
+real Kubernetes API server (scripts/kube-test-cluster.sh: kube-apiserver
+and etcd on loopback).
 
 The exporter serves the metrics of a capture with heavy loss
 (`tcp-exporter -r FILE -p PORT --long-connections AGE --flow-log FILE`: the
-optional series on, for the dashboard's panels), and a Prometheus on
-another loopback port scrapes it every second and evaluates the alerting
+optional series on, for the dashboard's panels), twice, one per label mode:
+
+- `ip`: without --kubernetes, so the traffic series carry the address
+  labels (interface, client, server, server_port);
+- `identity`: with `--kubernetes --kubeconfig` on the test's cluster, so
+  they carry the Kubernetes default labels (client_namespace,
+  client_workload, server_namespace, server_workload, server_service,
+  server_port). The cluster holds a Node, and for the capture's two
+  addresses a Deployment's pod (ReplicaSet with pod-template-hash) as the
+  client and a StatefulSet's pod selected by a Service as the server.
+
+Each has a Prometheus of its own on another loopback port, as a deployment
+in that mode would, scraping it every second and evaluating the alerting
 rules every second (a copy of alerts/tcp-exporter.rules.yml whose `for:`
 durations are cut to a few seconds; everything else as shipped). Then,
 through Prometheus' HTTP API:
 
-- `promtool check metrics` passes on what the exporter serves;
+- `promtool check metrics` passes on what each exporter serves, and the
+  identity exporter names the capture's ends as the cluster says;
 - every alerting rule is loaded and evaluates without error, and every alert
   expression parses;
-- every variable query of the dashboard finds values, and every panel query
-  (variables substituted: all values, then one value each) parses and
-  returns data;
+- every variable query of the dashboard finds the values of its mode's
+  labels and none in the other mode (where Grafana leaves it at All, `.*`);
+  every panel query (variables substituted: all values, then one value
+  each) parses, and every panel returns data in both modes, but those of
+  the Kubernetes rows, which return data with identity labels only; each
+  query returns data in at least one mode;
 - the alerts this capture must trigger fire (retransmission ratio, reset
-  storm, zero windows), those it must not (capture drops, flow table,
-  series overflow, flow-log drops, long-connection overflow, HTTP
-  connection limit, unauthorized requests, exporter down) stay quiet, and
-  stopping the exporter makes TCPExporterDown fire.
+  storm, zero windows; per workload also failed connections) in the family
+  of that mode only, those it must not (capture drops, flow table, series
+  overflow, flow-log drops, long-connection overflow, HTTP connection limit,
+  unauthorized requests, Kubernetes watch, exporter down) stay quiet, and
+  stopping the exporters makes TCPExporterDown fire.
 
 Counters must grow for rate() to see anything, and a capture file is read in
-milliseconds, so the capture is replayed in steps: the exporter is restarted,
-on the same port and under the same file name, on ever longer prefixes of the
-capture, one step every STEP_SECONDS. Prometheus sees the counters climb as
-it would on a live exporter (the analysis only looks forward in capture
-time, so each counter of a prefix is at most the next prefix's: checked for
-this capture when the test was written).
+milliseconds, so the capture is replayed in steps: the exporters are
+restarted, on the same ports and under the same file name, on ever longer
+prefixes of the capture, one step every STEP_SECONDS. Prometheus sees the
+counters climb as it would on a live exporter (the analysis only looks
+forward in capture time, so each counter of a prefix is at most the next
+prefix's: checked for this capture when the test was written).
 
-Both processes are stopped by PID and the temporary directory removed in
-every case (class cleanups).
+Every process is stopped by PID (the cluster by its script, which stops the
+processes it started), and the temporary directory removed, in every case
+(class cleanups).
 """
 
 import json
@@ -37,19 +56,23 @@ import math
 import os
 import re
 import shutil
+import ssl
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.parse
+import urllib.request
+from types import SimpleNamespace
 
 import yaml
 
-from common import (EXPORTER, ROOT, RULES, dashboard_targets, dashboard_variables, free_port,
-                    grafana_regex, http_get, load_dashboard, start, stop, substitute, tool,
-                    wait_for)
+from common import (EXPORTER, IDENTITY_VARIABLES, IP_VARIABLES, KUBERNETES_ROWS, ROOT, RULES, VARIABLES,
+                    dashboard_rows, dashboard_variables, free_port, grafana_regex, http_get, load_dashboard,
+                    start, stop, substitute, tool, wait_for)
 
 SEED = 6
 CONVERSATIONS = 1500  # about 50k segments: 960 RSTs, 8000 zero windows, 20% retransmitted
@@ -57,6 +80,8 @@ STEPS = 8
 STEP_SECONDS = 2.0
 TEST_FOR = "3s"  # `for:` of every rule in the test copy
 CAPTURE_NAME = "heavy_loss.pcap"  # also the `interface` label
+KUBE_SCRIPT = ROOT / "scripts" / "kube-test-cluster.sh"
+CLUSTER_START_TIMEOUT = 180  # the script's own limit is 120 s per component
 
 # Flags beyond -r/-p/--listen. The dashboard has panels for the series these
 # turn on (tcp_long_connection_*, tcp_exporter_long_connections*,
@@ -71,11 +96,51 @@ CAPTURE_NAME = "heavy_loss.pcap"  # also the `interface` label
 LONG_CONNECTIONS = "30s"
 FLOW_LOG_INTERVAL = "1h"
 
-MUST_FIRE = {"TCPHighRetransmissionRatio", "TCPResetStorm", "TCPSustainedZeroWindow"}
-MUST_NOT_FIRE = {"TCPExporterDown", "TCPExporterAbsent", "TCPExporterCaptureDrops",
-                 "TCPExporterInterfaceDown", "TCPExporterFlowTableFull", "TCPExporterSeriesOverflow",
-                 "TCPExporterFlowLogDrops", "TCPExporterLongConnectionsOverflow",
-                 "TCPExporterHTTPConnectionLimit", "TCPExporterUnauthorizedRequests"}
+# The capture's ends (scripts/random-conversations.py): 10.0.0.1 connects
+# to 10.0.0.2 on port 80. The cluster's objects for them, and the identity
+# labels the exporter must give them.
+CLIENT_IP, SERVER_IP, SERVER_PORT = "10.0.0.1", "10.0.0.2", "80"
+CLIENT_POD = {"namespace": "shop", "name": "checkout-7d9f8b6c5-x2x9q", "ip": CLIENT_IP,
+              "labels": {"app": "checkout", "pod-template-hash": "7d9f8b6c5"},
+              "owner": ("ReplicaSet", "checkout-7d9f8b6c5", "6f1c2d3e-0000-4000-8000-000000000001")}
+SERVER_POD = {"namespace": "data", "name": "db-0", "ip": SERVER_IP, "labels": {"app": "db"},
+              "owner": ("StatefulSet", "db", "6f1c2d3e-0000-4000-8000-000000000002")}
+SERVER_SERVICE = {"namespace": "data", "name": "db", "cluster_ip": "10.96.0.50", "selector": {"app": "db"}}
+IDENTITY = {"client_namespace": "shop", "client_workload": "checkout", "server_namespace": "data",
+            "server_workload": "db", "server_service": "db", "server_port": SERVER_PORT}
+
+MODES = ("ip", "identity")
+# What each mode's variables must find; a variable of the other mode's
+# labels finds nothing, and Grafana leaves it at All (`.*`, which also
+# matches a label the series do not carry).
+VARIABLE_VALUES = {
+    "ip": {"interface": [CAPTURE_NAME], "server": [SERVER_IP], "client": [CLIENT_IP], "server_port": [SERVER_PORT]},
+    "identity": {"server_namespace": ["data"], "server_workload": ["db"], "client_namespace": ["shop"],
+                 "client_workload": ["checkout"], "server_port": [SERVER_PORT]},
+}
+
+# Traffic alerts come in two families (alerts/tcp-exporter.rules.yml): by
+# address for series without identity labels, by workload for those with.
+# Each mode must fire its own family and not the other's.
+MUST_FIRE = {
+    "ip": {"TCPHighRetransmissionRatio", "TCPResetStorm", "TCPSustainedZeroWindow"},
+    "identity": {"TCPWorkloadHighRetransmissionRatio", "TCPWorkloadResetStorm", "TCPWorkloadSustainedZeroWindow",
+                 "TCPWorkloadConnectionFailures"},
+}
+MUST_FIRE_LABELS = {
+    "ip": {"server": SERVER_IP, "server_port": SERVER_PORT},
+    "identity": {"server_namespace": "data", "server_workload": "db"},
+}
+EXPORTER_ALERTS = {"TCPExporterDown", "TCPExporterAbsent", "TCPExporterCaptureDrops",
+                   "TCPExporterInterfaceDown", "TCPExporterFlowTableFull", "TCPExporterSeriesOverflow",
+                   "TCPExporterFlowLogDrops", "TCPExporterLongConnectionsOverflow",
+                   "TCPExporterHTTPConnectionLimit", "TCPExporterUnauthorizedRequests",
+                   "TCPExporterKubernetesNotSynced", "TCPExporterKubernetesWatchErrors",
+                   "TCPExporterKubernetesIdentitiesOverflow"}
+MUST_NOT_FIRE = {
+    "ip": EXPORTER_ALERTS | MUST_FIRE["identity"],
+    "identity": EXPORTER_ALERTS | MUST_FIRE["ip"],
+}
 
 
 def split_pcap(path, steps, outdir):
@@ -114,9 +179,62 @@ def shorten_for(rules_text, duration):
     return re.subn(r"(?m)^(\s*for:\s*)\S+\s*$", r"\g<1>" + duration, rules_text)
 
 
+class KubeAPI:
+    """The test cluster's API, as its admin (a bearer token, the cluster's CA)."""
+
+    def __init__(self, cluster_dir):
+        with open(os.path.join(cluster_dir, "kubeconfig")) as f:
+            self.server = next(line.split("server:", 1)[1].strip() for line in f if "server:" in line)
+        with open(os.path.join(cluster_dir, "admin-token")) as f:
+            self.token = f.read().strip()
+        self.tls = ssl.create_default_context(cafile=os.path.join(cluster_dir, "ca.crt"))
+
+    def call(self, method, path, body, content_type="application/json"):
+        request = urllib.request.Request(
+            self.server + path, data=json.dumps(body).encode(), method=method,
+            headers={"Authorization": "Bearer " + self.token, "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, context=self.tls, timeout=10) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            raise AssertionError("%s %s: %d %s" % (method, path, e.code, e.read().decode(errors="replace")[:500]))
+
+    def create(self, path, body):
+        return self.call("POST", path, body)
+
+    def patch_status(self, path, status):
+        # The status subresource: a create ignores status, as it would a
+        # kubelet's report.
+        return self.call("PATCH", path + "/status", {"status": status}, "application/merge-patch+json")
+
+    def node(self, name, ip):
+        self.create("/api/v1/nodes", {"metadata": {"name": name}})
+        self.patch_status("/api/v1/nodes/" + name, {"addresses": [{"type": "InternalIP", "address": ip}]})
+
+    def namespace(self, name):
+        self.create("/api/v1/namespaces", {"metadata": {"name": name}})
+
+    def pod(self, p, node):
+        kind, name, uid = p["owner"]
+        self.create("/api/v1/namespaces/%s/pods" % p["namespace"], {
+            "metadata": {"name": p["name"], "labels": p["labels"],
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid,
+                                              "controller": True}]},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+        })
+        self.patch_status("/api/v1/namespaces/%s/pods/%s" % (p["namespace"], p["name"]),
+                          {"phase": "Running", "podIP": p["ip"], "podIPs": [{"ip": p["ip"]}]})
+
+    def service(self, s, port):
+        self.create("/api/v1/namespaces/%s/services" % s["namespace"], {
+            "metadata": {"name": s["name"]},
+            "spec": {"clusterIP": s["cluster_ip"], "selector": s["selector"], "ports": [{"port": port}]},
+        })
+
+
 class PrometheusEndToEnd(unittest.TestCase):
-    prometheus = None
-    exporter = None
+    modes = {}
+    cluster_start = None
 
     # ------------------------------------------------------------ set-up
     @classmethod
@@ -129,17 +247,20 @@ class PrometheusEndToEnd(unittest.TestCase):
         started = time.monotonic()
         cls.tmp = tempfile.mkdtemp(prefix="tcp-exporter-prometheus-")
         cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
-        cls.addClassCleanup(lambda: stop(cls.exporter))
-        cls.addClassCleanup(lambda: stop(cls.prometheus))
+        # The cluster starts (about 4 s) while the rest is made ready.
+        cls.cluster_dir = os.path.join(cls.tmp, "cluster")
+        cls.cluster_start = start(["bash", KUBE_SCRIPT, "start", cls.cluster_dir],
+                                  os.path.join(cls.tmp, "cluster-start.log"))
+        cls.addClassCleanup(cls._stop_cluster)
+        cls.modes = {m: SimpleNamespace(name=m, exporter=None, prometheus=None) for m in MODES}
+        for m in cls.modes.values():  # cleanups run last first: exporters, Prometheus, cluster
+            cls.addClassCleanup(lambda m=m: stop(m.prometheus))
+            cls.addClassCleanup(lambda m=m: stop(m.exporter))
 
         full = os.path.join(cls.tmp, "full.pcap")
         subprocess.run([sys.executable, str(ROOT / "scripts" / "random-conversations.py"),
                         "--seed", str(SEED), "--count", str(CONVERSATIONS), full], check=True)
         cls.steps = split_pcap(full, STEPS, cls.tmp)
-
-        cls.exporter_port = free_port()
-        cls.exporter_url = "http://127.0.0.1:%d" % cls.exporter_port
-        cls._serve(cls.steps[0])
 
         rules_text, n = shorten_for(RULES.read_text(), TEST_FOR)
         cls.rules = yaml.safe_load(RULES.read_text())
@@ -149,70 +270,108 @@ class PrometheusEndToEnd(unittest.TestCase):
         rules_path = os.path.join(cls.tmp, "rules.yml")
         with open(rules_path, "w") as f:
             f.write(rules_text)
-        config_path = os.path.join(cls.tmp, "prometheus.yml")
-        with open(config_path, "w") as f:
-            yaml.safe_dump({
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "rule_files": [rules_path],
-                "scrape_configs": [{
-                    "job_name": "tcp-exporter",
-                    "static_configs": [{"targets": ["127.0.0.1:%d" % cls.exporter_port]}],
-                }],
-            }, f)
 
-        cls.prom_port = free_port()
-        cls.prom_url = "http://127.0.0.1:%d" % cls.prom_port
-        cls.prometheus = start([prometheus_bin, "--config.file=" + config_path,
-                                "--storage.tsdb.path=" + os.path.join(cls.tmp, "data"),
-                                "--web.listen-address=127.0.0.1:%d" % cls.prom_port,
-                                "--log.level=warn"],
-                               os.path.join(cls.tmp, "prometheus.log"))
-        wait_for("Prometheus to be ready", lambda: cls._alive(cls.prometheus, "prometheus")
-                 and http_get(cls.prom_url + "/-/ready")[0] == 200, 30)
-        wait_for("Prometheus to scrape the exporter",
-                 lambda: [s for s in cls.query('up{job="tcp-exporter"} == 1')], 30)
+        for m in cls.modes.values():
+            m.exporter_port = free_port()
+            m.exporter_url = "http://127.0.0.1:%d" % m.exporter_port
+            m.prom_port = free_port()
+            m.prom_url = "http://127.0.0.1:%d" % m.prom_port
+            m.flags = []
+            config_path = os.path.join(cls.tmp, "prometheus-%s.yml" % m.name)
+            with open(config_path, "w") as f:
+                yaml.safe_dump({
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [rules_path],
+                    "scrape_configs": [{
+                        "job_name": "tcp-exporter",
+                        "static_configs": [{"targets": ["127.0.0.1:%d" % m.exporter_port]}],
+                    }],
+                }, f)
+            m.prometheus = start([prometheus_bin, "--config.file=" + config_path,
+                                  "--storage.tsdb.path=" + os.path.join(cls.tmp, "data-" + m.name),
+                                  "--web.listen-address=127.0.0.1:%d" % m.prom_port,
+                                  "--log.level=warn"],
+                                 os.path.join(cls.tmp, "prometheus-%s.log" % m.name))
 
-        # The replay: one longer prefix every STEP_SECONDS.
+        # The cluster, and in it the objects behind the capture's addresses.
+        try:
+            rc = cls.cluster_start.wait(timeout=CLUSTER_START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc != 0:
+            raise AssertionError("kube-test-cluster.sh start %s: %s\n%s"
+                                 % (cls.cluster_dir, "timed out" if rc is None else "exit %d" % rc, cls._logs()))
+        kube = KubeAPI(cls.cluster_dir)
+        kube.node("node-1", "192.168.50.1")
+        for ns in sorted({CLIENT_POD["namespace"], SERVER_POD["namespace"]}):
+            kube.namespace(ns)
+        kube.pod(CLIENT_POD, "node-1")
+        kube.pod(SERVER_POD, "node-1")
+        kube.service(SERVER_SERVICE, int(SERVER_PORT))
+        cls.modes["identity"].flags = ["--kubernetes", "--kubeconfig", os.path.join(cls.cluster_dir, "kubeconfig")]
+
+        cls._serve_all(cls.steps[0])
+        for m in cls.modes.values():
+            wait_for("Prometheus (%s) to be ready" % m.name, lambda m=m: cls._alive(m.prometheus, "prometheus")
+                     and http_get(m.prom_url + "/-/ready")[0] == 200, 30)
+            wait_for("Prometheus (%s) to scrape its exporter" % m.name,
+                     lambda m=m: [s for s in cls.query(m.name, 'up{job="tcp-exporter"} == 1')], 30)
+
+        # The replay: one longer prefix every STEP_SECONDS, both exporters.
         for path in cls.steps[1:]:
             time.sleep(STEP_SECONDS)
-            stop(cls.exporter)
-            cls._serve(path)
+            cls._serve_all(path)
         # Two more scrapes of the whole capture, and rule evaluations on them.
         time.sleep(2.5)
-        print("\n  set-up (capture, Prometheus, %d-step replay): %.1f s" % (STEPS, time.monotonic() - started),
-              file=sys.stderr)
+        print("\n  set-up (capture, cluster, 2 Prometheus, %d-step replay of 2 exporters): %.1f s"
+              % (STEPS, time.monotonic() - started), file=sys.stderr)
 
     @classmethod
-    def _serve(cls, pcap):
-        cls.exporter = start([EXPORTER, "-r", pcap, "-p", cls.exporter_port, "--listen", "127.0.0.1",
-                              "--long-connections", LONG_CONNECTIONS,
-                              "--flow-log", os.path.join(cls.tmp, "flow.jsonl"),
-                              "--flow-log-interval", FLOW_LOG_INTERVAL],
-                             os.path.join(cls.tmp, "exporter.log"))
-        wait_for("the exporter to have read %s" % pcap,
-                 lambda: cls._alive(cls.exporter, "tcp-exporter")
-                 and http_get(cls.exporter_url + "/readyz")[0] == 200, 20, interval=0.05)
+    def _stop_cluster(cls):
+        if cls.cluster_start is not None and cls.cluster_start.poll() is None:
+            stop(cls.cluster_start, timeout=30)  # the script stops what it started
+        if os.path.isdir(cls.cluster_dir):
+            subprocess.run(["bash", str(KUBE_SCRIPT), "stop", cls.cluster_dir], capture_output=True)
+
+    @classmethod
+    def _serve_all(cls, pcap):
+        """Every mode's exporter (re)started on `pcap`, then waited for."""
+        for m in cls.modes.values():
+            stop(m.exporter)
+        for m in cls.modes.values():
+            m.exporter = start([EXPORTER, "-r", pcap, "-p", m.exporter_port, "--listen", "127.0.0.1",
+                                "--long-connections", LONG_CONNECTIONS,
+                                "--flow-log", os.path.join(cls.tmp, "flow-%s.jsonl" % m.name),
+                                "--flow-log-interval", FLOW_LOG_INTERVAL] + m.flags,
+                               os.path.join(cls.tmp, "exporter-%s.log" % m.name))
+        for m in cls.modes.values():
+            # --kubernetes with -r lists the cluster first (up to 30 s).
+            wait_for("the exporter (%s) to have read %s" % (m.name, pcap),
+                     lambda m=m: cls._alive(m.exporter, "tcp-exporter (%s)" % m.name)
+                     and http_get(m.exporter_url + "/readyz")[0] == 200, 40, interval=0.05)
 
     @classmethod
     def _alive(cls, proc, name):
         if proc.poll() is not None:
-            raise AssertionError("%s exited with %s; its log:\n%s" % (name, proc.returncode, cls._logs()))
+            raise AssertionError("%s exited with %s; the logs:\n%s" % (name, proc.returncode, cls._logs()))
         return True
 
     @classmethod
     def _logs(cls):
         out = []
-        for name in ("exporter.log", "prometheus.log"):
-            p = os.path.join(cls.tmp, name)
+        names = ["cluster-start.log"] + ["%s-%s.log" % (what, m) for m in MODES for what in ("exporter", "prometheus")]
+        paths = [os.path.join(cls.tmp, n) for n in names]
+        paths += [os.path.join(cls.cluster_dir, n) for n in ("kube-apiserver.log", "etcd.log")]
+        for p in paths:
             if os.path.exists(p):
                 with open(p, errors="replace") as f:
-                    out.append("--- %s\n%s" % (name, f.read()[-4000:]))
+                    out.append("--- %s\n%s" % (os.path.relpath(p, cls.tmp), f.read()[-4000:]))
         return "\n".join(out)
 
     # ------------------------------------------------------------ API helpers
     @classmethod
-    def api(cls, path, params=None):
-        url = cls.prom_url + path
+    def api(cls, mode, path, params=None):
+        url = cls.modes[mode].prom_url + path
         if params:
             url += "?" + urllib.parse.urlencode(params, doseq=True)
         status, body = http_get(url, timeout=10)
@@ -223,12 +382,13 @@ class PrometheusEndToEnd(unittest.TestCase):
         return doc
 
     @classmethod
-    def query(cls, expr):
-        """The result of an instant query; raises AssertionError with
-        Prometheus' message if it fails (a parse error, say)."""
-        doc = cls.api("/api/v1/query", {"query": expr})
+    def query(cls, mode, expr):
+        """The result of an instant query in `mode`'s Prometheus; raises
+        AssertionError with Prometheus' message if it fails (a parse error,
+        say)."""
+        doc = cls.api(mode, "/api/v1/query", {"query": expr})
         if doc.get("status") != "success":
-            raise AssertionError("query failed: %s\n  %s" % (doc.get("error"), expr))
+            raise AssertionError("query failed (%s): %s\n  %s" % (mode, doc.get("error"), expr))
         data = doc["data"]
         if data["resultType"] in ("vector", "matrix"):
             return data["result"]
@@ -245,98 +405,161 @@ class PrometheusEndToEnd(unittest.TestCase):
 
     # ------------------------------------------------------------ tests
     def test_1_promtool_check_metrics_on_served_output(self):
-        status, text = http_get(self.exporter_url + "/metrics")
-        self.assertEqual(status, 200)
-        self.assertIn("tcp_retransmitted_segments_total{", text)
-        r = subprocess.run([tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
-        self.assertEqual(r.returncode, 0, "promtool check metrics:\n%s%s" % (r.stdout, r.stderr))
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                status, text = http_get(self.modes[mode].exporter_url + "/metrics")
+                self.assertEqual(status, 200)
+                self.assertIn("tcp_retransmitted_segments_total{", text)
+                r = subprocess.run([tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, "promtool check metrics:\n%s%s" % (r.stdout, r.stderr))
+
+    def test_1b_identity_exporter_names_the_ends_as_the_cluster_does(self):
+        # Everything the identity panels show rests on this: the ReplicaSet
+        # with pod-template-hash is its Deployment, the StatefulSet itself,
+        # the Service that selects the server pod.
+        _, text = http_get(self.modes["identity"].exporter_url + "/metrics")
+        opened = [line for line in text.splitlines() if line.startswith("tcp_connections_opened_total{")]
+        self.assertTrue(opened, text[:2000])
+        for line in opened:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            self.assertEqual(labels, IDENTITY, line)
+        self.assertIn('tcp_exporter_kubernetes_synced{kind="pods"} 1', text)
+        _, text = http_get(self.modes["ip"].exporter_url + "/metrics")
+        self.assertNotIn("tcp_exporter_kubernetes_", text)
+        self.assertNotIn("server_workload=", text)
 
     def test_2_every_rule_loaded_and_evaluates(self):
         names = {r["alert"] for r in self.alert_rules}
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                def evaluated():
+                    rules = [r for g in self.api(mode, "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+                    return rules if all(r.get("health") != "unknown" for r in rules) else None
 
-        def evaluated():
-            rules = [r for g in self.api("/api/v1/rules")["data"]["groups"] for r in g["rules"]]
-            return rules if all(r.get("health") != "unknown" for r in rules) else None
-
-        rules = wait_for("every rule to be evaluated", evaluated, 20)
-        self.assertEqual({r["name"] for r in rules}, names)
-        for r in rules:
-            self.assertEqual(r["health"], "ok", "%s: %s" % (r["name"], r.get("lastError")))
+                rules = wait_for("every rule to be evaluated (%s)" % mode, evaluated, 20)
+                self.assertEqual({r["name"] for r in rules}, names)
+                for r in rules:
+                    self.assertEqual(r["health"], "ok", "%s: %s" % (r["name"], r.get("lastError")))
 
     def test_3_alert_expressions_parse(self):
         for rule in self.alert_rules:
             with self.subTest(alert=rule["alert"]):
-                self.query(rule["expr"])
+                self.query("ip", rule["expr"])
 
-    def variable_values(self):
-        """Each dashboard variable's values, found with its own query (Grafana's
-        label_values(selector, label)), chained as Grafana chains them."""
+    def variable_values(self, mode):
+        """Each dashboard variable's values in `mode`, found with its own
+        query (Grafana's label_values(selector, label)), chained as Grafana
+        chains them: one value each, or All (`.*`) where none was found."""
         chosen = {}
         found = {}
         for name, q in dashboard_variables(load_dashboard()):
             m = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\)\s*", q, re.S)
             self.assertIsNotNone(m, "variable %s: not a label_values() query: %s" % (name, q))
             selector = substitute(m.group(1), chosen)
-            doc = self.api("/api/v1/label/%s/values" % m.group(2), {"match[]": selector})
+            doc = self.api(mode, "/api/v1/label/%s/values" % m.group(2), {"match[]": selector})
             self.assertEqual(doc.get("status"), "success", "variable %s: %s" % (name, doc.get("error")))
-            self.assertTrue(doc["data"], "variable %s finds no values: %s" % (name, q))
-            found[name] = doc["data"]
-            chosen[name] = grafana_regex(sorted(doc["data"])[0])
+            found[name] = sorted(doc["data"])
+            chosen[name] = grafana_regex(found[name][0]) if found[name] else ".*"
         return found, chosen
 
-    def test_4_dashboard_variables_find_values(self):
-        found, _ = self.variable_values()
-        self.assertEqual(set(found), {"interface", "client", "server", "server_port"})
-        self.assertEqual(found["interface"], [CAPTURE_NAME])
+    def test_4_dashboard_variables_find_their_modes_values(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                found, _ = self.variable_values(mode)
+                self.assertEqual(set(found), set(VARIABLES))
+                expected = {name: VARIABLE_VALUES[mode].get(name, []) for name in VARIABLES}
+                self.assertEqual(found, expected)
+        # Every variable finds values in one mode or the other.
+        self.assertEqual(set(VARIABLE_VALUES["ip"]) | set(VARIABLE_VALUES["identity"]), set(VARIABLES))
+        self.assertTrue(set(IP_VARIABLES) <= set(VARIABLE_VALUES["ip"]))
+        self.assertTrue(set(IDENTITY_VARIABLES) <= set(VARIABLE_VALUES["identity"]))
 
-    def check_panels(self, values):
-        targets = dashboard_targets(load_dashboard())
-        self.assertGreater(len(targets), 30)
-        for title, ref, expr in targets:
+    def panel_data(self, values):
+        """Runs every panel query in both modes, `values[mode]` substituted
+        for the variables; returns [(row, panel title, refId, modes in which
+        the query returned data other than NaN)]."""
+        out = []
+        for row, panel in dashboard_rows(load_dashboard()):
+            for t in panel.get("targets", []):
+                if "expr" not in t:
+                    continue
+                with_data = set()
+                for mode in MODES:
+                    q = substitute(t["expr"], values[mode])
+                    nums = self.numbers(self.query(mode, q))
+                    if any(not math.isnan(v) for v in nums):
+                        with_data.add(mode)
+                out.append((row, panel["title"], t["refId"], with_data))
+        return out
+
+    def check_panels(self, values, report=False):
+        """Every panel returns data in both modes, those of KUBERNETES_ROWS
+        with identity labels only; every query in at least one mode (a query
+        of one mode only is fine where the panel has another for the other
+        mode, as the by-server panels do: A by address, B by workload)."""
+        results = self.panel_data(values)
+        self.assertGreater(len(results), 30)
+        panels = {}
+        for row, title, ref, with_data in results:
             with self.subTest(panel=title, query=ref):
-                q = substitute(expr, values)
-                result = self.query(q)
-                self.assertTrue(result, "no data:\n  %s" % q)
-                nums = self.numbers(result)
-                self.assertTrue(any(not math.isnan(v) for v in nums), "only NaN:\n  %s" % q)
+                self.assertTrue(with_data, "no data in either mode (all values: %s)" % values)
+            panels.setdefault((row, title), {})[ref] = with_data
+        for (row, title), refs in panels.items():
+            expected = {"identity"} if row in KUBERNETES_ROWS else set(MODES)
+            got = set().union(*refs.values())
+            with self.subTest(panel=title):
+                self.assertEqual(got, expected, "modes with data, by query: %s" % refs)
+        if not report:
+            return
+        one_mode = sorted("%s [%s]: %s only" % (title, ref, "".join(d)) for _, title, ref, d in results if len(d) == 1)
+        print("\n  %d panels, %d queries; %d panels only with identity labels; queries with data in one mode"
+              " (the others have data in both):\n    %s"
+              % (len(panels), len(results), sum(1 for (row, _) in panels if row in KUBERNETES_ROWS),
+                 "\n    ".join(one_mode)), file=sys.stderr)
 
     def test_5_dashboard_queries_return_data_for_all_values(self):
-        self.check_panels({name: ".*" for name in ("interface", "client", "server", "server_port")})
+        all_values = {name: ".*" for name in VARIABLES}
+        self.check_panels({mode: all_values for mode in MODES}, report=True)
 
     def test_6_dashboard_queries_return_data_for_one_value_each(self):
         # A query that filters a metric by a label it does not carry (client on
-        # the RTT histograms, say) finds nothing here, where `.*` matched.
-        _, chosen = self.variable_values()
-        self.check_panels(chosen)
+        # the RTT histograms, say) finds nothing here, where `.*` matched. In
+        # each mode the other mode's variables have no values and stay All,
+        # as in Grafana.
+        self.check_panels({mode: self.variable_values(mode)[1] for mode in MODES})
 
-    def alerts(self):
-        return self.api("/api/v1/alerts")["data"]["alerts"]
+    def alerts(self, mode):
+        return self.api(mode, "/api/v1/alerts")["data"]["alerts"]
 
     def test_7_loss_alerts_fire_and_the_others_do_not(self):
-        deadline = time.monotonic() + 60
-        while True:
-            states = {(a["labels"]["alertname"], a["state"]) for a in self.alerts()}
-            if MUST_FIRE <= {name for name, state in states if state == "firing"}:
-                break
-            if time.monotonic() > deadline:
-                self.fail("after 60 s, %s should fire; the alerts are: %s" % (sorted(MUST_FIRE), sorted(states)))
-            time.sleep(1)
-        for a in self.alerts():
-            if a["labels"]["alertname"] in MUST_FIRE:
-                self.assertEqual(a["labels"].get("server"), "10.0.0.2")
-                self.assertEqual(a["labels"].get("server_port"), "80")
-            self.assertNotIn(a["labels"]["alertname"], MUST_NOT_FIRE,
-                             "%s is %s: %s" % (a["labels"]["alertname"], a["state"], a["labels"]))
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                deadline = time.monotonic() + 60
+                while True:
+                    states = {(a["labels"]["alertname"], a["state"]) for a in self.alerts(mode)}
+                    if MUST_FIRE[mode] <= {name for name, state in states if state == "firing"}:
+                        break
+                    if time.monotonic() > deadline:
+                        self.fail("after 60 s, %s should fire; the alerts are: %s"
+                                  % (sorted(MUST_FIRE[mode]), sorted(states)))
+                    time.sleep(1)
+                for a in self.alerts(mode):
+                    name = a["labels"]["alertname"]
+                    if name in MUST_FIRE[mode]:
+                        for label, value in MUST_FIRE_LABELS[mode].items():
+                            self.assertEqual(a["labels"].get(label), value, "%s: %s" % (name, a["labels"]))
+                    self.assertNotIn(name, MUST_NOT_FIRE[mode], "%s is %s: %s" % (name, a["state"], a["labels"]))
 
     def test_8_exporter_down_fires_when_the_exporter_stops(self):
-        stop(self.exporter)
+        for m in self.modes.values():
+            stop(m.exporter)
+        for m in self.modes.values():
+            def down(m=m):
+                return [a for a in self.alerts(m.name)
+                        if a["labels"]["alertname"] == "TCPExporterDown" and a["state"] == "firing"]
 
-        def down():
-            return [a for a in self.alerts()
-                    if a["labels"]["alertname"] == "TCPExporterDown" and a["state"] == "firing"]
-
-        alerts = wait_for("TCPExporterDown to fire", down, 30, interval=1)
-        self.assertEqual(alerts[0]["labels"]["instance"], "127.0.0.1:%d" % self.exporter_port)
+            alerts = wait_for("TCPExporterDown to fire (%s)" % m.name, down, 30, interval=1)
+            self.assertEqual(alerts[0]["labels"]["instance"], "127.0.0.1:%d" % m.exporter_port)
 
 
 if __name__ == "__main__":
