@@ -7,7 +7,8 @@ Usage: tshark-expected.py FILE [FILE...]   writes FILE.expected beside each
 One tshark pass per file:
   tshark -n -r FILE -o tcp.relative_sequence_numbers:FALSE
          -o tcp.analyze_sequence_numbers:TRUE -Y 'tcp && !icmp && !icmpv6'
-         -T fields -E separator=/t -E occurrence=f -e ...
+         -T fields -E separator=/t -E occurrence=l -d udp.port==8472,vxlan -e ...
+(occurrence=l: the last of a field, so an overlay's inner IP header)
 (tshark's TCP analysis runs in frame order on the first pass, and the
 tcp.analysis.* fields printed by -T fields are its results; a second pass,
 -2, gives the same flags on these captures: scripts/tshark-expected.sh
@@ -129,7 +130,9 @@ def tshark_cmd(path, two_pass=False):
     if two_pass:
         cmd.append("-2")
     cmd += ["-Y", "tcp && !icmp && !icmpv6",
-            "-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]
+            "-T", "fields", "-E", "separator=/t", "-E", "occurrence=l",
+            # Flannel's VXLAN port (IANA's 4789 and Geneve's 6081 are known).
+            "-d", "udp.port==8472,vxlan"]
     for f in FIELDS:
         cmd += ["-e", f]
     return cmd

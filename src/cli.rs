@@ -50,7 +50,8 @@ pub struct Args {
     pub web_config_file: Option<std::path::PathBuf>,
 
     /// BPF capture filter (libpcap syntax). Live interfaces default to
-    /// `tcp`, applied in the kernel. Files read with -r are filtered only
+    /// `tcp` and the overlays TCP travels in (IP in IP, GRE, UDP to the
+    /// --vxlan-ports and --geneve-ports), applied in the kernel. Files read with -r are filtered only
     /// when -f is given: every frame of a file is accounted for, and what is
     /// not TCP shows in tcp_exporter_decode_errors_total.
     #[arg(short = 'f', long, value_name = "EXPR")]
@@ -148,6 +149,17 @@ pub struct Args {
     /// combine; later ones win.
     #[arg(long, value_name = "istio|FILE")]
     pub port_names: Vec<String>,
+
+    /// UDP destination ports whose datagrams are VXLAN (an Ethernet frame
+    /// inside, whose TCP is analysed). Comma-separated, at most 8; empty
+    /// for none.
+    #[arg(long, value_name = "PORTS", default_value = "4789,8472")]
+    pub vxlan_ports: String,
+
+    /// UDP destination ports whose datagrams are Geneve. Comma-separated,
+    /// at most 8; empty for none.
+    #[arg(long, value_name = "PORTS", default_value = "6081")]
+    pub geneve_ports: String,
 
     /// Give connections older than this their own series
     /// (tcp_long_connection_*: client, client_port, server, server_port,

@@ -9,6 +9,8 @@ use crate::capture::af_packet::{
 };
 use crate::capture::{XdpAttach, DEFAULT_XDP_RING_MIB};
 use crate::cli::{Args, BackendArg, XdpModeArg};
+use crate::decode::tunnel::MAX_TUNNEL_PORTS;
+use crate::decode::TunnelPorts;
 use crate::flow::Nanos;
 use crate::flowlog;
 use crate::http::webconfig::{self, WebConfig, WebConfigError};
@@ -59,6 +61,8 @@ pub struct Config {
     pub kubernetes: Option<Kubernetes>,
     pub cidr_rules: Vec<CidrRule>,
     pub port_names: PortNames,
+    /// `--vxlan-ports`, `--geneve-ports`.
+    pub tunnel_ports: TunnelPorts,
     pub series_ttl: Nanos,
     /// `--long-connections`: the age from which connections get series.
     pub long_connections: Option<Nanos>,
@@ -129,6 +133,12 @@ pub enum ConfigError {
     FlowLogInterval,
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    #[error(
+        "--vxlan-ports {0:?} --geneve-ports {1:?}: give at most {max} port numbers \
+         each, comma-separated, none in both",
+        max = MAX_TUNNEL_PORTS
+    )]
+    TunnelPorts(String, String),
 }
 
 /// The smallest BPF ring buffer per interface, in MiB: 30 ms of a million
@@ -140,8 +150,21 @@ pub const MAX_XDP_RING_MIB: u32 = 1024;
 /// Worker threads per interface, at most.
 pub const MAX_WORKERS: usize = 64;
 
-/// The capture filter of live interfaces when -f is not given.
-pub const DEFAULT_LIVE_FILTER: &str = "tcp";
+/// The capture filter of live interfaces when -f is not given: TCP, and
+/// the overlays it may travel in (IP in IP, GRE, and UDP to the VXLAN and
+/// Geneve ports).
+pub fn default_live_filter(ports: &TunnelPorts) -> String {
+    let mut filter = String::from("tcp");
+    for v in ["ip", "ip6"] {
+        for proto in [4, 41, 47] {
+            filter.push_str(&format!(" or {v} proto {proto}"));
+        }
+    }
+    for (port, _) in ports.iter() {
+        filter.push_str(&format!(" or udp dst port {port}"));
+    }
+    filter
+}
 
 /// Ethernet + IPv4 + TCP, no options: anything less decodes nothing.
 pub const MIN_SNAPLEN: u32 = 54;
@@ -236,10 +259,11 @@ impl Config {
                 }
             }
         };
+        let tunnel_ports = tunnel_ports(&args.vxlan_ports, &args.geneve_ports)?;
         let filter = match (&args.filter, &args.read) {
             (Some(f), _) => f.clone(),
             (None, Some(_)) => String::new(),
-            (None, None) => DEFAULT_LIVE_FILTER.to_string(),
+            (None, None) => default_live_filter(&tunnel_ports),
         };
         let source = match args.read {
             Some(path) => Source::File {
@@ -310,6 +334,7 @@ impl Config {
             }),
             cidr_rules: parse_rules(&args.aggregate_cidr)?,
             port_names,
+            tunnel_ports,
             series_ttl: nanos(args.series_ttl),
             long_connections: args.long_connections.map(nanos),
             max_long_connections: args.max_long_connections,
@@ -340,6 +365,19 @@ fn page_size() -> usize {
     }
 }
 
+/// `--vxlan-ports` and `--geneve-ports`: comma-separated port numbers.
+fn tunnel_ports(vxlan: &str, geneve: &str) -> Result<TunnelPorts, ConfigError> {
+    let error = || ConfigError::TunnelPorts(vxlan.to_string(), geneve.to_string());
+    let list = |text: &str| -> Result<Vec<u16>, ConfigError> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(error))
+            .collect()
+    };
+    TunnelPorts::new(&list(vxlan)?, &list(geneve)?).ok_or_else(error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,7 +399,23 @@ mod tests {
             }
         );
         assert_eq!(c.listen, "0.0.0.0:9090".parse().unwrap());
-        assert_eq!(c.filter, "tcp");
+        assert_eq!(
+            c.filter,
+            "tcp or ip proto 4 or ip proto 41 or ip proto 47 or ip6 proto 4 or ip6 proto 41 \
+             or ip6 proto 47 or udp dst port 4789 or udp dst port 8472 or udp dst port 6081"
+        );
+        assert_eq!(c.tunnel_ports, TunnelPorts::default());
+        let none = parse(&["--vxlan-ports", "", "--geneve-ports", ""]).unwrap();
+        assert_eq!(
+            none.filter,
+            "tcp or ip proto 4 or ip proto 41 or ip proto 47 or ip6 proto 4 or ip6 proto 41 \
+             or ip6 proto 47"
+        );
+        assert!(parse(&["--vxlan-ports", "4789,x"]).is_err());
+        assert!(
+            parse(&["--geneve-ports", "4789"]).is_err(),
+            "a port in both lists"
+        );
     }
 
     #[test]

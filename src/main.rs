@@ -405,6 +405,7 @@ impl Captures for LiveCaptures {
     fn worker(&self, source: &dyn PacketSource, of: usize) -> Worker {
         let max_flows = self.config.max_flows.div_ceil(of.max(1));
         Worker::new(source.link_type(), max_flows, self.config.idle_timeout)
+            .with_tunnel_ports(self.config.tunnel_ports)
     }
 }
 
@@ -448,7 +449,8 @@ fn start(
         shards.clone(),
     )));
     exporter.add_shard(Arc::clone(&shard));
-    let worker = Worker::new(source.link_type(), config.max_flows, config.idle_timeout);
+    let worker = Worker::new(source.link_type(), config.max_flows, config.idle_timeout)
+        .with_tunnel_ports(config.tunnel_ports);
     let thread = pipeline::spawn(source, worker, Arc::clone(&shard), Arc::clone(stop))
         .with_context(|| format!("cannot start the capture thread of {name}"))?;
     Ok((thread, shard))

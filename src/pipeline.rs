@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::capture::{CaptureError, CaptureStats, Frame, Next, PacketSource};
-use crate::decode::{decode, LinkType};
+use crate::decode::{decode_with, LinkType, TunnelPorts};
 use crate::flow::{Conn, FlowHooks, FlowKey, FlowTable, Nanos, Removal, Step};
 use crate::metrics::shard::CaptureCounters;
 use crate::metrics::{SeriesIds, Shard};
 
 pub struct Worker {
     link: LinkType,
+    tunnel_ports: TunnelPorts,
     flows: FlowTable<SeriesIds>,
 }
 
@@ -24,14 +25,24 @@ impl Worker {
     pub fn new(link: LinkType, max_flows: usize, idle_timeout: Nanos) -> Worker {
         Worker {
             link,
+            tunnel_ports: TunnelPorts::default(),
             flows: FlowTable::new(max_flows, idle_timeout),
+        }
+    }
+
+    /// The UDP ports whose datagrams are overlays (default: IANA's VXLAN
+    /// and Geneve ports, and Flannel's VXLAN port).
+    pub fn with_tunnel_ports(self, tunnel_ports: TunnelPorts) -> Worker {
+        Worker {
+            tunnel_ports,
+            ..self
         }
     }
 
     /// Counts one frame.
     pub fn process(&mut self, shard: &mut Shard, frame: &Frame<'_>) {
         shard.capture.packets += 1;
-        let seg = match decode(self.link, frame.data, frame.wire_len) {
+        let seg = match decode_with(self.link, frame.data, frame.wire_len, &self.tunnel_ports) {
             Ok(seg) => seg,
             Err(e) => {
                 shard.on_decode_error(e.kind);

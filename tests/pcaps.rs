@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::agreement::{assert_agree, compared_captures, differences};
+use common::agreement::{assert_agree, compared_captures, differences, tshark_counts};
 
 fn print_metrics(capture: &Path) -> String {
     common::print_with(capture, &[])
@@ -45,18 +45,7 @@ fn random_conversations_match_tshark_exactly() {
             .status()
             .expect("python3 runs (make test-deps installs it)");
         assert!(made.success());
-        let tshark = Command::new("python3")
-            .arg(scripts.join("tshark-expected.py"))
-            .arg("--stdout")
-            .arg(&capture)
-            .output()
-            .expect("tshark-expected.py runs");
-        assert!(
-            tshark.status.success(),
-            "tshark-expected.py (needs tshark: make test-deps): {}",
-            String::from_utf8_lossy(&tshark.stderr)
-        );
-        let expected = String::from_utf8(tshark.stdout).unwrap();
+        let expected = tshark_counts(&capture);
         failures.extend(differences(
             &format!("seed {seed}"),
             &expected,

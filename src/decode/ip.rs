@@ -1,12 +1,13 @@
 //! IPv4 (with options) and IPv6 (with its extension-header chain): where the
-//! TCP header starts, and how long the packet is by its own length fields.
+//! payload starts, what protocol it is, and how long the packet is by its
+//! own length fields.
 
 use etherparse::err::{ipv4, ipv6};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 
 use super::{Addr, DecodeError, DecodeErrorKind};
 
-const PROTO_TCP: u8 = 6;
+pub(super) const PROTO_TCP: u8 = 6;
 /// IPv6 extension headers followed before the chain is called malformed.
 /// Real stacks send two or three; RFC 8200 gives no bound, so we set one.
 const MAX_IPV6_EXTENSIONS: usize = 8;
@@ -17,6 +18,9 @@ pub(super) struct IpPacket {
     pub src: Addr,
     pub dst: Addr,
     pub dont_fragment: bool,
+    /// What the payload is: IPv4's protocol, or the header IPv6's
+    /// extension chain leads to.
+    pub protocol: u8,
     /// IP header bytes, IPv6 extension headers included.
     pub header_len: usize,
     /// Packet bytes by the length fields, clamped to the wire length.
@@ -34,10 +38,12 @@ impl IpPacket {
     /// when the length cannot hold the headers. The one place where IP
     /// lengths are judged, for frames and kernel summaries alike.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         src: Addr,
         dst: Addr,
         dont_fragment: bool,
+        protocol: u8,
         header_len: usize,
         stated_len: usize,
         wire_len: usize,
@@ -56,6 +62,7 @@ impl IpPacket {
             src,
             dst,
             dont_fragment,
+            protocol,
             header_len,
             total_len,
             payload_len: total_len - header_len,
@@ -123,6 +130,7 @@ fn parse_v4(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
         Addr::v4(header.source()),
         Addr::v4(header.destination()),
         header.dont_fragment(),
+        header.protocol().0,
         header.slice().len(),
         header.total_len() as usize,
         wire_len,
@@ -130,9 +138,6 @@ fn parse_v4(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
     )?;
     if header.more_fragments() || header.fragments_offset().value() != 0 {
         return Err(DecodeError::new(DecodeErrorKind::IpFragment, offset, 0, 0));
-    }
-    if header.protocol().0 != PROTO_TCP {
-        return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset, 0, 0));
     }
     Ok(packet)
 }
@@ -152,11 +157,13 @@ fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
     let fixed = header.slice().len();
     let stated = header.payload_length() as usize;
     let stated_end = (stated != 0).then_some(fixed + stated);
-    let header_len = walk_extensions(l3, header.next_header().0, fixed, stated_end, offset)?;
+    let (header_len, protocol) =
+        walk_extensions(l3, header.next_header().0, fixed, stated_end, offset)?;
     IpPacket::new(
         Addr::v6(header.source()),
         Addr::v6(header.destination()),
         false,
+        protocol,
         header_len,
         // A payload length of 0 is a jumbogram or an offloaded
         // super-packet: the wire length is all we know.
@@ -167,18 +174,17 @@ fn parse_v6(l3: &[u8], wire_len: usize, offset: usize) -> Result<IpPacket, Decod
 }
 
 /// Follows the extension-header chain from `next` at `at`; returns where the
-/// TCP header starts. `stated_end` is where the payload length says the
-/// packet ends (`None`: not stated).
+/// payload starts and its protocol. `stated_end` is where the payload
+/// length says the packet ends (`None`: not stated).
 fn walk_extensions(
     l3: &[u8],
     mut next: u8,
     mut at: usize,
     stated_end: Option<usize>,
     offset: usize,
-) -> Result<usize, DecodeError> {
+) -> Result<(usize, u8), DecodeError> {
     for _ in 0..=MAX_IPV6_EXTENSIONS {
         let len = match next {
-            PROTO_TCP => return Ok(at),
             // Hop-by-hop, routing, destination options, mobility, HIP, shim6:
             // length in 8-octet units, not counting the first 8.
             0 | 43 | 60 | 135 | 139 | 140 => {
@@ -186,7 +192,7 @@ fn walk_extensions(
                 (b[1] as usize + 1) * 8
             }
             // Fragment: fixed 8 bytes. Only an atomic fragment (offset 0, no
-            // more fragments) holds a whole TCP segment.
+            // more fragments) holds a whole segment.
             44 => {
                 ext_head(l3, at, offset)?;
                 let frag = l3
@@ -202,7 +208,9 @@ fn walk_extensions(
                 let b = ext_head(l3, at, offset)?;
                 (b[1] as usize + 2) * 4
             }
-            _ => return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset + at, 0, 0)),
+            // Not an extension header: the payload (ESP, which hides
+            // what it carries, among them).
+            _ => return Ok((at, next)),
         };
         if let Some(end) = stated_end.filter(|&end| end < at + len) {
             return Err(DecodeError::new(
@@ -341,11 +349,11 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_esp_is_not_tcp() {
+    fn ipv6_esp_ends_the_chain_as_the_payload() {
         let mut p = eth_ipv6_tcp(&TcpSpec::default(), &[])[14..].to_vec();
         p[6] = 50;
-        let err = IpPacket::parse(&p, p.len(), 0).unwrap_err();
-        assert_eq!(err.kind, DecodeErrorKind::NotTcp);
+        let ip = IpPacket::parse(&p, p.len(), 0).unwrap();
+        assert_eq!((ip.protocol, ip.header_len), (50, 40));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! value with exactly the header fields the flow analysis needs: nothing
 //! above this module touches bytes, and nothing here keeps state.
 //!
+//! An overlay (VXLAN, Geneve, IP in IP, GRE; `tunnel`) is unwrapped and the
+//! segment inside decoded, at most two levels down; the segment says what
+//! it was found in, and its sizes are the inner packet's.
+//!
 //! Truncated frames (a small snap length) still decode as long as the IP
 //! header and the fixed 20 bytes of the TCP header were captured: sizes come
 //! from the IP length fields and the TCP data offset, not from the captured
@@ -16,9 +20,11 @@ mod ip;
 mod link;
 pub mod summary;
 mod tcp;
+pub mod tunnel;
 
 pub use link::LinkType;
 pub use tcp::{parse_options, TcpFlags, TcpOptions, MAX_SACK_BLOCKS, MAX_TCP_OPTIONS};
+pub use tunnel::{TunnelKind, TunnelPorts, Tunnels};
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -94,6 +100,8 @@ pub struct Segment<'a> {
     pub options: TcpOptions,
     /// The TCP option bytes as captured.
     pub raw_options: &'a [u8],
+    /// The overlays it was found inside (none, mostly).
+    pub tunnels: Tunnels,
 }
 
 impl<'a> Segment<'a> {
@@ -129,8 +137,12 @@ pub enum DecodeErrorKind {
     /// The frame holds something other than IPv4 or IPv6 (ARP, LLDP, ...).
     NotIp,
     /// An IP packet whose payload is not TCP: another protocol, TCP inside
-    /// ESP, or (IPv4 only; IPv6's AH is followed) TCP behind AH.
+    /// ESP, or (IPv4 only; IPv6's AH is followed) TCP behind AH; also an
+    /// overlay that holds something other than TCP, or overlays nested
+    /// deeper than we unwrap.
     NotTcp,
+    /// An overlay's header (VXLAN, Geneve, GRE) was cut short.
+    TruncatedTunnel,
     /// Capture files only, found by the capture layer before decode: the
     /// file ends inside a record (a capture cut short). Reading stops there.
     TruncatedRecord,
@@ -144,7 +156,7 @@ pub enum DecodeErrorKind {
 }
 
 impl DecodeErrorKind {
-    pub const ALL: [DecodeErrorKind; 14] = [
+    pub const ALL: [DecodeErrorKind; 15] = [
         Self::TruncatedLink,
         Self::TruncatedIp,
         Self::TruncatedTcp,
@@ -156,6 +168,7 @@ impl DecodeErrorKind {
         Self::IpFragment,
         Self::NotIp,
         Self::NotTcp,
+        Self::TruncatedTunnel,
         Self::TruncatedRecord,
         Self::BadRecordLength,
         Self::UnreadableRecord,
@@ -176,6 +189,7 @@ impl DecodeErrorKind {
             Self::IpFragment => "ip_fragment",
             Self::NotIp => "not_ip",
             Self::NotTcp => "not_tcp",
+            Self::TruncatedTunnel => "truncated_tunnel",
             Self::TruncatedRecord => "truncated_record",
             Self::BadRecordLength => "bad_record_length",
             Self::UnreadableRecord => "unreadable_record",
@@ -210,6 +224,14 @@ impl DecodeError {
             had,
         }
     }
+
+    /// The error of a frame found `base` bytes into another.
+    fn shifted(self, base: usize) -> Self {
+        DecodeError {
+            offset: self.offset + base,
+            ..self
+        }
+    }
 }
 
 /// Decodes one frame of the given link type.
@@ -217,14 +239,61 @@ impl DecodeError {
 /// `wire_len` is the frame's length on the wire (pcap's `len`), which may be
 /// larger than `frame.len()` when the snap length cut it.
 pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment<'_>, DecodeError> {
+    decode_with(link, frame, wire_len, &TunnelPorts::default())
+}
+
+/// Decodes one frame, with `ports` the UDP ports that carry overlays.
+pub fn decode_with<'a>(
+    link: LinkType,
+    frame: &'a [u8],
+    wire_len: u32,
+    ports: &TunnelPorts,
+) -> Result<Segment<'a>, DecodeError> {
     if link == LinkType::KernelSummary {
         return summary::decode(frame);
     }
-    let (l3, offset) = link::strip(link, frame)?;
-    // The IP packet may be longer on the wire than what was captured.
-    let ip_wire_len = (wire_len as usize).max(frame.len()).saturating_sub(offset);
+    // The frame may be longer on the wire than what was captured.
+    let wire_len = (wire_len as usize).max(frame.len());
+    decode_layer(link, frame, 0, wire_len, ports, Tunnels::default())
+}
+
+/// Decodes the frame that starts `base` bytes into `frame` (an overlay's
+/// inner frame when `tunnels` is not empty), `wire_len` bytes long on the
+/// wire from there.
+fn decode_layer<'a>(
+    link: LinkType,
+    frame: &'a [u8],
+    base: usize,
+    wire_len: usize,
+    ports: &TunnelPorts,
+    tunnels: Tunnels,
+) -> Result<Segment<'a>, DecodeError> {
+    let here = frame.get(base..).unwrap_or(&[]);
+    let (l3, rel) = link::strip(link, here).map_err(|e| e.shifted(base))?;
+    let offset = base + rel;
+    let ip_wire_len = wire_len.saturating_sub(rel);
     let packet = ip::IpPacket::parse(l3, ip_wire_len, offset)?;
-    let tcp_offset = offset + packet.header_len;
+    let payload_offset = offset + packet.header_len;
+    if packet.protocol != ip::PROTO_TCP {
+        let payload = &l3[packet.header_len..];
+        let found = tunnel::unwrap(payload, packet.protocol, ports, tunnels, payload_offset)?;
+        let Some((inner, tunnels)) = found else {
+            return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset, 0, 0));
+        };
+        // The inner packet ends where the outer one does by its lengths.
+        let inner_wire_len = packet
+            .total_len
+            .saturating_sub(packet.header_len + inner.start);
+        return decode_layer(
+            inner.link,
+            frame,
+            payload_offset + inner.start,
+            inner_wire_len,
+            ports,
+            tunnels,
+        );
+    }
+    let tcp_offset = payload_offset;
     let tcp_bytes = &l3[packet.header_len..];
     // A TCP header (by its data offset when captured, else the 20-byte
     // minimum) longer than what the IP length field leaves is the packet's
@@ -243,7 +312,9 @@ pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment<'_>
     }
     let on_wire = ip_wire_len.saturating_sub(packet.header_len);
     let tcp = tcp::TcpView::parse(tcp_bytes, on_wire, tcp_offset)?;
-    assemble(packet, tcp.fields(), tcp_offset)
+    let mut segment = assemble(packet, tcp.fields(), tcp_offset)?;
+    segment.tunnels = tunnels;
+    Ok(segment)
 }
 
 /// The TCP header fields a segment is made of, read from a frame or from a
@@ -297,6 +368,7 @@ fn assemble<'a>(
             ..parse_options(tcp.raw_options)
         },
         raw_options: tcp.raw_options,
+        tunnels: Tunnels::default(),
     })
 }
 

@@ -5,7 +5,7 @@
 //! the frame decoder's own, so a summary and the frame it came from give
 //! the same [`Segment`].
 
-use super::{assemble, ip::IpPacket, Addr, DecodeError, DecodeErrorKind, Segment, TcpFields};
+use super::{assemble, ip, ip::IpPacket, Addr, DecodeError, DecodeErrorKind, Segment, TcpFields};
 use super::{TcpFlags, MAX_TCP_OPTIONS};
 
 /// Bytes of one record (`sizeof(struct tcpx_record)`).
@@ -103,6 +103,7 @@ pub(super) fn decode(record: &[u8]) -> Result<Segment<'_>, DecodeError> {
         src,
         dst,
         r[at::DONT_FRAGMENT] != 0,
+        ip::PROTO_TCP,
         ip_header_len,
         u32_at(r, at::IP_STATED_LEN) as usize,
         u32_at(r, at::L3_LEN) as usize,

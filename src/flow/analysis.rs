@@ -426,6 +426,7 @@ mod tests {
                 payload_len: s.len,
                 options,
                 raw_options: s.options,
+                tunnels: Default::default(),
             };
             self.a.on_segment(&segment, side, self.now)
         }
@@ -777,6 +778,7 @@ mod tests {
             payload_len: 0,
             options: TcpOptions::default(),
             raw_options: &[],
+            tunnels: Default::default(),
         };
         assert!(!t.a.is_new_connection(&syn, Side::Client), "same ISN");
         syn.seq = 777;

@@ -272,6 +272,7 @@ pub(crate) mod tests {
             payload_len: 0,
             options: TcpOptions::default(),
             raw_options: &[],
+            tunnels: Default::default(),
         }
     }
 

@@ -26,6 +26,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hashbrown::hash_table::{self, HashTable};
+
 use super::workload::{workload, Owner};
 use super::Identity;
 
@@ -177,6 +179,26 @@ type Uid = [u64; 2];
 /// Where a pod is in the pod table.
 type Slot = u32;
 
+/// An entry of the address table: a slot, and in the top bit which of its
+/// pod's addresses .
+const SLOT_MASK: u32 = 0x7fff_ffff;
+
+/// Hashed for an entry whose pod is gone (never, while the tables agree).
+const NO_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// The uid of the pod in `slot`.
+fn uid_at(pods: &[Option<Pod>], slot: Slot) -> Uid {
+    pods.get(slot as usize)
+        .and_then(Option::as_ref)
+        .map_or([0; 2], |p| p.uid)
+}
+
+/// The address an entry of the address table stands for.
+fn claimed_ip(pods: &[Option<Pod>], entry: u32) -> Option<IpAddr> {
+    let pod = pods.get((entry & SLOT_MASK) as usize)?.as_ref()?;
+    pod.ips.as_slice().get((entry >> 31) as usize).copied()
+}
+
 fn uid_of(uid: &str) -> Uid {
     let hex: String = uid.chars().filter(|c| *c != '-').collect();
     if hex.len() == 32 {
@@ -246,22 +268,32 @@ struct Node {
     seen: bool,
 }
 
+impl Default for Index {
+    /// As `new`: with the names resolving uses interned.
+    fn default() -> Index {
+        Index::new()
+    }
+}
+
 /// Groups and Services that go between two prunings of interned names.
 const PRUNE_AFTER: usize = 256;
 
 /// The index. Not thread-safe by itself: the watch writes it under a lock
 /// that connection starts read (`super::Identities`).
-#[derive(Default)]
 pub struct Index {
     /// Pods by slot, a free slot `None`: a vector, whose room beyond its
     /// length is never touched, so not resident (a hash table's empty
     /// slots are), and whose slots the other tables name in 4 bytes.
     pods: Vec<Option<Pod>>,
     free_pods: Vec<Slot>,
-    pod_slots: HashMap<Uid, Slot>,
-    /// Each pod IP's claimant; an address claimed by more than one pod
-    /// (reuse, a terminating pod) has them all in `contested`.
-    pod_ips: HashMap<IpAddr, Slot>,
+    /// The pods' slots, by uid; the uid is read from the pod, so an entry
+    /// is its 4-byte slot alone (a map would hold the 16-byte key too).
+    pod_slots: HashTable<Slot>,
+    /// Each pod IP's claimant, as its slot and which of its addresses (read from
+    /// the pod); an address claimed by more than one pod (reuse, a terminating
+    /// pod) has them all in `contested`.
+    pod_ips: HashTable<u32>,
+    hasher: ahash::RandomState,
     contested: HashMap<IpAddr, Vec<Slot>>,
     groups: Vec<Group>,
     group_ids: HashMap<GroupKey, u32>,
@@ -296,7 +328,33 @@ fn kind_index(k: ObjectKind) -> usize {
 
 impl Index {
     pub fn new() -> Index {
-        let mut index = Index::default();
+        let mut index = Index {
+            pods: Default::default(),
+            free_pods: Default::default(),
+            pod_slots: Default::default(),
+            pod_ips: Default::default(),
+            hasher: Default::default(),
+            contested: Default::default(),
+            groups: Default::default(),
+            group_ids: Default::default(),
+            free_groups: Default::default(),
+            groups_in: Default::default(),
+            services: Default::default(),
+            cluster_ips: Default::default(),
+            services_in: Default::default(),
+            nodes: Default::default(),
+            node_ips: Default::default(),
+            node_names: Default::default(),
+            node_ids: Default::default(),
+            host_ports: Default::default(),
+            host_pod_ports: Default::default(),
+            strings: Default::default(),
+            label_sets: Default::default(),
+            fixed: Default::default(),
+            gone_since_prune: Default::default(),
+            listed: Default::default(),
+            relisting: Default::default(),
+        };
         for fixed in ["", "Service", "Node", "external", "unknown"] {
             let name = index.intern(fixed);
             index.fixed.push(name);
@@ -421,7 +479,6 @@ impl Index {
 
     fn put_pod(&mut self, p: PodInfo) {
         let uid = uid_of(&p.uid);
-        self.remove_uid(uid);
         let labels = self.intern_labels(&p.labels);
         let (workload, kind) = {
             let label = |k: &str| {
@@ -438,7 +495,10 @@ impl Index {
             self.intern(kind),
             labels,
         );
+        // The new group before the old one is let go: a pod alone in its
+        // group (a StatefulSet's, a bare one) that changes keeps the group.
         let group = self.group(key);
+        self.remove_uid(uid);
         let node = self.node_id(&p.node);
         let slot = match self.free_pods.pop() {
             Some(slot) => slot,
@@ -466,9 +526,20 @@ impl Index {
             if !p.ports.is_empty() {
                 self.host_pod_ports.insert(slot, p.ports.into());
             }
-        } else {
-            for ip in pod.ips.as_slice() {
-                match self.pod_ips.insert(*ip, slot) {
+        }
+        let ips = pod.ips;
+        let host_network = pod.host_network;
+        // In its slot first: the tables read uids and addresses from it.
+        self.pods[slot as usize] = Some(pod);
+        let pods = &self.pods;
+        let hasher = &self.hasher;
+        self.pod_slots
+            .insert_unique(hasher.hash_one(uid), slot, |&s| {
+                hasher.hash_one(uid_at(pods, s))
+            });
+        if !host_network {
+            for ip in ips.as_slice() {
+                match self.claim(*ip, slot) {
                     None => {}
                     // The same address listed twice.
                     Some(before) if before == slot => {}
@@ -479,8 +550,59 @@ impl Index {
                 }
             }
         }
-        self.pods[slot as usize] = Some(pod);
-        self.pod_slots.insert(uid, slot);
+    }
+
+    /// The pod that claims `ip` in `pod_ips`.
+    fn claimant(&self, ip: &IpAddr) -> Option<Slot> {
+        let pods = &self.pods;
+        self.pod_ips
+            .find(self.hasher.hash_one(ip), |&e| {
+                claimed_ip(pods, e) == Some(*ip)
+            })
+            .map(|&e| e & SLOT_MASK)
+    }
+
+    /// Makes the pod in `slot` (which has `ip`) the claimant of `ip`; the
+    /// one before, if any.
+    fn claim(&mut self, ip: IpAddr, slot: Slot) -> Option<Slot> {
+        let pods = &self.pods;
+        let which = pods
+            .get(slot as usize)?
+            .as_ref()?
+            .ips
+            .as_slice()
+            .iter()
+            .position(|a| *a == ip)?;
+        let entry = slot | (which as u32) << 31;
+        let hasher = &self.hasher;
+        let rehash = |&e: &u32| hasher.hash_one(claimed_ip(pods, e).unwrap_or(NO_IP));
+        let found = self.pod_ips.entry(
+            hasher.hash_one(ip),
+            |&e| claimed_ip(pods, e) == Some(ip),
+            rehash,
+        );
+        match found {
+            hash_table::Entry::Occupied(mut o) => {
+                let before = *o.get() & SLOT_MASK;
+                *o.get_mut() = entry;
+                Some(before)
+            }
+            hash_table::Entry::Vacant(v) => {
+                v.insert(entry);
+                None
+            }
+        }
+    }
+
+    /// `ip` has no claimant in `pod_ips` any more.
+    fn unclaim(&mut self, ip: &IpAddr) {
+        let pods = &self.pods;
+        let found = self.pod_ips.find_entry(self.hasher.hash_one(ip), |&e| {
+            claimed_ip(pods, e) == Some(*ip)
+        });
+        if let Ok(entry) = found {
+            entry.remove();
+        }
     }
 
     /// The number of a group, made (with its Service) if it is new.
@@ -562,33 +684,45 @@ impl Index {
     }
 
     fn remove_uid(&mut self, uid: Uid) {
-        let Some(slot) = self.pod_slots.remove(&uid) else {
+        let pods = &self.pods;
+        let found = self
+            .pod_slots
+            .find_entry(self.hasher.hash_one(uid), |&s| uid_at(pods, s) == uid);
+        let Ok(entry) = found else {
             return;
         };
-        let Some(pod) = self.pods[slot as usize].take() else {
-            return;
+        let (slot, _) = entry.remove();
+        // Its claims go while the pod is still in its slot (the address
+        // table reads addresses from it).
+        let ips = match &self.pods[slot as usize] {
+            Some(pod) => pod.ips,
+            None => return,
         };
-        self.free_pods.push(slot);
-        for ip in pod.ips.as_slice() {
+        for ip in ips.as_slice() {
             match self.contested.get_mut(ip) {
                 Some(claims) => {
                     claims.retain(|s| *s != slot);
-                    if let [only] = claims[..] {
-                        self.pod_ips.insert(*ip, only);
+                    let rest = claims.clone();
+                    if let [only] = rest[..] {
                         self.contested.remove(ip);
-                    } else if self.pod_ips.get(ip) == Some(&slot) {
-                        if let Some(&other) = claims.last() {
-                            self.pod_ips.insert(*ip, other);
+                        self.claim(*ip, only);
+                    } else if self.claimant(ip) == Some(slot) {
+                        if let Some(&other) = rest.last() {
+                            self.claim(*ip, other);
                         }
                     }
                 }
                 None => {
-                    if self.pod_ips.get(ip) == Some(&slot) {
-                        self.pod_ips.remove(ip);
+                    if self.claimant(ip) == Some(slot) {
+                        self.unclaim(ip);
                     }
                 }
             }
         }
+        let Some(pod) = self.pods[slot as usize].take() else {
+            return;
+        };
+        self.free_pods.push(slot);
         for port in self.host_pod_ports.remove(&slot).unwrap_or_default().iter() {
             let key = (pod.node, *port);
             if self.host_ports.get(&key) == Some(&slot) {
@@ -728,11 +862,7 @@ impl Index {
     fn owner_of(&self, ip: &IpAddr) -> Option<&Pod> {
         let eligible = |p: &&Pod| !p.phase.finished();
         match self.contested.get(ip) {
-            None => self
-                .pod_ips
-                .get(ip)
-                .and_then(|s| self.pod(*s))
-                .filter(eligible),
+            None => self.claimant(ip).and_then(|s| self.pod(s)).filter(eligible),
             Some(claims) => claims
                 .iter()
                 .filter_map(|s| self.pod(*s))

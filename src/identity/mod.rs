@@ -88,6 +88,8 @@ pub const MAX_IDENTITIES: usize = 65_535;
 pub struct Identities {
     index: RwLock<Index>,
     table: Mutex<Table>,
+    /// The empty name, for identities without a pod.
+    empty: Arc<str>,
     pub stats: WatchStats,
 }
 
@@ -126,6 +128,7 @@ impl Identities {
         Arc::new(Identities {
             index: RwLock::new(Index::new()),
             table: Mutex::new(table),
+            empty: "".into(),
             stats: WatchStats::default(),
         })
     }
@@ -149,6 +152,25 @@ impl Identities {
     /// workloads, not of the pods that ever ran).
     pub fn resolve(&self, ip: IpAddr, port: u16, role: Role, with_pod: bool) -> u32 {
         let identity = self.with_index(|index| index.resolve_with(ip, port, role, with_pod));
+        self.number(identity)
+    }
+
+    /// The number of an identity resolved already (`peers`), the pod's
+    /// name left out unless `with_pod`: a connection's series and its
+    /// record then name the same owner, read at one moment.
+    pub fn number_of(&self, who: &Identity, with_pod: bool) -> u32 {
+        if with_pod || who.pod.is_empty() {
+            return self.number(who.clone());
+        }
+        self.number(Identity {
+            pod: Arc::clone(&self.empty),
+            ..who.clone()
+        })
+    }
+
+    /// The number of an identity in the table: made if new, `other` when
+    /// the table is full.
+    fn number(&self, identity: Identity) -> u32 {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = table.ids.get(&identity) {
             return *id;

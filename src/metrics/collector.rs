@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ahash::RandomState;
 
-use crate::decode::DecodeErrorKind;
+use crate::decode::{DecodeErrorKind, TunnelKind};
 use crate::flow::{CloseReason, Nanos, Side};
 
 use super::conns::{ConnRecord, FlowLogStats, LongBudget};
@@ -92,6 +92,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct InterfaceStats {
     capture: CaptureCounters,
     decode_errors: [u64; DecodeErrorKind::COUNT],
+    tunnel_packets: [u64; TunnelKind::COUNT],
     options_cut: u64,
     flows: u64,
     evictions: Evictions,
@@ -229,6 +230,9 @@ impl Exporter {
                 *a += b;
             }
             i.options_cut += s.options_cut;
+            for (a, b) in i.tunnel_packets.iter_mut().zip(s.tunnel_packets) {
+                *a += b;
+            }
             i.flows += s.flows_tracked;
             i.evictions.idle_timeout += s.evictions.idle_timeout;
             i.evictions.table_full += s.evictions.table_full;
@@ -510,6 +514,14 @@ impl Exporter {
         out.header(def);
         for (l, i) in &per_interface {
             out.sample(def.name, l, &[], i.options_cut);
+        }
+        let def = names::TUNNEL_PACKETS;
+        out.header(def);
+        for (l, i) in &per_interface {
+            for kind in TunnelKind::ALL {
+                let n = i.tunnel_packets[kind.index()];
+                out.sample(def.name, l, &[("kind", kind.as_str())], n);
+            }
         }
         let def = names::FLOWS_TRACKED;
         out.header(def);

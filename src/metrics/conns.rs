@@ -415,9 +415,14 @@ impl Conns {
             _ => step.lifecycle.and_then(EndReason::of),
         };
         self.end(id, reason.unwrap_or(EndReason::Timeout), now);
-        let record = self.records[id as usize].clone();
+        let r = &mut self.records[id as usize];
+        r.live = false;
+        // The last event takes the identities: a free record holds none.
+        let record = ConnRecord {
+            peers: r.peers.take(),
+            ..r.clone()
+        };
         self.emit(EventKind::Close, now, record);
-        self.records[id as usize].live = false;
         self.free.push(id);
     }
 

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::flow::Orientation;
-use crate::identity::{Identities, Identity, OTHER as OTHER_IDENTITY};
+use crate::identity::{Identities, Identity, Peers, OTHER as OTHER_IDENTITY};
 
 /// A traffic label that `--labels` can choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -604,12 +604,23 @@ impl Labeler {
 
     /// The series key of a connection on interface `interface`.
     pub fn key(&self, interface: u16, o: &Orientation) -> SeriesKey {
+        self.key_with(interface, o, None)
+    }
+
+    /// The series key of a connection whose ends were resolved already
+    /// (`peers`: its record's), or are resolved now.
+    pub fn key_with(&self, interface: u16, o: &Orientation, peers: Option<&Peers>) -> SeriesKey {
         let l = self.labels;
         use crate::identity::Role as Side;
-        let identity = |labels: &[Label], pod: Label, ip: IpAddr, side: Side| match &self.identities
-        {
-            Some(ids) if l.any(labels) => ids.resolve(ip, o.server_port, side, l.has(pod)),
-            _ => NO_IDENTITY,
+        let identity = |labels: &[Label], pod: Label, ip: IpAddr, side: Side| {
+            let Some(ids) = self.identities.as_ref().filter(|_| l.any(labels)) else {
+                return NO_IDENTITY;
+            };
+            match (peers, side) {
+                (Some(p), Side::Client) => ids.number_of(&p.client, l.has(pod)),
+                (Some(p), Side::Server) => ids.number_of(&p.server, l.has(pod)),
+                (None, _) => ids.resolve(ip, o.server_port, side, l.has(pod)),
+            }
         };
         SeriesKey {
             interface: if l.has(Label::Interface) {

@@ -153,6 +153,11 @@ pub const TRUNCATED_SEGMENTS: Def = def(
     Counter,
     "TCP segments counted and analysed whose options the snap length cut (the fixed header was captured; options past the cut are unknown, and a SYN's window scale cut off leaves the connection's window-full check off).",
 );
+pub const TUNNEL_PACKETS: Def = def(
+    "tcp_exporter_tunnel_packets_total",
+    Counter,
+    "TCP segments found inside an overlay encapsulation and analysed as the connection inside, by kind (vxlan, geneve, ip_in_ip, gre); a segment inside two counts once for each.",
+);
 pub const FLOWS_TRACKED: Def = def(
     "tcp_exporter_flows_tracked",
     Gauge,

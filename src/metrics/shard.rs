@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::decode::{DecodeErrorKind, Segment};
+use crate::decode::{DecodeErrorKind, Segment, TunnelKind};
 use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Outcome, Removal};
 
 use super::conns::{ConnOptions, Conns, NO_CONN};
@@ -145,6 +145,8 @@ pub struct Shard {
     histograms: Vec<u32>,
     pub conns: Option<Conns>,
     pub decode_errors: [u64; DecodeErrorKind::COUNT],
+    /// Segments found inside overlays, by kind.
+    pub tunnel_packets: [u64; TunnelKind::COUNT],
     /// Segments counted whose TCP options the snap length cut.
     pub options_cut: u64,
     pub capture: CaptureCounters,
@@ -182,6 +184,7 @@ impl Shard {
             histograms: Vec::new(),
             conns,
             decode_errors: [0; DecodeErrorKind::COUNT],
+            tunnel_packets: [0; TunnelKind::COUNT],
             options_cut: 0,
             capture: CaptureCounters::default(),
             flows_tracked: 0,
@@ -201,7 +204,16 @@ impl Shard {
     /// active from now on. Label sets beyond `--max-series` fold into
     /// `other`.
     pub fn start_connection(&mut self, o: &Orientation, now: Nanos) -> SeriesIds {
-        let key = self.config.labeler.key(self.interface_id, o);
+        // With a record, both ends are resolved once, for the record and
+        // the series alike.
+        let peers = match (&self.conns, &self.config.labeler.identities) {
+            (Some(_), Some(ids)) => Some(ids.peers(o.client, o.server, o.server_port)),
+            _ => None,
+        };
+        let key = self
+            .config
+            .labeler
+            .key_with(self.interface_id, o, peers.as_deref());
         let pair = match self.pairs.get(&key) {
             Some(id) => id,
             None => {
@@ -219,15 +231,7 @@ impl Shard {
         self.pairs.hold(pair);
         self.pairs.at(pair).value.active += 1;
         let conn = match &mut self.conns {
-            Some(c) => {
-                let peers = self
-                    .config
-                    .labeler
-                    .identities
-                    .as_ref()
-                    .map(|ids| ids.peers(o.client, o.server, o.server_port));
-                c.start(o, peers, now)
-            }
+            Some(c) => c.start(o, peers, now),
             None => NO_CONN,
         };
         SeriesIds { pair, conn }
@@ -266,6 +270,9 @@ impl Shard {
             e.value.syn_window_scale[sender][wscale_slot(&seg.options)] += 1;
         }
         self.options_cut += seg.options.cut as u64;
+        for kind in seg.tunnels.iter() {
+            self.tunnel_packets[kind.index()] += 1;
+        }
         self.apply(ids, step, now);
         if let Some(c) = &mut self.conns {
             c.on_segment(ids.conn, out.sender, seg, segments, step, out.phase, now);

@@ -207,6 +207,24 @@ pub fn differences(
     failures
 }
 
+/// tshark's counts of a capture (scripts/tshark-expected.py --stdout), in
+/// the form of the `.expected` files.
+pub fn tshark_counts(capture: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tshark-expected.py");
+    let tshark = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--stdout")
+        .arg(capture)
+        .output()
+        .expect("tshark-expected.py runs");
+    assert!(
+        tshark.status.success(),
+        "tshark-expected.py (needs tshark: make test-deps): {}",
+        String::from_utf8_lossy(&tshark.stderr)
+    );
+    String::from_utf8(tshark.stdout).expect("UTF-8 counts")
+}
+
 pub fn assert_agree(failures: &[String]) {
     assert!(
         failures.is_empty(),

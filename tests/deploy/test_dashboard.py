@@ -18,6 +18,8 @@ DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 NOT_ON_DASHBOARD = {
     "tcp_dont_fragment_packets_total": "an IP-level detail; nothing to act on at a glance",
     "tcp_keepalives_total": "keep-alives are normal traffic",
+    "tcp_exporter_tunnel_packets_total": "how much traffic came in overlays: a decoding detail "
+                                         "(README, Overlays); the traffic itself is on every panel",
 }
 # Traffic series without client labels (the histograms): the client
 # variables do not filter them.
