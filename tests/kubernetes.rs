@@ -646,29 +646,6 @@ const CLIENT_IP: &str = "10.250.7.1";
 const SERVER_IP: &str = "10.250.7.2";
 const CLUSTER_IP: &str = "10.96.7.50";
 
-const ECHO_SERVER: &str = r#"
-import socket, sys, threading
-def echo(c):
-    while True:
-        data = c.recv(65536)
-        if not data:
-            break
-        c.sendall(data)
-    c.close()
-def serve(s):
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=echo, args=(c,), daemon=True).start()
-for port in (5001, 5002):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(64)
-    threading.Thread(target=serve, args=(s,), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip");
     assert!(
@@ -705,7 +682,7 @@ impl PodNet {
         inside(&["link", "set", &b, "up"]);
         inside(&["link", "set", "lo", "up"]);
         let mut server = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-c", ECHO_SERVER])
+            .args(["netns", "exec", &ns, "python3", "-c", common::ECHO_SERVER])
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
