@@ -27,8 +27,11 @@ use crate::metrics::DEFAULT_MAX_SERIES;
 #[derive(Parser, Debug)]
 #[command(name = "tcp-exporter", version, verbatim_doc_comment)]
 pub struct Args {
-    /// Interface to capture on; repeat for several. `any` captures on all
-    /// interfaces (Linux cooked capture). Default: `any` unless -r is given.
+    /// Interface to capture on; repeat for several; globs (`veth*`) take
+    /// interfaces as they come. `any` captures on all interfaces (Linux
+    /// cooked capture); `pods` on pods' interfaces as CNIs name them
+    /// (cali*, lxc*, veth*, eni*, gke*, azv*); `uplink` on the interface of
+    /// the default route. Default: `any` unless -r is given.
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::capture::af_packet::{
     DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_TIMEOUT_MS,
 };
+use crate::capture::routes::Routes;
 use crate::capture::{XdpAttach, DEFAULT_XDP_RING_MIB};
 use crate::cli::{Args, BackendArg, XdpModeArg};
 use crate::decode::tunnel::MAX_TUNNEL_PORTS;
@@ -133,6 +134,8 @@ pub enum ConfigError {
     FlowLogInterval,
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    #[error("-i uplink: this host has no IPv4 default route to take the uplink from; name it")]
+    NoUplink,
     #[error(
         "--vxlan-ports {0:?} --geneve-ports {1:?}: give at most {max} port numbers \
          each, comma-separated, none in both",
@@ -149,6 +152,11 @@ pub const MAX_XDP_RING_MIB: u32 = 1024;
 
 /// Worker threads per interface, at most.
 pub const MAX_WORKERS: usize = 64;
+
+/// `-i pods`: the host sides of pods' interfaces, as the CNIs name them:
+/// Calico, Cilium, bridge CNIs (Flannel, the bridge plugin, kindnet), the
+/// AWS VPC CNI, GKE, Azure.
+pub const POD_INTERFACES: [&str; 6] = ["cali*", "lxc*", "veth*", "eni*", "gke*", "azv*"];
 
 /// The capture filter of live interfaces when -f is not given: TCP, and
 /// the overlays it may travel in (IP in IP, GRE, and UDP to the VXLAN and
@@ -271,7 +279,18 @@ impl Config {
                 print: args.print,
             },
             None => {
-                let mut interfaces = args.interfaces;
+                let mut interfaces = Vec::new();
+                for name in args.interfaces {
+                    match name.as_str() {
+                        "pods" => interfaces.extend(POD_INTERFACES.iter().map(|g| g.to_string())),
+                        "uplink" => {
+                            let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+                            interfaces
+                                .push(Routes::default_interface(&v4).ok_or(ConfigError::NoUplink)?);
+                        }
+                        _ => interfaces.push(name),
+                    }
+                }
                 if interfaces.is_empty() {
                     interfaces.push("any".to_string());
                 }
@@ -416,6 +435,35 @@ mod tests {
             parse(&["--geneve-ports", "4789"]).is_err(),
             "a port in both lists"
         );
+    }
+
+    #[test]
+    fn pods_names_the_cnis_interfaces_and_uplink_the_default_route_s() {
+        let c = parse(&["-i", "pods", "-i", "eth9"]).unwrap();
+        let mut want: Vec<String> = POD_INTERFACES.iter().map(|g| g.to_string()).collect();
+        want.push("eth9".into());
+        assert_eq!(c.source, Source::Live { interfaces: want });
+        // This machine's default route, as `ip route` shows it.
+        let route = std::process::Command::new("ip")
+            .args(["-4", "route", "show", "default"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let dev = route
+            .split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)
+            .map(String::from);
+        match (parse(&["-i", "uplink"]), dev) {
+            (Ok(c), Some(dev)) => assert_eq!(
+                c.source,
+                Source::Live {
+                    interfaces: vec![dev]
+                }
+            ),
+            (Err(e), None) => assert!(matches!(e, ConfigError::NoUplink)),
+            (got, dev) => panic!("-i uplink gave {got:?}, ip route says {dev:?}"),
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use std::collections::HashMap;
+use tcp_exporter::capture::routes::HostRoutes;
 use tcp_exporter::capture::{
     AfPacket, AfPacketOptions, LiveOptions, PacketSource, PcapFile, PcapLive, XdpOptions,
 };
@@ -19,7 +20,7 @@ use tcp_exporter::flowlog::{self, FlowLogWriter};
 use tcp_exporter::http::{self, HttpState};
 use tcp_exporter::identity::{watch, Identities};
 use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
-use tcp_exporter::metrics::labels::Labeler;
+use tcp_exporter::metrics::labels::{Label, Labeler};
 use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::pipeline::{self, CaptureThread, Worker};
@@ -98,6 +99,9 @@ fn drop_privileges(config: &Config) -> Result<()> {
 fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)> {
     let mut labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
     labeler.identities = watch_kubernetes(config)?;
+    if matches!(config.source, Source::Live { .. }) && config.labels.has(Label::Reporter) {
+        labeler.routes = Some(HostRoutes::new());
+    }
     let (sink, writer) = match &config.flow_log {
         Some(target) => {
             // A file's reader waits for the writer: nothing is lost by it.

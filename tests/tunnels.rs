@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::agreement::{assert_agree, differences, sum_matching, tshark_counts};
+use common::agreement::{assert_agree, differences, live_differences, tshark_counts};
 use common::{pcap, print_with, samples, try_http_get, TempDir};
 
 /// (wrap-pcap.py's kind, the `kind` labels counted, once per level).
@@ -398,27 +398,7 @@ fn real_vxlan_traffic_between_namespaces_counts_as_tshark_counts_it_inside() {
         }
         sleep(Duration::from_millis(100));
     };
-    // Live, the socket's own timestamps differ from tcpdump's by
-    // microseconds, which moves the 3 ms out-of-order threshold: what does
-    // not depend on time must be equal.
-    let got = samples(&live);
-    for (key, metric) in [
-        ("packets", "tcp_packets_total"),
-        ("payload_bytes", "tcp_payload_bytes_total"),
-        ("ip_bytes", "tcp_ip_bytes_total"),
-        ("resets", "tcp_resets_total"),
-        ("connections_opened", "tcp_connections_opened_total"),
-    ] {
-        for row in samples(&tshark).iter().filter(|s| s.name == key) {
-            let have = sum_matching(&got, metric, &row.labels);
-            if have != row.value {
-                failures.push(format!(
-                    "live on the wire: {key}{:?}: tshark {} exporter {have}",
-                    row.labels, row.value
-                ));
-            }
-        }
-    }
+    failures.extend(live_differences("live on the wire", &tshark, &live));
     assert_agree(&failures);
     assert_eq!(
         sum(

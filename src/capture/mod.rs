@@ -13,6 +13,7 @@ mod pcap_file;
 mod pcap_live;
 mod pcap_reader;
 pub mod ring;
+pub mod routes;
 #[cfg(feature = "xdp")]
 pub mod xdp;
 

@@ -288,6 +288,11 @@ impl Exporter {
             escape_into(&mut s, name);
             s.push('"');
         }
+        if let Some(reporter) = key.reporter {
+            sep(&mut s, "reporter");
+            s.push_str(reporter.as_str());
+            s.push('"');
+        }
         for (name, peer) in [("client", key.client), ("server", key.server)] {
             if peer != Peer::Absent {
                 sep(&mut s, name);

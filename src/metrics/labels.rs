@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::capture::routes::{HostRoutes, Routes};
 use crate::flow::Orientation;
 use crate::identity::{Identities, Identity, Peers, OTHER as OTHER_IDENTITY};
 
@@ -34,12 +35,14 @@ pub enum Label {
     ServerWorkloadKind,
     ServerPod,
     ServerService,
+    Reporter,
 }
 
 impl Label {
     /// In the order labels are written in the exposition.
-    pub const ALL: [Label; 15] = [
+    pub const ALL: [Label; 16] = [
         Label::Interface,
+        Label::Reporter,
         Label::Client,
         Label::Server,
         Label::ServerPort,
@@ -100,6 +103,7 @@ impl Label {
             Label::ServerWorkloadKind => "server_workload_kind",
             Label::ServerPod => "server_pod",
             Label::ServerService => "server_service",
+            Label::Reporter => "reporter",
         }
     }
 
@@ -109,7 +113,7 @@ impl Label {
 
     /// Whether the label needs the cluster's identities (`--kubernetes`).
     pub fn is_identity(self) -> bool {
-        self as u16 >= Label::ClientNamespace as u16
+        (Label::ClientNamespace as u16..=Label::ServerService as u16).contains(&(self as u16))
     }
 }
 
@@ -123,9 +127,11 @@ impl LabelSet {
     pub const DEFAULT: LabelSet = LabelSet(0b1111);
 
     /// The default with `--kubernetes`: who talks to whom by namespace,
-    /// workload and Service, and the server port.
+    /// workload and Service, the server port, and whose side the capture
+    /// point is on.
     pub const KUBERNETES: LabelSet = LabelSet(
-        1 << Label::ClientNamespace as u16
+        1 << Label::Reporter as u16
+            | 1 << Label::ClientNamespace as u16
             | 1 << Label::ClientWorkload as u16
             | 1 << Label::ServerNamespace as u16
             | 1 << Label::ServerWorkload as u16
@@ -159,7 +165,7 @@ impl fmt::Display for LabelSet {
 pub enum LabelError {
     #[error(
         "--labels: unknown label {0:?}; choose from interface, client, server, server_port, \
-         port_name, ip_family, and with --kubernetes client_namespace, client_workload, \
+         port_name, ip_family, reporter, and with --kubernetes client_namespace, client_workload, \
          client_workload_kind, client_pod, server_namespace, server_workload, \
          server_workload_kind, server_pod, server_service (comma-separated), or `none`"
     )]
@@ -259,6 +265,40 @@ pub struct SeriesKey {
     /// none.
     pub port_name: Option<u16>,
     pub family: Option<Family>,
+    pub reporter: Option<Reporter>,
+}
+
+/// Whose side of a connection a capture point is on (the `reporter`
+/// label): an interface that leads to a pod sees connections of that pod,
+/// as their client or their server; anywhere else the node's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    Client,
+    Server,
+    Node,
+}
+
+impl Reporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Client => "client",
+            Reporter::Server => "server",
+            Reporter::Node => "node",
+        }
+    }
+
+    /// On `interface`, given the addresses the host routes to it alone:
+    /// the side whose address is one of them, else the node.
+    pub fn on(routes: &Routes, interface: &str, o: &Orientation) -> Reporter {
+        let behind = routes.behind(interface);
+        if behind.contains(&o.client) {
+            Reporter::Client
+        } else if behind.contains(&o.server) {
+            Reporter::Server
+        } else {
+            Reporter::Node
+        }
+    }
 }
 
 pub const NO_INTERFACE: u16 = u16::MAX;
@@ -553,6 +593,9 @@ pub struct Labeler {
     pub labels: LabelSet,
     /// The cluster's identities, with `--kubernetes`.
     pub identities: Option<Arc<Identities>>,
+    /// The host's routes, for `reporter` on live interfaces (a file read
+    /// with -r has no host: its connections are the node's).
+    pub routes: Option<Arc<HostRoutes>>,
     /// Most specific first; among equals, in the order given.
     rules: Vec<(CidrRule, Option<u16>)>,
     ports: HashMap<u16, u16>,
@@ -587,6 +630,7 @@ impl Labeler {
         Labeler {
             labels,
             identities: None,
+            routes: None,
             rules,
             ports,
             names,
@@ -604,12 +648,18 @@ impl Labeler {
 
     /// The series key of a connection on interface `interface`.
     pub fn key(&self, interface: u16, o: &Orientation) -> SeriesKey {
-        self.key_with(interface, o, None)
+        self.key_with((interface, ""), o, None)
     }
 
-    /// The series key of a connection whose ends were resolved already
-    /// (`peers`: its record's), or are resolved now.
-    pub fn key_with(&self, interface: u16, o: &Orientation, peers: Option<&Peers>) -> SeriesKey {
+    /// The series key of a connection on the interface (id, name) whose
+    /// ends were resolved already (`peers`: its record's), or are resolved
+    /// now.
+    pub fn key_with(
+        &self,
+        (interface, interface_name): (u16, &str),
+        o: &Orientation,
+        peers: Option<&Peers>,
+    ) -> SeriesKey {
         let l = self.labels;
         use crate::identity::Role as Side;
         let identity = |labels: &[Label], pod: Label, ip: IpAddr, side: Side| {
@@ -655,6 +705,10 @@ impl Labeler {
                 .has(Label::PortName)
                 .then(|| self.port_name(o.server_port)),
             family: l.has(Label::IpFamily).then(|| Family::of(o.server)),
+            reporter: l.has(Label::Reporter).then(|| match &self.routes {
+                Some(routes) => Reporter::on(&routes.current(), interface_name, o),
+                None => Reporter::Node,
+            }),
         }
     }
 
@@ -893,5 +947,42 @@ mod tests {
         let mut s = String::new();
         escape_into(&mut s, "a\"b\\c\nd");
         assert_eq!(s, "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_reporter_is_the_side_whose_address_the_interface_leads_to() {
+        let v4 = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                  cali1\t0501F40A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n";
+        let routes = Routes::parse(v4, "");
+        let o = |client: &str, server: &str| orient(client, server, 80);
+        let on = |iface: &str, o: &Orientation| Reporter::on(&routes, iface, o);
+        assert_eq!(
+            on("cali1", &o("10.244.1.5", "10.244.2.7")),
+            Reporter::Client
+        );
+        assert_eq!(
+            on("cali1", &o("10.244.2.7", "10.244.1.5")),
+            Reporter::Server
+        );
+        assert_eq!(on("cali1", &o("10.244.2.7", "10.244.2.8")), Reporter::Node);
+        assert_eq!(on("eth0", &o("10.244.1.5", "10.244.2.7")), Reporter::Node);
+    }
+
+    #[test]
+    fn reporter_is_a_label_of_its_own_and_in_the_kubernetes_default() {
+        let set: LabelSet = "reporter,server".parse().unwrap();
+        assert!(set.has(Label::Reporter) && !Label::Reporter.is_identity());
+        assert!(LabelSet::KUBERNETES.has(Label::Reporter));
+        assert!(!LabelSet::DEFAULT.has(Label::Reporter));
+        // Without the host's routes (a file), every connection is the node's.
+        let l = Labeler::new(set, vec![], &PortNames::default());
+        let k = l.key(0, &orient("10.0.0.1", "10.0.0.2", 80));
+        assert_eq!(k.reporter, Some(Reporter::Node));
+        assert_eq!(
+            Labeler::plain()
+                .key(0, &orient("10.0.0.1", "10.0.0.2", 80))
+                .reporter,
+            None
+        );
     }
 }

@@ -288,6 +288,7 @@ mod tests {
             server_port: Some(port),
             port_name: None,
             family: None,
+            reporter: None,
         }
     }
 

@@ -210,10 +210,10 @@ impl Shard {
             (Some(_), Some(ids)) => Some(ids.peers(o.client, o.server, o.server_port)),
             _ => None,
         };
-        let key = self
-            .config
-            .labeler
-            .key_with(self.interface_id, o, peers.as_deref());
+        let key =
+            self.config
+                .labeler
+                .key_with((self.interface_id, &self.interface), o, peers.as_deref());
         let pair = match self.pairs.get(&key) {
             Some(id) => id,
             None => {

@@ -207,6 +207,35 @@ pub fn differences(
     failures
 }
 
+/// The differences between tshark's counts of one capture and a live
+/// exporter's on the same interface in what depends neither on order nor
+/// on time: the live socket's timestamps differ from tcpdump's by
+/// microseconds (which moves the analysis' 3 ms thresholds), and two
+/// sockets may see the two directions interleave differently.
+pub fn live_differences(name: &str, expected_text: &str, exporter_text: &str) -> Vec<String> {
+    let got = samples(exporter_text);
+    let mut failures = Vec::new();
+    for (key, metric) in [
+        ("packets", "tcp_packets_total"),
+        ("payload_bytes", "tcp_payload_bytes_total"),
+        ("ip_bytes", "tcp_ip_bytes_total"),
+        ("resets", "tcp_resets_total"),
+        ("syn_wscale", "tcp_syn_window_scale_total"),
+        ("connections_opened", "tcp_connections_opened_total"),
+    ] {
+        for row in samples(expected_text).iter().filter(|s| s.name == key) {
+            let have = sum_matching(&got, metric, &row.labels);
+            if have != row.value {
+                failures.push(format!(
+                    "{name}: {key}{:?}: tshark {} exporter {have}",
+                    row.labels, row.value
+                ));
+            }
+        }
+    }
+    failures
+}
+
 /// tshark's counts of a capture (scripts/tshark-expected.py --stdout), in
 /// the form of the `.expected` files.
 pub fn tshark_counts(capture: &Path) -> String {
