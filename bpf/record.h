@@ -26,6 +26,9 @@ enum tcpx_status {
 	TCPX_IPV6_EXTENSION_CHAIN = 6,
 	TCPX_IP_FRAGMENT = 7,
 	TCPX_BAD_IP_LENGTH = 8,
+	/* An overlay (IP in IP, GRE, UDP to VXLAN's or Geneve's port): these
+	 * programs do not open it; counted, not analysed. */
+	TCPX_UNOPENED_TUNNEL = 9,
 };
 
 /* Where the record was taken. */

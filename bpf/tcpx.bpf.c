@@ -68,6 +68,22 @@ static __always_inline int is_ipv6_extension(__u8 next)
 	}
 }
 
+/* A packet of protocol `proto` whose payload starts at `l4`: an overlay
+ * the frame decoder would open (IP in IP, GRE, UDP to the default VXLAN and
+ * Geneve ports; --vxlan-ports and --geneve-ports are not seen here), which
+ * gets a record that says so; anything else gets none. */
+static __always_inline int overlay(__u8 proto, __u8 *l4, void *end)
+{
+	if (proto == 4 || proto == 41 || proto == 47)
+		return TCPX_UNOPENED_TUNNEL;
+	if (proto == 17 && (void *)(l4 + 4) <= end) {
+		__u16 port = bpf_ntohs(*(__u16 *)(l4 + 2));
+		if (port == 4789 || port == 8472 || port == 6081)
+			return TCPX_UNOPENED_TUNNEL;
+	}
+	return SKIP;
+}
+
 /* Ethernet with up to MAX_VLAN_TAGS tags: sets the offset of the layer-3
  * header and its ethertype (network order). Returns 0, or SHORT when the
  * link header runs past `end`. */
@@ -108,8 +124,13 @@ static __always_inline int ipv4_short(__u8 *l3, void *end)
 
 static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 {
-	if ((void *)(l3 + 10) > end || l3[9] != PROTO_TCP)
+	if ((void *)(l3 + 10) > end)
 		return SHORT;
+	if (l3[9] != PROTO_TCP) {
+		/* Where its payload starts: IHL, at most 60 bytes. */
+		__u8 *l4 = l3 + (l3[0] & 0x0f) * 4;
+		return l3[0] >> 4 == 4 ? overlay(l3[9], l4, end) : SHORT;
+	}
 	if (l3[0] >> 4 != 4)
 		return TCPX_BAD_IP_VERSION;
 	if ((void *)(l3 + 20) > end)
@@ -154,8 +175,9 @@ static __always_inline int ipv6(__u8 *l3, void *end, struct tcpx_record *r)
 		}
 		__u8 *h = l3 + at;
 		if (!is_ipv6_extension(next))
-			/* Not TCP, and not an extension header that leads to it. */
-			return SKIP;
+			/* Not TCP, and not an extension header that leads to it:
+			 * an overlay, or nothing of ours. */
+			return overlay(next, h, end);
 		/* Every extension header is at least 8 bytes long. */
 		if ((void *)(h + 8) > end)
 			return TCPX_TRUNCATED_IP;

@@ -102,21 +102,7 @@ fn labels_left_out_are_summed_over_and_totals_do_not_change() {
     }
     let v6 = print_with(&capture, &["--labels", "ip_family"]);
     let v6_packets = sum_metric_where(&v6, "tcp_packets_total", "ip_family", "ipv6");
-    let tshark_v6: f64 = tool(
-        "tshark",
-        &[
-            "-r",
-            capture.to_str().unwrap(),
-            "-Y",
-            "ipv6 && tcp",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ],
-    )
-    .lines()
-    .count() as f64;
+    let tshark_v6 = common::tshark_frames(&capture, "ipv6 && tcp");
     assert_eq!(
         v6_packets, tshark_v6,
         "IPv6 segments, as tshark counts them"

@@ -143,6 +143,9 @@ pub enum DecodeErrorKind {
     NotTcp,
     /// An overlay's header (VXLAN, Geneve, GRE) was cut short.
     TruncatedTunnel,
+    /// The xdp backend only: an overlay packet, which its kernel programs
+    /// do not open (counted, not analysed).
+    UnopenedTunnel,
     /// Capture files only, found by the capture layer before decode: the
     /// file ends inside a record (a capture cut short). Reading stops there.
     TruncatedRecord,
@@ -156,7 +159,7 @@ pub enum DecodeErrorKind {
 }
 
 impl DecodeErrorKind {
-    pub const ALL: [DecodeErrorKind; 15] = [
+    pub const ALL: [DecodeErrorKind; 16] = [
         Self::TruncatedLink,
         Self::TruncatedIp,
         Self::TruncatedTcp,
@@ -169,6 +172,7 @@ impl DecodeErrorKind {
         Self::NotIp,
         Self::NotTcp,
         Self::TruncatedTunnel,
+        Self::UnopenedTunnel,
         Self::TruncatedRecord,
         Self::BadRecordLength,
         Self::UnreadableRecord,
@@ -190,6 +194,7 @@ impl DecodeErrorKind {
             Self::NotIp => "not_ip",
             Self::NotTcp => "not_tcp",
             Self::TruncatedTunnel => "truncated_tunnel",
+            Self::UnopenedTunnel => "unopened_tunnel",
             Self::TruncatedRecord => "truncated_record",
             Self::BadRecordLength => "bad_record_length",
             Self::UnreadableRecord => "unreadable_record",

@@ -146,6 +146,7 @@ fn status_kind(status: u8) -> Option<DecodeErrorKind> {
         6 => DecodeErrorKind::Ipv6ExtensionChain,
         7 => DecodeErrorKind::IpFragment,
         8 => DecodeErrorKind::BadIpLength,
+        9 => DecodeErrorKind::UnopenedTunnel,
         // A program newer than this reader: say what can be said.
         _ => DecodeErrorKind::NotIp,
     })
@@ -313,6 +314,7 @@ mod tests {
             (6, DecodeErrorKind::Ipv6ExtensionChain),
             (7, DecodeErrorKind::IpFragment),
             (8, DecodeErrorKind::BadIpLength),
+            (9, DecodeErrorKind::UnopenedTunnel),
             (200, DecodeErrorKind::NotIp),
         ];
         for (status, kind) in cases {

@@ -313,3 +313,19 @@ for port in (5001, 5002):
 print("ready", flush=True)
 threading.Event().wait()
 "#;
+
+/// How many frames of `capture` tshark's display filter `filter` keeps.
+pub fn tshark_frames(capture: &std::path::Path, filter: &str) -> f64 {
+    let path = capture.to_str().expect("a UTF-8 path");
+    let args = [
+        "-nr",
+        path,
+        "-Y",
+        filter,
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    ];
+    tool("tshark", &args).lines().count() as f64
+}

@@ -143,6 +143,24 @@ VARIABLES = IP_VARIABLES + IDENTITY_VARIABLES + ("server_port",)
 KUBERNETES_ROWS = ("Who talks to whom (--kubernetes)", "Kubernetes watch (--kubernetes)")
 
 
+# The Reporter variable: not a query but a choice of views (custom), each a
+# regex over the reporter label that every traffic selector matches
+# (reporter=~"$reporter"); its values also match series without the label.
+REPORTER_VARIABLE = "reporter"
+# What each choice must match: a reporter's view of pod-to-pod connections,
+# and everything that has one view only (node, or no reporter label).
+REPORTER_CHOICES = {"client": {"client", "node", ""}, "server": {"server", "node", ""},
+                    "both (pod-to-pod twice)": {"client", "server", "node", ""}}
+REPORTER_DEFAULT = "client"
+
+
+def reporter_variable(dashboard):
+    """The Reporter variable: (its options as [(text, value)], the value of
+    the one selected by default)."""
+    [v] = [v for v in dashboard.get("templating", {}).get("list", []) if v.get("name") == REPORTER_VARIABLE]
+    return [(o["text"], o["value"]) for o in v["options"]], v["current"]["value"]
+
+
 def dashboard_variables(dashboard):
     """The query variables, as (name, query string)."""
     out = []

@@ -52,11 +52,19 @@ AF_PACKET_VALUES = {"backend": "af-packet", "filter": "tcp port 443",
                     "afPacket": {"workers": 4, "ringBlockSizeKiB": 2048, "ringBlocks": 32, "ringTimeoutMs": 20},
                     "xdp": {"mode": "native", "ringSizeMiB": 64}}
 # The fewest values backend xdp renders with.
-XDP_MINIMAL_VALUES = {"backend": "xdp", "interfaces": ["eth0"]}
-XDP_INTERFACES_MESSAGE = "backend xdp needs named interfaces, not `any` or an empty list"
+XDP_MINIMAL_VALUES = {"backend": "xdp", "capture": {"mode": "interfaces", "interfaces": ["eth0"]}}
+XDP_INTERFACES_MESSAGE = "backend xdp needs named interfaces or globs, not `any`"
 XDP_FILTER_MESSAGE = "backend xdp takes no filter"
-# What every render starts with when interfaces, port and listen are the defaults.
-DEFAULT_ARGS = ["-i", "any", "--port", "9090", "--listen", "0.0.0.0"]
+# What every render starts with when capture, port and listen are the
+# defaults: the pods' interfaces, each with a 1 MiB buffer (pcap).
+POD_CAPTURE_ARGS = ["-i", "pods", "--buffer-size", "1"]
+DEFAULT_ARGS = POD_CAPTURE_ARGS + ["--port", "9090", "--listen", "0.0.0.0"]
+# The exporter's interfaces of capture.mode pods (src/config.rs POD_INTERFACES),
+# which values.yaml and the README name.
+POD_INTERFACE_GLOBS = ["cali*", "lxc*", "veth*", "eni*", "gke*", "azv*"]
+# The most pods a node runs where the kubelet's maxPods is raised (110 by
+# default): capture.mode pods needs --max-interfaces at least that.
+MAX_PODS_PER_NODE = 250
 # kubernetes.enabled (the default): --kubernetes after --labels, a ClusterRole
 # with exactly these rules and a binding to the pods' ServiceAccount, all
 # named after the release.
@@ -380,7 +388,7 @@ class ChartRender(unittest.TestCase):
     def test_default_daemonset(self):
         ds = self.default.one("DaemonSet")
         pod, c = self.assertPodBasics(ds)
-        self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0", "--kubernetes"])
+        self.assertEqual(c["args"], DEFAULT_ARGS + ["--kubernetes"])
         self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
         self.assertEqual(c["ports"], [{"name": "metrics", "containerPort": 9090, "hostPort": 9090, "protocol": "TCP"}])
         self.assertEqual(pod["tolerations"], [{"operator": "Exists"}])
@@ -393,7 +401,7 @@ class ChartRender(unittest.TestCase):
         ds = self.xdp.one("DaemonSet")
         pod, c = self.assertPodBasics(ds, scheme="HTTPS")
         self.assertEqual(c["args"], [
-            "-i", "eth0", "-i", "eth1", "-i", "bond0.100",
+            "-i", "eth0", "-i", "eth1", "-i", "bond0.100", "--buffer-size", "64",
             "--port", "9187", "--listen", "$(POD_IP)", "--web.config.file", WEB_CONFIG_FILE,
             "--backend", "xdp", "--xdp-mode", "native", "--xdp-ring-size", "64",
             "--labels", "interface,server,server_port,port_name,ip_family", "--kubernetes",
@@ -402,7 +410,7 @@ class ChartRender(unittest.TestCase):
             "--port-names", "istio", "--port-names", PORT_NAMES_FILE,
             "--long-connections", "1h", "--max-long-connections", "500",
             "--flow-log", "-", "--flow-log-interval", "30s",
-            "--snaplen", "128", "--buffer-size", "64", "--promisc",
+            "--snaplen", "128", "--promisc",
             "--future-flag=1",
         ])
         self.assertEqual(c["securityContext"]["capabilities"]["add"], XDP_CAPABILITIES + ["SYS_RESOURCE"])
@@ -418,7 +426,8 @@ class ChartRender(unittest.TestCase):
         c = container(self.af_packet.one("DaemonSet"))
         # No --xdp-*: those settings are for backend xdp only (the exporter
         # refuses them with another backend).
-        self.assertEqual(c["args"], ["-i", "any", "--port", "9090", "--listen", "0.0.0.0",
+        # Pods mode, but the values' own ring settings: no small defaults.
+        self.assertEqual(c["args"], ["-i", "pods", "--port", "9090", "--listen", "0.0.0.0",
                                      "--filter", "tcp port 443",
                                      "--backend", "af-packet", "--ring-block-size", "2048", "--ring-blocks", "32",
                                      "--ring-timeout", "20", "--workers", "4", "--kubernetes"])
@@ -446,17 +455,121 @@ class ChartRender(unittest.TestCase):
 
     def test_xdp_without_named_interfaces_does_not_render(self):
         # The exporter would exit at start: the chart says why instead.
-        for interfaces in (["any"], [], None, ["eth0", "any"]):
-            with self.subTest(interfaces=interfaces):
+        for values in ({"capture": {"mode": "any"}},
+                       {"capture": {"mode": "interfaces", "interfaces": ["any"]}},
+                       {"capture": {"mode": "interfaces", "interfaces": ["eth0", "any"]}},
+                       {"interfaces": ["any"]}, {"interfaces": ["eth0", "any"]}):
+            with self.subTest(values=values):
                 with self.assertRaises(helm.InstallError) as cm:
-                    render({"backend": "xdp", "interfaces": interfaces})
+                    render(dict(values, backend="xdp"))
                 self.assertIn(XDP_INTERFACES_MESSAGE, str(cm.exception))
-                self.assertIn("interfaces: [eth0]", str(cm.exception))
+                self.assertIn("capture: {mode: interfaces, interfaces: [eth0]}", str(cm.exception))
 
     def test_xdp_with_a_filter_does_not_render(self):
         with self.assertRaises(helm.InstallError) as cm:
             render(dict(XDP_MINIMAL_VALUES, filter="tcp port 443"))
         self.assertIn(XDP_FILTER_MESSAGE, str(cm.exception))
+
+    # ------------------------------------------------------------ capture.mode
+    def test_pods_mode_is_the_default_and_fits_the_exporters_bounds(self):
+        with open(CHART / "values.yaml") as f:
+            text = f.read()
+        defaults = yaml.safe_load(text)
+        self.assertEqual(defaults["capture"], {"mode": "pods", "interfaces": []})
+        # The older value is not set by default: it would win over capture.
+        self.assertNotIn("interfaces", defaults)
+        # values.yaml names the globs `-i pods` takes, as the exporter has them.
+        config_rs = (ROOT / "src" / "config.rs").read_text()
+        m = re.search(r"POD_INTERFACES: \[&str; \d+\] = \[([^\]]*)\]", config_rs)
+        self.assertIsNotNone(m, "no POD_INTERFACES in src/config.rs")
+        self.assertEqual(re.findall(r'"([^"]+)"', m.group(1)), POD_INTERFACE_GLOBS)
+        self.assertIn("(%s)" % ", ".join(POD_INTERFACE_GLOBS), text)
+        # One capture per pod interface: the exporter's default bound holds
+        # a node of MAX_PODS_PER_NODE pods, so the chart leaves it unset.
+        self.assertIsNone(defaults["maxInterfaces"])
+        help_text = subprocess.run([str(EXPORTER), "--help"], capture_output=True, text=True, check=True).stdout
+        m = re.search(r"--max-interfaces <N>.*?\[default: (\d+)\]", help_text, re.S)
+        self.assertIsNotNone(m, "no --max-interfaces default in tcp-exporter --help")
+        self.assertGreaterEqual(int(m.group(1)), MAX_PODS_PER_NODE)
+
+    def test_capture_modes_render_their_interfaces(self):
+        # Each mode's -i; only pods mode adds its small buffer (pcap).
+        cases = (
+            ({"mode": "pods"}, POD_CAPTURE_ARGS, "pods"),
+            ({"mode": "uplink"}, ["-i", "uplink"], "uplink"),
+            ({"mode": "any"}, ["-i", "any"], "any"),
+            ({"mode": "interfaces", "interfaces": ["eth0", "veth*", "uplink"]},
+             ["-i", "eth0", "-i", "veth*", "-i", "uplink"], "eth0, -i veth*, -i uplink"),
+        )
+        for capture, interface_args, shown in cases:
+            with self.subTest(capture=capture):
+                r = render({"capture": capture})
+                c = container(r.one("DaemonSet"))
+                self.assertEqual(c["args"], interface_args + ["--port", "9090", "--listen", "0.0.0.0", "--kubernetes"])
+                self.assertIn("Backend: pcap; capture: %s (-i %s)." % (capture["mode"], shown), r.notes)
+        self.assertIn("Backend: pcap; capture: pods (-i pods).", self.default.notes)
+
+    def test_pods_mode_gives_each_pod_interface_a_small_buffer(self):
+        # A capture per pod: the buffers left unset are small in pods mode
+        # only; a value set is rendered as it is.
+        tail = ["--port", "9090", "--listen", "0.0.0.0"]
+        cases = (
+            ({"bufferSizeMiB": 4}, ["-i", "pods", "--buffer-size", "4"] + tail),
+            ({"backend": "af-packet"},
+             ["-i", "pods"] + tail + ["--backend", "af-packet", "--ring-blocks", "2", "--workers", "1"]),
+            ({"backend": "af-packet", "afPacket": {"workers": 2}},
+             ["-i", "pods"] + tail + ["--backend", "af-packet", "--ring-blocks", "2", "--workers", "2"]),
+            ({"backend": "af-packet", "capture": {"mode": "uplink"}},
+             ["-i", "uplink"] + tail + ["--backend", "af-packet"]),
+            ({"backend": "xdp"},
+             ["-i", "pods"] + tail + ["--backend", "xdp", "--xdp-mode", "auto", "--xdp-ring-size", "4"]),
+            ({"backend": "xdp", "xdp": {"ringSizeMiB": 16}},
+             ["-i", "pods"] + tail + ["--backend", "xdp", "--xdp-mode", "auto", "--xdp-ring-size", "16"]),
+            ({"backend": "xdp", "capture": {"mode": "uplink"}},
+             ["-i", "uplink"] + tail + ["--backend", "xdp", "--xdp-mode", "auto"]),
+            # Globs of one's own are not pods mode.
+            ({"capture": {"mode": "interfaces", "interfaces": ["cali*"]}}, ["-i", "cali*"] + tail),
+        )
+        for values, args in cases:
+            with self.subTest(values=values):
+                self.assertEqual(container(render(values).one("DaemonSet"))["args"], args + ["--kubernetes"])
+
+    def test_the_older_interfaces_value_still_works(self):
+        # A list that is not empty is capture.mode interfaces with that list.
+        r = render({"interfaces": ["eth0", "veth*"]})
+        self.assertEqual(container(r.one("DaemonSet"))["args"],
+                         ["-i", "eth0", "-i", "veth*", "--port", "9090", "--listen", "0.0.0.0", "--kubernetes"])
+        self.assertIn("The top-level `interfaces` value is the chart's older one", r.notes)
+        self.assertNotIn("older one", self.default.notes)
+        # Also where capture.mode interfaces has no list of its own.
+        c = container(render({"interfaces": ["eth0"], "capture": {"mode": "interfaces"}}).one("DaemonSet"))
+        self.assertEqual(c["args"][:2], ["-i", "eth0"])
+        # Empty or null: not used.
+        for interfaces in ([], None):
+            with self.subTest(interfaces=interfaces):
+                c = container(render({"interfaces": interfaces}).one("DaemonSet"))
+                self.assertEqual(c["args"], DEFAULT_ARGS + ["--kubernetes"])
+
+    def test_capture_settings_that_contradict_do_not_render(self):
+        cases = (
+            ({"capture": {"mode": "interfaces"}}, "capture.mode interfaces needs capture.interfaces"),
+            ({"capture": {"mode": "interfaces", "interfaces": []}}, "capture.mode interfaces needs capture.interfaces"),
+            ({"capture": {"interfaces": ["eth0"]}},
+             "capture.interfaces is read only with capture.mode interfaces, and capture.mode is pods"),
+            ({"capture": {"mode": "uplink", "interfaces": ["eth0"]}},
+             "capture.interfaces is read only with capture.mode interfaces, and capture.mode is uplink"),
+            ({"interfaces": ["eth0"], "capture": {"mode": "interfaces", "interfaces": ["eth1"]}},
+             "interfaces and capture.interfaces are both set"),
+            ({"interfaces": ["eth0"], "capture": {"mode": "any"}},
+             "capture.mode any and the older top-level interfaces list are both set"),
+            ({"interfaces": ["eth0"], "capture": {"mode": "uplink"}},
+             "capture.mode uplink and the older top-level interfaces list are both set"),
+        )
+        for values, message in cases:
+            with self.subTest(values=values):
+                with self.assertRaises(helm.InstallError) as cm:
+                    render(values)
+                self.assertIn(message, str(cm.exception))
 
     # ------------------------------------------------------------ --kubernetes and its RBAC
     def assertReadOnlyClusterRole(self, r, subject):
@@ -708,7 +821,15 @@ class ChartRender(unittest.TestCase):
         self.assertIsNotNone(m, "no --labels in tcp-exporter --help")
         with open(CHART / "values.schema.json") as f:
             schema_labels = set(json.load(f)["properties"]["labels"]["items"]["enum"])
-        self.assertLessEqual(schema_labels, set(re.findall(r"\b[a-z]+(?:_[a-z]+)*\b", m.group(1))))
+        # A label the help text does not list (reporter: issue 15) must be
+        # one the exporter takes: it prints a file's metrics with it.
+        for label in sorted(schema_labels - set(re.findall(r"\b[a-z]+(?:_[a-z]+)*\b", m.group(1)))):
+            with self.subTest(label=label):
+                self.assertNotIn(label, KUBERNETES_LABELS)
+                r = subprocess.run([str(EXPORTER), "-r", str(SMALL_CAPTURE), "--print", "--labels", label],
+                                   capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn('%s="' % label, r.stdout)
         self.assertLessEqual(set(KUBERNETES_LABELS), schema_labels)
 
     # ------------------------------------------------------------ webConfig: HTTPS and basic auth
@@ -1170,6 +1291,17 @@ class ChartRender(unittest.TestCase):
             ({"kubernetes": "true"}, "at '/kubernetes'"),
             ({"labels": ["namespace"]}, "at '/labels/0'"),
             ({"labels": ["server_workload", "server_workload"]}, "at '/labels'"),
+            # capture: a mode of the four, a list of interface names.
+            ({"capture": {"mode": "all"}}, "at '/capture/mode'"),
+            ({"capture": {"mode": "eth0"}}, "at '/capture/mode'"),
+            ({"capture": {"mode": "interfaces", "interfaces": "eth0"}}, "at '/capture/interfaces'"),
+            ({"capture": {"mode": "interfaces", "interfaces": ["eth0", "eth0"]}}, "at '/capture/interfaces'"),
+            ({"capture": {"mode": "interfaces", "interfaces": ["sixteen-chars-xx"]}}, "at '/capture/interfaces/0'"),
+            ({"capture": {"mode": "interfaces", "interfaces": ["eth0 eth1"]}}, "at '/capture/interfaces/0'"),
+            ({"capture": {"mode": "interfaces", "interfaces": [""]}}, "at '/capture/interfaces/0'"),
+            ({"capture": {"interface": ["eth0"]}}, "at '/capture'"),
+            ({"capture": "pods"}, "at '/capture'"),
+            ({"interfaces": "eth0"}, "at '/interfaces'"),
         )
         for bad, where in cases:
             with self.subTest(values=bad):

@@ -3,14 +3,17 @@ file into current Grafana, queries written the way Grafana needs them, and
 every metric they name is one the exporter defines (src/metrics/names.rs).
 Whether the queries run and return data is test_prometheus.py's job."""
 
+import os
 import re
 import subprocess
+import tempfile
 import unittest
 
 import yaml
 
-from common import (EXPORTER, KUBERNETES_ROWS, ROOT, RULES, VARIABLES, dashboard_panels, dashboard_rows,
-                    dashboard_targets, dashboard_variables, load_dashboard, tool)
+from common import (EXPORTER, KUBERNETES_ROWS, REPORTER_CHOICES, REPORTER_DEFAULT, REPORTER_VARIABLE, ROOT, RULES,
+                    VARIABLES, dashboard_panels, dashboard_rows, dashboard_targets, dashboard_variables,
+                    load_dashboard, reporter_variable, tool)
 
 NAMES_RS = ROOT / "src" / "metrics" / "names.rs"
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -114,7 +117,9 @@ class Dashboard(unittest.TestCase):
                 # own All (the values found, joined) would match nothing there.
                 self.assertEqual(v["allValue"], ".*")
                 self.assertTrue(v.get("description"))
-        earlier = []
+        # The Reporter variable comes first: every other one lists values of
+        # the view it chooses.
+        earlier = [REPORTER_VARIABLE]
         for name, q in dashboard_variables(self.d):
             with self.subTest(variable=name):
                 # Values of the traffic series, each narrowed by those before.
@@ -122,6 +127,31 @@ class Dashboard(unittest.TestCase):
                 self.assertIsNotNone(m, q)
                 self.assertEqual(re.findall(r'(\w+)=~"\$(\w+)"', m.group(1) or ""), [(e, e) for e in earlier])
             earlier.append(name)
+
+    def test_reporter_variable_chooses_one_view(self):
+        # A choice of views, not a list of the label's values: one at a
+        # time, client by default, each a regex that also matches series
+        # without the label (Grafana inserts a single value of a variable
+        # that is neither multi nor All as it is).
+        names = [v["name"] for v in self.d["templating"]["list"]]
+        self.assertEqual(names[:2], ["DS_PROMETHEUS", REPORTER_VARIABLE])
+        v = self.d["templating"]["list"][1]
+        self.assertEqual(v["type"], "custom")
+        self.assertFalse(v["multi"])
+        self.assertFalse(v["includeAll"])
+        self.assertTrue(v.get("description"))
+        options, default = reporter_variable(self.d)
+        self.assertEqual([text for text, _ in options], list(REPORTER_CHOICES))
+        self.assertEqual(default, dict(options)[REPORTER_DEFAULT])
+        self.assertEqual(v["current"]["text"], REPORTER_DEFAULT)
+        self.assertEqual([o["selected"] for o in v["options"]], [text == REPORTER_DEFAULT for text, _ in options])
+        # Grafana builds the options from the query ("text : value", commas
+        # between); the saved ones must be what it builds.
+        self.assertEqual([tuple(part.split(" : ")) for part in v["query"].split(",")], options)
+        for text, value in options:
+            with self.subTest(choice=text):
+                matched = {r for r in ("client", "server", "node", "") if re.fullmatch(value, r)}
+                self.assertEqual(matched, REPORTER_CHOICES[text])
 
     def test_traffic_queries_filter_on_every_variable(self):
         # Every selector of a traffic metric filters on every variable (the
@@ -135,9 +165,9 @@ class Dashboard(unittest.TestCase):
                     if metric.startswith("tcp_exporter_"):
                         self.assertLessEqual(set(filters), {"interface"})
                     elif metric_names(metric) <= set(NO_CLIENT):
-                        self.assertEqual(set(filters), set(VARIABLES) - CLIENT_VARIABLES)
+                        self.assertEqual(set(filters), set(VARIABLES) - CLIENT_VARIABLES | {REPORTER_VARIABLE})
                     else:
-                        self.assertEqual(set(filters), set(VARIABLES))
+                        self.assertEqual(set(filters), set(VARIABLES) | {REPORTER_VARIABLE})
 
     def test_by_server_panels_have_a_query_for_each_label_mode(self):
         # A query of the series without identity labels (server_workload="",
@@ -231,6 +261,61 @@ class AlertRules(unittest.TestCase):
                     self.assertIn("by (server_namespace, server_workload" if workload else "by (server, server_port",
                                   r["expr"])
         self.assertTrue(all(families.values()), families)
+
+    def test_reporters_are_judged_apart_never_summed(self):
+        # A pod-to-pod connection is seen by the client pod's interface and
+        # by the server pod's (reporter client and server); the traffic
+        # alerts take the worst of the views, never their sum, and keep a
+        # view that only one side has. `promtool test rules` evaluates each
+        # alert's expression on series made for it: per view, rates of
+        # 0.6 RST/s (two views summed would cross 1/s), and so on.
+        with open(RULES) as f:
+            exprs = {r["alert"]: r["expr"] for g in yaml.safe_load(f)["groups"] for r in g["rules"]}
+
+        def series(metric, labels, per_minute):
+            text = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+            return {"series": "%s{%s}" % (metric, text), "values": "0+%gx20" % per_minute}
+
+        db = {"server_namespace": "data", "server_workload": "db"}
+        external = {"server_namespace": "", "server_workload": "external"}
+        no_endpoints = {"server_namespace": "shop", "server_workload": "cart"}  # a Service
+        views = ({"reporter": "client"}, {"reporter": "server"})
+        inputs = (
+            # db: 0.6 RST/s in each view and no connection opened: one view
+            # is under 1/s. external: seen by its clients only, 2 RST/s.
+            [series("tcp_resets_total", dict(db, **v), 36) for v in views]
+            + [series("tcp_resets_total", dict(external, reporter="client"), 120)]
+            # db: 2 segments/s, a tenth retransmitted, in each view.
+            + [series("tcp_packets_total", dict(db, **v), 120) for v in views]
+            + [series("tcp_retransmitted_segments_total", dict(db, **v), 12) for v in views]
+            # A Service without endpoints: its clients' SYNs unanswered,
+            # 0.2/s, seen by the clients' interfaces only.
+            + [series("tcp_connections_failed_total", dict(no_endpoints, reporter="client", reason="unanswered"), 12)]
+            # Without --kubernetes and without a reporter label: one view.
+            + [series("tcp_resets_total", {"server": "10.0.0.2", "server_port": "80", "server_workload": ""}, 120)]
+        )
+        cases = (
+            ("TCPWorkloadResetStorm", [(external, 2)]),
+            ("TCPWorkloadHighRetransmissionRatio", [(db, 0.1)]),
+            ("TCPWorkloadConnectionFailures", [(dict(no_endpoints, reason="unanswered"), 1)]),
+            ("TCPResetStorm", [({"server": "10.0.0.2", "server_port": "80"}, 2)]),
+        )
+        tests = {"evaluation_interval": "1m", "tests": [{
+            "interval": "1m",
+            "input_series": inputs,
+            "promql_expr_test": [{
+                "expr": exprs[alert], "eval_time": "10m",
+                # An empty label is no label.
+                "exp_samples": [{"labels": "{%s}" % ",".join('%s="%s"' % kv for kv in sorted(labels.items()) if kv[1]),
+                                 "value": value} for labels, value in samples],
+            } for alert, samples in cases],
+        }]}
+        with tempfile.TemporaryDirectory(prefix="tcp-exporter-rules-") as d:
+            path = os.path.join(d, "reporters.test.yml")
+            with open(path, "w") as f:
+                yaml.safe_dump(tests, f)
+            r = subprocess.run([tool("promtool"), "test", "rules", path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_rules_name_only_metrics_the_exporter_defines(self):
         with open(RULES) as f:

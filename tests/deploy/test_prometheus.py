@@ -70,9 +70,9 @@ from types import SimpleNamespace
 
 import yaml
 
-from common import (EXPORTER, IDENTITY_VARIABLES, IP_VARIABLES, KUBERNETES_ROWS, ROOT, RULES, VARIABLES,
-                    dashboard_rows, dashboard_variables, free_port, grafana_regex, http_get, load_dashboard,
-                    start, stop, substitute, tool, wait_for)
+from common import (EXPORTER, IDENTITY_VARIABLES, IP_VARIABLES, KUBERNETES_ROWS, REPORTER_VARIABLE, ROOT, RULES,
+                    VARIABLES, dashboard_rows, dashboard_variables, free_port, grafana_regex, http_get,
+                    load_dashboard, reporter_variable, start, stop, substitute, tool, wait_for)
 
 SEED = 6
 CONVERSATIONS = 1500  # about 50k segments: 960 RSTs, 8000 zero windows, 20% retransmitted
@@ -106,7 +106,8 @@ CLIENT_POD = {"namespace": "shop", "name": "checkout-7d9f8b6c5-x2x9q", "ip": CLI
 SERVER_POD = {"namespace": "data", "name": "db-0", "ip": SERVER_IP, "labels": {"app": "db"},
               "owner": ("StatefulSet", "db", "6f1c2d3e-0000-4000-8000-000000000002")}
 SERVER_SERVICE = {"namespace": "data", "name": "db", "cluster_ip": "10.96.0.50", "selector": {"app": "db"}}
-IDENTITY = {"client_namespace": "shop", "client_workload": "checkout", "server_namespace": "data",
+# A file read with -r has no pod interfaces: its reporter is the node.
+IDENTITY = {"reporter": "node", "client_namespace": "shop", "client_workload": "checkout", "server_namespace": "data",
             "server_workload": "db", "server_service": "db", "server_port": SERVER_PORT}
 
 MODES = ("ip", "identity")
@@ -427,6 +428,7 @@ class PrometheusEndToEnd(unittest.TestCase):
         _, text = http_get(self.modes["ip"].exporter_url + "/metrics")
         self.assertNotIn("tcp_exporter_kubernetes_", text)
         self.assertNotIn("server_workload=", text)
+        self.assertNotIn("reporter=", text)
 
     def test_2_every_rule_loaded_and_evaluates(self):
         names = {r["alert"] for r in self.alert_rules}
@@ -450,9 +452,10 @@ class PrometheusEndToEnd(unittest.TestCase):
         """Each dashboard variable's values in `mode`, found with its own
         query (Grafana's label_values(selector, label)), chained as Grafana
         chains them: one value each, or All (`.*`) where none was found."""
-        chosen = {}
+        dashboard = load_dashboard()
+        chosen = {REPORTER_VARIABLE: reporter_variable(dashboard)[1]}  # the default view
         found = {}
-        for name, q in dashboard_variables(load_dashboard()):
+        for name, q in dashboard_variables(dashboard):
             m = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\)\s*", q, re.S)
             self.assertIsNotNone(m, "variable %s: not a label_values() query: %s" % (name, q))
             selector = substitute(m.group(1), chosen)
@@ -518,8 +521,14 @@ class PrometheusEndToEnd(unittest.TestCase):
                  "\n    ".join(one_mode)), file=sys.stderr)
 
     def test_5_dashboard_queries_return_data_for_all_values(self):
-        all_values = {name: ".*" for name in VARIABLES}
-        self.check_panels({mode: all_values for mode in MODES}, report=True)
+        # In every view of the Reporter variable: these series have one
+        # view only (reporter="node", or no reporter label), which each
+        # choice shows.
+        options, default = reporter_variable(load_dashboard())
+        for text, value in options:
+            with self.subTest(reporter=text):
+                all_values = dict({name: ".*" for name in VARIABLES}, **{REPORTER_VARIABLE: value})
+                self.check_panels({mode: all_values for mode in MODES}, report=value == default)
 
     def test_6_dashboard_queries_return_data_for_one_value_each(self):
         # A query that filters a metric by a label it does not carry (client on
