@@ -5,7 +5,8 @@
 //! interfaces (`-i 'tp*'`, as the chart's `pods` mode), each connection is
 //! counted once per reporter: as the client's on the client pod's
 //! interface, as the server's on the server pod's, each equal to tshark on
-//! that interface; captured on `any`, twice, as the README says.
+//! that interface, with the pcap, af-packet and xdp backends alike;
+//! captured on `any`, twice, as the README says.
 //!
 //! Needs root, iproute2, tcpdump, curl, python3; `TCPX_SKIP_LIVE=1` skips.
 
@@ -123,23 +124,24 @@ impl Node {
     }
 
     /// The exporter in the node's namespace, on `interface`.
-    fn exporter(&mut self, interface: &str, port: u16) {
+    /// The exporter in the node's namespace, on `interfaces` (its -i
+    /// values), with `backend`'s arguments.
+    fn exporter(&mut self, interfaces: &[&str], backend: &[&str], port: u16) {
         let node = self.node.clone();
+        let port_text = port.to_string();
+        let mut args = vec!["-p", &port_text, "--listen", "127.0.0.1"];
+        args.extend(["--labels", "interface,reporter,client,server,server_port"]);
+        for i in interfaces {
+            args.extend(["-i", i]);
+        }
+        args.extend(backend);
         self.spawn_in(
             &node,
             env!("CARGO_BIN_EXE_tcp-exporter"),
-            &[
-                "-i",
-                interface,
-                "-p",
-                &port.to_string(),
-                "--listen",
-                "127.0.0.1",
-                "--labels",
-                "interface,reporter,client,server,server_port",
-            ],
+            &args,
             Stdio::null(),
         );
+        let interface = interfaces.join(" ");
         // Up on every interface it is to capture.
         let up: &[&str] = if interface == "any" {
             &["any"]
@@ -258,9 +260,21 @@ fn pod_interfaces_count_each_connection_once_per_reporter() {
             (i, file)
         })
         .collect();
-    let (pods_port, any_port) = (common::free_port(), common::free_port());
-    node.exporter("tp*", pods_port);
-    node.exporter("any", any_port);
+    // The pods' interfaces with each backend (xdp attaches to named
+    // interfaces, not globs), and `any`.
+    let mut pods = vec![
+        ("pcap", common::free_port()),
+        ("af-packet", common::free_port()),
+    ];
+    node.exporter(&["tp*"], &[], pods[0].1);
+    node.exporter(&["tp*"], &["--backend", "af-packet"], pods[1].1);
+    if cfg!(feature = "xdp") {
+        pods.push(("xdp", common::free_port()));
+        let xdp = ["--backend", "xdp", "--xdp-mode", "native"];
+        node.exporter(&["tpa", "tpb"], &xdp, pods[2].1);
+    }
+    let any_port = common::free_port();
+    node.exporter(&["any"], &[], any_port);
 
     let client = Command::new("ip")
         .args(["netns", "exec", &pa, "python3", "-c", CLIENT, POD_B])
@@ -295,35 +309,45 @@ fn pod_interfaces_count_each_connection_once_per_reporter() {
 
     // Pod interfaces: the client's veth reports as client, the server's as
     // server, each exactly what tshark counted there; nothing as node.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = node.metrics(pods_port);
-        let counted = sum_where(&text, "tcp_packets_total", "interface", "tpb");
-        if counted >= on_a || Instant::now() > deadline {
-            break text;
-        }
-        sleep(Duration::from_millis(100));
-    };
-    // Live: what depends on neither order nor time must be equal.
-    let mut failures = live_differences("client on tpa", &tshark[0], &reported_by(&text, "client"));
-    failures.extend(live_differences(
-        "server on tpb",
-        &tshark[1],
-        &reported_by(&text, "server"),
-    ));
+    let mut failures = Vec::new();
+    for (backend, port) in pods {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let text = node.metrics(port);
+            let counted = sum_where(&text, "tcp_packets_total", "interface", "tpb");
+            if counted >= on_a || Instant::now() > deadline {
+                break text;
+            }
+            sleep(Duration::from_millis(100));
+        };
+        // Live: what depends on neither order nor time must be equal.
+        failures.extend(live_differences(
+            &format!("{backend}: client on tpa"),
+            &tshark[0],
+            &reported_by(&text, "client"),
+        ));
+        failures.extend(live_differences(
+            &format!("{backend}: server on tpb"),
+            &tshark[1],
+            &reported_by(&text, "server"),
+        ));
+        assert_eq!(
+            sum_where(&text, "tcp_packets_total", "reporter", "node"),
+            0.0,
+            "{backend}"
+        );
+        assert_eq!(
+            sum_where(&text, "tcp_connections_opened_total", "reporter", "client"),
+            CONNECTIONS as f64,
+            "{backend}"
+        );
+        assert_eq!(
+            sum_where(&text, "tcp_packets_total", "interface", "tpa"),
+            sum_where(&text, "tcp_packets_total", "reporter", "client"),
+            "{backend}"
+        );
+    }
     assert_agree(&failures);
-    assert_eq!(
-        sum_where(&text, "tcp_packets_total", "reporter", "node"),
-        0.0
-    );
-    assert_eq!(
-        sum_where(&text, "tcp_connections_opened_total", "reporter", "client"),
-        CONNECTIONS as f64
-    );
-    assert_eq!(
-        sum_where(&text, "tcp_packets_total", "interface", "tpa"),
-        sum_where(&text, "tcp_packets_total", "reporter", "client")
-    );
 
     // `any`: every packet twice (once per veth), the multiple the README
     // states for pod-to-pod traffic on one node.
