@@ -103,13 +103,13 @@ pub struct Args {
     pub max_interfaces: usize,
 
     /// Labels of the traffic metrics, comma-separated, from: interface,
-    /// client, server, server_port, port_name, ip_family, and with
-    /// --kubernetes client_namespace, client_workload, client_workload_kind,
-    /// client_pod, server_namespace, server_workload, server_workload_kind,
-    /// server_pod, server_service (or `none`). A label left out is summed
-    /// over. Histograms never carry the client's. Default:
-    /// interface,client,server,server_port; with --kubernetes
-    /// client_namespace,client_workload,server_namespace,server_workload,server_service,server_port.
+    /// reporter, client, server, server_port, port_name, ip_family, and
+    /// with --kubernetes client_namespace, client_workload,
+    /// client_workload_kind, client_pod, server_namespace, server_workload,
+    /// server_workload_kind, server_pod, server_service (or `none`). A label
+    /// left out is summed over. Histograms never carry the client's.
+    /// Default: interface,client,server,server_port; with --kubernetes
+    /// reporter,client_namespace,client_workload,server_namespace,server_workload,server_service,server_port.
     #[arg(long, value_name = "LIST")]
     pub labels: Option<String>,
 

@@ -157,15 +157,47 @@ this text; toYaml sorts the keys, so equal configs give equal text.
 {{- end }}
 
 {{/*
+What the exporter captures on. captureMode: capture.mode (pods when unset),
+or "interfaces" when the older top-level `interfaces` list is set, which
+wins (values.yaml). interfaces: the -i values, as a YAML list.
+*/}}
+{{- define "tcp-exporter.captureMode" -}}
+{{- if .Values.interfaces }}interfaces{{ else }}{{ (.Values.capture | default dict).mode | default "pods" }}{{ end }}
+{{- end }}
+
+{{- define "tcp-exporter.interfaces" -}}
+{{- $mode := include "tcp-exporter.captureMode" . }}
+{{- if .Values.interfaces }}
+{{- toYaml .Values.interfaces }}
+{{- else if eq $mode "interfaces" }}
+{{- toYaml ((.Values.capture | default dict).interfaces | default list) }}
+{{- else }}
+{{- toYaml (list $mode) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The container's arguments, from the values: a flag is left out when its
 value is null or empty, so that the exporter's own default applies.
 Numbers go through int64 so that large ones do not print as 1e+06.
+With capture.mode pods, every pod interface gets a capture of its own, so
+the per-interface buffers left unset are small (values.yaml): pcap 1 MiB,
+af-packet one worker with two 1 MiB blocks, xdp a 4 MiB ring.
 */}}
 {{- define "tcp-exporter.args" -}}
 {{- $v := .Values }}
-{{- range $v.interfaces }}
+{{- $pods := eq (include "tcp-exporter.captureMode" .) "pods" }}
+{{- range include "tcp-exporter.interfaces" . | fromYamlArray }}
 - -i
 - {{ . | quote }}
+{{- end }}
+{{- $bufferSize := $v.bufferSizeMiB }}
+{{- if and $pods (kindIs "invalid" $bufferSize) (eq $v.backend "pcap") }}
+{{- $bufferSize = 1 }}
+{{- end }}
+{{- if not (kindIs "invalid" $bufferSize) }}
+- --buffer-size
+- {{ $bufferSize | int64 | quote }}
 {{- end }}
 - --port
 - {{ $v.port | int64 | quote }}
@@ -184,8 +216,15 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 - {{ $v.backend | quote }}
 {{- end }}
 {{- if eq $v.backend "af-packet" }}
+{{- $afPacket := deepCopy ($v.afPacket | default dict) }}
+{{- if and $pods (kindIs "invalid" $afPacket.workers) }}
+{{- $_ := set $afPacket "workers" 1 }}
+{{- end }}
+{{- if and $pods (kindIs "invalid" $afPacket.ringBlocks) }}
+{{- $_ := set $afPacket "ringBlocks" 2 }}
+{{- end }}
 {{- range $flag, $key := dict "--workers" "workers" "--ring-block-size" "ringBlockSizeKiB" "--ring-blocks" "ringBlocks" "--ring-timeout" "ringTimeoutMs" }}
-{{- $value := index $v.afPacket $key }}
+{{- $value := index $afPacket $key }}
 {{- if not (kindIs "invalid" $value) }}
 - {{ $flag }}
 - {{ $value | int64 | quote }}
@@ -198,9 +237,13 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 - --xdp-mode
 - {{ . | quote }}
 {{- end }}
-{{- if not (kindIs "invalid" $xdp.ringSizeMiB) }}
+{{- $ringSize := $xdp.ringSizeMiB }}
+{{- if and $pods (kindIs "invalid" $ringSize) }}
+{{- $ringSize = 4 }}
+{{- end }}
+{{- if not (kindIs "invalid" $ringSize) }}
 - --xdp-ring-size
-- {{ $xdp.ringSizeMiB | int64 | quote }}
+- {{ $ringSize | int64 | quote }}
 {{- end }}
 {{- end }}
 {{- with $v.labels }}
@@ -264,10 +307,6 @@ Numbers go through int64 so that large ones do not print as 1e+06.
 {{- if not (kindIs "invalid" $v.snaplen) }}
 - --snaplen
 - {{ $v.snaplen | int64 | quote }}
-{{- end }}
-{{- if not (kindIs "invalid" $v.bufferSizeMiB) }}
-- --buffer-size
-- {{ $v.bufferSizeMiB | int64 | quote }}
 {{- end }}
 {{- if $v.promisc }}
 - --promisc
@@ -354,9 +393,25 @@ maxLength counts characters).
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $capture := $v.capture | default dict }}
+{{- $mode := $capture.mode | default "pods" }}
+{{- if $v.interfaces }}
+{{- if $capture.interfaces }}
+{{- fail "interfaces and capture.interfaces are both set: move the list to capture.interfaces (with capture.mode interfaces) and remove the older top-level interfaces" }}
+{{- end }}
+{{- if has $mode (list "uplink" "any") }}
+{{- fail (printf "capture.mode %s and the older top-level interfaces list are both set: remove interfaces, or use capture: {mode: interfaces, interfaces: [...]}" $mode) }}
+{{- end }}
+{{- else if eq $mode "interfaces" }}
+{{- if not $capture.interfaces }}
+{{- fail "capture.mode interfaces needs capture.interfaces, the list of -i values, e.g. [eth0] or [eth0, \"veth*\"]" }}
+{{- end }}
+{{- else if $capture.interfaces }}
+{{- fail (printf "capture.interfaces is read only with capture.mode interfaces, and capture.mode is %s: set capture.mode: interfaces, or remove the list" $mode) }}
+{{- end }}
 {{- if eq $v.backend "xdp" }}
-{{- if or (not $v.interfaces) (has "any" $v.interfaces) }}
-{{- fail "backend xdp needs named interfaces, not `any` or an empty list (which means `any`): list the node's interfaces, e.g. interfaces: [eth0]. The exporter attaches its eBPF programs to each one and refuses `any`." }}
+{{- if has "any" (include "tcp-exporter.interfaces" . | fromYamlArray) }}
+{{- fail "backend xdp needs named interfaces or globs, not `any`: use capture.mode pods or uplink, or list the node's interfaces, e.g. capture: {mode: interfaces, interfaces: [eth0]}. The exporter attaches its eBPF programs to each one and refuses `any`." }}
 {{- end }}
 {{- if $v.filter }}
 {{- fail "backend xdp takes no filter (its programs hand over every TCP segment, and the exporter refuses -f with it): leave filter empty, or use backend pcap or af-packet" }}
