@@ -127,9 +127,15 @@ static __always_inline int ipv4(__u8 *l3, void *end, struct tcpx_record *r)
 	if ((void *)(l3 + 10) > end)
 		return SHORT;
 	if (l3[9] != PROTO_TCP) {
-		/* Where its payload starts: IHL, at most 60 bytes. */
-		__u8 *l4 = l3 + (l3[0] & 0x0f) * 4;
-		return l3[0] >> 4 == 4 ? overlay(l3[9], l4, end) : SHORT;
+		/* An overlay, if its header holds together and it is no
+		 * fragment (which the frame decoder names as such). */
+		if (l3[0] >> 4 != 4 || (void *)(l3 + 20) > end)
+			return SHORT;
+		__u32 hl = (l3[0] & 0x0f) * 4;
+		if (hl < 20 || (bpf_ntohs(*(__u16 *)(l3 + 6)) & 0x3fff))
+			return SKIP;
+		/* Where its payload starts: at most 60 bytes in. */
+		return overlay(l3[9], l3 + hl, end);
 	}
 	if (l3[0] >> 4 != 4)
 		return TCPX_BAD_IP_VERSION;

@@ -100,7 +100,8 @@ fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)>
     let mut labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
     labeler.identities = watch_kubernetes(config)?;
     if matches!(config.source, Source::Live { .. }) && config.labels.has(Label::Reporter) {
-        labeler.routes = Some(HostRoutes::new());
+        labeler.routes =
+            Some(HostRoutes::new().context("cannot start the thread that reads the routes")?);
     }
     let (sink, writer) = match &config.flow_log {
         Some(target) => {

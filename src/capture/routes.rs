@@ -7,17 +7,26 @@
 //! are, and a connection seen there has a local pod as its client or its
 //! server (the `reporter`).
 //!
-//! The tables are read again at most once a second, when a connection
-//! starts and the copy in hand is older (a pod's route is added by its CNI
-//! just after its interface appears); nothing per packet reads them.
+//! A thread of its own reads the tables again every second (a pod's route
+//! is added by its CNI just after its interface appears) and publishes the
+//! copy; a connection's start only takes the copy in hand, so a large
+//! routing table never stalls a capture thread.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-/// How old a copy of the routes may be when a connection starts.
+/// How often the routes are read again.
 const REFRESH: Duration = Duration::from_secs(1);
+
+/// /proc/net/ipv6_route flags: the route is up; the local table's routes
+/// to the host's own addresses, anycast ones, and rejecting ones lead to no
+/// pod.
+const RTF_UP: u32 = 0x0001;
+const RTF_REJECT: u32 = 0x0200;
+const RTF_ANYCAST: u32 = 0x0010_0000;
+const RTF_LOCAL: u32 = 0x8000_0000;
 
 /// Host routes, by interface.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -42,18 +51,22 @@ impl Routes {
             };
             let hex = |s: &str| u32::from_str_radix(s, 16).ok();
             if let (Some(dest), Some(0), Some(u32::MAX)) = (hex(dest), hex(gateway), hex(mask)) {
-                let ip = Ipv4Addr::from(dest.swap_bytes());
+                // The kernel prints the address's bytes as a number of
+                // this machine's byte order.
+                let ip = Ipv4Addr::from(dest.to_ne_bytes());
                 routes.add(iface, IpAddr::V4(ip));
             }
         }
         // Destination, its prefix length, source, its length, next hop,
         // metric, refcount, use, flags, device: hex, in network order.
         for f in v6.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()) {
-            let [dest, prefix, _, _, next_hop, .., iface] = f[..] else {
+            let [dest, prefix, _, _, next_hop, _, _, _, flags, iface] = f[..] else {
                 continue;
             };
             let hex = |s: &str| u128::from_str_radix(s, 16).ok();
-            if let (Some(dest), Some(0), "80") = (hex(dest), hex(next_hop), prefix) {
+            let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
+            let usable = flags & RTF_UP != 0 && flags & (RTF_LOCAL | RTF_ANYCAST | RTF_REJECT) == 0;
+            if let (Some(dest), Some(0), "80", true) = (hex(dest), hex(next_hop), prefix, usable) {
                 let ip = Ipv6Addr::from(dest);
                 // The host's own addresses are local routes on `lo`-like
                 // entries; link-local and multicast lead to no pod.
@@ -105,27 +118,34 @@ impl Routes {
     }
 }
 
-/// The host's routes, shared by the capture threads, read again when a
-/// connection starts and the copy is older than a second.
+/// The host's routes, shared by the capture threads: a copy a thread of
+/// its own replaces every second.
 #[derive(Debug)]
 pub struct HostRoutes {
-    copy: Mutex<(Instant, Arc<Routes>)>,
+    copy: RwLock<Arc<Routes>>,
 }
 
 impl HostRoutes {
-    pub fn new() -> Arc<HostRoutes> {
-        Arc::new(HostRoutes {
-            copy: Mutex::new((Instant::now(), Arc::new(Routes::read()))),
-        })
+    /// Reads the routes, and starts the thread that reads them again for
+    /// as long as the exporter runs.
+    pub fn new() -> std::io::Result<Arc<HostRoutes>> {
+        let routes = Arc::new(HostRoutes {
+            copy: RwLock::new(Arc::new(Routes::read())),
+        });
+        let shared = Arc::clone(&routes);
+        std::thread::Builder::new()
+            .name("routes".into())
+            .spawn(move || loop {
+                std::thread::sleep(REFRESH);
+                let fresh = Arc::new(Routes::read());
+                *shared.copy.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+            })?;
+        Ok(routes)
     }
 
-    /// The routes, at most a second old.
+    /// The routes, at most about a second old.
     pub fn current(&self) -> Arc<Routes> {
-        let mut copy = self.copy.lock().unwrap_or_else(|e| e.into_inner());
-        if copy.0.elapsed() >= REFRESH {
-            *copy = (Instant::now(), Arc::new(Routes::read()));
-        }
-        Arc::clone(&copy.1)
+        Arc::clone(&self.copy.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -147,6 +167,7 @@ eth0\t0A0A0A0A\t010200C0\t0007\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
 fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
 fd00000000000000000000000000a105 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000400 00000001 00000000 00000001 cali1a2b3c4d5e6\n\
 fe800000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000001 00000000 80200001 cali1a2b3c4d5e6\n\
+fd000000000000000000000000000009 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000003 00000000 80200001     eth0\n\
 fd00000000000000000000000000beef 80 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n";
 
     #[test]

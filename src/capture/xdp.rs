@@ -685,10 +685,17 @@ mod tests {
         }
         let l3 = frame.get(at + 2..).unwrap_or(&[]);
         let (protocol, l4) = match frame.get(at..at + 2) {
-            Some([0x08, 0x00]) => (
-                l3.get(9).copied(),
-                l3.get(l3.first().map_or(0, |b| (b & 0x0f) as usize * 4)..),
-            ),
+            Some([0x08, 0x00]) => {
+                // A whole header, and no fragment.
+                let ihl = l3.first().map_or(0, |b| (b & 0x0f) as usize * 4);
+                let fragment = l3
+                    .get(6..8)
+                    .is_none_or(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff != 0);
+                if ihl < 20 || l3.len() < 20 || fragment {
+                    return false;
+                }
+                (l3.get(9).copied(), l3.get(ihl..))
+            }
             Some([0x86, 0xdd]) => {
                 // Through the extension headers, as the program follows them.
                 let (mut next, mut at) = (l3.get(6).copied(), 40);

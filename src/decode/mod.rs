@@ -244,7 +244,7 @@ impl DecodeError {
 /// `wire_len` is the frame's length on the wire (pcap's `len`), which may be
 /// larger than `frame.len()` when the snap length cut it.
 pub fn decode(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Segment<'_>, DecodeError> {
-    decode_with(link, frame, wire_len, &TunnelPorts::default())
+    decode_with(link, frame, wire_len, &tunnel::DEFAULT_PORTS)
 }
 
 /// Decodes one frame, with `ports` the UDP ports that carry overlays.
@@ -280,7 +280,9 @@ fn decode_layer<'a>(
     let packet = ip::IpPacket::parse(l3, ip_wire_len, offset)?;
     let payload_offset = offset + packet.header_len;
     if packet.protocol != ip::PROTO_TCP {
-        let payload = &l3[packet.header_len..];
+        // The overlay's headers within the packet's own length, not in the
+        // Ethernet padding after it.
+        let payload = &l3[packet.header_len..packet.total_len.min(l3.len())];
         let found = tunnel::unwrap(payload, packet.protocol, ports, tunnels, payload_offset)?;
         let Some((inner, tunnels)) = found else {
             return Err(DecodeError::new(DecodeErrorKind::NotTcp, offset, 0, 0));

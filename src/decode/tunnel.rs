@@ -88,9 +88,18 @@ pub struct TunnelPorts {
     len: usize,
 }
 
+/// VXLAN on 4789 and 8472, Geneve on 6081.
+pub const DEFAULT_PORTS: TunnelPorts = {
+    let mut ports = [(0, TunnelKind::Vxlan); MAX_TUNNEL_PORTS * 2];
+    ports[0] = (4789, TunnelKind::Vxlan);
+    ports[1] = (8472, TunnelKind::Vxlan);
+    ports[2] = (6081, TunnelKind::Geneve);
+    TunnelPorts { ports, len: 3 }
+};
+
 impl Default for TunnelPorts {
     fn default() -> TunnelPorts {
-        TunnelPorts::new(&[4789, 8472], &[6081]).expect("within the bound")
+        DEFAULT_PORTS
     }
 }
 
@@ -225,7 +234,12 @@ fn udp(payload: &[u8], ports: &TunnelPorts, offset: usize) -> Result<Option<Inne
     let at = UDP_HEADER;
     match kind {
         TunnelKind::Vxlan => {
-            header(payload, at + VXLAN_HEADER, offset)?;
+            let h = &header(payload, at + VXLAN_HEADER, offset)?[at..];
+            // RFC 7348: the I flag says the VNI is valid; without it this
+            // is not VXLAN (8472 is also IANA's port for OTV).
+            if h[0] & 0x08 == 0 {
+                return Ok(None);
+            }
             Ok(Some(inner(kind, at + VXLAN_HEADER, LinkType::Ethernet)))
         }
         _ => {
@@ -278,6 +292,8 @@ mod tests {
         }
         let dns = udp_to(53, &[0; 8]);
         assert_eq!(unwrapped(&dns, PROTO_UDP).unwrap(), None);
+        let no_vni = udp_to(4789, &[0, 0, 0, 0, 0, 0, 42, 0]);
+        assert_eq!(unwrapped(&no_vni, PROTO_UDP).unwrap(), None);
     }
 
     #[test]
@@ -318,7 +334,7 @@ mod tests {
         assert_eq!(err.kind, DecodeErrorKind::TruncatedTunnel);
         // PPTP's enhanced GRE (version 1) and routing are not followed.
         assert_eq!(
-            unwrapped(&[0x30, 0x01, 0x88, 0x0b], PROTO_GRE).unwrap(),
+            unwrapped(&[0x00, 0x01, 0x08, 0x00], PROTO_GRE).unwrap(),
             None
         );
         assert_eq!(
@@ -353,6 +369,14 @@ mod tests {
         assert!(unwrap(&[0x45], PROTO_IPIP, &ports, tunnels, 0)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn the_default_ports_are_what_new_makes_of_them() {
+        assert_eq!(
+            DEFAULT_PORTS,
+            TunnelPorts::new(&[4789, 8472], &[6081]).unwrap()
+        );
     }
 
     #[test]
