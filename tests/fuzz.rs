@@ -91,7 +91,54 @@ fn seeds() -> Vec<Capture> {
         captures.push(Capture { link, frames });
     }
     assert!(captures.len() >= 10, "the seed captures are found");
+    // Overlays too: the Ethernet captures' frames inside VXLAN inside GRE,
+    // so that mutations reach the overlay decoder at both levels.
+    let wrapped: Vec<Capture> = captures
+        .iter()
+        .filter(|c| c.link == LinkType::Ethernet)
+        .map(|c| Capture {
+            link: LinkType::Ethernet,
+            frames: c.frames.iter().map(in_overlays).collect(),
+        })
+        .collect();
+    let unwrapped_twice = wrapped.iter().flat_map(|c| &c.frames).any(|f| {
+        decode(LinkType::Ethernet, &f.data, f.wire_len).is_ok_and(|s| s.tunnels.depth() == 2)
+    });
+    assert!(
+        unwrapped_twice,
+        "the overlay seeds decode through both levels"
+    );
+    captures.extend(wrapped);
     captures
+}
+
+/// A frame inside VXLAN (UDP 4789) inside GRE, behind Ethernet and IPv4;
+/// the outer lengths state the frame's wire length.
+fn in_overlays(seed: &Seed) -> Seed {
+    let ipv4 = |protocol: u8, payload: usize| {
+        let len = ((20 + payload) as u16).to_be_bytes();
+        let mut h = vec![0x45, 0, len[0], len[1], 0, 0, 0, 0, 64, protocol, 0, 0];
+        h.extend_from_slice(&[192, 168, 100, 1, 192, 168, 100, 2]);
+        h
+    };
+    let inner = seed.wire_len as usize;
+    let vxlan_len = 8 + 8 + inner;
+    let mut udp = vec![0xc0, 0x07, 0x12, 0xb5];
+    udp.extend_from_slice(&(vxlan_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0, 0x08, 0, 0, 0, 0, 0, 42, 0]);
+    let middle = [ipv4(17, vxlan_len), udp].concat();
+    let gre = [0, 0, 0x08, 0];
+    let mut out = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0];
+    out.extend(ipv4(47, gre.len() + middle.len() + inner));
+    out.extend_from_slice(&gre);
+    out.extend(middle);
+    let headers = out.len();
+    out.extend_from_slice(&seed.data);
+    Seed {
+        ts: seed.ts,
+        data: out,
+        wire_len: (headers + inner) as u32,
+    }
 }
 
 /// xorshift64*: small, fast, and the same on every machine for a seed.
