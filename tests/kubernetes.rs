@@ -646,14 +646,9 @@ const CLIENT_IP: &str = "10.250.7.1";
 const SERVER_IP: &str = "10.250.7.2";
 const CLUSTER_IP: &str = "10.96.7.50";
 
+/// Runs `ip` with `args`, which must succeed.
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tool("ip", args);
 }
 
 impl PodNet {

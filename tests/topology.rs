@@ -18,7 +18,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::agreement::{assert_agree, live_differences, tshark_counts};
-use common::{samples, TempDir};
+use common::{samples, sum_metric_where, TempDir};
 
 const POD_A: &str = "10.78.1.2";
 const POD_B: &str = "10.78.1.3";
@@ -26,14 +26,9 @@ const POD_B: &str = "10.78.1.3";
 const GATEWAY: &str = "10.78.0.1";
 const CONNECTIONS: usize = 8;
 
+/// Runs `ip` with `args`, which must succeed.
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::tool("ip", args);
 }
 
 /// The node's namespace and its pods', removed when dropped.
@@ -150,7 +145,7 @@ impl Node {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !up.iter().all(|i| {
-            sum_where(
+            sum_metric_where(
                 &self.metrics(port),
                 "tcp_exporter_interface_up",
                 "interface",
@@ -185,15 +180,6 @@ impl Drop for Node {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
-}
-
-/// Sum of `metric` over the samples whose `label` is `value`.
-fn sum_where(text: &str, metric: &str, label: &str, value: &str) -> f64 {
-    samples(text)
-        .iter()
-        .filter(|s| s.name == metric && s.label(label) == Some(value))
-        .map(|s| s.value)
-        .sum()
 }
 
 /// The lines of an exposition whose `reporter` is `reporter`.
@@ -314,7 +300,7 @@ fn pod_interfaces_count_each_connection_once_per_reporter() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let text = loop {
             let text = node.metrics(port);
-            let counted = sum_where(&text, "tcp_packets_total", "interface", "tpb");
+            let counted = sum_metric_where(&text, "tcp_packets_total", "interface", "tpb");
             if counted >= on_a || Instant::now() > deadline {
                 break text;
             }
@@ -332,18 +318,18 @@ fn pod_interfaces_count_each_connection_once_per_reporter() {
             &reported_by(&text, "server"),
         ));
         assert_eq!(
-            sum_where(&text, "tcp_packets_total", "reporter", "node"),
+            sum_metric_where(&text, "tcp_packets_total", "reporter", "node"),
             0.0,
             "{backend}"
         );
         assert_eq!(
-            sum_where(&text, "tcp_connections_opened_total", "reporter", "client"),
+            sum_metric_where(&text, "tcp_connections_opened_total", "reporter", "client"),
             CONNECTIONS as f64,
             "{backend}"
         );
         assert_eq!(
-            sum_where(&text, "tcp_packets_total", "interface", "tpa"),
-            sum_where(&text, "tcp_packets_total", "reporter", "client"),
+            sum_metric_where(&text, "tcp_packets_total", "interface", "tpa"),
+            sum_metric_where(&text, "tcp_packets_total", "reporter", "client"),
             "{backend}"
         );
     }
@@ -352,7 +338,7 @@ fn pod_interfaces_count_each_connection_once_per_reporter() {
     // `any`: every packet twice (once per veth), the multiple the README
     // states for pod-to-pod traffic on one node.
     // (The scrapes themselves cross `lo`: only the pods' traffic counts.)
-    let total = |text: &str| sum_where(text, "tcp_packets_total", "server", POD_B);
+    let total = |text: &str| sum_metric_where(text, "tcp_packets_total", "server", POD_B);
     let deadline = Instant::now() + Duration::from_secs(10);
     let any = loop {
         let any = node.metrics(any_port);
@@ -367,7 +353,7 @@ fn pod_interfaces_count_each_connection_once_per_reporter() {
         "-i any counts each packet once per veth"
     );
     assert_eq!(
-        sum_where(&any, "tcp_packets_total", "reporter", "node"),
-        sum_where(&any, "tcp_packets_total", "interface", "any"),
+        sum_metric_where(&any, "tcp_packets_total", "reporter", "node"),
+        sum_metric_where(&any, "tcp_packets_total", "interface", "any"),
     );
 }

@@ -68,12 +68,10 @@ fn expected(capture: &Path) -> String {
 }
 
 fn sum(text: &str, metric: &str, label: Option<(&str, &str)>) -> f64 {
-    samples(text)
-        .iter()
-        .filter(|s| s.name == metric)
-        .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value)
-        .sum()
+    match label {
+        Some((k, v)) => common::sum_metric_where(text, metric, k, v),
+        None => common::sum_metric(text, metric),
+    }
 }
 
 #[test]
@@ -165,14 +163,9 @@ const WIRE_B: &str = "192.168.77.2";
 const OVERLAY_A: &str = "10.77.9.1";
 const OVERLAY_B: &str = "10.77.9.2";
 
+/// Runs a command that must succeed.
 fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::tool(args[0], &args[1..]);
 }
 
 /// Gives `dev` (in namespace `ns`, or this one) the address `cidr`, and

@@ -128,11 +128,6 @@ impl TunnelPorts {
         Some(t)
     }
 
-    /// No UDP port is an overlay's.
-    pub fn none() -> TunnelPorts {
-        TunnelPorts::new(&[], &[]).expect("empty")
-    }
-
     /// The ports, with the kind each carries.
     pub fn iter(&self) -> impl Iterator<Item = (u16, TunnelKind)> + '_ {
         self.ports[..self.len].iter().copied()
@@ -383,7 +378,7 @@ mod tests {
     fn port_lists_are_bounded_and_disjoint() {
         assert!(TunnelPorts::new(&[4789], &[4789]).is_none());
         assert!(TunnelPorts::new(&[1; MAX_TUNNEL_PORTS + 1], &[]).is_none());
-        let none = TunnelPorts::none();
+        let none = TunnelPorts::new(&[], &[]).unwrap();
         let p = udp_to(4789, &[0x08, 0, 0, 0, 0, 0, 42, 0]);
         assert!(unwrap(&p, PROTO_UDP, &none, Tunnels::default(), 0)
             .unwrap()
