@@ -78,6 +78,10 @@ fn capabilities_to_keep(config: &Config) -> Vec<privileges::Cap> {
     match (&config.source, &config.backend) {
         (Source::File { .. }, _) => vec![],
         (Source::Live { .. }, Backend::Xdp { .. }) => vec![CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
+        // Reading the addresses in the pods' namespaces needs NET_ADMIN.
+        (Source::Live { .. }, _) if config.labels.has(Label::Reporter) => {
+            vec![CAP_NET_RAW, CAP_NET_ADMIN]
+        }
         (Source::Live { .. }, _) => vec![CAP_NET_RAW],
     }
 }
@@ -86,10 +90,20 @@ fn drop_privileges(config: &Config) -> Result<()> {
     let kept =
         privileges::keep_only(&capabilities_to_keep(config)).context("dropping capabilities")?;
     if let Source::Live { .. } = config.source {
+        let (reporter, capture): (Vec<_>, Vec<_>) = kept.iter().copied().partition(|c| {
+            *c == privileges::CAP_NET_ADMIN && !matches!(config.backend, Backend::Xdp { .. })
+        });
         eprintln!(
             "tcp-exporter: capabilities kept (permitted, raised only to open a capture): {}",
-            privileges::names(&kept)
+            privileges::names(&capture)
         );
+        if !reporter.is_empty() {
+            eprintln!(
+                "tcp-exporter: and {}, raised only to read the addresses of the pods behind \
+                 veths (the reporter label) once a second",
+                privileges::names(&reporter)
+            );
+        }
     }
     Ok(())
 }

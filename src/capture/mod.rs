@@ -9,9 +9,11 @@
 pub mod af_packet;
 #[cfg(feature = "xdp")]
 mod bpf_ring;
+mod netlink;
 mod pcap_file;
 mod pcap_live;
 mod pcap_reader;
+mod peers;
 pub mod ring;
 pub mod routes;
 #[cfg(feature = "xdp")]

@@ -7,10 +7,14 @@
 //! are, and a connection seen there has a local pod as its client or its
 //! server (the `reporter`).
 //!
-//! A thread of its own reads the tables again every second (a pod's route
-//! is added by its CNI just after its interface appears) and publishes the
-//! copy; a connection's start only takes the copy in hand, so a large
-//! routing table never stalls a capture thread.
+//! Bridge CNIs and Cilium give no such routes: for their pods the
+//! addresses of each veth's other end, read in the pod's namespace
+//! (`peers.rs`), join the interface's list, and so do they on routed CNIs.
+//!
+//! A thread of its own reads both again every second (a pod's route and
+//! address are added by its CNI just after its interface appears) and
+//! publishes the copy; a connection's start only takes the copy in hand, so
+//! a large routing table never stalls a capture thread.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -112,7 +116,20 @@ impl Routes {
         Routes::parse(&read("/proc/net/route"), &read("/proc/net/ipv6_route"))
     }
 
-    /// The addresses routed to `iface` alone.
+    /// The host's routes and the veth peers' addresses now; a failure to
+    /// read the peers' (no `CAP_NET_ADMIN`, a kernel before 4.20) is
+    /// returned beside the routes.
+    pub fn read_with_peers() -> (Routes, std::io::Result<()>) {
+        let mut routes = Routes::read();
+        let peers = crate::privileges::with_raised(super::peers::read).map(|found| {
+            for (iface, ip) in found {
+                routes.add(&iface, ip);
+            }
+        });
+        (routes, peers)
+    }
+
+    /// The addresses routed to `iface` alone, or of its veth's other end.
     pub fn behind(&self, iface: &str) -> &[IpAddr] {
         self.by_interface.get(iface).map_or(&[], Vec::as_slice)
     }
@@ -129,15 +146,36 @@ impl HostRoutes {
     /// Reads the routes, and starts the thread that reads them again for
     /// as long as the exporter runs.
     pub fn new() -> std::io::Result<Arc<HostRoutes>> {
+        let mut failing = false;
+        let mut read = move || {
+            let (routes, peers) = Routes::read_with_peers();
+            // Said once when it starts failing, once when it recovers.
+            match peers {
+                Err(e) if !failing => {
+                    failing = true;
+                    eprintln!(
+                        "tcp-exporter: cannot read the addresses of the pods behind veths \
+                         ({e}; it needs CAP_NET_ADMIN): `reporter` finds only pods with a \
+                         host route"
+                    );
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    eprintln!("tcp-exporter: reading the pods' addresses behind veths again");
+                }
+                _ => {}
+            }
+            Arc::new(routes)
+        };
         let routes = Arc::new(HostRoutes {
-            copy: RwLock::new(Arc::new(Routes::read())),
+            copy: RwLock::new(read()),
         });
         let shared = Arc::clone(&routes);
         std::thread::Builder::new()
             .name("routes".into())
             .spawn(move || loop {
                 std::thread::sleep(REFRESH);
-                let fresh = Arc::new(Routes::read());
+                let fresh = read();
                 *shared.copy.write().unwrap_or_else(|e| e.into_inner()) = fresh;
             })?;
         Ok(routes)

@@ -18,6 +18,7 @@ use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp,
 use aya::{Ebpf, EbpfLoader};
 
 use super::bpf_ring::BpfRing;
+use super::netlink::{self, Attributes, Netlink, RTM_GETLINK, RTM_NEWLINK};
 use super::{
     hardware_type, wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource, XdpAttach,
     XdpOptions,
@@ -401,120 +402,50 @@ fn clock_offset() -> i64 {
 /// Route netlink: the XDP program attached to an interface, if any
 /// (`IFLA_XDP` of RTM_GETLINK), whether through a link or not.
 fn attached_xdp(ifindex: u32) -> std::io::Result<Option<AttachedXdp>> {
-    use std::io::Error;
-    // SAFETY: plain socket creation; the fd is owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(Error::last_os_error());
+    let (kind, body) = Netlink::open()?.get(RTM_GETLINK, &netlink::ifinfomsg(ifindex))?;
+    if kind != RTM_NEWLINK {
+        return Err(std::io::Error::other(format!(
+            "unexpected netlink message type {kind}"
+        )));
     }
-    // SAFETY: fd is a fresh socket nothing else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let request = getlink_request(ifindex);
-    // SAFETY: sends `request.len()` bytes from a live buffer.
-    let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
-    if sent < 0 {
-        return Err(Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 32 * 1024];
-    // SAFETY: receives into a live buffer of the given length.
-    let got = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if got < 0 {
-        return Err(Error::last_os_error());
-    }
-    parse_getlink_reply(&buf[..got as usize]).map_err(Error::other)
+    Ok(parse_link_xdp(&body))
 }
 
-const NLMSG_HEADER_LEN: usize = 16;
-const IFINFOMSG_LEN: usize = 16;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_PROG_ID: u16 = 4;
 const IFLA_XDP_DRV_PROG_ID: u16 = 5;
 const IFLA_XDP_SKB_PROG_ID: u16 = 6;
 const IFLA_XDP_HW_PROG_ID: u16 = 7;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// RTM_GETLINK for one interface: nlmsghdr then ifinfomsg, native order.
-fn getlink_request(ifindex: u32) -> Vec<u8> {
-    let len = (NLMSG_HEADER_LEN + IFINFOMSG_LEN) as u32;
-    let mut m = Vec::with_capacity(len as usize);
-    m.extend_from_slice(&len.to_ne_bytes());
-    m.extend_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
-    m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    m.push(libc::AF_UNSPEC as u8); // ifi_family
-    m.push(0); // padding
-    m.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
-    m.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
-    m.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
-    m
-}
-
-/// Reads IFLA_XDP out of an RTM_NEWLINK reply (or the error of an
-/// NLMSG_ERROR one).
-fn parse_getlink_reply(reply: &[u8]) -> Result<Option<AttachedXdp>, String> {
-    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
-    let u32_at = |b: &[u8], i: usize| {
-        b.get(i..i + 4)
-            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-    };
-    let msg_len = u32_at(reply, 0).ok_or("short netlink reply")? as usize;
-    let msg = reply.get(..msg_len).ok_or("netlink reply cut short")?;
-    let kind = u16_at(msg, 4).ok_or("short netlink reply")?;
-    if kind == libc::NLMSG_ERROR as u16 {
-        let errno = u32_at(msg, NLMSG_HEADER_LEN).ok_or("short netlink error")? as i32;
-        return Err(std::io::Error::from_raw_os_error(-errno).to_string());
-    }
-    if kind != libc::RTM_NEWLINK {
-        return Err(format!("unexpected netlink message type {kind}"));
-    }
-    let attrs = msg
-        .get(NLMSG_HEADER_LEN + IFINFOMSG_LEN..)
-        .ok_or("netlink reply without link info")?;
-    let Some(xdp) = attributes(attrs).find(|(t, _)| *t == IFLA_XDP) else {
-        return Ok(None);
-    };
+/// Reads IFLA_XDP out of an RTM_NEWLINK message's body.
+fn parse_link_xdp(body: &[u8]) -> Option<AttachedXdp> {
+    let attrs = body.get(netlink::IFINFOMSG..)?;
+    let (_, xdp) = Attributes(attrs).find(|(t, _)| *t == IFLA_XDP)?;
     let mut mode = 0u8;
     let mut prog_id = 0u32;
-    for (t, value) in attributes(xdp.1) {
+    for (t, value) in Attributes(xdp) {
         match t {
             IFLA_XDP_ATTACHED => mode = value.first().copied().unwrap_or(0),
             IFLA_XDP_PROG_ID | IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID
             | IFLA_XDP_HW_PROG_ID
                 if prog_id == 0 =>
             {
-                prog_id = u32_at(value, 0).unwrap_or(0)
+                prog_id = value
+                    .get(..4)
+                    .map_or(0, |v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
             }
             _ => {}
         }
     }
     let mode = match mode {
-        0 => return Ok(None),
+        0 => return None,
         1 => "native",
         2 => "generic",
         3 => "offloaded",
         _ => "several",
     };
-    Ok(Some(AttachedXdp { prog_id, mode }))
-}
-
-/// The (type, value) pairs of a run of netlink attributes.
-fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as usize;
-        let kind = u16::from_ne_bytes([*b.get(2)?, *b.get(3)?]) & NLA_TYPE_MASK;
-        let value = b.get(4..len)?;
-        b = b.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-        Some((kind, value))
-    })
+    Some(AttachedXdp { prog_id, mode })
 }
 
 #[cfg(test)]
@@ -524,19 +455,14 @@ mod tests {
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();
-        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(value);
-        a.resize(a.len().next_multiple_of(4), 0);
+        netlink::push_attribute(&mut a, kind, value);
         a
     }
 
-    fn reply(attrs: &[u8]) -> Vec<u8> {
-        let mut m = getlink_request(3);
-        m[4..6].copy_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+    /// An RTM_NEWLINK body: an ifinfomsg, then `attrs`.
+    fn link(attrs: &[u8]) -> Vec<u8> {
+        let mut m = netlink::ifinfomsg(3).to_vec();
         m.extend_from_slice(attrs);
-        let len = m.len() as u32;
-        m[..4].copy_from_slice(&len.to_ne_bytes());
         m
     }
 
@@ -547,31 +473,25 @@ mod tests {
         let mut attrs = attr(3, b"veth0\0"); // IFLA_IFNAME first
         attrs.extend(attr(IFLA_XDP | 0x8000, &nested)); // NLA_F_NESTED
         assert_eq!(
-            parse_getlink_reply(&reply(&attrs)),
-            Ok(Some(AttachedXdp {
+            parse_link_xdp(&link(&attrs)),
+            Some(AttachedXdp {
                 prog_id: 77,
                 mode: "generic"
-            }))
+            })
         );
     }
 
     #[test]
     fn getlink_reply_without_a_program_is_none() {
         let attrs = attr(IFLA_XDP, &attr(IFLA_XDP_ATTACHED, &[0]));
-        assert_eq!(parse_getlink_reply(&reply(&attrs)), Ok(None));
-        assert_eq!(parse_getlink_reply(&reply(&attr(3, b"lo\0"))), Ok(None));
+        assert_eq!(parse_link_xdp(&link(&attrs)), None);
+        assert_eq!(parse_link_xdp(&link(&attr(3, b"lo\0"))), None);
     }
 
     #[test]
-    fn getlink_error_and_garbage_are_errors_not_panics() {
-        let mut err = getlink_request(3);
-        err[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
-        err.extend_from_slice(&(-libc::ENODEV).to_ne_bytes());
-        let len = err.len() as u32;
-        err[..4].copy_from_slice(&len.to_ne_bytes());
-        assert!(parse_getlink_reply(&err).is_err());
+    fn getlink_garbage_is_no_program_not_a_panic() {
         for n in 0..40 {
-            let _ = parse_getlink_reply(&vec![0xff; n]);
+            assert_eq!(parse_link_xdp(&vec![0xff; n]), None);
         }
     }
 
