@@ -99,9 +99,19 @@ fn no_new_privs() -> io::Result<()> {
 /// Runs `f` with the permitted capabilities raised into the calling
 /// thread's effective set, and lowers them again after.
 pub fn with_raised<T>(f: impl FnOnce() -> T) -> T {
+    let permitted = caps::read(None, CapSet::Permitted).ok();
+    raised(permitted, f)
+}
+
+/// Runs `f` with `cap` alone raised, if it is permitted.
+pub fn with_one_raised<T>(cap: Cap, f: impl FnOnce() -> T) -> T {
+    raised(Some(CapsHashSet::from([cap])), f)
+}
+
+fn raised<T>(raise: Option<CapsHashSet>, f: impl FnOnce() -> T) -> T {
     let before = caps::read(None, CapSet::Effective).ok();
-    if let Ok(permitted) = caps::read(None, CapSet::Permitted) {
-        let _ = caps::set(None, CapSet::Effective, &permitted);
+    if let Some(raise) = raise {
+        let _ = caps::set(None, CapSet::Effective, &raise);
     }
     let out = f();
     if let Some(before) = before {

@@ -229,7 +229,17 @@ fn messages(mut data: &[u8], seq: u32, each: &mut dyn FnMut(u16, &[u8])) -> io::
             continue;
         }
         match kind {
-            NLMSG_DONE => return Ok(true),
+            // A dump the kernel refused part way (e.g. EACCES for another
+            // namespace's addresses) ends with DONE carrying the error.
+            NLMSG_DONE => {
+                return match body
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
+                {
+                    Some(code) if code < 0 => Err(io::Error::from_raw_os_error(-code)),
+                    _ => Ok(true),
+                }
+            }
             NLMSG_ERROR => {
                 let code = body
                     .get(..4)
@@ -279,6 +289,19 @@ mod tests {
         datagram[HEADER..].copy_from_slice(&(-libc::EACCES).to_ne_bytes());
         let err = messages(&datagram, 5, &mut |_, _| {}).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    }
+
+    #[test]
+    fn a_dump_that_ends_with_an_error_is_that_error() {
+        let mut datagram = vec![0u8; HEADER + 4];
+        datagram[..4].copy_from_slice(&((HEADER + 4) as u32).to_ne_bytes());
+        datagram[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        datagram[8..12].copy_from_slice(&5u32.to_ne_bytes());
+        datagram[HEADER..].copy_from_slice(&(-libc::EACCES).to_ne_bytes());
+        let err = messages(&datagram, 5, &mut |_, _| {}).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        datagram[HEADER..].copy_from_slice(&0i32.to_ne_bytes());
+        assert!(messages(&datagram, 5, &mut |_, _| {}).unwrap());
     }
 
     #[test]

@@ -121,7 +121,8 @@ impl Routes {
     /// returned beside the routes.
     pub fn read_with_peers() -> (Routes, std::io::Result<()>) {
         let mut routes = Routes::read();
-        let peers = crate::privileges::with_raised(super::peers::read).map(|found| {
+        let admin = crate::privileges::CAP_NET_ADMIN;
+        let peers = crate::privileges::with_one_raised(admin, super::peers::read).map(|found| {
             for (iface, ip) in found {
                 routes.add(&iface, ip);
             }

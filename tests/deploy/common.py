@@ -27,6 +27,9 @@ CHART_RULES = CHART / "files" / "tcp-exporter.rules.yml"
 # needs (no NET_RAW): test_chart.py checks the chart renders exactly these,
 # test_capabilities.py that the exporter starts with them and with no fewer.
 XDP_CAPABILITIES = ["BPF", "NET_ADMIN", "PERFMON"]
+# pcap and af-packet with the reporter label: NET_ADMIN reads the pods'
+# addresses behind their veths.
+REPORTER_CAPABILITIES = ["NET_RAW", "NET_ADMIN"]
 
 
 def tool(name):

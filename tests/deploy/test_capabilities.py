@@ -15,20 +15,29 @@ veth pair this test makes:
 The pcap backend (the chart's default), on lo: with NET_RAW alone it
 captures; without it it stops at start.
 
+The pcap backend with the reporter label, on the host end of a veth pair
+whose other end is in a network namespace this test makes (a pod as a
+bridge CNI leaves it: no host route to its address): with NET_RAW and
+NET_ADMIN (what the chart adds for reporter) it reads the pod's address
+behind the veth and a connection from the pod reads reporter="client";
+with NET_RAW alone the kernel refuses that read (EACCES), and the exporter
+still runs, says so once, and reads reporter="node".
+
 Once ready, every thread of the exporter holds the capabilities it kept
 only in its permitted set, none effective, inheritable or ambient, and
 no_new_privs is set (by the exporter itself: the pcap test does not ask
 setpriv for it); started as root with every capability, it also empties its
 bounding set of the others.
 
-test_chart.py checks that the chart adds exactly XDP_CAPABILITIES, so a
+test_chart.py checks that the chart adds exactly XDP_CAPABILITIES, and
+REPORTER_CAPABILITIES for pcap and af-packet with reporter, so a
 change to the eBPF programs that needs another capability, or one fewer,
 fails here. Needs root, setpriv (util-linux), ip (iproute2), and an exporter
 built with the xdp feature: the one TCPX_XDP_EXPORTER names, else
 target/release/tcp-exporter if it has the feature (`make test-deploy` builds
 it without, so these tests are skipped there unless TCPX_XDP_EXPORTER is set).
-The veth pair is removed and every exporter stopped by PID, also when a test
-fails.
+The veth pairs and the namespace are removed and every exporter stopped by
+PID, also when a test fails.
 """
 
 import os
@@ -37,10 +46,12 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
+import time
 import unittest
 
-from common import EXPORTER, XDP_CAPABILITIES, free_port, http_get, start, stop, tool, wait_for
+from common import REPORTER_CAPABILITIES, EXPORTER, XDP_CAPABILITIES, free_port, http_get, start, stop, tool, wait_for
 
 # Bit numbers in /proc/PID/status CapEff (linux/capability.h).
 CAP_BITS = {"SETPCAP": 8, "NET_ADMIN": 12, "NET_RAW": 13, "SYS_ADMIN": 21, "SYS_RESOURCE": 24, "PERFMON": 38,
@@ -48,6 +59,17 @@ CAP_BITS = {"SETPCAP": 8, "NET_ADMIN": 12, "NET_RAW": 13, "SYS_ADMIN": 21, "SYS_
 FRAMES = 5
 # What the exporter prints once it has given up the rest.
 KEPT_MESSAGE = "capabilities kept (permitted, raised only to open a capture): "
+# The pcap and af-packet backends with the reporter label: NET_RAW for the
+# capture, NET_ADMIN to read the addresses of each veth's other end in the
+# pod's namespace (the chart's, test_chart.py). The exporter names NET_ADMIN
+# on a line of its own then, and says once when it cannot read them.
+REPORTER_KEPT_MESSAGE = ("and cap_net_admin, raised only to read the addresses of the pods behind veths "
+                         "(the reporter label) once a second")
+NO_PEERS_MESSAGE = "cannot read the addresses of the pods behind veths ("
+NO_PEERS_REASON = "it needs CAP_NET_ADMIN): `reporter` finds only pods with a host route"
+# The pod's side of the veth and the host's, on a /30 of their own: the
+# host reaches the pod by the connected route, not a host route.
+POD_IP, HOST_IP = "10.98.0.2", "10.98.0.1"
 
 
 def has_xdp(path):
@@ -115,13 +137,22 @@ class KeptOnlyPermitted:
 
     def assertKeptOnlyPermitted(self, pid, kept, bounding):
         """Every thread: `kept` permitted, nothing effective, inheritable or
-        ambient, `bounding` as the bounding set, no_new_privs on."""
-        threads = thread_privileges(pid)
+        ambient, `bounding` as the bounding set, no_new_privs on. A thread
+        raises its permitted set for the moment it opens a capture or, with
+        the reporter label, reads the veths' other ends once a second: a
+        snapshot that differs is taken again, up to 5 times 0.1 s apart,
+        so only sets that stay so fail."""
+        expected = {"CapInh": [], "CapPrm": sorted(kept), "CapEff": [], "CapBnd": sorted(bounding), "CapAmb": [],
+                    "NoNewPrivs": 1}
+        for _ in range(5):
+            threads = thread_privileges(pid)
+            if all(sets == expected for sets in threads.values()):
+                break
+            time.sleep(0.1)
         self.assertGreater(len(threads), 1, "a capture thread and the HTTP thread at least")
         for tid, sets in threads.items():
             with self.subTest(thread=tid):
-                self.assertEqual(sets, {"CapInh": [], "CapPrm": sorted(kept), "CapEff": [], "CapBnd": sorted(bounding),
-                                        "CapAmb": [], "NoNewPrivs": 1})
+                self.assertEqual(sets, expected)
 
 
 def links(pid):
@@ -298,6 +329,105 @@ class PcapCapabilities(unittest.TestCase, KeptOnlyPermitted):
         self.assertEqual(outcome, "ready", self.log_of(log))
         # With SETPCAP the exporter drops the others from its bounding set.
         self.assertKeptOnlyPermitted(proc.pid, ["NET_RAW"], ["NET_RAW"])
+
+
+class ReporterCapabilities(unittest.TestCase, KeptOnlyPermitted):
+    """The pcap backend with --labels reporter,client,server on the host
+    end of a veth pair whose other end is a pod's eth0 in a namespace of
+    its own, under setpriv as PcapCapabilities runs it."""
+
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root (a network namespace, a veth pair, capabilities to give and take)")
+        cls.setpriv, cls.ip = tool("setpriv"), tool("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
+        if not cls.setpriv or not cls.ip:
+            raise unittest.SkipTest("needs setpriv (util-linux) and ip (iproute2)")
+        if not EXPORTER.exists():
+            raise AssertionError("%s missing: run `cargo build --release`" % EXPORTER)
+        cls.tmp = tempfile.mkdtemp(prefix="tcp-exporter-caps-reporter-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+        # Names of at most 15 bytes, this run's own.
+        tag = os.getpid() % 10000
+        cls.netns, cls.dev, peer = "tcpxpod%d" % tag, "tcpxrep%da" % tag, "tcpxrep%db" % tag
+
+        def ip(*args):
+            subprocess.run([cls.ip] + list(args), check=True, capture_output=True)
+        ip("netns", "add", cls.netns)
+        cls.addClassCleanup(subprocess.run, [cls.ip, "netns", "del", cls.netns], capture_output=True)
+        ip("link", "add", cls.dev, "type", "veth", "peer", "name", peer, "netns", cls.netns)
+        cls.addClassCleanup(subprocess.run, [cls.ip, "link", "del", cls.dev], capture_output=True)
+        ip("addr", "add", HOST_IP + "/30", "dev", cls.dev)
+        ip("link", "set", cls.dev, "up")
+        ip("-n", cls.netns, "addr", "add", POD_IP + "/30", "dev", peer)
+        ip("-n", cls.netns, "link", "set", peer, "up")
+
+    def run_with(self, caps, name):
+        """The exporter on the veth's host end with only `caps`; returns
+        (process, port, log, outcome)."""
+        port = free_port()
+        log = os.path.join(self.tmp, "exporter-%s.log" % name)
+        bounding = ",".join(["-all"] + ["+" + c.lower() for c in caps])
+        proc = start([self.setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=" + bounding,
+                      EXPORTER, "-i", self.dev, "-p", port, "--listen", "127.0.0.1",
+                      "--labels", "reporter,client,server"], log)
+        return proc, port, log, self.ready_or_exited(proc, port)
+
+    def reporter_of_a_connection_from_the_pod(self, port):
+        """Connects from the pod to a listener of the host's, through the
+        veth, and returns the reporter of the series the exporter counts it
+        in (the pod is the client)."""
+        client = ("import socket\n"
+                  "s = socket.create_connection((%r, %%d), timeout=10)\n"
+                  "s.sendall(b'x'); s.recv(1); s.close()\n" % HOST_IP)
+        with socket.socket() as server:
+            server.bind((HOST_IP, 0))
+            server.listen()
+            server.settimeout(10)
+            proc = subprocess.Popen([self.ip, "netns", "exec", self.netns, sys.executable, "-c",
+                                     client % server.getsockname()[1]])
+            try:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(1)
+                    conn.sendall(b"y")
+            finally:
+                self.assertEqual(proc.wait(timeout=10), 0, "the pod's client failed")
+        pattern = re.compile(r'(?m)^tcp_packets_total\{([^}]*client="%s"[^}]*)\}' % re.escape(POD_IP))
+
+        def reporters():
+            found = {re.search(r'reporter="([^"]*)"', labels).group(1)
+                     for labels in pattern.findall(http_get("http://127.0.0.1:%d/metrics" % port)[1])}
+            return found or None
+        return wait_for("the pod's connection counted on %s" % self.dev, reporters, timeout=10)
+
+    def test_net_admin_finds_the_pod_behind_the_veth_and_is_kept_only_permitted(self):
+        proc, port, log, outcome = self.run_with(REPORTER_CAPABILITIES, "net_raw-net_admin")
+        self.assertEqual(outcome, "ready", self.log_of(log))
+        self.assertKeptOnlyPermitted(proc.pid, REPORTER_CAPABILITIES, REPORTER_CAPABILITIES)
+        self.assertEqual(self.reporter_of_a_connection_from_the_pod(port), {"client"})
+        # NET_ADMIN on a line of its own, after the capture's.
+        lines = self.log_of(log).splitlines()
+        self.assertIn("tcp-exporter: " + KEPT_MESSAGE + "cap_net_raw", lines)
+        self.assertIn("tcp-exporter: " + REPORTER_KEPT_MESSAGE, lines)
+        self.assertNotIn(NO_PEERS_MESSAGE, self.log_of(log))
+        stop(proc)
+        self.assertEqual(proc.returncode, 0, self.log_of(log))
+
+    def test_without_net_admin_it_runs_says_so_once_and_reporter_reads_node(self):
+        proc, port, log, outcome = self.run_with(["NET_RAW"], "net_raw")
+        self.assertEqual(outcome, "ready", self.log_of(log))
+        self.assertKeptOnlyPermitted(proc.pid, ["NET_RAW"], ["NET_RAW"])
+        # No host route to the pod: without its address behind the veth
+        # the connection is the node's.
+        self.assertEqual(self.reporter_of_a_connection_from_the_pod(port), {"node"})
+        text = self.log_of(log)
+        self.assertIn("tcp-exporter: " + KEPT_MESSAGE + "cap_net_raw", text.splitlines())
+        self.assertNotIn(REPORTER_KEPT_MESSAGE, text)
+        # The kernel's answer, once, though the exporter tries every second.
+        self.assertEqual(text.count(NO_PEERS_MESSAGE), 1, text)
+        self.assertIn(NO_PEERS_MESSAGE + "Permission denied (os error 13); " + NO_PEERS_REASON, text)
+        self.assertIsNone(proc.poll(), text)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import unittest
 
 import yaml
 
-from common import CHART, DASHBOARD, EXPORTER, RULES, ROOT, XDP_CAPABILITIES, free_port, start, stop, tool, wait_for
+from common import REPORTER_CAPABILITIES, CHART, DASHBOARD, EXPORTER, RULES, ROOT, XDP_CAPABILITIES, free_port, start, stop, tool, wait_for
 from kubestub import KubeStub
 
 XDP_VALUES = ROOT / "tests" / "deploy" / "values" / "xdp-monitoring.yaml"
@@ -55,6 +55,12 @@ AF_PACKET_VALUES = {"backend": "af-packet", "filter": "tcp port 443",
 XDP_MINIMAL_VALUES = {"backend": "xdp", "capture": {"mode": "interfaces", "interfaces": ["eth0"]}}
 XDP_INTERFACES_MESSAGE = "backend xdp needs named interfaces or globs, not `any`"
 XDP_FILTER_MESSAGE = "backend xdp takes no filter"
+# What the pcap and af-packet backends get: NET_RAW opens the capture, and
+# NET_ADMIN, only with the reporter label, reads the addresses of each
+# veth's other end in the pod's namespace (test_capabilities.py measures
+# both). The exporter's default labels with --kubernetes have reporter.
+CAPTURE_CAPABILITIES = ["NET_RAW"]
+REPORTER_NOTE = "NET_ADMIN is for the reporter label"
 # What every render starts with when capture, port and listen are the
 # defaults: the pods' interfaces, each with a 1 MiB buffer (pcap).
 POD_CAPTURE_ARGS = ["-i", "pods", "--buffer-size", "1"]
@@ -389,12 +395,14 @@ class ChartRender(unittest.TestCase):
         ds = self.default.one("DaemonSet")
         pod, c = self.assertPodBasics(ds)
         self.assertEqual(c["args"], DEFAULT_ARGS + ["--kubernetes"])
-        self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
+        # The default labels with --kubernetes have reporter.
+        self.assertEqual(c["securityContext"]["capabilities"]["add"], REPORTER_CAPABILITIES)
         self.assertEqual(c["ports"], [{"name": "metrics", "containerPort": 9090, "hostPort": 9090, "protocol": "TCP"}])
         self.assertEqual(pod["tolerations"], [{"operator": "Exists"}])
         self.assertNotIn("priorityClassName", pod)
         self.assertEqual(c["image"], "tcp-exporter:0.1.0")
-        self.assertIn("NET_RAW", self.default.notes)
+        self.assertIn("Capabilities: drop ALL, add NET_RAW, NET_ADMIN.", self.default.notes)
+        self.assertIn(REPORTER_NOTE, self.default.notes)
         self.assertIn({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}, c["env"])
 
     def test_xdp_daemonset_carries_every_value(self):
@@ -422,7 +430,7 @@ class ChartRender(unittest.TestCase):
         self.assertEqual(c["resources"], xdp_values()["resources"])
         self.assertEqual(ds["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"], "9187")
 
-    def test_af_packet_backend_needs_net_raw_only(self):
+    def test_af_packet_backend_needs_what_pcap_needs(self):
         c = container(self.af_packet.one("DaemonSet"))
         # No --xdp-*: those settings are for backend xdp only (the exporter
         # refuses them with another backend).
@@ -431,7 +439,8 @@ class ChartRender(unittest.TestCase):
                                      "--filter", "tcp port 443",
                                      "--backend", "af-packet", "--ring-block-size", "2048", "--ring-blocks", "32",
                                      "--ring-timeout", "20", "--workers", "4", "--kubernetes"])
-        self.assertEqual(c["securityContext"]["capabilities"]["add"], ["NET_RAW"])
+        # NET_ADMIN for reporter, in the default labels with --kubernetes.
+        self.assertEqual(c["securityContext"]["capabilities"]["add"], REPORTER_CAPABILITIES)
 
     def test_xdp_backend_gets_exactly_the_measured_capabilities(self):
         c = container(self.xdp_minimal.one("DaemonSet"))
@@ -442,6 +451,39 @@ class ChartRender(unittest.TestCase):
         self.assertEqual(sc["runAsUser"], 0)
         self.assertIs(sc["allowPrivilegeEscalation"], False)
         self.assertIn("Capabilities: drop ALL, add BPF, NET_ADMIN, PERFMON.", self.xdp_minimal.notes)
+        self.assertNotIn(REPORTER_NOTE, self.xdp_minimal.notes)
+
+    def test_the_reporter_label_adds_net_admin_to_pcap_and_af_packet(self):
+        with_reporter = ["reporter", "client", "server"]
+        cases = (
+            # kubernetes.enabled and no labels: the exporter's default set
+            # with --kubernetes, which has reporter.
+            ({}, REPORTER_CAPABILITIES),
+            ({"labels": None}, REPORTER_CAPABILITIES),
+            ({"labels": with_reporter}, REPORTER_CAPABILITIES),
+            (dict(KUBERNETES_OFF, labels=with_reporter), REPORTER_CAPABILITIES),
+            # Added once, also when extraCapabilities names it.
+            ({"labels": with_reporter, "securityContext": {"extraCapabilities": ["NET_ADMIN"]}},
+             REPORTER_CAPABILITIES),
+            # The default set without --kubernetes has no reporter.
+            (KUBERNETES_OFF, CAPTURE_CAPABILITIES),
+            ({"labels": ["client_workload", "server_workload", "server_port"]}, CAPTURE_CAPABILITIES),
+            (dict(KUBERNETES_OFF, labels=["interface", "client", "server"]), CAPTURE_CAPABILITIES),
+        )
+        for backend in ("pcap", "af-packet"):
+            for values, caps in cases:
+                with self.subTest(backend=backend, values=values):
+                    r = render(dict(values, backend=backend))
+                    sc = container(r.one("DaemonSet"))["securityContext"]
+                    self.assertEqual(sc["capabilities"], {"drop": ["ALL"], "add": caps})
+                    self.assertEqual(REPORTER_NOTE in r.notes, caps == REPORTER_CAPABILITIES, r.notes)
+        # xdp keeps its set: its NET_ADMIN serves the reporter label too.
+        for values in ({}, {"labels": with_reporter}, dict(KUBERNETES_OFF, labels=["interface", "client"])):
+            with self.subTest(backend="xdp", values=values):
+                r = render(dict(XDP_MINIMAL_VALUES, **values))
+                sc = container(r.one("DaemonSet"))["securityContext"]
+                self.assertEqual(sc["capabilities"], {"drop": ["ALL"], "add": XDP_CAPABILITIES})
+                self.assertNotIn(REPORTER_NOTE, r.notes)
 
     def test_xdp_settings_render_only_when_set(self):
         cases = (({"mode": None, "ringSizeMiB": 1024}, ["--xdp-ring-size", "1024"]),

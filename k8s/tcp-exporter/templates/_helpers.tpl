@@ -317,17 +317,34 @@ af-packet one worker with two 1 MiB blocks, xdp a 4 MiB ring.
 {{- end }}
 
 {{/*
+"true" when the exporter labels traffic with `reporter`: labels names it,
+or labels is empty and kubernetes.enabled is on (the exporter's default set
+with --kubernetes has it). A --labels in extraArgs is not looked at.
+*/}}
+{{- define "tcp-exporter.reporter" -}}
+{{- if .Values.labels }}
+{{- if has "reporter" .Values.labels }}true{{ end }}
+{{- else if include "tcp-exporter.kubernetes" . }}true
+{{- end }}
+{{- end }}
+
+{{/*
 Capabilities added after dropping ALL, measured (values.yaml says how): the
 pcap and af-packet backends open an AF_PACKET socket (NET_RAW; libpcap's
-ring and promiscuous mode need nothing more). The xdp backend opens no packet
-socket: it creates maps and loads programs (BPF) of networking program types
-(NET_ADMIN), and needs PERFMON, without which the verifier's Spectre
-hardening refuses the programs' packet pointer arithmetic.
+ring and promiscuous mode need nothing more), and with the reporter label
+they read the addresses of each veth's other end in the pod's network
+namespace, which the kernel answers only with NET_ADMIN. The xdp backend
+opens no packet socket: it creates maps and loads programs (BPF) of
+networking program types (NET_ADMIN, which also serves the reporter label),
+and needs PERFMON, without which the verifier's Spectre hardening refuses
+the programs' packet pointer arithmetic.
 */}}
 {{- define "tcp-exporter.capabilities" -}}
 {{- $caps := list "NET_RAW" }}
 {{- if eq .Values.backend "xdp" }}
 {{- $caps = list "BPF" "NET_ADMIN" "PERFMON" }}
+{{- else if include "tcp-exporter.reporter" . }}
+{{- $caps = list "NET_RAW" "NET_ADMIN" }}
 {{- end }}
 {{- $caps = concat $caps .Values.securityContext.extraCapabilities | uniq }}
 {{- toYaml $caps }}
