@@ -125,6 +125,23 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "kubernetes")]
     pub kubeconfig: Option<std::path::PathBuf>,
 
+    /// Also serve Istio's TCP metrics (istio_tcp_connections_opened_total,
+    /// _closed_total, istio_tcp_sent_bytes_total, _received_bytes_total)
+    /// with Istio's labels, as a proxy beside each pod would report them.
+    #[arg(long, requires = "kubernetes")]
+    pub istio_metrics: bool,
+
+    /// The cluster's name in Istio's source_cluster and destination_cluster.
+    #[arg(long, value_name = "NAME", default_value = crate::metrics::istio::DEFAULT_CLUSTER)]
+    pub cluster_name: String,
+
+    /// The node this exporter runs on (or a capture read with -r was taken
+    /// on): with --istio-metrics, connections seen where no pod interface
+    /// says whose they are (the uplink, any, a file) are reported for the
+    /// pods of this node; without it, for every pod.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
     /// Most label sets of the traffic metrics across the exporter (each is
     /// about 41 samples); connections with new ones beyond it are counted
     /// under client="other", server="other" and in

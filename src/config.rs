@@ -15,7 +15,8 @@ use crate::decode::TunnelPorts;
 use crate::flow::Nanos;
 use crate::flowlog;
 use crate::http::webconfig::{self, WebConfig, WebConfigError};
-use crate::metrics::labels::{parse_rules, CidrRule, LabelError, LabelSet, PortNames};
+use crate::metrics::istio::IstioOptions;
+use crate::metrics::labels::{parse_rules, CidrRule, Label, LabelError, LabelSet, PortNames};
 use crate::supervisor::{glob_pattern, is_glob};
 
 /// What to capture from.
@@ -60,6 +61,8 @@ pub struct Config {
     pub labels: LabelSet,
     /// `--kubernetes`: the kubeconfig to use, if one is named.
     pub kubernetes: Option<Kubernetes>,
+    /// `--istio-metrics`, with `--cluster-name` and `--node-name`.
+    pub istio: Option<IstioOptions>,
     pub cidr_rules: Vec<CidrRule>,
     pub port_names: PortNames,
     /// `--vxlan-ports`, `--geneve-ports`.
@@ -73,6 +76,14 @@ pub struct Config {
     /// `--web.config.file`, read and checked (its certificates are loaded
     /// when the server starts).
     pub web: WebConfig,
+}
+
+impl Config {
+    /// Whether connections need to know whose pod interface saw them:
+    /// for the `reporter` label, or for Istio's reporters.
+    pub fn wants_reporter(&self) -> bool {
+        self.labels.has(Label::Reporter) || self.istio.is_some()
+    }
 }
 
 /// `--kubernetes`.
@@ -350,6 +361,10 @@ impl Config {
             labels,
             kubernetes: args.kubernetes.then(|| Kubernetes {
                 kubeconfig: args.kubeconfig.clone(),
+            }),
+            istio: args.istio_metrics.then(|| IstioOptions {
+                cluster: args.cluster_name.clone(),
+                node: args.node_name.clone().filter(|n| !n.is_empty()),
             }),
             cidr_rules: parse_rules(&args.aggregate_cidr)?,
             port_names,

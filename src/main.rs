@@ -20,7 +20,7 @@ use tcp_exporter::flowlog::{self, FlowLogWriter};
 use tcp_exporter::http::{self, HttpState};
 use tcp_exporter::identity::{watch, Identities};
 use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
-use tcp_exporter::metrics::labels::{Label, Labeler};
+use tcp_exporter::metrics::labels::Labeler;
 use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::pipeline::{self, CaptureThread, Worker};
@@ -79,7 +79,7 @@ fn capabilities_to_keep(config: &Config) -> Vec<privileges::Cap> {
         (Source::File { .. }, _) => vec![],
         (Source::Live { .. }, Backend::Xdp { .. }) => vec![CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
         // Reading the addresses in the pods' namespaces needs NET_ADMIN.
-        (Source::Live { .. }, _) if config.labels.has(Label::Reporter) => {
+        (Source::Live { .. }, _) if config.wants_reporter() => {
             vec![CAP_NET_RAW, CAP_NET_ADMIN]
         }
         (Source::Live { .. }, _) => vec![CAP_NET_RAW],
@@ -113,7 +113,8 @@ fn drop_privileges(config: &Config) -> Result<()> {
 fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)> {
     let mut labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
     labeler.identities = watch_kubernetes(config)?;
-    if matches!(config.source, Source::Live { .. }) && config.labels.has(Label::Reporter) {
+    labeler.istio = config.istio.clone();
+    if matches!(config.source, Source::Live { .. }) && config.wants_reporter() {
         labeler.routes =
             Some(HostRoutes::new().context("cannot start the thread that reads the routes")?);
     }

@@ -173,9 +173,10 @@ impl Cluster {
         self.create(
             &format!("/api/v1/namespaces/{}/pods", p.namespace),
             &format!(
-                r#"{{"metadata":{{"name":"{}","labels":{{{}}}{owner}}},"spec":{{"nodeName":"node-1","hostNetwork":{},"containers":[{{"name":"c","image":"x","ports":[{}]}}]}}}}"#,
+                r#"{{"metadata":{{"name":"{}","labels":{{{}}}{owner}}},"spec":{{"nodeName":"{}","hostNetwork":{},"containers":[{{"name":"c","image":"x","ports":[{}]}}]}}}}"#,
                 p.name,
                 labels.join(","),
+                p.node,
                 p.host_network,
                 ports.join(",")
             ),
@@ -230,6 +231,7 @@ struct PodSpec<'a> {
     host_network: bool,
     ports: &'a [u16],
     phase: &'a str,
+    node: &'a str,
 }
 
 impl Default for PodSpec<'_> {
@@ -243,6 +245,7 @@ impl Default for PodSpec<'_> {
             host_network: false,
             ports: &[],
             phase: "Running",
+            node: "node-1",
         }
     }
 }
@@ -439,6 +442,217 @@ fn a_capture_is_named_as_the_cluster_is_now() {
         server_of(&outside, "5001"),
         s(["", "external", "external", "", ""])
     );
+}
+
+/// `-r capture --print --kubernetes --istio-metrics` with `args`: the
+/// exposition, checked by promtool.
+fn istio_printed(cluster: &Cluster, capture: &Path, args: &[&str]) -> String {
+    let out = Command::new(EXPORTER)
+        .arg("-r")
+        .arg(capture)
+        .args(["--print", "--kubernetes", "--istio-metrics", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(args)
+        .env_remove("NODE_NAME")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    common::promtool_check(&text, "an exposition with Istio's metrics");
+    text
+}
+
+/// The series of `metric` whose `reporter` is `reporter`.
+fn istio_series(text: &str, metric: &str, reporter: &str) -> Vec<common::Sample> {
+    common::samples(text)
+        .into_iter()
+        .filter(|s| s.name == metric && s.label("reporter") == Some(reporter))
+        .collect()
+}
+
+#[test]
+fn istio_metrics_name_both_ends_as_istio_does() {
+    if skip() {
+        return;
+    }
+    let c = Cluster::start("kube-istio");
+    let work = TempDir::new("kube-istio-work");
+    c.node("node-1", "192.168.50.1");
+    c.node("node-2", "192.168.50.2");
+    // bulk_loss.pcap: 10.250.0.1 connects to 10.250.0.2 on 5001-5003.
+    c.pod(&PodSpec {
+        namespace: "shop",
+        name: "checkout-7d9f8b6c5-x2x9q",
+        ip: "10.250.0.1",
+        labels: &[
+            ("app", "checkout"),
+            ("version", "v2"),
+            ("pod-template-hash", "7d9f8b6c5"),
+        ],
+        owner: Some(("ReplicaSet", "checkout-7d9f8b6c5")),
+        ..PodSpec::default()
+    });
+    c.pod(&PodSpec {
+        namespace: "data",
+        name: "db-0",
+        ip: "10.250.0.2",
+        labels: &[
+            ("app", "db"),
+            ("service.istio.io/canonical-name", "database"),
+            ("app.kubernetes.io/version", "14.2"),
+        ],
+        owner: Some(("StatefulSet", "db")),
+        node: "node-2",
+        ..PodSpec::default()
+    });
+    c.service("data", "db", "10.96.0.50", "db");
+
+    // Without --node-name every pod reports, as a proxy beside each would:
+    // the client's as source, the server's as destination.
+    let text = istio_printed(&c, &pcap("bulk_loss.pcap"), &[]);
+    let native = common::samples(&text);
+    let sum = |name: &str, sender: &str| -> f64 {
+        native
+            .iter()
+            .filter(|s| s.name == name && s.label("sender") == Some(sender))
+            .map(|s| s.value)
+            .sum()
+    };
+    let opened: f64 = native
+        .iter()
+        .filter(|s| s.name == "tcp_connections_opened_total")
+        .map(|s| s.value)
+        .sum();
+    assert!(opened > 0.0);
+    let closed: f64 = native
+        .iter()
+        .filter(|s| s.name == "tcp_connections_closed_total")
+        .map(|s| s.value)
+        .sum();
+    let request =
+        sum("tcp_payload_bytes_total", "client") - sum("tcp_retransmitted_bytes_total", "client");
+    let response =
+        sum("tcp_payload_bytes_total", "server") - sum("tcp_retransmitted_bytes_total", "server");
+    assert!(request > 0.0);
+    for (reporter, security) in [("source", "unknown"), ("destination", "none")] {
+        let series = istio_series(&text, "istio_tcp_connections_opened_total", reporter);
+        assert_eq!(series.len(), 1, "{reporter}: {series:?}");
+        let s = &series[0];
+        assert_eq!(s.value, opened);
+        for (label, want) in [
+            ("source_workload", "checkout"),
+            ("source_workload_namespace", "shop"),
+            ("source_principal", "unknown"),
+            ("source_app", "checkout"),
+            ("source_version", "v2"),
+            ("source_canonical_service", "checkout"),
+            ("source_canonical_revision", "v2"),
+            ("source_cluster", "Kubernetes"),
+            ("destination_workload", "db"),
+            ("destination_workload_namespace", "data"),
+            ("destination_principal", "unknown"),
+            ("destination_app", "db"),
+            ("destination_version", "14.2"),
+            ("destination_service", "db.data.svc.cluster.local"),
+            ("destination_service_name", "db"),
+            ("destination_service_namespace", "data"),
+            ("destination_canonical_service", "database"),
+            ("destination_canonical_revision", "14.2"),
+            ("destination_cluster", "Kubernetes"),
+            ("request_protocol", "tcp"),
+            ("response_flags", "-"),
+            ("connection_security_policy", security),
+        ] {
+            assert_eq!(s.label(label), Some(want), "{reporter}: {label} in {s:?}");
+        }
+        let value = |metric: &str| -> f64 {
+            istio_series(&text, metric, reporter)
+                .iter()
+                .map(|s| s.value)
+                .sum()
+        };
+        assert_eq!(
+            value("istio_tcp_connections_closed_total"),
+            closed,
+            "{reporter}"
+        );
+        assert_eq!(
+            value("istio_tcp_received_bytes_total"),
+            request,
+            "{reporter}"
+        );
+        assert_eq!(value("istio_tcp_sent_bytes_total"), response, "{reporter}");
+    }
+
+    // The native series are what they are without Istio's: the reporters
+    // and names Istio adds to a series' key are summed over.
+    let plain = Command::new(EXPORTER)
+        .arg("-r")
+        .arg(pcap("bulk_loss.pcap"))
+        .args(["--print", "--kubernetes", "--kubeconfig"])
+        .arg(c.kubeconfig())
+        .output()
+        .unwrap();
+    let traffic = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("tcp_") && !l.starts_with("tcp_exporter_"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        traffic(&String::from_utf8_lossy(&plain.stdout)),
+        traffic(&text)
+    );
+
+    // Taken on node-1: only its pod (the client) reports; on node-2 only
+    // the server; on a node with neither, nothing. The cluster's name.
+    let node1 = istio_printed(
+        &c,
+        &pcap("bulk_loss.pcap"),
+        &["--node-name", "node-1", "--cluster-name", "east"],
+    );
+    let source = istio_series(&node1, "istio_tcp_connections_opened_total", "source");
+    assert_eq!(source.len(), 1);
+    assert_eq!(source[0].label("source_cluster"), Some("east"));
+    assert!(istio_series(&node1, "istio_tcp_connections_opened_total", "destination").is_empty());
+    let node2 = istio_printed(&c, &pcap("bulk_loss.pcap"), &["--node-name", "node-2"]);
+    assert!(istio_series(&node2, "istio_tcp_connections_opened_total", "source").is_empty());
+    assert_eq!(
+        istio_series(&node2, "istio_tcp_connections_opened_total", "destination").len(),
+        1
+    );
+    let node3 = istio_printed(&c, &pcap("bulk_loss.pcap"), &["--node-name", "node-3"]);
+    assert!(!node3.contains("istio_tcp_connections_opened_total{"));
+
+    // Through the Service's cluster IP: the Service is known, the pod
+    // behind it is not (the capture is before the node's DNAT).
+    let via = istio_printed(&c, &rewritten(&work, "10.96.0.50"), &[]);
+    let source = istio_series(&via, "istio_tcp_connections_opened_total", "source");
+    assert_eq!(source.len(), 1, "{source:?}");
+    for (label, want) in [
+        ("destination_workload", "unknown"),
+        ("destination_canonical_service", "unknown"),
+        ("destination_service", "db.data.svc.cluster.local"),
+        ("destination_cluster", "Kubernetes"),
+    ] {
+        assert_eq!(source[0].label(label), Some(want), "{label}");
+    }
+    // An address the cluster does not know: unknown, and no destination
+    // proxy to report.
+    let outside = istio_printed(&c, &rewritten(&work, "203.0.113.9"), &[]);
+    let source = istio_series(&outside, "istio_tcp_connections_opened_total", "source");
+    assert_eq!(source[0].label("destination_service"), Some("unknown"));
+    assert_eq!(source[0].label("destination_cluster"), Some("unknown"));
+    assert!(istio_series(
+        &outside,
+        "istio_tcp_connections_opened_total",
+        "destination"
+    )
+    .is_empty());
 }
 
 /// An exporter capturing on lo with --kubernetes; killed when dropped.

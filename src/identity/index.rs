@@ -165,6 +165,9 @@ struct Group {
     kind: Name,
     labels: Labels,
     service: Name,
+    /// Istio's names of its pods: app, version, canonical service and
+    /// revision (from the labels and the workload).
+    istio: [Name; 4],
     /// Pods that point at it; at 0 its number is free again.
     pods: u32,
 }
@@ -613,12 +616,22 @@ impl Index {
         }
         let (namespace, workload, kind, labels) = key.clone();
         let service = self.service_for(&namespace, &labels);
+        let label = |k: &str| labels.iter().find(|(n, _)| &**n == k).map(|(_, v)| &**v);
+        let names = super::workload::istio_names(&workload, label);
+        let istio = [
+            names.app,
+            names.version,
+            names.canonical_service,
+            names.canonical_revision,
+        ]
+        .map(|n| self.intern(n));
         let group = Group {
             namespace: Arc::clone(&namespace),
             workload,
             kind,
             labels,
             service,
+            istio,
             pods: 1,
         };
         let id = match self.free_groups.pop() {
@@ -662,6 +675,7 @@ impl Index {
             kind: self.empty(),
             labels: Arc::new([]),
             service: self.empty(),
+            istio: Default::default(),
             pods: 0,
         };
         self.free_groups.push(id);
@@ -883,6 +897,7 @@ impl Index {
                 self.empty()
             },
             service: Arc::clone(&g.service),
+            istio: g.istio.clone(),
         }
     }
 
@@ -896,6 +911,7 @@ impl Index {
                 kind: self.intern_get("Service"),
                 pod: self.empty(),
                 service: Arc::clone(&s.name),
+                istio: Default::default(),
             };
         }
         if let Some(p) = self.owner_of(&ip) {
@@ -919,6 +935,7 @@ impl Index {
                 kind: self.intern_get("Node"),
                 pod: self.empty(),
                 service: self.empty(),
+                istio: Default::default(),
             };
         }
         let what = if self.synced() { "external" } else { "unknown" };
@@ -929,7 +946,14 @@ impl Index {
             kind: name,
             pod: self.empty(),
             service: self.empty(),
+            istio: Default::default(),
         }
+    }
+
+    /// The node of the pod that owns `ip` now, if a pod does.
+    pub fn pod_node(&self, ip: IpAddr) -> Option<&str> {
+        let pod = self.owner_of(&ip)?;
+        self.node_names.get(pod.node as usize).map(|n| &**n)
     }
 
     /// Who `ip` is, the pod's name included.

@@ -37,6 +37,10 @@ pub struct Identity {
     /// The Service addressed (a cluster IP), or the one whose selector
     /// matches the pod; empty if none.
     pub service: Arc<str>,
+    /// A pod's names in Istio's metrics (`workload::istio_names`): app,
+    /// version, canonical service, canonical revision; empty for anything
+    /// but a pod.
+    pub istio: [Arc<str>; 4],
 }
 
 impl Identity {
@@ -47,6 +51,7 @@ impl Identity {
             kind: kind.into(),
             pod: "".into(),
             service: service.into(),
+            istio: Default::default(),
         }
     }
 }
@@ -66,6 +71,7 @@ pub fn test_identity(
         kind: kind.into(),
         pod: pod.into(),
         service: service.into(),
+        istio: Default::default(),
     }
 }
 
@@ -194,6 +200,15 @@ impl Identities {
                 client: index.resolve(client, server_port, Role::Client),
                 server: index.resolve(server, server_port, Role::Server),
             })
+        })
+    }
+
+    /// Whether a pod owns `ip` now, on `node` if one is named.
+    pub fn is_pod_on(&self, ip: IpAddr, node: Option<&str>) -> bool {
+        self.with_index(|index| match (index.pod_node(ip), node) {
+            (Some(on), Some(node)) => on == node,
+            (found, None) => found.is_some(),
+            (None, Some(_)) => false,
         })
     }
 

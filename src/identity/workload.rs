@@ -7,6 +7,12 @@
 
 /// The label that overrides every derivation.
 pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
+const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+const APP_NAME: &str = "app.kubernetes.io/name";
+const APP_VERSION: &str = "app.kubernetes.io/version";
+/// The canonical revision of a pod without a label for it.
+pub const LATEST: &str = "latest";
 const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 
 /// A pod's controller, from its controller owner reference.
@@ -43,6 +49,36 @@ pub fn workload<'a>(
     match label(WORKLOAD_NAME_LABEL).filter(|n| !n.is_empty()) {
         Some(renamed) => (renamed, kind),
         None => (name, kind),
+    }
+}
+
+/// A pod's names in Istio's metrics, from its labels (Istio's
+/// pkg/kube/labels): `app` and `version` (`app.kubernetes.io/name` or
+/// `app`, `app.kubernetes.io/version` or `version`; empty without), the
+/// canonical service (`service.istio.io/canonical-name`, else the app,
+/// else the workload) and the canonical revision
+/// (`service.istio.io/canonical-revision`, else the version, else
+/// `latest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IstioNames<'a> {
+    pub app: &'a str,
+    pub version: &'a str,
+    pub canonical_service: &'a str,
+    pub canonical_revision: &'a str,
+}
+
+pub fn istio_names<'a>(
+    workload: &'a str,
+    label: impl Fn(&str) -> Option<&'a str>,
+) -> IstioNames<'a> {
+    let first = |names: &[&str]| names.iter().find_map(|n| label(n));
+    let app = first(&[APP_NAME, "app"]);
+    let version = first(&[APP_VERSION, "version"]);
+    IstioNames {
+        app: app.unwrap_or(""),
+        version: version.unwrap_or(""),
+        canonical_service: label(CANONICAL_NAME).or(app).unwrap_or(workload),
+        canonical_revision: label(CANONICAL_REVISION).or(version).unwrap_or(LATEST),
     }
 }
 
@@ -130,5 +166,54 @@ mod tests {
         assert_eq!(workload("p", Some(&rs), labels(&l)), ("shop", "Deployment"));
         let l = [("service.istio.io/workload-name", "solo")];
         assert_eq!(workload("p", None, labels(&l)), ("solo", "Pod"));
+    }
+
+    #[test]
+    fn istio_s_names_take_its_labels_in_its_order() {
+        fn names(l: &'static [(&'static str, &'static str)]) -> IstioNames<'static> {
+            istio_names("checkout", labels(l))
+        }
+        // Nothing: the workload, latest, and no app or version.
+        assert_eq!(
+            names(&[]),
+            IstioNames {
+                app: "",
+                version: "",
+                canonical_service: "checkout",
+                canonical_revision: LATEST
+            }
+        );
+        // app and version, and the canonical names from them.
+        let plain = names(&[("app", "cart"), ("version", "v2")]);
+        assert_eq!((plain.app, plain.version), ("cart", "v2"));
+        assert_eq!(
+            (plain.canonical_service, plain.canonical_revision),
+            ("cart", "v2")
+        );
+        // The app.kubernetes.io labels before the plain ones.
+        let k8s = names(&[
+            ("app", "cart"),
+            ("app.kubernetes.io/name", "cart-api"),
+            ("version", "v2"),
+            ("app.kubernetes.io/version", "2.1.0"),
+        ]);
+        assert_eq!((k8s.app, k8s.version), ("cart-api", "2.1.0"));
+        assert_eq!(
+            (k8s.canonical_service, k8s.canonical_revision),
+            ("cart-api", "2.1.0")
+        );
+        // Istio's own labels before everything, for the canonical names
+        // only.
+        let istio = names(&[
+            ("app", "cart"),
+            ("version", "v2"),
+            ("service.istio.io/canonical-name", "shop-cart"),
+            ("service.istio.io/canonical-revision", "canary"),
+        ]);
+        assert_eq!((istio.app, istio.version), ("cart", "v2"));
+        assert_eq!(
+            (istio.canonical_service, istio.canonical_revision),
+            ("shop-cart", "canary")
+        );
     }
 }

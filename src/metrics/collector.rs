@@ -20,6 +20,7 @@ use crate::flow::{CloseReason, Nanos, Side};
 
 use super::conns::{ConnRecord, FlowLogStats, LongBudget};
 use super::counters::{wscale_label, DirCounters, Histogram, RETRANSMISSION_KINDS, WSCALE_SLOTS};
+use super::istio::IstioSeries;
 use super::labels::{escape_into, Label, Labeler, SeriesKey, NO_IDENTITY, NO_INTERFACE};
 use super::names::{self, Def, Kind, DURATION_BUCKETS, RTT_BUCKETS};
 use super::series::SeriesBudget;
@@ -249,22 +250,46 @@ impl Exporter {
                 }
             }
         }
+        let istio = self.istio_series(&pairs);
         let label = |key: &SeriesKey| self.labels(key, &interface_names);
-        let mut pairs: Vec<(String, PairCounters)> =
-            pairs.into_iter().map(|(k, v)| (label(&k), v)).collect();
-        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut servers: Vec<(String, ServerHistograms)> =
-            servers.into_iter().map(|(k, v)| (label(&k), v)).collect();
-        servers.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Keys that differ only in what is not a label (Istio's reporters,
+        // names Istio has that the chosen labels do not show) are one
+        // series.
+        let pairs = coalesce(
+            pairs.into_iter().map(|(k, v)| (label(&k), v)),
+            PairCounters::merge,
+        );
+        let servers = coalesce(
+            servers.into_iter().map(|(k, v)| (label(&k), v)),
+            ServerHistograms::merge,
+        );
         long.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
 
         // About 41 lines of ~140 bytes per label set.
         let mut out = Text(String::with_capacity(4096 + pairs.len() * 6000));
         self.write_traffic(&mut out, &pairs, &servers);
+        if let Some(istio) = istio {
+            istio.write(&mut out);
+        }
         self.write_long(&mut out, &long);
         self.write_own(&mut out, &interfaces, overflow, expired);
         extra(&mut out);
         out.0
+    }
+
+    /// Istio's series (with `--istio-metrics`), summed from the native ones.
+    fn istio_series(
+        &self,
+        pairs: &HashMap<SeriesKey, PairCounters, RandomState>,
+    ) -> Option<IstioSeries> {
+        let options = self.labeler.istio.as_ref()?;
+        let identities = self.labeler.identities.as_ref()?;
+        let mut istio = IstioSeries::default();
+        for (key, c) in pairs.iter().filter(|(k, _)| k.istio != 0) {
+            let (client, server) = (identities.get(key.client_id), identities.get(key.server_id));
+            istio.add(options, key.istio, &client, &server, c);
+        }
+        Some(istio)
     }
 
     /// The label string of a series key: each label it carries, in the
@@ -640,6 +665,23 @@ impl Display for Seconds {
 /// The exposition being written.
 pub struct Text(String);
 
+/// Series by label string, sorted, those with equal strings merged.
+fn coalesce<V>(
+    series: impl Iterator<Item = (String, V)>,
+    merge: fn(&mut V, &V),
+) -> Vec<(String, V)> {
+    let mut series: Vec<(String, V)> = series.collect();
+    series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(String, V)> = Vec::with_capacity(series.len());
+    for (labels, v) in series {
+        match out.last_mut() {
+            Some(last) if last.0 == labels => merge(&mut last.1, &v),
+            _ => out.push((labels, v)),
+        }
+    }
+    out
+}
+
 impl Text {
     pub fn header(&mut self, def: Def) {
         let kind = match def.kind {
@@ -737,6 +779,22 @@ mod tests {
     use super::*;
 
     use crate::flow::test_orientation as orient;
+
+    #[test]
+    fn series_with_equal_label_strings_are_one() {
+        let one = |opened| PairCounters {
+            opened,
+            ..PairCounters::default()
+        };
+        let merged = coalesce(
+            [("b", one(1)), ("a", one(2)), ("b", one(4))]
+                .into_iter()
+                .map(|(l, c)| (l.to_string(), c)),
+            PairCounters::merge,
+        );
+        let got: Vec<(&str, u64)> = merged.iter().map(|(l, c)| (l.as_str(), c.opened)).collect();
+        assert_eq!(got, [("a", 2), ("b", 5)]);
+    }
 
     /// The `tcp_connections_active` samples of an exposition.
     fn active_lines(text: &str) -> Vec<&str> {

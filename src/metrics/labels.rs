@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use super::istio::{self, IstioOptions};
 use crate::capture::routes::{HostRoutes, Routes};
 use crate::flow::Orientation;
 use crate::identity::{Identities, Identity, Peers, OTHER as OTHER_IDENTITY};
@@ -266,6 +267,10 @@ pub struct SeriesKey {
     pub port_name: Option<u16>,
     pub family: Option<Family>,
     pub reporter: Option<Reporter>,
+    /// With `--istio-metrics`: which of Istio's reporters this series
+    /// stands for (`istio::SOURCE`, `DESTINATION`, `HBONE`); 0 otherwise.
+    /// Not a label of its own: the native exposition sums over it.
+    pub istio: u8,
 }
 
 /// Whose side of a connection a capture point is on (the `reporter`
@@ -596,6 +601,8 @@ pub struct Labeler {
     /// The host's routes, for `reporter` on live interfaces (a file read
     /// with -r has no host: its connections are the node's).
     pub routes: Option<Arc<HostRoutes>>,
+    /// `--istio-metrics` (with `--kubernetes`).
+    pub istio: Option<IstioOptions>,
     /// Most specific first; among equals, in the order given.
     rules: Vec<(CidrRule, Option<u16>)>,
     ports: HashMap<u16, u16>,
@@ -631,6 +638,7 @@ impl Labeler {
             labels,
             identities: None,
             routes: None,
+            istio: None,
             rules,
             ports,
             names,
@@ -662,8 +670,11 @@ impl Labeler {
     ) -> SeriesKey {
         let l = self.labels;
         use crate::identity::Role as Side;
+        // Istio's labels name both ends whatever --labels chose.
+        let istio = self.istio.as_ref().zip(self.identities.as_ref());
         let identity = |labels: &[Label], pod: Label, ip: IpAddr, side: Side| {
-            let Some(ids) = self.identities.as_ref().filter(|_| l.any(labels)) else {
+            let wanted = l.any(labels) || istio.is_some();
+            let Some(ids) = self.identities.as_ref().filter(|_| wanted) else {
                 return NO_IDENTITY;
             };
             match (peers, side) {
@@ -671,6 +682,10 @@ impl Labeler {
                 (Some(p), Side::Server) => ids.number_of(&p.server, l.has(pod)),
                 (None, _) => ids.resolve(ip, o.server_port, side, l.has(pod)),
             }
+        };
+        let reporter = || match &self.routes {
+            Some(routes) => Reporter::on(&routes.current(), interface_name, o),
+            None => Reporter::Node,
         };
         SeriesKey {
             interface: if l.has(Label::Interface) {
@@ -705,9 +720,9 @@ impl Labeler {
                 .has(Label::PortName)
                 .then(|| self.port_name(o.server_port)),
             family: l.has(Label::IpFamily).then(|| Family::of(o.server)),
-            reporter: l.has(Label::Reporter).then(|| match &self.routes {
-                Some(routes) => Reporter::on(&routes.current(), interface_name, o),
-                None => Reporter::Node,
+            reporter: l.has(Label::Reporter).then(reporter),
+            istio: istio.map_or(0, |(options, ids)| {
+                istio::reporters(options, ids, reporter(), o)
             }),
         }
     }

@@ -8,6 +8,7 @@
 pub mod collector;
 pub mod conns;
 pub mod counters;
+pub mod istio;
 pub mod labels;
 pub mod names;
 pub mod series;

@@ -24,6 +24,27 @@ const fn def(name: &'static str, kind: Kind, help: &'static str) -> Def {
 
 use Kind::*;
 
+pub const ISTIO_OPENED: Def = def(
+    "istio_tcp_connections_opened_total",
+    Counter,
+    "Istio's: TCP connections opened (response_flags=UF: refused or unanswered), by reporter.",
+);
+pub const ISTIO_CLOSED: Def = def(
+    "istio_tcp_connections_closed_total",
+    Counter,
+    "Istio's: TCP connections closed (response_flags=UF: refused or unanswered), by reporter.",
+);
+pub const ISTIO_SENT_BYTES: Def = def(
+    "istio_tcp_sent_bytes_total",
+    Counter,
+    "Istio's: bytes sent during response (server to client), TCP payload less retransmissions.",
+);
+pub const ISTIO_RECEIVED_BYTES: Def = def(
+    "istio_tcp_received_bytes_total",
+    Counter,
+    "Istio's: bytes received during request (client to server), TCP payload less retransmissions.",
+);
+
 pub const PACKETS: Def = def("tcp_packets_total", Counter, "TCP segments seen.");
 pub const PAYLOAD_BYTES: Def = def(
     "tcp_payload_bytes_total",

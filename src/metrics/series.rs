@@ -289,6 +289,7 @@ mod tests {
             port_name: None,
             family: None,
             reporter: None,
+            istio: 0,
         }
     }
 

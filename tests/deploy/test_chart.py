@@ -469,6 +469,9 @@ class ChartRender(unittest.TestCase):
             (KUBERNETES_OFF, CAPTURE_CAPABILITIES),
             ({"labels": ["client_workload", "server_workload", "server_port"]}, CAPTURE_CAPABILITIES),
             (dict(KUBERNETES_OFF, labels=["interface", "client", "server"]), CAPTURE_CAPABILITIES),
+            # Istio's reporters need the pod behind each interface too.
+            ({"labels": ["client_workload", "server_workload"], "istio": {"enabled": True}},
+             REPORTER_CAPABILITIES),
         )
         for backend in ("pcap", "af-packet"):
             for values, caps in cases:
@@ -661,6 +664,11 @@ class ChartRender(unittest.TestCase):
         self.assertEqual(r.names("ServiceAccount"), [])
         self.assertReadOnlyClusterRole(r, "tcpx-reader")
 
+    def test_istio_metrics_need_kubernetes(self):
+        with self.assertRaises(helm.InstallError) as cm:
+            render(dict(KUBERNETES_OFF, istio={"enabled": True}))
+        self.assertIn("istio.enabled needs kubernetes.enabled", str(cm.exception))
+
     def test_kubernetes_never_binds_the_default_service_account(self):
         # Every pod of the namespace without an account of its own runs as
         # "default": the chart refuses to grant it the ClusterRole.
@@ -754,6 +762,10 @@ class ChartRender(unittest.TestCase):
             ({"flowLog": {"enabled": True, "interval": "100ms"}},
              ["--kubernetes", "--flow-log", "-", "--flow-log-interval", "100ms"]),
             ({"flowLog": {"enabled": False, "interval": "1m"}}, ["--kubernetes"]),
+            ({"istio": {"enabled": True}}, ["--kubernetes", "--istio-metrics"]),
+            ({"istio": {"enabled": True, "clusterName": "east-1"}},
+             ["--kubernetes", "--istio-metrics", "--cluster-name", "east-1"]),
+            ({"istio": {"enabled": False, "clusterName": "east-1"}}, ["--kubernetes"]),
             # Empty and null are the exporter's defaults (null removes the
             # chart's defaults; the templates must not trip over that).
             ({"aggregateCidr": [], "portNames": {"presets": [], "custom": {}}}, ["--kubernetes"]),

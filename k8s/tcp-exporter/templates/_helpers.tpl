@@ -253,6 +253,14 @@ af-packet one worker with two 1 MiB blocks, xdp a 4 MiB ring.
 {{- if include "tcp-exporter.kubernetes" . }}
 - --kubernetes
 {{- end }}
+{{- $istio := $v.istio | default dict }}
+{{- if $istio.enabled }}
+- --istio-metrics
+{{- with $istio.clusterName }}
+- --cluster-name
+- {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- if not (kindIs "invalid" $v.maxFlows) }}
 - --max-flows
 - {{ $v.maxFlows | int64 | quote }}
@@ -317,12 +325,15 @@ af-packet one worker with two 1 MiB blocks, xdp a 4 MiB ring.
 {{- end }}
 
 {{/*
-"true" when the exporter labels traffic with `reporter`: labels names it,
-or labels is empty and kubernetes.enabled is on (the exporter's default set
-with --kubernetes has it). A --labels in extraArgs is not looked at.
+"true" when the exporter needs to know whose pod interface saw a
+connection: labels names reporter, or labels is empty and
+kubernetes.enabled is on (the exporter's default set with --kubernetes has
+it), or istio.enabled (Istio's source and destination reporters). A
+--labels in extraArgs is not looked at.
 */}}
 {{- define "tcp-exporter.reporter" -}}
-{{- if .Values.labels }}
+{{- if (.Values.istio | default dict).enabled }}true
+{{- else if .Values.labels }}
 {{- if has "reporter" .Values.labels }}true{{ end }}
 {{- else if include "tcp-exporter.kubernetes" . }}true
 {{- end }}
@@ -369,6 +380,9 @@ maxLength counts characters).
 {{- if has . $needCluster }}
 {{- fail (printf "labels: %s comes from the cluster and needs kubernetes.enabled (the exporter refuses it without --kubernetes)" .) }}
 {{- end }}
+{{- end }}
+{{- if ($v.istio | default dict).enabled }}
+{{- fail "istio.enabled needs kubernetes.enabled: Istio's labels name workloads, which come from the cluster" }}
 {{- end }}
 {{- end }}
 {{- range $port, $name := ($v.portNames | default dict).custom }}
