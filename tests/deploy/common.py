@@ -79,12 +79,13 @@ def _die_with_parent():
         pass
 
 
-def start(args, log_path):
-    """Starts a child process with stdout and stderr to log_path."""
+def start(args, log_path, env=None):
+    """Starts a child process with stdout and stderr to log_path, in `env`
+    (a whole environment; None: this process')."""
     log = open(log_path, "ab")
     try:
         return subprocess.Popen([str(a) for a in args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, env=env)
     finally:
         log.close()
 

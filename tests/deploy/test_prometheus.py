@@ -14,6 +14,10 @@ optional series on, for the dashboard's panels), twice, one per label mode:
   server_port). The cluster holds a Node, and for the capture's two
   addresses a Deployment's pod (ReplicaSet with pod-template-hash) as the
   client and a StatefulSet's pod selected by a Service as the server.
+  Also with `--istio-metrics`: Istio's four TCP families with Istio's
+  labels. The exporters run without NODE_NAME in their environment (and
+  no --node-name), so every pod end of a file reports: the one connection
+  pair gives a reporter="source" and a reporter="destination" series.
 
 Each has a Prometheus of its own on another loopback port, as a deployment
 in that mode would, scraping it every second and evaluating the alerting
@@ -31,6 +35,19 @@ through Prometheus' HTTP API:
   each) parses, and every panel returns data in both modes, but those of
   the Kubernetes rows, which return data with identity labels only; each
   query returns data in at least one mode;
+- Istio's published Workload, Service and Mesh dashboards
+  (testdata/istio-dashboards: their variables and TCP panel queries) work
+  on the identity mode's Prometheus. The istio_tcp_* series carry every
+  label those queries select or group on, with the values Istio's proxies
+  would write for the two pods (both reporters). Each dashboard's variables
+  are resolved in order as Grafana resolves them (query_result() rendered
+  as Grafana renders it, then the variable's regex) and find the cluster's
+  namespaces, workloads and Service; for the chosen views (the server; for
+  the Workload dashboard also the client) and each choice of $qrep, every
+  TCP panel query returns non-zero data over the replay, but those listed
+  in ISTIO_NO_DATA, which parse and return nothing, for the reason given
+  there (mutual TLS, which a plaintext capture never has; the direction a
+  workload does not take);
 - the alerts this capture must trigger fire (retransmission ratio, reset
   storm, zero windows; per workload also failed connections) in the family
   of that mode only, those it must not (capture drops, flow table, series
@@ -143,6 +160,88 @@ MUST_NOT_FIRE = {
     "identity": EXPORTER_ALERTS | MUST_FIRE["ip"],
 }
 
+# --istio-metrics (identity mode). The labels Istio's proxies would write
+# for the capture's connections between the two pods, in plaintext: no peer
+# certificates (principals unknown), no version labels on the pods
+# (versions unknown, canonical revisions latest), Istio's default cluster
+# id. A source proxy does not know the security policy, a destination
+# proxy saw no TLS.
+ISTIO_FAMILIES = ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+                  "istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total")
+SERVICE_FQDN = "db.data.svc.cluster.local"
+ISTIO_LABELS = {
+    "source_workload": "checkout", "source_workload_namespace": "shop", "source_principal": "unknown",
+    "source_app": "checkout", "source_version": "unknown", "source_canonical_service": "checkout",
+    "source_canonical_revision": "latest", "source_cluster": "Kubernetes",
+    "destination_workload": "db", "destination_workload_namespace": "data", "destination_principal": "unknown",
+    "destination_app": "db", "destination_version": "unknown", "destination_service": SERVICE_FQDN,
+    "destination_service_name": "db", "destination_service_namespace": "data",
+    "destination_canonical_service": "db", "destination_canonical_revision": "latest",
+    "destination_cluster": "Kubernetes", "request_protocol": "tcp",
+}
+ISTIO_SECURITY_POLICY = {"source": "unknown", "destination": "none"}
+ISTIO_RESPONSE_FLAGS = {"-", "UF"}  # UF: refused or unanswered
+
+ISTIO_DASHBOARDS = ROOT / "testdata" / "istio-dashboards"
+# The views of Istio's dashboards the test opens: the values chosen for
+# their single-value variables. The Workload dashboard twice: its inbound
+# panels show the server's side, its outbound ones (reporter="source") the
+# client's. Variables with All (srcns, srcwl, dstsvc, ...) stay at All,
+# Grafana's default for them.
+ISTIO_VIEWS = {
+    "workload": {"server": {"namespace": "data", "workload": "db"},
+                 "client": {"namespace": "shop", "workload": "checkout"}},
+    "service": {"server": {"service": SERVICE_FQDN}},
+    "mesh": {"mesh": {}},
+}
+# $qrep (custom, multi, no All): both reporters, then each alone.
+ISTIO_QREP_CHOICES = (("source", "destination"), ("source",), ("destination",))
+# What each variable finds in each view. Istio's $namespace lists the
+# namespaces of destination workloads only: the client view sets "shop" as
+# a link would (var-namespace=shop), and $workload then finds checkout. A
+# view's variables find nothing of a direction its workload does not take:
+# db opens no connection (no $dstsvc), checkout accepts none (no $srcns,
+# $srcwl).
+ISTIO_VARIABLE_VALUES = {
+    ("workload", "server"): {"namespace": ["data"], "workload": ["db"], "qrep": ["source", "destination"],
+                             "srcns": ["shop"], "srcwl": ["checkout"], "dstsvc": []},
+    ("workload", "client"): {"namespace": ["data"], "workload": ["checkout"], "qrep": ["source", "destination"],
+                             "srcns": [], "srcwl": [], "dstsvc": [SERVICE_FQDN]},
+    ("service", "server"): {"service": [SERVICE_FQDN], "qrep": ["source", "destination"],
+                            "srccluster": ["Kubernetes"], "srcns": ["shop"], "srcwl": ["checkout"],
+                            "dstcluster": ["Kubernetes"], "dstns": ["data"], "dstwl": ["db"]},
+    ("mesh", "mesh"): {},
+}
+# The TCP panel queries that return no data by design in a view, as
+# (dashboard, view, panel id, index of the query in the panel): they must
+# parse and return nothing there. Every other query returns data in every
+# view and $qrep choice.
+MUTUAL_TLS = ('selects connection_security_policy="mutual_tls", which a plaintext capture never has (the '
+              'exporter writes it only for connections to HBONE\'s port, 15008, as their destination reports them)')
+DB_OPENS_NOTHING = "client side of db (source_workload=~\"db\"): db opens no connection"
+CHECKOUT_ACCEPTS_NOTHING = ("server side of checkout (destination_workload=~\"checkout\"): checkout accepts"
+                            " no connection")
+ISTIO_NO_DATA = {
+    ("workload", "server", 80, 0): MUTUAL_TLS,  # Bytes Received from Incoming TCP Connection
+    ("workload", "server", 82, 0): MUTUAL_TLS,  # Bytes Sent to Incoming TCP Connection
+    ("workload", "server", 76, 0): MUTUAL_TLS,  # Bytes Sent on Outgoing TCP Connection
+    ("workload", "server", 78, 0): MUTUAL_TLS,  # Bytes Received from Outgoing TCP Connection
+    ("workload", "server", 85, 0): DB_OPENS_NOTHING,  # TCP Client Traffic
+    ("workload", "server", 76, 1): DB_OPENS_NOTHING,
+    ("workload", "server", 78, 1): DB_OPENS_NOTHING,
+    ("workload", "client", 80, 0): MUTUAL_TLS,
+    ("workload", "client", 82, 0): MUTUAL_TLS,
+    ("workload", "client", 76, 0): MUTUAL_TLS,
+    ("workload", "client", 78, 0): MUTUAL_TLS,
+    ("workload", "client", 84, 0): CHECKOUT_ACCEPTS_NOTHING,  # TCP Server Traffic
+    ("workload", "client", 80, 1): CHECKOUT_ACCEPTS_NOTHING,
+    ("workload", "client", 82, 1): CHECKOUT_ACCEPTS_NOTHING,
+    ("service", "server", 80, 0): MUTUAL_TLS,  # Bytes Received from Incoming TCP Connection (by source)
+    ("service", "server", 82, 0): MUTUAL_TLS,  # Bytes Sent to Incoming TCP Connection (by source)
+    ("service", "server", 92, 0): MUTUAL_TLS,  # Bytes Received from Incoming TCP Connection (by destination)
+    ("service", "server", 93, 0): MUTUAL_TLS,  # Bytes Sent to Incoming TCP Connection (by destination)
+}
+
 
 def split_pcap(path, steps, outdir):
     """Writes `steps` prefixes of the classic pcap file `path`, the last one
@@ -178,6 +277,106 @@ def shorten_for(rules_text, duration):
     """The rules file with every `for:` set to `duration`; also returns how
     many were changed."""
     return re.subn(r"(?m)^(\s*for:\s*)\S+\s*$", r"\g<1>" + duration, rules_text)
+
+
+def load_istio_dashboards():
+    """Istio's dashboards' variables and TCP panel queries, by file stem."""
+    out = {}
+    for name in ISTIO_VIEWS:
+        with open(ISTIO_DASHBOARDS / (name + ".json")) as f:
+            out[name] = json.load(f)
+    return out
+
+
+def istio_dashboard_labels(dashboards):
+    """Every label the dashboards' variable queries and TCP panel queries
+    select on (`label op "value"`) or group by (`by (...)`)."""
+    texts = [v.get("query", "") for d in dashboards.values() for v in d["variables"] if v["type"] == "query"]
+    texts += [e for d in dashboards.values() for p in d["tcp_panels"] for e in p["expr"]]
+    out = set()
+    for t in texts:
+        out.update(re.findall(r'([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)\s*"', t))
+        for group in re.findall(r"\bby\s*\(([^)]*)\)", t):
+            out.update(x.strip() for x in group.split(",") if x.strip())
+    return out
+
+
+def query_result_texts(data):
+    """An instant query's answer (the API's `data`) as Grafana's
+    query_result() renders it: per series `name{label="value",...} value
+    timestamp_ms` (the name empty after an aggregation); a scalar or
+    string, its value."""
+    if data["resultType"] in ("scalar", "string"):
+        return [data["result"][1]]
+    out = []
+    for series in data["result"]:
+        metric = dict(series["metric"])
+        name = metric.pop("__name__", "")
+        ms = series["value"][0] * 1000
+        out.append("%s{%s} %s %s" % (name, ",".join('%s="%s"' % kv for kv in metric.items()), series["value"][1],
+                                     int(ms) if ms == int(ms) else ms))
+    return out
+
+
+def js_regex(text):
+    """A Grafana variable's regex as Python's, and whether it is global:
+    /PATTERN/FLAGS as JavaScript reads it, anything else anchored
+    (Grafana's stringToJsRegex)."""
+    m = re.fullmatch(r"/(.*?)/(g?i?m?y?s?)", text, re.S)
+    if m is None:
+        return re.compile("^" + text + "$"), False
+    flags = (re.I if "i" in m.group(2) else 0) | (re.M if "m" in m.group(2) else 0) | (re.S if "s" in m.group(2) else 0)
+    return re.compile(re.sub(r"\(\?<(?![=!])", "(?P<", m.group(1)), flags), "g" in m.group(2)
+
+
+def grafana_options(texts, regex):
+    """The values Grafana makes of a variable query's texts
+    (metricNamesToVariableValues): with a regex, texts it does not match
+    are left out and each other gives its group `value`, else its first
+    capture group (each match's with the g flag), else the whole text;
+    distinct, in order."""
+    values = []
+    if not regex:
+        values = list(texts)
+    else:
+        r, is_global = js_regex(regex)
+        for text in texts:
+            matches = list(r.finditer(text)) if is_global else [m for m in [r.search(text)] if m]
+            if not matches:
+                continue
+            if "value" in r.groupindex:
+                values.append(next((m.group("value") for m in matches if m.group("value")), text))
+            elif r.groups and len(matches) > 1:
+                values.extend(m.group(1) for m in matches)
+            elif r.groups:
+                values.append(matches[0].group(1))
+            else:
+                values.append(text)
+    out = []
+    for v in values:
+        if v is not None and v not in out:
+            out.append(v)
+    return out
+
+
+ALL = "$__all"
+
+
+def grafana_format(variable, selected, options):
+    """What Grafana's Prometheus data source puts in a query for `variable`
+    set to `selected` (a list of values, or ALL): a variable with neither
+    multi nor includeAll its value as is (backslashes and quotes escaped);
+    otherwise each value regex-escaped (common.grafana_regex), several as
+    (a|b). All is the variable's allValue, or every option (none: `()`)."""
+    if not variable.get("multi") and not variable.get("includeAll"):
+        value = selected[0] if selected else ""  # none found: Grafana's "None"
+        return value.replace("\\", "\\\\").replace("'", "\\\\'")
+    if selected == ALL:
+        if variable.get("allValue"):
+            return variable["allValue"]
+        selected = options
+    escaped = [grafana_regex(v) for v in selected]
+    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
 
 class KubeAPI:
@@ -309,7 +508,11 @@ class PrometheusEndToEnd(unittest.TestCase):
         kube.pod(CLIENT_POD, "node-1")
         kube.pod(SERVER_POD, "node-1")
         kube.service(SERVER_SERVICE, int(SERVER_PORT))
-        cls.modes["identity"].flags = ["--kubernetes", "--kubeconfig", os.path.join(cls.cluster_dir, "kubeconfig")]
+        cls.modes["identity"].flags = ["--kubernetes", "--kubeconfig", os.path.join(cls.cluster_dir, "kubeconfig"),
+                                       "--istio-metrics"]
+        # No --node-name, and no NODE_NAME (its environment variable) to
+        # stand in for it: every pod end of the file reports.
+        cls.exporter_env = {k: v for k, v in os.environ.items() if k != "NODE_NAME"}
 
         cls._serve_all(cls.steps[0])
         for m in cls.modes.values():
@@ -317,6 +520,7 @@ class PrometheusEndToEnd(unittest.TestCase):
                      and http_get(m.prom_url + "/-/ready")[0] == 200, 30)
             wait_for("Prometheus (%s) to scrape its exporter" % m.name,
                      lambda m=m: [s for s in cls.query(m.name, 'up{job="tcp-exporter"} == 1')], 30)
+        cls.replay_start = time.time()
 
         # The replay: one longer prefix every STEP_SECONDS, both exporters.
         for path in cls.steps[1:]:
@@ -324,6 +528,9 @@ class PrometheusEndToEnd(unittest.TestCase):
             cls._serve_all(path)
         # Two more scrapes of the whole capture, and rule evaluations on them.
         time.sleep(2.5)
+        # "Now" for the queries of Istio's dashboards: the exporters still
+        # serve the whole capture (test_8 stops them).
+        cls.replay_end = time.time()
         print("\n  set-up (capture, cluster, 2 Prometheus, %d-step replay of 2 exporters): %.1f s"
               % (STEPS, time.monotonic() - started), file=sys.stderr)
 
@@ -344,7 +551,7 @@ class PrometheusEndToEnd(unittest.TestCase):
                                 "--long-connections", LONG_CONNECTIONS,
                                 "--flow-log", os.path.join(cls.tmp, "flow-%s.jsonl" % m.name),
                                 "--flow-log-interval", FLOW_LOG_INTERVAL] + m.flags,
-                               os.path.join(cls.tmp, "exporter-%s.log" % m.name))
+                               os.path.join(cls.tmp, "exporter-%s.log" % m.name), env=cls.exporter_env)
         for m in cls.modes.values():
             # --kubernetes with -r lists the cluster first (up to 30 s).
             wait_for("the exporter (%s) to have read %s" % (m.name, pcap),
@@ -383,17 +590,26 @@ class PrometheusEndToEnd(unittest.TestCase):
         return doc
 
     @classmethod
-    def query(cls, mode, expr):
-        """The result of an instant query in `mode`'s Prometheus; raises
-        AssertionError with Prometheus' message if it fails (a parse error,
-        say)."""
-        doc = cls.api(mode, "/api/v1/query", {"query": expr})
+    def query(cls, mode, expr, at=None):
+        """The result of an instant query in `mode`'s Prometheus (at Unix
+        time `at`, or now); raises AssertionError with Prometheus' message
+        if it fails (a parse error, say)."""
+        doc = cls.api(mode, "/api/v1/query", dict({"query": expr}, **({"time": at} if at else {})))
         if doc.get("status") != "success":
             raise AssertionError("query failed (%s): %s\n  %s" % (mode, doc.get("error"), expr))
         data = doc["data"]
         if data["resultType"] in ("vector", "matrix"):
             return data["result"]
         return [{"metric": {}, "value": data["result"]}]
+
+    @classmethod
+    def query_range(cls, mode, expr, start, end, step=1):
+        """The series of a range query in `mode`'s Prometheus; raises
+        AssertionError with Prometheus' message if it fails."""
+        doc = cls.api(mode, "/api/v1/query_range", {"query": expr, "start": start, "end": end, "step": step})
+        if doc.get("status") != "success":
+            raise AssertionError("range query failed (%s): %s\n  %s" % (mode, doc.get("error"), expr))
+        return doc["data"]["result"]
 
     @staticmethod
     def numbers(result):
@@ -536,6 +752,126 @@ class PrometheusEndToEnd(unittest.TestCase):
         # each mode the other mode's variables have no values and stay All,
         # as in Grafana.
         self.check_panels({mode: self.variable_values(mode)[1] for mode in MODES})
+
+    def test_6b_istio_series_carry_the_labels_istio_would_write(self):
+        with open("/proc/%d/environ" % self.modes["identity"].exporter.pid, "rb") as f:
+            names = [e.split(b"=", 1)[0] for e in f.read().split(b"\0")]
+        self.assertNotIn(b"NODE_NAME", names, "the exporter must read the file as from no node")
+        used = istio_dashboard_labels(load_istio_dashboards())
+        self.assertTrue({"reporter", "source_workload", "destination_service", "connection_security_policy",
+                         "source_cluster", "destination_cluster"} <= used, used)
+        result = self.query("identity", '{__name__=~"istio_.*"}', at=self.replay_end)
+        reporters = {}
+        for series in result:
+            labels = {k: v for k, v in series["metric"].items() if k not in ("__name__", "job", "instance")}
+            reporters.setdefault(series["metric"]["__name__"], set()).add(labels.get("reporter"))
+            with self.subTest(series=series["metric"]):
+                self.assertFalse(used - set(labels), "labels the dashboards use, missing")
+                self.assertIn(labels.pop("response_flags", None), ISTIO_RESPONSE_FLAGS)
+                reporter = labels.get("reporter")
+                expected = dict(ISTIO_LABELS, reporter=reporter,
+                                connection_security_policy=ISTIO_SECURITY_POLICY.get(reporter))
+                wrong = {k: (labels.get(k), expected.get(k)) for k in set(labels) | set(expected)
+                         if labels.get(k) != expected.get(k)}
+                self.assertEqual(wrong, {}, "label: (served, what Istio would write)")
+        self.assertEqual(reporters, {name: {"source", "destination"} for name in ISTIO_FAMILIES})
+        for reporter in ("source", "destination"):
+            sent = self.query("identity", 'istio_tcp_sent_bytes_total{reporter="%s"}' % reporter, at=self.replay_end)
+            self.assertTrue(any(v > 0 for v in self.numbers(sent)), "%s: %s" % (reporter, sent))
+        self.assertEqual(self.query("ip", '{__name__=~"istio_.*"}', at=self.replay_end), [])
+
+    def istio_variable_query(self, query, regex):
+        """A variable's values as Grafana finds them: query_result(EXPR) an
+        instant query at the end of the replay rendered per series,
+        label_values([SELECTOR,] LABEL) the label's values; then the
+        variable's regex."""
+        m = re.fullmatch(r"\s*query_result\((.+)\)\s*", query, re.S)
+        if m:
+            doc = self.api("identity", "/api/v1/query", {"query": m.group(1), "time": self.replay_end})
+            self.assertEqual(doc.get("status"), "success", "%s\n  %s" % (doc.get("error"), query))
+            return grafana_options(query_result_texts(doc["data"]), regex)
+        m = re.fullmatch(r"\s*label_values\((?:(.+),\s*)?(\w+)\)\s*", query, re.S)
+        self.assertIsNotNone(m, "neither query_result() nor label_values(): %s" % query)
+        doc = self.api("identity", "/api/v1/label/%s/values" % m.group(2),
+                       {"match[]": m.group(1)} if m.group(1) else None)
+        self.assertEqual(doc.get("status"), "success", "%s\n  %s" % (doc.get("error"), query))
+        return grafana_options(doc["data"], regex)
+
+    def istio_variables(self, dashboard, chosen, qrep):
+        """`dashboard`'s variables resolved in order, each query with the
+        earlier ones substituted: (values found, by name; the text each puts
+        in a query). `chosen` sets single values, `qrep` the reporters; a
+        variable with All stays at All, any other takes its first value."""
+        found, text = {}, {}
+        for v in dashboard["variables"]:
+            name = v["name"]
+            if v["type"] == "datasource":
+                continue
+            if v["type"] == "custom":
+                found[name] = [x.strip() for x in re.findall(r"(?:\\,|[^,])+", v["query"])]
+            else:
+                self.assertEqual(v["type"], "query", name)
+                found[name] = self.istio_variable_query(substitute(v["query"], text), v.get("regex", ""))
+            if name == "qrep":
+                selected = list(qrep)
+            elif name in chosen:
+                selected = [chosen[name]]
+            else:
+                selected = ALL if v.get("includeAll") else found[name][:1]
+            text[name] = grafana_format(v, selected, found[name])
+        return found, text
+
+    def istio_runs(self):
+        """(dashboard name, its data, view, $qrep choice, chosen values) of
+        every view, with each $qrep choice where the dashboard has one."""
+        out = []
+        for name, dashboard in load_istio_dashboards().items():
+            has_qrep = any(v["name"] == "qrep" for v in dashboard["variables"])
+            for view, chosen in ISTIO_VIEWS[name].items():
+                for qrep in ISTIO_QREP_CHOICES if has_qrep else [()]:
+                    out.append((name, dashboard, view, qrep, chosen))
+        return out
+
+    def test_6c_istio_dashboard_variables_find_the_cluster(self):
+        for name, dashboard, view, qrep, chosen in self.istio_runs():
+            with self.subTest(dashboard=name, view=view, qrep=qrep):
+                found, _ = self.istio_variables(dashboard, chosen, qrep)
+                self.assertEqual(found, ISTIO_VARIABLE_VALUES[name, view])
+
+    def test_6d_istio_dashboard_tcp_panels_return_data(self):
+        # irate() over the replay: after it the counters stand still, and
+        # an instant query now would read 0.
+        with_data, checked = {}, set()
+        for name, dashboard, view, qrep, chosen in self.istio_runs():
+            _, text = self.istio_variables(dashboard, chosen, qrep)
+            for panel in dashboard["tcp_panels"]:
+                for i, expr in enumerate(panel["expr"]):
+                    key = (name, view, panel["id"], i)
+                    checked.add(key)
+                    where = "%s dashboard, view %s, panel %d %r, query %d; variables %s" % (
+                        name, view, panel["id"], panel["title"], i, text)
+                    with self.subTest(dashboard=name, view=view, qrep=qrep, panel=panel["id"], query=i):
+                        q = substitute(expr, text)
+                        result = self.query_range("identity", q, self.replay_start, self.replay_end)
+                        if key in ISTIO_NO_DATA:
+                            self.assertEqual(result, [], "%s: expected no data (%s)\n  %s"
+                                             % (where, ISTIO_NO_DATA[key], q))
+                            continue
+                        nums = self.numbers(result)
+                        self.assertTrue(any(v != 0 and not math.isnan(v) for v in nums),
+                                        "%s: no non-zero value over the replay (%d series)\n  %s"
+                                        % (where, len(result), q))
+                        with_data.setdefault((name, panel["id"], i), set()).add(view)
+        self.assertEqual(set(ISTIO_NO_DATA) - checked, set(), "ISTIO_NO_DATA names queries that do not exist")
+        # A query is without data in every view for mutual TLS only.
+        for name, view, panel, i in checked:
+            if (name, panel, i) not in with_data:
+                with self.subTest(dashboard=name, panel=panel, query=i):
+                    self.assertEqual(ISTIO_NO_DATA.get((name, view, panel, i)), MUTUAL_TLS)
+        mtls = sum(1 for r in ISTIO_NO_DATA.values() if r == MUTUAL_TLS)
+        print("\n  Istio dashboards: %d panel queries x view, %d with data; no data by design: %d mutual TLS,"
+              " %d of a direction the view's workload does not take"
+              % (len(checked), len(checked) - len(ISTIO_NO_DATA), mtls, len(ISTIO_NO_DATA) - mtls), file=sys.stderr)
 
     def alerts(self, mode):
         return self.api(mode, "/api/v1/alerts")["data"]["alerts"]
