@@ -981,6 +981,7 @@ fn live_traffic_between_pods_is_named_and_keeps_its_owner_when_the_ip_is_reused(
             flow_log.to_str().unwrap(),
             "--flow-log-interval",
             "1s",
+            "--istio-metrics",
         ],
     );
     let objects = "tcp_exporter_kubernetes_objects";
@@ -1016,6 +1017,22 @@ fn live_traffic_between_pods_is_named_and_keeps_its_owner_when_the_ip_is_reused(
     assert_eq!(client.label("client_namespace"), Some("shop"));
     assert_eq!(client.label("client_workload"), Some("checkout"));
     assert_eq!(client.label("client_workload_kind"), Some("Deployment"));
+    // Istio's view: the capture point is the server pod's veth (its other
+    // end holds the server's addresses), so the destination reports, though
+    // `reporter` is not among the labels.
+    let istio: Vec<common::Sample> = common::samples(&text)
+        .into_iter()
+        .filter(|s| s.name == "istio_tcp_connections_opened_total")
+        .collect();
+    assert!(!istio.is_empty(), "{text}");
+    for s in &istio {
+        assert_eq!(s.label("reporter"), Some("destination"), "{s:?}");
+        assert_eq!(s.label("source_workload"), Some("checkout"), "{s:?}");
+        assert_eq!(
+            s.label("destination_service"),
+            Some("db.data.svc.cluster.local")
+        );
+    }
 
     // db-0 goes, redis-0 gets its address. The connection that was open
     // keeps its owner; a new one is redis-0's.
