@@ -132,7 +132,12 @@ pub struct Args {
     pub istio_metrics: bool,
 
     /// The cluster's name in Istio's source_cluster and destination_cluster.
-    #[arg(long, value_name = "NAME", default_value = crate::metrics::istio::DEFAULT_CLUSTER)]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = crate::metrics::istio::DEFAULT_CLUSTER,
+        requires = "istio_metrics"
+    )]
     pub cluster_name: String,
 
     /// The node this exporter runs on (or a capture read with -r was taken

@@ -73,26 +73,34 @@ fn run(args: Args) -> Result<()> {
 }
 
 /// The capabilities opening a capture again needs, by backend.
-fn capabilities_to_keep(config: &Config) -> Vec<privileges::Cap> {
+fn capture_capabilities(config: &Config) -> Vec<privileges::Cap> {
     use privileges::{CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON};
     match (&config.source, &config.backend) {
         (Source::File { .. }, _) => vec![],
         (Source::Live { .. }, Backend::Xdp { .. }) => vec![CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
-        // Reading the addresses in the pods' namespaces needs NET_ADMIN.
-        (Source::Live { .. }, _) if config.wants_reporter() => {
-            vec![CAP_NET_RAW, CAP_NET_ADMIN]
-        }
         (Source::Live { .. }, _) => vec![CAP_NET_RAW],
     }
+}
+
+/// The capabilities kept after start: a capture's, and NET_ADMIN to read
+/// the addresses in the pods' namespaces when whose pod interface saw a
+/// connection matters.
+fn capabilities_to_keep(config: &Config) -> Vec<privileges::Cap> {
+    let mut caps = capture_capabilities(config);
+    let live = matches!(config.source, Source::Live { .. });
+    if live && config.wants_reporter() && !caps.contains(&privileges::CAP_NET_ADMIN) {
+        caps.push(privileges::CAP_NET_ADMIN);
+    }
+    caps
 }
 
 fn drop_privileges(config: &Config) -> Result<()> {
     let kept =
         privileges::keep_only(&capabilities_to_keep(config)).context("dropping capabilities")?;
     if let Source::Live { .. } = config.source {
-        let (reporter, capture): (Vec<_>, Vec<_>) = kept.iter().copied().partition(|c| {
-            *c == privileges::CAP_NET_ADMIN && !matches!(config.backend, Backend::Xdp { .. })
-        });
+        let for_capture = capture_capabilities(config);
+        let (capture, reporter): (Vec<_>, Vec<_>) =
+            kept.iter().copied().partition(|c| for_capture.contains(c));
         eprintln!(
             "tcp-exporter: capabilities kept (permitted, raised only to open a capture): {}",
             privileges::names(&capture)
@@ -156,7 +164,7 @@ fn watch_kubernetes(config: &Config) -> Result<Option<Arc<Identities>>> {
     let Some(k) = &config.kubernetes else {
         return Ok(None);
     };
-    let identities = Identities::new();
+    let identities = Identities::with_istio_names(config.istio.is_some());
     let feed = Arc::clone(&identities);
     let kubeconfig = k.kubeconfig.clone();
     let (started, client_made) = std::sync::mpsc::channel();
@@ -378,7 +386,10 @@ struct LiveCaptures {
 
 impl Captures for LiveCaptures {
     fn open(&mut self, name: &str) -> Result<Vec<Box<dyn PacketSource>>> {
-        open_interface(name, &self.config, &live_options(&self.config))
+        let caps = capture_capabilities(&self.config);
+        privileges::with_these(&caps, || {
+            open_interface(name, &self.config, &live_options(&self.config))
+        })
     }
 
     fn shard(&mut self, name: &str, worker: usize) -> Arc<Mutex<Shard>> {

@@ -4,9 +4,11 @@
 //! What is kept is what opening a capture takes, because an interface that
 //! goes away and comes back is opened again: `CAP_NET_RAW` for the pcap and
 //! af-packet backends, `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON` for
-//! xdp, nothing for a file. Even those are kept only in the permitted set,
-//! not the effective one: a thread raises them for the moment of an open
-//! (`with_raised`) and lowers them again. Everything else leaves the
+//! xdp, nothing for a file; and `CAP_NET_ADMIN` where the pods behind
+//! veths are read in their namespaces (`capture::peers`), once a second.
+//! Even those are kept only in the permitted set, not the effective one: a
+//! thread raises what it needs for the moment of an open or a read
+//! (`with_these`) and lowers it again. Everything else leaves the
 //! effective, permitted and inheritable sets, the ambient set is cleared,
 //! the bounding set loses what the process may drop from it, and
 //! `no_new_privs` is set, so no exec can gain privileges back.
@@ -96,16 +98,21 @@ fn no_new_privs() -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `f` with the permitted capabilities raised into the calling
-/// thread's effective set, and lowers them again after.
-pub fn with_raised<T>(f: impl FnOnce() -> T) -> T {
-    let permitted = caps::read(None, CapSet::Permitted).ok();
-    raised(permitted, f)
+/// Runs `f` with `caps` raised into the calling thread's effective set
+/// (those of them that are permitted), and lowers them again after.
+pub fn with_these<T>(caps: &[Cap], f: impl FnOnce() -> T) -> T {
+    let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    let raise = caps
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
+    raised(Some(raise), f)
 }
 
 /// Runs `f` with `cap` alone raised, if it is permitted.
 pub fn with_one_raised<T>(cap: Cap, f: impl FnOnce() -> T) -> T {
-    raised(Some(CapsHashSet::from([cap])), f)
+    with_these(&[cap], f)
 }
 
 fn raised<T>(raise: Option<CapsHashSet>, f: impl FnOnce() -> T) -> T {
@@ -146,14 +153,21 @@ mod tests {
     }
 
     #[test]
-    fn raising_puts_permitted_into_effective_for_the_call_only() {
-        // On a thread of its own: capability sets are per thread.
+    fn raising_puts_what_is_asked_and_permitted_into_effective_for_the_call_only() {
+        // On a thread of its own: capability sets are per thread. The
+        // tests run as root: NET_RAW and NET_ADMIN are permitted.
         std::thread::spawn(|| {
-            let now = current().unwrap();
             caps::clear(None, CapSet::Effective).unwrap();
-            let inside = with_raised(|| current().unwrap().effective);
-            assert_eq!(inside, now.permitted);
+            let bit = |c: Cap| 1u64 << c.index();
+            let inside = with_these(&[CAP_NET_RAW], || current().unwrap().effective);
+            assert_eq!(inside, bit(CAP_NET_RAW));
+            let inside = with_one_raised(CAP_NET_ADMIN, || current().unwrap().effective);
+            assert_eq!(inside, bit(CAP_NET_ADMIN));
             assert_eq!(current().unwrap().effective, 0);
+            // Not permitted: not raised.
+            caps::drop(None, CapSet::Permitted, CAP_NET_ADMIN).unwrap();
+            let inside = with_one_raised(CAP_NET_ADMIN, || current().unwrap().effective);
+            assert_eq!(inside, 0);
         })
         .join()
         .unwrap();

@@ -20,7 +20,8 @@
 //! reads as a counter reset). At most `--max-interfaces` are captured at
 //! once; what matches beyond is counted and said once. `any` is one capture that the kernel feeds from every
 //! interface, new ones included: it is never reopened. Opening raises the
-//! capabilities the process kept (`privileges::with_raised`).
+//! capabilities a capture takes (`Captures::open`, with
+//! `privileges::with_these`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,6 @@ use std::time::{Duration, Instant};
 use crate::capture::PacketSource;
 use crate::metrics::Shard;
 use crate::pipeline::{spawn, CaptureThread, Worker};
-use crate::privileges;
 
 /// How often the interface list is read.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -84,7 +84,7 @@ fn ifindex(name: &str) -> Option<u32> {
 /// What the supervisor asks of the program that runs it.
 pub trait Captures: Send {
     /// Opens the capture sources of one interface (one, or a fanout group
-    /// of several), with the capabilities already raised.
+    /// of several), raising the capabilities that takes for the moment.
     fn open(&mut self, name: &str) -> Result<Vec<Box<dyn PacketSource>>, anyhow::Error>;
     /// The metric shard for the `worker`th source of an interface, made
     /// (and registered with the exporter) the first time.
@@ -339,7 +339,7 @@ impl<C: Captures> Supervisor<C> {
                 continue;
             }
             let captures = &mut self.captures;
-            match privileges::with_raised(|| captures.open(&name)) {
+            match captures.open(&name) {
                 Ok(sources) => {
                     self.retry.remove(&name);
                     match self.start(&name, Some(index), sources) {

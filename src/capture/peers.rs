@@ -10,8 +10,9 @@
 //! `IFLA_LINK_NETNSID`); then one dump of addresses per such namespace,
 //! asked from the host's own namespace with `IFA_TARGET_NETNSID` (Linux
 //! 4.20). The kernel answers that second question only to a caller with
-//! `CAP_NET_ADMIN` over the pod's namespace, so the reader raises it for
-//! the moment of the dump (`privileges::with_raised`).
+//! `CAP_NET_ADMIN` over the pod's namespace, both when the socket is opened
+//! and when it asks, so the reader opens it and asks with that capability
+//! raised (`privileges::with_one_raised`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -42,9 +43,23 @@ pub struct Peer {
     pub netns: i32,
 }
 
-/// Each veth of the host with the global addresses of its other end:
-/// `(host side's name, address)`.
-pub fn read() -> io::Result<Vec<(String, IpAddr)>> {
+/// What one read found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The host's veths whose other end is in another namespace (the link
+    /// dump, which needs no capability).
+    pub veths: Vec<String>,
+    /// `(host side's name, address)`: the global addresses of each one's
+    /// other end.
+    pub addresses: Vec<(String, IpAddr)>,
+    /// The first namespace whose addresses could not be read (no
+    /// `CAP_NET_ADMIN`, a kernel before 4.20); the others were read.
+    pub error: Option<io::Error>,
+}
+
+/// Each veth of the host with the global addresses of its other end. An
+/// error before the links are known is the read's.
+pub fn read() -> io::Result<Found> {
     let mut socket = Netlink::open()?;
     let mut peers = Vec::new();
     socket.dump(RTM_GETLINK, &ifinfomsg(0), &mut |kind, body| {
@@ -55,7 +70,10 @@ pub fn read() -> io::Result<Vec<(String, IpAddr)>> {
     let mut namespaces: Vec<i32> = peers.iter().map(|p| p.netns).collect();
     namespaces.sort_unstable();
     namespaces.dedup();
-    let mut found = Vec::new();
+    let mut found = Found {
+        veths: peers.iter().map(|p| p.name.clone()).collect(),
+        ..Found::default()
+    };
     for netns in namespaces {
         // An ifaddrmsg of zeros (every family, every interface), and the
         // namespace.
@@ -71,10 +89,14 @@ pub fn read() -> io::Result<Vec<(String, IpAddr)>> {
             Ok(()) => {}
             // The namespace went away between the two dumps: its pod has.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
-            Err(e) => return Err(e),
+            // This namespace's pods are not found; the others still are.
+            Err(e) => {
+                found.error.get_or_insert(e);
+                continue;
+            }
         }
         for p in peers.iter().filter(|p| p.netns == netns) {
-            found.extend(
+            found.addresses.extend(
                 addresses
                     .iter()
                     .filter(|(index, _)| *index == p.index)
@@ -279,8 +301,11 @@ mod tests {
             "nodad",
         ]);
         ip(&["-n", &pod.0, "link", "set", "eth0", "up"]);
-        let found: Vec<IpAddr> = read()
-            .unwrap()
+        let read = read().unwrap();
+        assert!(read.error.is_none(), "{:?}", read.error);
+        assert!(read.veths.contains(&host_side));
+        let found: Vec<IpAddr> = read
+            .addresses
             .into_iter()
             .filter(|(name, _)| *name == host_side)
             .map(|(_, ip)| ip)

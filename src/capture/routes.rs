@@ -36,6 +36,10 @@ const RTF_LOCAL: u32 = 0x8000_0000;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Routes {
     by_interface: HashMap<Box<str>, Vec<IpAddr>>,
+    /// Interfaces known to lead to a pod (a veth whose other end is in
+    /// another namespace, or one with host routes), its addresses read or
+    /// not.
+    pods: std::collections::HashSet<Box<str>>,
 }
 
 impl Routes {
@@ -116,18 +120,29 @@ impl Routes {
         Routes::parse(&read("/proc/net/route"), &read("/proc/net/ipv6_route"))
     }
 
-    /// The host's routes and the veth peers' addresses now; a failure to
-    /// read the peers' (no `CAP_NET_ADMIN`, a kernel before 4.20) is
-    /// returned beside the routes.
-    pub fn read_with_peers() -> (Routes, std::io::Result<()>) {
+    /// The host's routes and the veth peers' addresses now; what could
+    /// not be read of the peers' (no `CAP_NET_ADMIN`, a kernel before 4.20)
+    /// is returned beside.
+    pub fn read_with_peers() -> (Routes, Option<std::io::Error>) {
         let mut routes = Routes::read();
         let admin = crate::privileges::CAP_NET_ADMIN;
-        let peers = crate::privileges::with_one_raised(admin, super::peers::read).map(|found| {
-            for (iface, ip) in found {
-                routes.add(&iface, ip);
+        let error = match crate::privileges::with_one_raised(admin, super::peers::read) {
+            Ok(found) => {
+                routes.pods.extend(found.veths.into_iter().map(Into::into));
+                for (iface, ip) in found.addresses {
+                    routes.add(&iface, ip);
+                }
+                found.error
             }
-        });
-        (routes, peers)
+            Err(e) => Some(e),
+        };
+        (routes, error)
+    }
+
+    /// Whether `iface` leads to a pod, whether or not its addresses are
+    /// known.
+    pub fn is_pod_interface(&self, iface: &str) -> bool {
+        self.pods.contains(iface) || self.by_interface.contains_key(iface)
     }
 
     /// The addresses routed to `iface` alone, or of its veth's other end.
@@ -152,15 +167,20 @@ impl HostRoutes {
             let (routes, peers) = Routes::read_with_peers();
             // Said once when it starts failing, once when it recovers.
             match peers {
-                Err(e) if !failing => {
+                Some(e) if !failing => {
                     failing = true;
+                    let denied = matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+                    let why = if denied {
+                        "; it needs CAP_NET_ADMIN"
+                    } else {
+                        ""
+                    };
                     eprintln!(
                         "tcp-exporter: cannot read the addresses of the pods behind veths \
-                         ({e}; it needs CAP_NET_ADMIN): `reporter` finds only pods with a \
-                         host route"
+                         ({e}{why}): `reporter` finds only pods with a host route"
                     );
                 }
-                Ok(()) if failing => {
+                None if failing => {
                     failing = false;
                     eprintln!("tcp-exporter: reading the pods' addresses behind veths again");
                 }

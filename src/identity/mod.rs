@@ -96,6 +96,10 @@ pub struct Identities {
     table: Mutex<Table>,
     /// The empty name, for identities without a pod.
     empty: Arc<str>,
+    /// Whether identities keep Istio's names (`--istio-metrics`); without,
+    /// they are left out, so that pods of a workload whose versions differ
+    /// share one identity.
+    istio_names: bool,
     pub stats: WatchStats,
 }
 
@@ -127,6 +131,12 @@ pub const OTHER: u32 = 0;
 
 impl Identities {
     pub fn new() -> Arc<Identities> {
+        Identities::with_istio_names(false)
+    }
+
+    /// The identities, with Istio's names of pods (app, version, canonical
+    /// service and revision) if `istio_names`.
+    pub fn with_istio_names(istio_names: bool) -> Arc<Identities> {
         let other = Identity::of("", "other", "other", "");
         let mut table = Table::default();
         table.ids.insert(other.clone(), OTHER);
@@ -135,6 +145,7 @@ impl Identities {
             index: RwLock::new(Index::new()),
             table: Mutex::new(table),
             empty: "".into(),
+            istio_names,
             stats: WatchStats::default(),
         })
     }
@@ -176,7 +187,10 @@ impl Identities {
 
     /// The number of an identity in the table: made if new, `other` when
     /// the table is full.
-    fn number(&self, identity: Identity) -> u32 {
+    fn number(&self, mut identity: Identity) -> u32 {
+        if !self.istio_names {
+            identity.istio = Default::default();
+        }
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = table.ids.get(&identity) {
             return *id;
@@ -220,5 +234,34 @@ impl Identities {
             .get(id as usize)
             .unwrap_or(&table.list[OTHER as usize])
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pods of one workload, of two versions.
+    fn two_versions(identities: &Identities) -> (u32, u32) {
+        let pod = |version: &str| Identity {
+            istio: ["web", version, "web", version].map(Into::into),
+            ..test_identity("shop", "web", "Deployment", "", "")
+        };
+        (
+            identities.number_of(&pod("v1"), false),
+            identities.number_of(&pod("v2"), false),
+        )
+    }
+
+    #[test]
+    fn versions_split_a_workload_only_for_istio_s_names() {
+        let plain = Identities::new();
+        let (a, b) = two_versions(&plain);
+        assert_eq!(a, b);
+        assert_eq!(plain.get(a).istio, <[Arc<str>; 4]>::default());
+        let istio = Identities::with_istio_names(true);
+        let (a, b) = two_versions(&istio);
+        assert_ne!(a, b);
+        assert_eq!(&*istio.get(b).istio[1], "v2");
     }
 }

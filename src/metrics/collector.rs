@@ -42,6 +42,12 @@ pub struct Exporter {
     /// that those never go back.
     retired_overflow: AtomicU64,
     retired_expired: AtomicU64,
+    retired_dropped: AtomicU64,
+    /// The last counts of expired series, by the label strings they
+    /// rendered to, kept while a live series renders to the same string
+    /// (see `Shard::retired_pairs`). Held for a whole scrape: scrapes are
+    /// one at a time.
+    retired: Mutex<Retired>,
     version: &'static str,
     labeler: Arc<Labeler>,
     budget: Arc<SeriesBudget>,
@@ -101,6 +107,35 @@ struct InterfaceStats {
     up: bool,
 }
 
+/// What expired series had counted, by label string.
+#[derive(Default)]
+struct Retired {
+    pairs: HashMap<String, PairCounters>,
+    servers: HashMap<String, ServerHistograms>,
+    istio: IstioSeries,
+}
+
+/// Adds to each live series what expired ones of the same label string had
+/// counted, and forgets those of strings no live series has any more (that
+/// series is gone: not a decrease, but its end).
+fn add_retired<V>(
+    live: &mut [(String, V)],
+    retired: &mut HashMap<String, V>,
+    merge: fn(&mut V, &V),
+) {
+    if retired.is_empty() {
+        return;
+    }
+    let mut kept = HashMap::with_capacity(retired.len());
+    for (labels, v) in live.iter_mut() {
+        if let Some((labels, r)) = retired.remove_entry(labels.as_str()) {
+            merge(v, &r);
+            kept.insert(labels, r);
+        }
+    }
+    *retired = kept;
+}
+
 /// A long-lived connection as the scrape shows it.
 struct Long {
     labels: String,
@@ -117,6 +152,8 @@ impl Exporter {
             interfaces_refused: AtomicU64::new(0),
             retired_overflow: AtomicU64::new(0),
             retired_expired: AtomicU64::new(0),
+            retired_dropped: AtomicU64::new(0),
+            retired: Mutex::new(Retired::default()),
             version,
             labeler: Arc::clone(&config.labeler),
             budget: Arc::clone(&config.budget),
@@ -166,6 +203,8 @@ impl Exporter {
                 .fetch_add(s.series_overflow, Ordering::Relaxed);
             self.retired_expired
                 .fetch_add(s.series_expired + held, Ordering::Relaxed);
+            self.retired_dropped
+                .fetch_add(s.retired_dropped, Ordering::Relaxed);
             false
         });
         let mut names = lock(&self.interfaces);
@@ -191,6 +230,10 @@ impl Exporter {
     /// The text exposition, with families of the caller's own (the HTTP
     /// server's) written at the end.
     pub fn render_with(&self, extra: impl FnOnce(&mut Text)) -> String {
+        let mut retired = lock(&self.retired);
+        let mut retired_pairs = Vec::new();
+        let mut retired_servers = Vec::new();
+        let mut dropped = self.retired_dropped.load(Ordering::Relaxed);
         let mut pairs: HashMap<SeriesKey, PairCounters, RandomState> = HashMap::default();
         let mut servers: HashMap<SeriesKey, ServerHistograms, RandomState> = HashMap::default();
         let mut interfaces: BTreeMap<Arc<str>, InterfaceStats> = BTreeMap::new();
@@ -210,7 +253,10 @@ impl Exporter {
             )
         };
         for shard in shards {
-            let s = lock(&shard);
+            let mut s = lock(&shard);
+            retired_pairs.append(&mut s.retired_pairs);
+            retired_servers.append(&mut s.retired_servers);
+            dropped += s.retired_dropped;
             for e in s.pairs.iter() {
                 pairs.entry(e.key).or_default().merge(&e.value);
             }
@@ -250,19 +296,35 @@ impl Exporter {
                 }
             }
         }
-        let istio = self.istio_series(&pairs);
+        let mut istio = self.istio_series(pairs.iter());
         let label = |key: &SeriesKey| self.labels(key, &interface_names);
+        // What expired since the last scrape joins what had before.
+        if let Some(gone) = self.istio_series(retired_pairs.iter().map(|(k, v)| (k, v))) {
+            retired.istio.absorb(gone);
+        }
+        for (k, v) in retired_pairs {
+            retired.pairs.entry(label(&k)).or_default().merge(&v);
+        }
+        for (k, v) in retired_servers {
+            retired.servers.entry(label(&k)).or_default().merge(&v);
+        }
         // Keys that differ only in what is not a label (Istio's reporters,
         // names Istio has that the chosen labels do not show) are one
         // series.
-        let pairs = coalesce(
+        let mut pairs = coalesce(
             pairs.into_iter().map(|(k, v)| (label(&k), v)),
             PairCounters::merge,
         );
-        let servers = coalesce(
+        let mut servers = coalesce(
             servers.into_iter().map(|(k, v)| (label(&k), v)),
             ServerHistograms::merge,
         );
+        add_retired(&mut pairs, &mut retired.pairs, PairCounters::merge);
+        add_retired(&mut servers, &mut retired.servers, ServerHistograms::merge);
+        if let Some(istio) = &mut istio {
+            istio.add_retired(&mut retired.istio);
+        }
+        drop(retired);
         long.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
 
         // About 41 lines of ~140 bytes per label set.
@@ -272,20 +334,20 @@ impl Exporter {
             istio.write(&mut out);
         }
         self.write_long(&mut out, &long);
-        self.write_own(&mut out, &interfaces, overflow, expired);
+        self.write_own(&mut out, &interfaces, overflow, expired, dropped);
         extra(&mut out);
         out.0
     }
 
     /// Istio's series (with `--istio-metrics`), summed from the native ones.
-    fn istio_series(
+    fn istio_series<'a>(
         &self,
-        pairs: &HashMap<SeriesKey, PairCounters, RandomState>,
+        pairs: impl Iterator<Item = (&'a SeriesKey, &'a PairCounters)>,
     ) -> Option<IstioSeries> {
         let options = self.labeler.istio.as_ref()?;
         let identities = self.labeler.identities.as_ref()?;
         let mut istio = IstioSeries::default();
-        for (key, c) in pairs.iter().filter(|(k, _)| k.istio != 0) {
+        for (key, c) in pairs.filter(|(k, _)| k.istio != 0) {
             let (client, server) = (identities.get(key.client_id), identities.get(key.server_id));
             istio.add(options, key.istio, &client, &server, c);
         }
@@ -498,6 +560,7 @@ impl Exporter {
         interfaces: &BTreeMap<Arc<str>, InterfaceStats>,
         overflow: u64,
         expired: u64,
+        retired_dropped: u64,
     ) {
         let def = names::BUILD_INFO;
         out.header(def);
@@ -577,6 +640,9 @@ impl Exporter {
         let def = names::SERIES_EXPIRED;
         out.header(def);
         out.sample(def.name, "", &[], expired);
+        let def = names::SERIES_RETIRED_DROPPED;
+        out.header(def);
+        out.sample(def.name, "", &[], retired_dropped);
         if let Some(identities) = &self.labeler.identities {
             write_kubernetes(out, identities);
         }
@@ -801,6 +867,68 @@ mod tests {
         text.lines()
             .filter(|l| l.starts_with("tcp_connections_active{"))
             .collect()
+    }
+
+    #[test]
+    fn a_sum_keeps_what_an_expired_part_counted_while_another_lives() {
+        use crate::flow::{CloseReason, Lifecycle, Outcome, Phase, Removal, Side, Step};
+        use crate::metrics::labels::LabelSet;
+        const SEC: Nanos = 1_000_000_000;
+        // Without the interface label, two interfaces' series are one.
+        let config = ShardConfig {
+            labeler: Arc::new(Labeler::new(
+                "server".parse::<LabelSet>().unwrap(),
+                vec![],
+                &Default::default(),
+            )),
+            series_ttl: 60 * SEC,
+            ..ShardConfig::plain(100)
+        };
+        let exporter = Exporter::new("test", &config);
+        let mut shards = Vec::new();
+        for name in ["veth1", "veth2"] {
+            let mut shard = Shard::new(name.into(), exporter.interface_id(name), config.clone());
+            let ids = shard.start_connection(&orient("10.0.0.1", "10.0.0.2", 80), 0);
+            let out = Outcome {
+                tag: ids,
+                sender: Side::Client,
+                step: Step {
+                    lifecycle: Some(Lifecycle::Closed(CloseReason::Fin)),
+                    ..Step::default()
+                },
+                phase: Phase::Closed,
+            };
+            let seg = crate::flow::test_segment(40000, 80, crate::decode::TcpFlags::FIN, 1, 0);
+            shard.on_segment(&out, &seg, 1, SEC);
+            shard.on_removed(ids, Removal::Released, &Step::default(), SEC);
+            let shard = Arc::new(Mutex::new(shard));
+            exporter.add_shard(Arc::clone(&shard));
+            shards.push(shard);
+        }
+        let packets = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("tcp_packets_total{"))
+                .map(String::from)
+                .collect()
+        };
+        let closed = "tcp_connections_closed_total{server=\"10.0.0.2\",reason=\"fin\"} 2";
+        let before = exporter.render();
+        assert!(before.contains(closed), "{before}");
+        // veth1's series expires; veth2's lives on (it counts on).
+        lock(&shards[0]).advance(62 * SEC);
+        lock(&shards[1]).advance(30 * SEC);
+        assert_eq!(lock(&shards[0]).series_expired, 1);
+        let after = exporter.render();
+        assert!(after.contains(closed), "{after}");
+        assert_eq!(packets(&after), packets(&before));
+        // A scrape later, still there; once veth2's goes too, the series
+        // is gone, and with it what was kept.
+        assert!(exporter.render().contains(closed));
+        lock(&shards[1]).advance(62 * SEC);
+        let gone = exporter.render();
+        assert!(packets(&gone).is_empty(), "{gone}");
+        assert!(lock(&exporter.retired).pairs.is_empty());
+        assert!(gone.contains("tcp_exporter_series_retired_dropped_total 0\n"));
     }
 
     #[test]

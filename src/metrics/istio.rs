@@ -81,7 +81,7 @@ pub fn reporters(
             bits
         }
     };
-    if o.server_port == HBONE_PORT {
+    if sides != 0 && o.server_port == HBONE_PORT {
         sides | HBONE
     } else {
         sides
@@ -172,6 +172,30 @@ impl IstioSeries {
                 }
             }
         }
+    }
+
+    /// Takes in `other`'s series (expired native series' last counts).
+    pub fn absorb(&mut self, other: IstioSeries) {
+        for (labels, c) in other.series {
+            self.series.entry(labels).or_default().add(&c);
+        }
+    }
+
+    /// Adds to each series what `retired` holds under its labels, and
+    /// keeps in `retired` only those: a label set no live series has any
+    /// more is gone from the output, and what it had counted with it.
+    pub fn add_retired(&mut self, retired: &mut IstioSeries) {
+        if retired.is_empty() {
+            return;
+        }
+        let mut kept = BTreeMap::new();
+        for (labels, c) in self.series.iter_mut() {
+            if let Some((labels, r)) = retired.series.remove_entry(labels.as_str()) {
+                c.add(&r);
+                kept.insert(labels, r);
+            }
+        }
+        retired.series = kept;
     }
 
     pub fn len(&self) -> usize {
@@ -408,6 +432,60 @@ mod tests {
         assert_eq!(value(outside, "destination_workload_namespace"), "unknown");
         assert_eq!(value(outside, "destination_cluster"), "unknown");
         assert_eq!(value(outside, "destination_canonical_revision"), "unknown");
+    }
+
+    #[test]
+    fn reporters_follow_the_pod_interface_else_the_pods_of_the_node() {
+        use crate::identity::{Event, Phase, PodInfo};
+        let ids = Identities::new();
+        let pod = |uid: &str, ip: &str, node: &str| {
+            Event::Pod(PodInfo {
+                uid: uid.into(),
+                namespace: "ns".into(),
+                name: uid.into(),
+                phase: Phase::Running,
+                deleting: false,
+                ips: vec![ip.parse().unwrap()],
+                host_network: false,
+                node: node.into(),
+                owner: None,
+                labels: vec![],
+                ports: vec![],
+                created: 1,
+            })
+        };
+        ids.apply([pod("a", "10.0.0.1", "n1"), pod("b", "10.0.0.2", "n2")]);
+        let o = crate::flow::test_orientation;
+        let on = |node: Option<&str>| IstioOptions {
+            cluster: "c".into(),
+            node: node.map(Into::into),
+        };
+        let pods = o("10.0.0.1", "10.0.0.2", 80);
+        // A pod's own interface says which, whatever the node.
+        assert_eq!(reporters(&on(None), &ids, Reporter::Client, &pods), SOURCE);
+        assert_eq!(
+            reporters(&on(None), &ids, Reporter::Server, &pods),
+            DESTINATION
+        );
+        // Elsewhere: the pods of the node named, or every pod.
+        let node = Reporter::Node;
+        assert_eq!(
+            reporters(&on(None), &ids, node, &pods),
+            SOURCE | DESTINATION
+        );
+        assert_eq!(reporters(&on(Some("n1")), &ids, node, &pods), SOURCE);
+        assert_eq!(reporters(&on(Some("n2")), &ids, node, &pods), DESTINATION);
+        assert_eq!(reporters(&on(Some("n3")), &ids, node, &pods), 0);
+        let outside = o("192.0.2.1", "198.51.100.1", 80);
+        assert_eq!(reporters(&on(None), &ids, node, &outside), 0);
+        // HBONE, where someone reports.
+        let hbone = o("10.0.0.1", "10.0.0.2", HBONE_PORT);
+        assert_eq!(
+            reporters(&on(None), &ids, Reporter::Server, &hbone),
+            DESTINATION | HBONE
+        );
+        let outside_hbone = o("192.0.2.1", "198.51.100.1", HBONE_PORT);
+        assert_eq!(reporters(&on(None), &ids, node, &outside_hbone), 0);
     }
 
     #[test]

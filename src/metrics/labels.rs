@@ -315,6 +315,7 @@ impl SeriesKey {
         SeriesKey {
             client: Peer::Absent,
             client_id: NO_IDENTITY,
+            istio: 0,
             ..self
         }
     }
@@ -683,9 +684,18 @@ impl Labeler {
                 (None, _) => ids.resolve(ip, o.server_port, side, l.has(pod)),
             }
         };
-        let reporter = || match &self.routes {
-            Some(routes) => Reporter::on(&routes.current(), interface_name, o),
-            None => Reporter::Node,
+        // Whose pod interface this is, read once for the label and for
+        // Istio's reporters; on a pod's interface whose pod is not known
+        // (yet), Istio's are none rather than both.
+        let (reporter, pod_interface) = match &self.routes {
+            Some(routes) if l.has(Label::Reporter) || istio.is_some() => {
+                let routes = routes.current();
+                (
+                    Reporter::on(&routes, interface_name, o),
+                    routes.is_pod_interface(interface_name),
+                )
+            }
+            _ => (Reporter::Node, false),
         };
         SeriesKey {
             interface: if l.has(Label::Interface) {
@@ -720,9 +730,10 @@ impl Labeler {
                 .has(Label::PortName)
                 .then(|| self.port_name(o.server_port)),
             family: l.has(Label::IpFamily).then(|| Family::of(o.server)),
-            reporter: l.has(Label::Reporter).then(reporter),
-            istio: istio.map_or(0, |(options, ids)| {
-                istio::reporters(options, ids, reporter(), o)
+            reporter: l.has(Label::Reporter).then_some(reporter),
+            istio: istio.map_or(0, |(options, ids)| match (reporter, pod_interface) {
+                (Reporter::Node, true) => 0,
+                _ => istio::reporters(options, ids, reporter, o),
             }),
         }
     }

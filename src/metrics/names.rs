@@ -204,6 +204,11 @@ pub const SERIES_EXPIRED: Def = def(
     Counter,
     "Label sets removed from the output because all their connections had left and nothing changed in them for --series-ttl (or their interface had been gone that long).",
 );
+pub const SERIES_RETIRED_DROPPED: Def = def(
+    "tcp_exporter_series_retired_dropped_total",
+    Counter,
+    "Expired label sets whose last counts could not be kept until the next scrape (more than 4096 per worker between two scrapes): a sum over several label sets (a label left out, Istio's metrics) may step down once for each.",
+);
 pub const LONG_CONNECTIONS: Def = def(
     "tcp_exporter_long_connections",
     Gauge,

@@ -127,22 +127,22 @@ impl<V: Default> SeriesTable<V> {
     }
 
     /// Removes the series that nothing refers to and that have not changed
-    /// for `ttl` as of `now`; `removed` hears each (index, key). Returns how
-    /// many.
+    /// for `ttl` as of `now`; `removed` hears each (index, key, its counts
+    /// at the end). Returns how many.
     pub fn expire(
         &mut self,
         now: Nanos,
         ttl: Nanos,
-        mut removed: impl FnMut(u32, &SeriesKey),
+        mut removed: impl FnMut(u32, &SeriesKey, V),
     ) -> u64 {
         let mut n = 0;
         for (id, e) in self.entries.iter_mut().enumerate() {
             if e.live && e.refs == 0 && now.saturating_sub(e.last) >= ttl {
                 e.live = false;
-                e.value = V::default();
+                let value = std::mem::take(&mut e.value);
                 self.index.remove(&e.key);
                 self.free.push(id as u32);
-                removed(id as u32, &e.key);
+                removed(id as u32, &e.key, value);
                 n += 1;
             }
         }
@@ -357,8 +357,12 @@ mod tests {
         t.at(b).last = 10;
         t.release(b);
         let mut gone = Vec::new();
-        assert_eq!(t.expire(69, 60, |_, k| gone.push(*k)), 0, "changed at 10");
-        assert_eq!(t.expire(70, 60, |_, k| gone.push(*k)), 1);
+        assert_eq!(
+            t.expire(69, 60, |_, k, _| gone.push(*k)),
+            0,
+            "changed at 10"
+        );
+        assert_eq!(t.expire(70, 60, |_, k, _| gone.push(*k)), 1);
         assert_eq!(gone, vec![key(2, 80)]);
         assert_eq!(t.len(), 1, "a is still referenced");
         assert_eq!(t.get(&key(2, 80)), None);

@@ -22,6 +22,10 @@ use super::series::{SeriesBudget, SeriesTable};
 /// How often, in capture time, a shard expires series and runs what its
 /// connection records have due.
 pub const MAINTENANCE_INTERVAL: Nanos = 100_000_000;
+/// Expired series whose last counts wait for the next scrape, at most, of
+/// each kind per shard; more are dropped and counted
+/// (`tcp_exporter_series_retired_dropped_total`).
+pub const MAX_RETIRED: usize = 4_096;
 
 /// The series of one connection, as an index into its shard (its
 /// histograms are the counter series' `histograms`), and its record
@@ -154,6 +158,14 @@ pub struct Shard {
     pub evictions: Evictions,
     pub series_overflow: u64,
     pub series_expired: u64,
+    /// Expired series and their last counts, until a scrape takes them:
+    /// a sum of several series (a label left out, Istio's label sets) keeps
+    /// what one of them counted after it expires, so that it never goes
+    /// down while the others live.
+    pub retired_pairs: Vec<(SeriesKey, PairCounters)>,
+    pub retired_servers: Vec<(SeriesKey, ServerHistograms)>,
+    /// Expired series beyond `MAX_RETIRED` between two scrapes.
+    pub retired_dropped: u64,
     pub interface_up: bool,
     /// The latest capture time seen.
     pub clock: Nanos,
@@ -191,6 +203,9 @@ impl Shard {
             evictions: Evictions::default(),
             series_overflow: 0,
             series_expired: 0,
+            retired_pairs: Vec::new(),
+            retired_servers: Vec::new(),
+            retired_dropped: 0,
             interface_up: false,
             clock: 0,
             next_maintenance: 0,
@@ -330,11 +345,16 @@ impl Shard {
         let ttl = self.config.series_ttl;
         let (budget, servers, histograms) =
             (&self.config.budget, &mut self.servers, &self.histograms);
-        self.series_expired += self.pairs.expire(now, ttl, |id, key| {
+        let (retired, dropped) = (&mut self.retired_pairs, &mut self.retired_dropped);
+        self.series_expired += self.pairs.expire(now, ttl, |id, key, last| {
             budget.release(key);
             servers.release(histograms[id as usize]);
+            retire(retired, dropped, *key, last);
         });
-        self.servers.expire(now, ttl, |_, _| {});
+        let (retired, dropped) = (&mut self.retired_servers, &mut self.retired_dropped);
+        self.servers.expire(now, ttl, |_, key, last| {
+            retire(retired, dropped, *key, last)
+        });
         if let Some(c) = &mut self.conns {
             c.maintain(now);
         }
@@ -412,6 +432,16 @@ impl Shard {
         if let Some(d) = step.duration {
             h.duration.observe(&self.duration_bounds, d);
         }
+    }
+}
+
+/// Keeps an expired series' last counts for the next scrape, within
+/// `MAX_RETIRED`.
+fn retire<V>(retired: &mut Vec<(SeriesKey, V)>, dropped: &mut u64, key: SeriesKey, last: V) {
+    if retired.len() < MAX_RETIRED {
+        retired.push((key, last));
+    } else {
+        *dropped += 1;
     }
 }
 
