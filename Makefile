@@ -151,9 +151,11 @@ test: test-deps
 	if ! $(CARGO) clippy --version >/dev/null 2>&1 || ! $(CARGO) fmt --version >/dev/null 2>&1; then
 	  rustup component add clippy rustfmt
 	fi
-	# A real kube-apiserver and etcd for tests/kubernetes.rs, built once
-	# into /var/cache/tcp-exporter (several minutes on a fresh machine).
+	# A real kube-apiserver and etcd for tests/kubernetes.rs, and a real
+	# OpenTelemetry Collector for tests/otlp.rs, built once into
+	# /var/cache/tcp-exporter (several minutes on a fresh machine).
 	bash scripts/kube-test-cluster.sh build
+	bash scripts/otel-collector.sh build
 	$(CARGO) test --release --locked --features xdp
 	# The fuzz smoke run, with overflow checks (a fixed seed: tests/fuzz.rs).
 	$(CARGO) test --profile fuzz --locked --test fuzz -- --nocapture

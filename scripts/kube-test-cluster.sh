@@ -192,23 +192,9 @@ build() {
 
 # ------------------------------------------------------------------ helpers
 
-# free_ports N: N distinct ports free on 127.0.0.1 now (the kernel picks them).
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-# alive PID: the process exists and is not a zombie.
-alive() {
-    local state
-    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ $state != Z && $state != X ]]
-}
+# free_ports and alive.
+# shellcheck source=scripts/test-infra.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-infra.sh"
 
 # ours DIR PIDFILE: the PID recorded in PIDFILE, if that process is alive and
 # is the one started for DIR (its command line names DIR: a PID reused by

@@ -208,6 +208,34 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s")]
     pub flow_log_interval: Duration,
 
+    /// Send the metrics to an OpenTelemetry receiver (a Collector) every
+    /// --otlp-interval: http://HOST:4317 for gRPC, http://HOST:4318 for HTTP.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// grpc (OTLP/gRPC) or http (OTLP/HTTP, protobuf).
+    #[arg(
+        long,
+        value_name = "PROTOCOL",
+        value_enum,
+        default_value = "grpc",
+        requires = "otlp_endpoint"
+    )]
+    pub otlp_protocol: crate::otlp::Protocol,
+
+    /// How often the metrics are sent.
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s", requires = "otlp_endpoint")]
+    pub otlp_interval: Duration,
+
+    /// How long one export may take (connecting included).
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s", requires = "otlp_endpoint")]
+    pub otlp_timeout: Duration,
+
+    /// A header sent with every export, NAME=VALUE (e.g. an authorization);
+    /// repeatable.
+    #[arg(long, value_name = "NAME=VALUE", requires = "otlp_endpoint")]
+    pub otlp_header: Vec<String>,
+
     /// Put live interfaces in promiscuous mode (for mirror ports; a node's
     /// own and its pods' traffic is seen without it).
     #[arg(long)]

@@ -17,6 +17,7 @@ use crate::flowlog;
 use crate::http::webconfig::{self, WebConfig, WebConfigError};
 use crate::metrics::istio::IstioOptions;
 use crate::metrics::labels::{parse_rules, CidrRule, Label, LabelError, LabelSet, PortNames};
+use crate::otlp::OtlpConfig;
 use crate::supervisor::{glob_pattern, is_glob};
 
 /// What to capture from.
@@ -63,6 +64,8 @@ pub struct Config {
     pub kubernetes: Option<Kubernetes>,
     /// `--istio-metrics`, with `--cluster-name` and `--node-name`.
     pub istio: Option<IstioOptions>,
+    /// `--otlp-*`.
+    pub otlp: Option<OtlpConfig>,
     pub cidr_rules: Vec<CidrRule>,
     pub port_names: PortNames,
     /// `--vxlan-ports`, `--geneve-ports`.
@@ -76,6 +79,57 @@ pub struct Config {
     /// `--web.config.file`, read and checked (its certificates are loaded
     /// when the server starts).
     pub web: WebConfig,
+}
+
+/// `--otlp-*`, checked, with the resource that names this exporter.
+fn otlp_config(args: &Args, endpoint: &str) -> Result<OtlpConfig, ConfigError> {
+    if args.otlp_interval.as_millis() == 0 {
+        return Err(ConfigError::Zero("otlp-interval"));
+    }
+    if args.otlp_timeout.as_millis() == 0 {
+        return Err(ConfigError::Zero("otlp-timeout"));
+    }
+    let mut headers = Vec::new();
+    for h in &args.otlp_header {
+        match h.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                headers.push((name.trim().to_string(), value.to_string()))
+            }
+            _ => {
+                return Err(ConfigError::Otlp(format!(
+                    "--otlp-header {h:?}: use NAME=VALUE"
+                )))
+            }
+        }
+    }
+    let mut resource = vec![
+        ("service.name".to_string(), "tcp-exporter".to_string()),
+        (
+            "service.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ];
+    if let Some(host) = crate::otlp::host_name() {
+        resource.push(("host.name".into(), host));
+    }
+    if let Some(node) = args.node_name.as_ref().filter(|n| !n.is_empty()) {
+        resource.push(("k8s.node.name".into(), node.clone()));
+    }
+    if args.cluster_name != crate::metrics::istio::DEFAULT_CLUSTER {
+        resource.push(("k8s.cluster.name".into(), args.cluster_name.clone()));
+    }
+    let config = OtlpConfig {
+        endpoint: endpoint.to_string(),
+        protocol: args.otlp_protocol,
+        interval: args.otlp_interval,
+        timeout: args.otlp_timeout,
+        headers,
+        resource,
+    };
+    config
+        .check()
+        .map_err(|e| ConfigError::Otlp(format!("{e:#}")))?;
+    Ok(config)
 }
 
 impl Config {
@@ -105,6 +159,8 @@ pub enum ConfigError {
     BufferTooLarge(u32),
     #[error("interface {0:?} is given twice")]
     DuplicateInterface(String),
+    #[error("{0}")]
+    Otlp(String),
     #[error("--labels {0}: names come from the cluster; add --kubernetes")]
     IdentityWithoutKubernetes(&'static str),
     #[error("-i {0:?}: not a valid glob (an unclosed `[`?)")]
@@ -191,6 +247,10 @@ pub const MAX_SNAPLEN: u32 = 262_144;
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let otlp = match &args.otlp_endpoint {
+            None => None,
+            Some(endpoint) => Some(otlp_config(&args, endpoint)?),
+        };
         if args.snaplen < MIN_SNAPLEN {
             return Err(ConfigError::SnaplenTooSmall(args.snaplen));
         }
@@ -362,6 +422,7 @@ impl Config {
             kubernetes: args.kubernetes.then(|| Kubernetes {
                 kubeconfig: args.kubeconfig.clone(),
             }),
+            otlp,
             istio: args.istio_metrics.then(|| IstioOptions {
                 cluster: args.cluster_name.clone(),
                 node: args.node_name.clone().filter(|n| !n.is_empty()),
@@ -421,6 +482,50 @@ mod tests {
         let mut full = vec!["tcp-exporter"];
         full.extend_from_slice(argv);
         Config::from_args(Args::try_parse_from(full).expect("flags parse"))
+    }
+
+    #[test]
+    fn otlp_needs_a_plain_http_endpoint_and_names_headers() {
+        let c = parse(&[
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+            "--otlp-protocol",
+            "http",
+        ])
+        .unwrap()
+        .otlp
+        .unwrap();
+        assert_eq!(c.protocol, crate::otlp::Protocol::Http);
+        assert_eq!(c.interval, std::time::Duration::from_secs(5));
+        assert!(c
+            .resource
+            .contains(&("service.name".to_string(), "tcp-exporter".to_string())));
+        let h = parse(&[
+            "--otlp-endpoint",
+            "http://c:4317",
+            "--otlp-header",
+            "x-token=a=b",
+        ]);
+        assert_eq!(
+            h.unwrap().otlp.unwrap().headers,
+            [("x-token".to_string(), "a=b".to_string())]
+        );
+        for bad in [
+            &["--otlp-endpoint", "https://c:4317"][..],
+            &["--otlp-endpoint", "c:4317"],
+            &[
+                "--otlp-endpoint",
+                "http://c:4317",
+                "--otlp-header",
+                "novalue",
+            ],
+            &["--otlp-endpoint", "http://c:4317", "--otlp-interval", "0s"],
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ConfigError::Otlp(_) | ConfigError::Zero(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Data flows one way through the modules:
 //! `capture` (frames) -> `decode` (segments) -> `flow` (connections and
 //! what each segment did) -> `metrics` (per-worker counters, labelled at
-//! scrape time) -> `http` and `flowlog`. `pipeline` joins the first four for one worker;
+//! scrape time) -> `http`, `flowlog` and `otlp`. `pipeline` joins the first four for one worker;
 //! `supervisor` keeps interfaces captured as they come and go;
 //! `privileges` gives up capabilities once the captures are open;
 //! `identity` says whose an address is on Kubernetes (read when a
@@ -21,6 +21,7 @@ pub mod flowlog;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod privileges;
 pub mod supervisor;

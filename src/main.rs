@@ -58,6 +58,11 @@ fn run(args: Args) -> Result<()> {
     drop_privileges(&config)?;
     let (shards, writer) = shard_config(&config)?;
     let exporter = Exporter::new(env!("CARGO_PKG_VERSION"), &shards);
+    if let Some(otlp) = &config.otlp {
+        let stats = Arc::new(tcp_exporter::metrics::collector::ExportStats::default());
+        let _ = exporter.otlp.set(Arc::clone(&stats));
+        tcp_exporter::otlp::start(Arc::clone(&exporter), otlp.clone(), stats)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let result = capture(&config, sources, listener, shards, &exporter, &stop);
     // Every worker has let go of its flow-log sink: the writer ends once it

@@ -48,6 +48,8 @@ pub struct Exporter {
     /// (see `Shard::retired_pairs`). Held for a whole scrape: scrapes are
     /// one at a time.
     retired: Mutex<Retired>,
+    /// With `--otlp-endpoint`, what the export did.
+    pub otlp: std::sync::OnceLock<Arc<ExportStats>>,
     version: &'static str,
     labeler: Arc<Labeler>,
     budget: Arc<SeriesBudget>,
@@ -107,6 +109,14 @@ struct InterfaceStats {
     up: bool,
 }
 
+/// What the OTLP export did (`crate::otlp`), for the exporter's own
+/// metrics.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    pub metrics_ok: AtomicU64,
+    pub metrics_failed: AtomicU64,
+}
+
 /// What expired series had counted, by label string.
 #[derive(Default)]
 struct Retired {
@@ -154,6 +164,7 @@ impl Exporter {
             retired_expired: AtomicU64::new(0),
             retired_dropped: AtomicU64::new(0),
             retired: Mutex::new(Retired::default()),
+            otlp: std::sync::OnceLock::new(),
             version,
             labeler: Arc::clone(&config.labeler),
             budget: Arc::clone(&config.budget),
@@ -643,6 +654,14 @@ impl Exporter {
         let def = names::SERIES_RETIRED_DROPPED;
         out.header(def);
         out.sample(def.name, "", &[], retired_dropped);
+        if let Some(otlp) = self.otlp.get() {
+            let def = names::OTLP_EXPORTS;
+            out.header(def);
+            for (result, n) in [("ok", &otlp.metrics_ok), ("failed", &otlp.metrics_failed)] {
+                let extra = [("signal", "metrics"), ("result", result)];
+                out.sample(def.name, "", &extra, n.load(Ordering::Relaxed));
+            }
+        }
         if let Some(identities) = &self.labeler.identities {
             write_kubernetes(out, identities);
         }

@@ -209,6 +209,11 @@ pub const SERIES_RETIRED_DROPPED: Def = def(
     Counter,
     "Expired label sets whose last counts could not be kept until the next scrape (more than 4096 per worker between two scrapes): a sum over several label sets (a label left out, Istio's metrics) may step down once for each.",
 );
+pub const OTLP_EXPORTS: Def = def(
+    "tcp_exporter_otlp_exports_total",
+    Counter,
+    "OTLP exports (--otlp-endpoint), by signal and result (ok, failed: not answered, refused, or partly rejected).",
+);
 pub const LONG_CONNECTIONS: Def = def(
     "tcp_exporter_long_connections",
     Gauge,

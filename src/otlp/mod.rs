@@ -1,0 +1,268 @@
+//! OpenTelemetry export (`--otlp-endpoint`): every `--otlp-interval`, what
+//! a scrape of `/metrics` would serve, sent to an OTLP receiver (an
+//! OpenTelemetry Collector) as OTLP metrics, over gRPC (`grpc`, port 4317)
+//! or HTTP with protobuf bodies (`http`, port 4318, `/v1/metrics`).
+//!
+//! A thread of its own does it, on a runtime of its own: the capture never
+//! waits for the receiver. The metrics are cumulative, so an export that
+//! fails loses nothing the next one does not carry: a failure is counted
+//! (`tcp_exporter_otlp_exports_total{result="failed"}`) and the next try
+//! waits twice as long, up to `MAX_BACKOFF`, then the interval again once
+//! one succeeds.
+//!
+//! The messages are built with opentelemetry-proto's types (`convert`),
+//! not the OpenTelemetry SDK's instruments: the SDK records values and
+//! aggregates them itself, and has no way to hand over histograms that are
+//! aggregated already, as the exporter's are.
+
+pub mod convert;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use crate::metrics::collector::ExportStats;
+use crate::metrics::Exporter;
+
+/// Default `--otlp-interval`, in seconds.
+pub const DEFAULT_INTERVAL_SECS: u64 = 5;
+/// Default `--otlp-timeout`, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// The longest wait after failures before the next try.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How the receiver is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP, protobuf bodies.
+    Http,
+}
+
+/// `--otlp-*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// `http://HOST:PORT` (gRPC) or `http://HOST:PORT[/PATH]` (HTTP: the
+    /// signal's path, `/v1/metrics`, is added to it).
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// `--otlp-header NAME=VALUE`, sent with every export.
+    pub headers: Vec<(String, String)>,
+    /// The resource's attributes: `service.name`, `service.version`,
+    /// `host.name`, `k8s.node.name`, `k8s.cluster.name` where known.
+    pub resource: Vec<(String, String)>,
+}
+
+impl OtlpConfig {
+    /// Checks the endpoint: a plain `http://` URL with a host and a port.
+    pub fn check(&self) -> Result<()> {
+        let uri: hyper::Uri = self
+            .endpoint
+            .parse()
+            .with_context(|| format!("--otlp-endpoint {:?} is not a URL", self.endpoint))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => bail!(
+                "--otlp-endpoint {:?}: TLS to the receiver is not supported yet; use http:// \
+                 (e.g. to a collector on the node)",
+                self.endpoint
+            ),
+            _ => bail!("--otlp-endpoint {:?}: use http://HOST:PORT", self.endpoint),
+        }
+        if uri.host().is_none() {
+            bail!("--otlp-endpoint {:?} has no host", self.endpoint);
+        }
+        Ok(())
+    }
+}
+
+/// This machine's name (`host.name`), if it has one.
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    std::str::from_utf8(&buf[..end])
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// One export request of everything `exporter` serves now.
+pub fn request(
+    exporter: &Exporter,
+    config: &OtlpConfig,
+    start: u64,
+) -> ExportMetricsServiceRequest {
+    let text = exporter.render();
+    let metrics = convert::metrics(&text, start, now_nanos());
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: config
+                    .resource
+                    .iter()
+                    .map(|(k, v)| convert::string(k, v))
+                    .collect(),
+                ..Resource::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "tcp-exporter".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..InstrumentationScope::default()
+                }),
+                metrics,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// Starts the thread that exports every interval, for as long as the
+/// exporter runs.
+pub fn start(exporter: Arc<Exporter>, config: OtlpConfig, stats: Arc<ExportStats>) -> Result<()> {
+    config.check()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the OTLP exporter's runtime")?;
+    let start = now_nanos();
+    std::thread::Builder::new()
+        .name("otlp".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut wait = config.interval;
+                let mut failing = false;
+                loop {
+                    tokio::time::sleep(wait).await;
+                    let request = request(&exporter, &config, start);
+                    let sent = tokio::time::timeout(config.timeout, send(&config, request)).await;
+                    let result = match sent {
+                        Ok(r) => r,
+                        Err(_) => Err(anyhow::anyhow!("no answer within {:?}", config.timeout)),
+                    };
+                    match result {
+                        Ok(()) => {
+                            stats
+                                .metrics_ok
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if failing {
+                                eprintln!(
+                                    "tcp-exporter: OTLP export to {} works again",
+                                    config.endpoint
+                                );
+                            }
+                            failing = false;
+                            wait = config.interval;
+                        }
+                        Err(e) => {
+                            stats
+                                .metrics_failed
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if !failing {
+                                eprintln!(
+                                    "tcp-exporter: OTLP export to {} failed: {e:#}; retrying, \
+                                     waiting up to {:?} between tries",
+                                    config.endpoint, MAX_BACKOFF
+                                );
+                            }
+                            failing = true;
+                            wait = (wait * 2).min(MAX_BACKOFF).max(config.interval);
+                        }
+                    }
+                }
+            })
+        })
+        .context("cannot start the OTLP exporter's thread")?;
+    Ok(())
+}
+
+/// Sends one request by the configured protocol.
+async fn send(config: &OtlpConfig, request: ExportMetricsServiceRequest) -> Result<()> {
+    match config.protocol {
+        Protocol::Grpc => {
+            let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
+                .connect_timeout(config.timeout)
+                .connect()
+                .await
+                .context("cannot connect")?;
+            let mut client = MetricsServiceClient::new(channel);
+            let mut request = tonic::Request::new(request);
+            for (name, value) in &config.headers {
+                let name: tonic::metadata::MetadataKey<tonic::metadata::Ascii> =
+                    name.parse().context("a header name")?;
+                request
+                    .metadata_mut()
+                    .insert(name, value.parse().context("a header value")?);
+            }
+            let answer = client
+                .export(request)
+                .await
+                .context("the receiver refused")?;
+            if let Some(partial) = answer.into_inner().partial_success {
+                if partial.rejected_data_points > 0 {
+                    bail!(
+                        "the receiver rejected {} data points: {}",
+                        partial.rejected_data_points,
+                        partial.error_message
+                    );
+                }
+            }
+            Ok(())
+        }
+        Protocol::Http => post(config, "/v1/metrics", request.encode_to_vec()).await,
+    }
+}
+
+/// POSTs a protobuf body to the endpoint's `path`.
+async fn post(config: &OtlpConfig, path: &str, body: Vec<u8>) -> Result<()> {
+    use http_body_util::{BodyExt, Full};
+    let base: hyper::Uri = config.endpoint.parse()?;
+    let host = base.host().context("no host")?.to_string();
+    let port = base.port_u16().unwrap_or(80);
+    let prefix = base.path().trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .context("cannot connect")?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::post(format!("{prefix}{path}"))
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
+    for (name, value) in &config.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let body: Full<hyper::body::Bytes> = Full::new(body.into());
+    let answer = sender.send_request(request.body(body)?).await?;
+    let status = answer.status();
+    if !status.is_success() {
+        let body = answer.into_body().collect().await.map(|b| b.to_bytes());
+        let text = body
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        bail!("the receiver answered {status}: {}", text.trim());
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! OTLP export against a real OpenTelemetry Collector (built once by
+//! scripts/otel-collector.sh from the collector's Go modules, with the OTLP
+//! receiver and the file exporter): the exporter serves a capture read
+//! with `-r` and sends it every half second, over gRPC and over HTTP; the
+//! collector writes what it received as OTLP JSON. For each metric, the
+//! sum over its data points (a histogram's: its counts and sums) equals
+//! the same run's `/metrics`, and every family of `/metrics` is there (but
+//! the HTTP server's own, which are its scrapes'). The collector stopped
+//! and started again on the same ports: the exports that fail are counted,
+//! and the next one carries the same totals again.
+//!
+//! Needs the collector (`bash scripts/otel-collector.sh build`, which
+//! `make test` runs); `TCPX_SKIP_LIVE=1` skips.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{free_port, http_get, pcap, samples, TempDir};
+
+const EXPORTER: &str = env!("CARGO_BIN_EXE_tcp-exporter");
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/otel-collector.sh")
+}
+
+/// The collector of `dir`, stopped (by its PID, through the script) when
+/// dropped; and an exporter, killed.
+struct Run {
+    dir: TempDir,
+    exporter: Option<Child>,
+    restarted: Option<Child>,
+}
+
+impl Run {
+    fn start(tag: &str) -> Run {
+        let dir = TempDir::new(tag);
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(dir.path(""))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "otel-collector.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Run {
+            dir,
+            exporter: None,
+            restarted: None,
+        }
+    }
+
+    /// The receiver's address for `protocol` (`grpc` or `http`).
+    fn endpoint(&self, protocol: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path("endpoints")).unwrap();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{protocol}=")))
+            .unwrap();
+        format!("http://{line}")
+    }
+
+    /// The exporter on `capture`, serving on `port`, exporting by
+    /// `protocol` every 500 ms.
+    fn exporter(&mut self, capture: &Path, port: u16, protocol: &str) {
+        let child = Command::new(EXPORTER)
+            .arg("-r")
+            .arg(capture)
+            .args(["-p", &port.to_string(), "--listen", "127.0.0.1"])
+            .args(["--otlp-endpoint", &self.endpoint(protocol)])
+            .args(["--otlp-protocol", protocol, "--otlp-interval", "500ms"])
+            .args(["--otlp-timeout", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.exporter = Some(child);
+    }
+
+    /// The last export the collector wrote, once one has the traffic.
+    fn last_export(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(self.dir.path("metrics.json")).unwrap_or_default();
+            if let Some(last) = text.lines().rev().find(|l| l.contains("tcp_packets")) {
+                return serde_json::from_str(last).expect("OTLP JSON");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing received: {}",
+                std::fs::read_to_string(self.dir.path("otelcol.log")).unwrap_or_default()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop_collector(&self) {
+        let status = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path(""))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        for child in [&mut self.exporter, &mut self.restarted]
+            .into_iter()
+            .flatten()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path(""))
+            .output();
+    }
+}
+
+fn skip() -> bool {
+    if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+        eprintln!("otlp test: skipped (TCPX_SKIP_LIVE=1)");
+        return true;
+    }
+    false
+}
+
+/// A number of OTLP JSON: integers come as strings.
+fn number(v: &serde_json::Value) -> f64 {
+    match v {
+        serde_json::Value::String(s) => s.parse().unwrap(),
+        v => v.as_f64().unwrap(),
+    }
+}
+
+/// Each metric of an export: its kind and the sum over its data points
+/// (for a histogram, of their counts, and of their sums).
+fn totals(export: &serde_json::Value) -> BTreeMap<String, (String, f64, f64)> {
+    let mut out = BTreeMap::new();
+    for rm in export["resourceMetrics"].as_array().unwrap() {
+        for sm in rm["scopeMetrics"].as_array().unwrap() {
+            for m in sm["metrics"].as_array().unwrap() {
+                let name = m["name"].as_str().unwrap().to_string();
+                let (kind, body) = ["sum", "gauge", "histogram"]
+                    .iter()
+                    .find_map(|k| m.get(*k).map(|b| (k.to_string(), b)))
+                    .unwrap_or_else(|| panic!("{m}"));
+                let (mut a, mut b) = (0.0, 0.0);
+                for p in body["dataPoints"].as_array().unwrap() {
+                    if kind == "histogram" {
+                        a += number(&p["count"]);
+                        b += number(&p["sum"]);
+                    } else if let Some(v) = p.get("asInt") {
+                        a += number(v);
+                    } else if let Some(v) = p.get("asDouble") {
+                        a += number(v);
+                    }
+                }
+                out.insert(name, (kind, a, b));
+            }
+        }
+    }
+    out
+}
+
+/// The same sums from the text exposition: counters by their name less
+/// `_total`, histograms by their `_count` and `_sum`. Leaves out the HTTP
+/// server's own families.
+fn exposition_totals(text: &str) -> BTreeMap<String, (String, f64, f64)> {
+    let all = samples(text);
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (family, kind) = rest.split_once(' ').unwrap();
+        if family.starts_with("tcp_exporter_http_") {
+            continue;
+        }
+        let sum =
+            |name: &str| -> f64 { all.iter().filter(|s| s.name == name).map(|s| s.value).sum() };
+        let entry = match kind {
+            "counter" => (
+                family.strip_suffix("_total").unwrap_or(family).to_string(),
+                ("sum".to_string(), sum(family), 0.0),
+            ),
+            "gauge" => (family.to_string(), ("gauge".to_string(), sum(family), 0.0)),
+            "histogram" => (
+                family.to_string(),
+                (
+                    "histogram".to_string(),
+                    sum(&format!("{family}_count")),
+                    sum(&format!("{family}_sum")),
+                ),
+            ),
+            other => panic!("{other}"),
+        };
+        out.insert(entry.0, entry.1);
+    }
+    out
+}
+
+/// The exporter's exposition, once it has read the capture.
+fn metrics(port: u16) -> String {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((200, text)) = common::try_http_get(addr, "/metrics") {
+            if text.contains("tcp_packets_total{") {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "the exporter did not serve");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_same(export: &serde_json::Value, text: &str, what: &str) {
+    let got = totals(export);
+    let want = exposition_totals(text);
+    // The OTLP counts of its own exports move on between the two reads.
+    let moving = ["tcp_exporter_otlp_exports"];
+    let mut differences = Vec::new();
+    for (name, w) in &want {
+        if moving.contains(&name.as_str()) {
+            continue;
+        }
+        match got.get(name) {
+            None => differences.push(format!("{name}: not exported")),
+            Some(g) if (g.1 - w.1).abs() > 1e-9 || (g.2 - w.2).abs() > 1e-6 || g.0 != w.0 => {
+                differences.push(format!("{name}: OTLP {g:?}, /metrics {w:?}"))
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        got.len() >= want.len() - moving.len(),
+        "{what}: OTLP has {} metrics, /metrics {}",
+        got.len(),
+        want.len()
+    );
+    assert!(
+        differences.is_empty(),
+        "{what}:\n{}",
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn the_collector_receives_what_metrics_serves_over_grpc_and_http() {
+    if skip() {
+        return;
+    }
+    for protocol in ["grpc", "http"] {
+        let mut run = Run::start(&format!("otlp-{protocol}"));
+        let port = free_port();
+        run.exporter(&pcap("bulk_loss.pcap"), port, protocol);
+        let text = metrics(port);
+        let export = run.last_export();
+        assert_same(&export, &text, protocol);
+        // The resource names the exporter.
+        let resource = &export["resourceMetrics"][0]["resource"]["attributes"];
+        let service = resource
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == "service.name")
+            .unwrap();
+        assert_eq!(service["value"]["stringValue"], "tcp-exporter");
+        // Semantic conventions' attributes on a traffic metric.
+        let packets = export["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "tcp_packets")
+            .unwrap();
+        assert_eq!(packets["sum"]["isMonotonic"], true);
+        let point = &packets["sum"]["dataPoints"][0]["attributes"];
+        let keys: Vec<&str> = point
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["key"].as_str().unwrap())
+            .collect();
+        for key in [
+            "network.interface.name",
+            "client.address",
+            "server.address",
+            "server.port",
+            "network.transport",
+        ] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+    }
+}
+
+#[test]
+fn a_collector_that_goes_away_and_comes_back_gets_the_same_totals() {
+    if skip() {
+        return;
+    }
+    let mut run = Run::start("otlp-restart");
+    let port = free_port();
+    run.exporter(&pcap("bulk_loss.pcap"), port, "grpc");
+    let before = run.last_export();
+    let text = metrics(port);
+    assert_same(&before, &text, "before");
+    run.stop_collector();
+    // Exports fail while it is away, and say so.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let failed = |text: &str| -> f64 {
+        samples(text)
+            .iter()
+            .filter(|s| s.name == "tcp_exporter_otlp_exports_total")
+            .filter(|s| s.label("result") == Some("failed"))
+            .map(|s| s.value)
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failed(&http_get(addr, "/metrics").1) < 2.0 {
+        assert!(Instant::now() < deadline, "no failed export counted");
+        sleep(Duration::from_millis(200));
+    }
+    // Back, on the same ports (its own config): the next export carries
+    // every total again.
+    let collector = Command::new("bash")
+        .arg(script())
+        .arg("path")
+        .output()
+        .unwrap();
+    let binary = String::from_utf8(collector.stdout).unwrap();
+    let config = run.dir.path("config.yaml");
+    // What it wrote before is not what it receives after.
+    let _ = std::fs::remove_file(run.dir.path("metrics.json"));
+    run.restarted = Some(
+        Command::new(binary.trim())
+            .arg(format!("--config={}", config.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let after = run.last_export();
+    assert_same(&after, &metrics(port), "after the collector came back");
+}
