@@ -231,6 +231,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s", requires = "otlp_endpoint")]
     pub otlp_timeout: Duration,
 
+    /// Send the flow log's records (open, every --flow-log-interval, close)
+    /// to the receiver as OTLP logs too; with or without --flow-log.
+    #[arg(long, requires = "otlp_endpoint")]
+    pub otlp_logs: bool,
+
     /// A header sent with every export, NAME=VALUE (e.g. an authorization);
     /// repeatable.
     #[arg(long, value_name = "NAME=VALUE", requires = "otlp_endpoint")]

@@ -125,6 +125,7 @@ fn otlp_config(args: &Args, endpoint: &str) -> Result<OtlpConfig, ConfigError> {
         timeout: args.otlp_timeout,
         headers,
         resource,
+        logs: args.otlp_logs,
     };
     config
         .check()

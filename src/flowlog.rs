@@ -28,6 +28,7 @@ use crate::metrics::conns::{
     WSCALE_UNSEEN,
 };
 use crate::metrics::counters::{DirCounters, RETRANSMISSION_KINDS};
+use crate::otlp::logs::LogQueue;
 
 /// A batch is written once it holds this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -71,24 +72,35 @@ impl FlowLogWriter {
 /// Opens the target (a file is created if needed and appended to) and
 /// starts the writer. The sink goes to the workers; with `wait` (reading a
 /// file) they wait for room in the queue instead of dropping records.
-pub fn start(target: &Target, wait: bool) -> io::Result<(FlowLogSink, FlowLogWriter)> {
-    let out: Box<dyn Write + Send> = match target {
-        Target::Stdout => Box::new(io::stdout()),
-        Target::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+///
+/// Without a target the records go only to `otlp` (`--otlp-logs` without
+/// `--flow-log`); with `otlp`, each record goes there too.
+pub fn start(
+    target: Option<&Target>,
+    wait: bool,
+    otlp: Option<Arc<LogQueue>>,
+) -> io::Result<(FlowLogSink, FlowLogWriter)> {
+    let out: Option<Box<dyn Write + Send>> = match target {
+        None => None,
+        Some(Target::Stdout) => Some(Box::new(io::stdout())),
+        Some(Target::File(path)) => Some(Box::new(
+            OpenOptions::new().create(true).append(true).open(path)?,
+        )),
     };
     let (tx, rx) = sync_channel(FLOW_LOG_QUEUE);
     let stats = Arc::new(FlowLogStats::default());
     let sink = FlowLogSink::new(tx, Arc::clone(&stats), wait);
-    let name = target.describe();
+    let name = target.map_or_else(|| "OTLP".into(), Target::describe);
     let handle = std::thread::Builder::new()
         .name("flow-log".into())
-        .spawn(move || write_loop(rx, out, &stats, &name))?;
+        .spawn(move || write_loop(rx, out, otlp.as_deref(), &stats, &name))?;
     Ok((sink, FlowLogWriter { handle }))
 }
 
 fn write_loop(
     rx: Receiver<FlowEvent>,
-    mut out: Box<dyn Write + Send>,
+    mut out: Option<Box<dyn Write + Send>>,
+    otlp: Option<&LogQueue>,
     stats: &FlowLogStats,
     name: &str,
 ) {
@@ -99,6 +111,13 @@ fn write_loop(
         if *records == 0 {
             return;
         }
+        let Some(out) = out.as_mut() else {
+            // Only OTLP: the records went there.
+            stats.written.fetch_add(*records, Ordering::Relaxed);
+            batch.clear();
+            *records = 0;
+            return;
+        };
         match out.write_all(batch).and_then(|()| out.flush()) {
             Ok(()) => {
                 stats.written.fetch_add(*records, Ordering::Relaxed);
@@ -121,11 +140,18 @@ fn write_loop(
     };
     // A burst is written as one batch: whatever is queued when the first
     // event comes, then flushed.
+    let format = |batch: &mut Vec<u8>, event: &FlowEvent| {
+        let mark = batch.len();
+        format_event(batch, event);
+        if let (Some(q), Some((_, line))) = (otlp, batch[mark..].split_last()) {
+            q.push(event, line);
+        }
+    };
     while let Ok(event) = rx.recv() {
-        format_event(&mut batch, &event);
+        format(&mut batch, &event);
         records += 1;
         while let Ok(event) = rx.try_recv() {
-            format_event(&mut batch, &event);
+            format(&mut batch, &event);
             records += 1;
             if batch.len() >= BATCH_BYTES {
                 flush(&mut batch, &mut records);

@@ -23,6 +23,7 @@ use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
 use tcp_exporter::metrics::labels::Labeler;
 use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
+use tcp_exporter::otlp::logs::LogQueue;
 use tcp_exporter::pipeline::{self, CaptureThread, Worker};
 use tcp_exporter::privileges;
 use tcp_exporter::supervisor::{self, Captures, Limits, Supervisor};
@@ -56,12 +57,23 @@ fn run(args: Args) -> Result<()> {
         ),
     };
     drop_privileges(&config)?;
-    let (shards, writer) = shard_config(&config)?;
+    // The OTLP export's counts, and the queue of flow-log records it
+    // sends, made before the flow log that fills it.
+    let otlp_stats = config.otlp.as_ref().map(|o| {
+        Arc::new(tcp_exporter::metrics::collector::ExportStats {
+            logs: o.logs,
+            ..Default::default()
+        })
+    });
+    let log_queue = match (&config.otlp, &otlp_stats) {
+        (Some(o), Some(stats)) if o.logs => Some(Arc::new(LogQueue::new(Arc::clone(stats)))),
+        _ => None,
+    };
+    let (shards, writer) = shard_config(&config, log_queue.clone())?;
     let exporter = Exporter::new(env!("CARGO_PKG_VERSION"), &shards);
-    if let Some(otlp) = &config.otlp {
-        let stats = Arc::new(tcp_exporter::metrics::collector::ExportStats::default());
+    if let (Some(otlp), Some(stats)) = (&config.otlp, otlp_stats) {
         let _ = exporter.otlp.set(Arc::clone(&stats));
-        tcp_exporter::otlp::start(Arc::clone(&exporter), otlp.clone(), stats)?;
+        tcp_exporter::otlp::start(Arc::clone(&exporter), otlp.clone(), stats, log_queue)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let result = capture(&config, sources, listener, shards, &exporter, &stop);
@@ -123,7 +135,10 @@ fn drop_privileges(config: &Config) -> Result<()> {
 
 /// What every worker shares: labels, the series cap, connection records,
 /// and the flow log's writer when there is one.
-fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)> {
+fn shard_config(
+    config: &Config,
+    otlp_logs: Option<Arc<LogQueue>>,
+) -> Result<(ShardConfig, Option<FlowLogWriter>)> {
     let mut labeler = Labeler::new(config.labels, config.cidr_rules.clone(), &config.port_names);
     labeler.identities = watch_kubernetes(config)?;
     labeler.istio = config.istio.clone();
@@ -131,15 +146,15 @@ fn shard_config(config: &Config) -> Result<(ShardConfig, Option<FlowLogWriter>)>
         labeler.routes =
             Some(HostRoutes::new().context("cannot start the thread that reads the routes")?);
     }
-    let (sink, writer) = match &config.flow_log {
-        Some(target) => {
+    let (sink, writer) = match (&config.flow_log, otlp_logs) {
+        (None, None) => (None, None),
+        (target, otlp) => {
             // A file's reader waits for the writer: nothing is lost by it.
             let wait = matches!(config.source, Source::File { .. });
-            let (sink, writer) = flowlog::start(target, wait)
+            let (sink, writer) = flowlog::start(target.as_ref(), wait, otlp)
                 .with_context(|| format!("cannot open the flow log {target:?}"))?;
             (Some(sink), Some(writer))
         }
-        None => (None, None),
     };
     let conns = ConnOptions {
         long_age: config.long_connections,

@@ -89,7 +89,8 @@ fn frames(name: &str) -> (LinkType, Vec<Owned>) {
 /// that second pass.
 fn second_pass_allocations(capture: &str, flow_log: bool) -> (u64, u64) {
     let (link, frames) = frames(capture);
-    let (sink, writer) = flowlog::start(&Target::File("/dev/null".into()), false).unwrap();
+    let (sink, writer) =
+        flowlog::start(Some(&Target::File("/dev/null".into())), false, None).unwrap();
     let mut config = ShardConfig::plain(2000);
     // Series outlive the gap between the passes.
     config.series_ttl = u64::MAX / 4;

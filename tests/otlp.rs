@@ -71,6 +71,10 @@ impl Run {
     /// The exporter on `capture`, serving on `port`, exporting by
     /// `protocol` every 500 ms.
     fn exporter(&mut self, capture: &Path, port: u16, protocol: &str) {
+        self.exporter_with(capture, port, protocol, &[]);
+    }
+
+    fn exporter_with(&mut self, capture: &Path, port: u16, protocol: &str, args: &[&str]) {
         let child = Command::new(EXPORTER)
             .arg("-r")
             .arg(capture)
@@ -78,6 +82,7 @@ impl Run {
             .args(["--otlp-endpoint", &self.endpoint(protocol)])
             .args(["--otlp-protocol", protocol, "--otlp-interval", "500ms"])
             .args(["--otlp-timeout", "2s"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -355,4 +360,135 @@ fn a_collector_that_goes_away_and_comes_back_gets_the_same_totals() {
     );
     let after = run.last_export();
     assert_same(&after, &metrics(port), "after the collector came back");
+}
+
+/// Every log record the collector wrote: (event name, body, attribute
+/// keys).
+fn log_records(dir: &TempDir) -> Vec<(String, String, Vec<String>)> {
+    let text = std::fs::read_to_string(dir.path("logs.json")).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("OTLP JSON");
+        for rl in v["resourceLogs"].as_array().unwrap() {
+            for sl in rl["scopeLogs"].as_array().unwrap() {
+                for r in sl["logRecords"].as_array().unwrap() {
+                    let keys = r["attributes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a["key"].as_str().unwrap().to_string())
+                        .collect();
+                    out.push((
+                        r["eventName"].as_str().unwrap_or("").to_string(),
+                        r["body"]["stringValue"].as_str().unwrap().to_string(),
+                        keys,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_flow_log_s_records_arrive_as_log_records_over_grpc_and_http() {
+    if skip() {
+        return;
+    }
+    for protocol in ["grpc", "http"] {
+        let mut run = Run::start(&format!("otlp-logs-{protocol}"));
+        let flow_log = run.dir.path("flow.jsonl");
+        let port = free_port();
+        let flow_log_arg = flow_log.to_str().unwrap().to_string();
+        run.exporter_with(
+            &pcap("bulk_loss.pcap"),
+            port,
+            protocol,
+            &["--otlp-logs", "--flow-log", &flow_log_arg],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (records, lines) = loop {
+            let lines: Vec<String> = std::fs::read_to_string(&flow_log)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect();
+            let records = log_records(&run.dir);
+            if !lines.is_empty() && records.len() >= lines.len() {
+                break (records, lines);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: {} log records for {} flow-log lines",
+                records.len(),
+                lines.len()
+            );
+            sleep(Duration::from_millis(200));
+        };
+        // The same records, each once, the flow log's line as the body.
+        let mut bodies: Vec<&str> = records.iter().map(|r| r.1.as_str()).collect();
+        let mut want: Vec<&str> = lines.iter().map(String::as_str).collect();
+        bodies.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(bodies, want, "{protocol}");
+        for (event, body, keys) in &records {
+            let kind: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                *event,
+                format!("tcp.connection.{}", kind["event"].as_str().unwrap())
+            );
+            for key in [
+                "client.address",
+                "client.port",
+                "server.address",
+                "server.port",
+            ] {
+                assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+            }
+        }
+        let text = metrics(port);
+        let sent: f64 = samples(&text)
+            .iter()
+            .filter(|s| s.name == "tcp_exporter_otlp_log_records_total")
+            .filter(|s| s.label("result") == Some("sent"))
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(sent, lines.len() as f64, "{protocol}");
+    }
+}
+
+#[test]
+fn without_a_flow_log_file_the_records_go_to_the_receiver_only() {
+    if skip() {
+        return;
+    }
+    let mut run = Run::start("otlp-logs-only");
+    let port = free_port();
+    run.exporter_with(&pcap("bulk_loss.pcap"), port, "grpc", &["--otlp-logs"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(port);
+        let count = |name: &str, label: Option<(&str, &str)>| -> f64 {
+            samples(&text)
+                .iter()
+                .filter(|s| s.name == name)
+                .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
+                .map(|s| s.value)
+                .sum()
+        };
+        let made = count("tcp_exporter_flow_log_records_total", None);
+        let sent = count(
+            "tcp_exporter_otlp_log_records_total",
+            Some(("result", "sent")),
+        );
+        let received = log_records(&run.dir).len() as f64;
+        if made > 0.0 && sent == made && received == made {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records made {made}, sent {sent}, received {received}"
+        );
+        sleep(Duration::from_millis(200));
+    }
 }

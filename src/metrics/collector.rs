@@ -115,6 +115,13 @@ struct InterfaceStats {
 pub struct ExportStats {
     pub metrics_ok: AtomicU64,
     pub metrics_failed: AtomicU64,
+    pub logs_ok: AtomicU64,
+    pub logs_failed: AtomicU64,
+    /// Flow-log records sent as OTLP logs, and dropped (their queue full).
+    pub log_records_sent: AtomicU64,
+    pub log_records_dropped: AtomicU64,
+    /// With `--otlp-logs`.
+    pub logs: bool,
 }
 
 /// What expired series had counted, by label string.
@@ -657,9 +664,32 @@ impl Exporter {
         if let Some(otlp) = self.otlp.get() {
             let def = names::OTLP_EXPORTS;
             out.header(def);
-            for (result, n) in [("ok", &otlp.metrics_ok), ("failed", &otlp.metrics_failed)] {
-                let extra = [("signal", "metrics"), ("result", result)];
+            let mut exports = vec![
+                ("metrics", "ok", &otlp.metrics_ok),
+                ("metrics", "failed", &otlp.metrics_failed),
+            ];
+            if otlp.logs {
+                exports.push(("logs", "ok", &otlp.logs_ok));
+                exports.push(("logs", "failed", &otlp.logs_failed));
+            }
+            for (signal, result, n) in exports {
+                let extra = [("signal", signal), ("result", result)];
                 out.sample(def.name, "", &extra, n.load(Ordering::Relaxed));
+            }
+            if otlp.logs {
+                let def = names::OTLP_LOG_RECORDS;
+                out.header(def);
+                for (result, n) in [
+                    ("sent", &otlp.log_records_sent),
+                    ("dropped", &otlp.log_records_dropped),
+                ] {
+                    out.sample(
+                        def.name,
+                        "",
+                        &[("result", result)],
+                        n.load(Ordering::Relaxed),
+                    );
+                }
             }
         }
         if let Some(identities) = &self.labeler.identities {

@@ -214,6 +214,11 @@ pub const OTLP_EXPORTS: Def = def(
     Counter,
     "OTLP exports (--otlp-endpoint), by signal and result (ok, failed: not answered, refused, or partly rejected).",
 );
+pub const OTLP_LOG_RECORDS: Def = def(
+    "tcp_exporter_otlp_log_records_total",
+    Counter,
+    "Flow-log records sent as OTLP logs (--otlp-logs), and dropped because their queue (16384) was full.",
+);
 pub const LONG_CONNECTIONS: Def = def(
     "tcp_exporter_long_connections",
     Gauge,

@@ -16,14 +16,18 @@
 //! aggregated already, as the exporter's are.
 
 pub mod convert;
+pub mod logs;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -61,6 +65,8 @@ pub struct OtlpConfig {
     /// The resource's attributes: `service.name`, `service.version`,
     /// `host.name`, `k8s.node.name`, `k8s.cluster.name` where known.
     pub resource: Vec<(String, String)>,
+    /// `--otlp-logs`: the flow log's records as OTLP logs too.
+    pub logs: bool,
 }
 
 impl OtlpConfig {
@@ -107,6 +113,40 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+fn resource(config: &OtlpConfig) -> Resource {
+    Resource {
+        attributes: config
+            .resource
+            .iter()
+            .map(|(k, v)| convert::string(k, v))
+            .collect(),
+        ..Resource::default()
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "tcp-exporter".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..InstrumentationScope::default()
+    }
+}
+
+/// One export request of flow-log records.
+fn logs_request(config: &OtlpConfig, log_records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource(config)),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(scope()),
+                log_records,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
 /// One export request of everything `exporter` serves now.
 pub fn request(
     exporter: &Exporter,
@@ -117,20 +157,9 @@ pub fn request(
     let metrics = convert::metrics(&text, start, now_nanos());
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: config
-                    .resource
-                    .iter()
-                    .map(|(k, v)| convert::string(k, v))
-                    .collect(),
-                ..Resource::default()
-            }),
+            resource: Some(resource(config)),
             scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "tcp-exporter".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..InstrumentationScope::default()
-                }),
+                scope: Some(scope()),
                 metrics,
                 schema_url: String::new(),
             }],
@@ -141,7 +170,12 @@ pub fn request(
 
 /// Starts the thread that exports every interval, for as long as the
 /// exporter runs.
-pub fn start(exporter: Arc<Exporter>, config: OtlpConfig, stats: Arc<ExportStats>) -> Result<()> {
+pub fn start(
+    exporter: Arc<Exporter>,
+    config: OtlpConfig,
+    stats: Arc<ExportStats>,
+    logs: Option<Arc<logs::LogQueue>>,
+) -> Result<()> {
     config.check()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -150,74 +184,141 @@ pub fn start(exporter: Arc<Exporter>, config: OtlpConfig, stats: Arc<ExportStats
     let start = now_nanos();
     std::thread::Builder::new()
         .name("otlp".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let mut wait = config.interval;
-                let mut failing = false;
-                loop {
-                    tokio::time::sleep(wait).await;
-                    let request = request(&exporter, &config, start);
-                    let sent = tokio::time::timeout(config.timeout, send(&config, request)).await;
-                    let result = match sent {
-                        Ok(r) => r,
-                        Err(_) => Err(anyhow::anyhow!("no answer within {:?}", config.timeout)),
-                    };
-                    match result {
-                        Ok(()) => {
-                            stats
-                                .metrics_ok
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if failing {
-                                eprintln!(
-                                    "tcp-exporter: OTLP export to {} works again",
-                                    config.endpoint
-                                );
-                            }
-                            failing = false;
-                            wait = config.interval;
-                        }
-                        Err(e) => {
-                            stats
-                                .metrics_failed
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if !failing {
-                                eprintln!(
-                                    "tcp-exporter: OTLP export to {} failed: {e:#}; retrying, \
-                                     waiting up to {:?} between tries",
-                                    config.endpoint, MAX_BACKOFF
-                                );
-                            }
-                            failing = true;
-                            wait = (wait * 2).min(MAX_BACKOFF).max(config.interval);
-                        }
-                    }
-                }
-            })
-        })
+        .spawn(move || runtime.block_on(run(exporter, config, stats, logs, start)))
         .context("cannot start the OTLP exporter's thread")?;
     Ok(())
+}
+
+/// Exports every interval, for ever: the metrics, then the flow log's
+/// records waiting. A failure of either is counted (by signal), said once,
+/// and doubles the wait before the next try, up to `MAX_BACKOFF`.
+async fn run(
+    exporter: Arc<Exporter>,
+    config: OtlpConfig,
+    stats: Arc<ExportStats>,
+    logs: Option<Arc<logs::LogQueue>>,
+    start: u64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut wait = config.interval;
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(wait).await;
+        let request = request(&exporter, &config, start);
+        let sent = tokio::time::timeout(config.timeout, send(&config, request)).await;
+        let mut result =
+            sent.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)));
+        match &result {
+            Ok(()) => stats.metrics_ok.fetch_add(1, Relaxed),
+            Err(_) => stats.metrics_failed.fetch_add(1, Relaxed),
+        };
+        if let (Ok(()), Some(queue)) = (&result, &logs) {
+            result = send_logs(&config, queue, &stats).await;
+        }
+        match result {
+            Ok(()) => {
+                if failing {
+                    eprintln!(
+                        "tcp-exporter: OTLP export to {} works again",
+                        config.endpoint
+                    );
+                }
+                failing = false;
+                wait = config.interval;
+            }
+            Err(e) => {
+                if !failing {
+                    eprintln!(
+                        "tcp-exporter: OTLP export to {} failed: {e:#}; retrying, waiting up \
+                         to {:?} between tries",
+                        config.endpoint, MAX_BACKOFF
+                    );
+                }
+                failing = true;
+                wait = (wait * 2).min(MAX_BACKOFF).max(config.interval);
+            }
+        }
+    }
+}
+
+/// Sends what the log queue holds, a batch at a time; a batch that fails
+/// goes back to the queue.
+async fn send_logs(config: &OtlpConfig, queue: &logs::LogQueue, stats: &ExportStats) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let batch = queue.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len() as u64;
+        let request = logs_request(config, batch.clone());
+        let sent = tokio::time::timeout(config.timeout, send_logs_request(config, request)).await;
+        match sent.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)))
+        {
+            Ok(()) => {
+                stats.logs_ok.fetch_add(1, Relaxed);
+                stats.log_records_sent.fetch_add(n, Relaxed);
+            }
+            Err(e) => {
+                stats.logs_failed.fetch_add(1, Relaxed);
+                queue.put_back(batch);
+                return Err(e.context("sending the flow log's records"));
+            }
+        }
+    }
+}
+
+async fn send_logs_request(config: &OtlpConfig, request: ExportLogsServiceRequest) -> Result<()> {
+    match config.protocol {
+        Protocol::Grpc => {
+            let mut client = LogsServiceClient::new(channel(config).await?);
+            let answer = client
+                .export(with_headers(config, request)?)
+                .await
+                .context("the receiver refused")?;
+            if let Some(partial) = answer.into_inner().partial_success {
+                if partial.rejected_log_records > 0 {
+                    bail!(
+                        "the receiver rejected {} log records: {}",
+                        partial.rejected_log_records,
+                        partial.error_message
+                    );
+                }
+            }
+            Ok(())
+        }
+        Protocol::Http => post(config, "/v1/logs", request.encode_to_vec()).await,
+    }
+}
+
+async fn channel(config: &OtlpConfig) -> Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
+        .connect_timeout(config.timeout)
+        .connect()
+        .await
+        .context("cannot connect")
+}
+
+/// A gRPC request with the configured headers.
+fn with_headers<T>(config: &OtlpConfig, message: T) -> Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    for (name, value) in &config.headers {
+        let name: tonic::metadata::MetadataKey<tonic::metadata::Ascii> =
+            name.parse().context("a header name")?;
+        request
+            .metadata_mut()
+            .insert(name, value.parse().context("a header value")?);
+    }
+    Ok(request)
 }
 
 /// Sends one request by the configured protocol.
 async fn send(config: &OtlpConfig, request: ExportMetricsServiceRequest) -> Result<()> {
     match config.protocol {
         Protocol::Grpc => {
-            let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
-                .connect_timeout(config.timeout)
-                .connect()
-                .await
-                .context("cannot connect")?;
-            let mut client = MetricsServiceClient::new(channel);
-            let mut request = tonic::Request::new(request);
-            for (name, value) in &config.headers {
-                let name: tonic::metadata::MetadataKey<tonic::metadata::Ascii> =
-                    name.parse().context("a header name")?;
-                request
-                    .metadata_mut()
-                    .insert(name, value.parse().context("a header value")?);
-            }
+            let mut client = MetricsServiceClient::new(channel(config).await?);
             let answer = client
-                .export(request)
+                .export(with_headers(config, request)?)
                 .await
                 .context("the receiver refused")?;
             if let Some(partial) = answer.into_inner().partial_success {
