@@ -96,6 +96,20 @@ SCRAPE_BASIC_AUTH = {"username": {"name": "tcpx-scrape", "key": "username"},
                      "password": {"name": "tcpx-scrape", "key": "password"}}
 # A capture for the exporter to serve while its web config is tried.
 SMALL_CAPTURE = ROOT / "testdata" / "pcaps" / "short_conns.pcap"
+# otlp with every value set: OTLP/HTTP to a Collector's Service, headers
+# given out of order (the args take them sorted by name).
+OTLP_ENDPOINT = "http://otel-collector.monitoring.svc:4318"
+OTLP_VALUES = {"otlp": {"enabled": True, "endpoint": OTLP_ENDPOINT, "protocol": "http", "interval": "30s",
+                        "timeout": 3, "headers": {"X-Scope-OrgID": "tenant-a", "Authorization": "Bearer t0k=n"},
+                        "logs": True}}
+OTLP_ARGS = ["--otlp-endpoint", OTLP_ENDPOINT, "--otlp-protocol", "http", "--otlp-interval", "30s",
+             "--otlp-timeout", "3", "--otlp-header", "Authorization=Bearer t0k=n",
+             "--otlp-header", "X-Scope-OrgID=tenant-a", "--otlp-logs"]
+# A Collector on each node with hostPort 4317, at the node's address: on the
+# host network the pods' POD_IP (status.podIP) is that address, and
+# Kubernetes expands $(POD_IP) in args from the container's env.
+OTLP_NODE_ENDPOINT = "http://$(POD_IP):4317"
+OTLP_NO_ENDPOINT_MESSAGE = "otlp.enabled needs otlp.endpoint, the receiver's URL"
 # Flags the chart can render before the exporter has them (later issues):
 # remove each from here when `tcp-exporter --help` lists it.
 PENDING_FLAGS = set()
@@ -223,6 +237,16 @@ def exporter_reads_web_config(text):
         return out.returncode, out.stderr
 
 
+def exporter_takes_args(args):
+    """(exit status, stderr) of the exporter started with `args` while it
+    analyses a capture with --print: the --otlp-* flags are checked at start
+    (the endpoint's URL, scheme and host, the durations, the headers'
+    NAME=VALUE form); with --print nothing is exported."""
+    out = subprocess.run([str(EXPORTER), "-r", str(SMALL_CAPTURE), "--print", *args],
+                         capture_output=True, text=True, timeout=60)
+    return out.returncode, out.stderr
+
+
 def exporter_reads_port_names(text):
     """(exit status, stderr, the port_name values served) of the exporter
     reading `text` as a --port-names file while it analyses a capture whose
@@ -331,9 +355,11 @@ class ChartRender(unittest.TestCase):
         cls.xdp_minimal = render(XDP_MINIMAL_VALUES)
         cls.kubernetes_off = render(KUBERNETES_OFF)
         cls.own_service_account = render({"serviceAccount": {"create": False, "name": "tcpx-reader"}})
+        cls.otlp = render(OTLP_VALUES)
         cls.renders = {"default": cls.default, "default with operator": cls.default_operator,
                        "xdp-monitoring.yaml": cls.xdp, "af-packet": cls.af_packet, "xdp minimal": cls.xdp_minimal,
-                       "kubernetes off": cls.kubernetes_off, "own service account": cls.own_service_account}
+                       "kubernetes off": cls.kubernetes_off, "own service account": cls.own_service_account,
+                       "otlp": cls.otlp}
 
     # ------------------------------------------------------------ which objects
     def test_without_the_operator_no_monitoring_objects(self):
@@ -712,10 +738,12 @@ class ChartRender(unittest.TestCase):
         with open(CHART / "values.yaml") as f:
             defaults = yaml.safe_load(f)
         self.assertEqual({k: defaults[k] for k in ("seriesTTL", "aggregateCidr", "portNames", "longConnections",
-                                                   "flowLog", "webConfig")},
+                                                   "flowLog", "otlp", "webConfig")},
                          {"seriesTTL": None, "aggregateCidr": [], "portNames": {"presets": [], "custom": {}},
                           "longConnections": {"age": None, "max": None},
                           "flowLog": {"enabled": False, "interval": None},
+                          "otlp": {"enabled": False, "endpoint": None, "protocol": "grpc", "interval": None,
+                                   "timeout": None, "headers": {}, "logs": False},
                           "webConfig": {"enabled": False, "config": {}, "existingSecret": "", "tlsSecret": ""}})
         for monitor in ("serviceMonitor", "podMonitor"):
             self.assertEqual({k: defaults[monitor][k] for k in ("tlsConfig", "basicAuth")},
@@ -731,6 +759,7 @@ class ChartRender(unittest.TestCase):
                                  ["prometheus.io/path", "prometheus.io/port", "prometheus.io/scrape"])
                 self.assertEqual(r.names("ConfigMap"), [DASHBOARD_CONFIGMAP])
                 self.assertEqual(r.names("Secret"), [])
+                self.assertNotIn("OTLP", r.notes)
 
     def test_new_values_render_their_flags_in_order(self):
         # kubernetes.enabled is the default: --kubernetes follows --labels.
@@ -766,20 +795,55 @@ class ChartRender(unittest.TestCase):
             ({"istio": {"enabled": True, "clusterName": "east-1"}},
              ["--kubernetes", "--istio-metrics", "--cluster-name", "east-1"]),
             ({"istio": {"enabled": False, "clusterName": "east-1"}}, ["--kubernetes"]),
+            # otlp: the endpoint, and the protocol unless it is null (values.yaml
+            # sets grpc, the exporter's default).
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317"}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4318", "protocol": "http"}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4318", "--otlp-protocol", "http"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "protocol": None}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "interval": "1m"}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc",
+              "--otlp-interval", "1m"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "interval": 15, "timeout": "500ms"}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc",
+              "--otlp-interval", "15", "--otlp-timeout", "500ms"]),
+            # A number is seconds, printed whole.
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "timeout": 600000}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc",
+              "--otlp-timeout", "600000"]),
+            # One --otlp-header each, sorted by name (byte order: upper case
+            # first); the value is everything after the first "=".
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317",
+                       "headers": {"x-b": "2", "X-A": "1", "authorization": 'Basic a2V5=="; \\ x'}}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc",
+              "--otlp-header", "X-A=1", "--otlp-header", 'authorization=Basic a2V5=="; \\ x',
+              "--otlp-header", "x-b=2"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "headers": {}}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "logs": True}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc",
+              "--otlp-logs"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "logs": False}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc"]),
+            # Off: nothing, whatever else is set.
+            (dict(OTLP_VALUES, otlp=dict(OTLP_VALUES["otlp"], enabled=False)), ["--kubernetes"]),
+            ({"otlp": {"endpoint": "http://collector:4317"}}, ["--kubernetes"]),
             # Empty and null are the exporter's defaults (null removes the
             # chart's defaults; the templates must not trip over that).
             ({"aggregateCidr": [], "portNames": {"presets": [], "custom": {}}}, ["--kubernetes"]),
             ({"seriesTTL": None, "aggregateCidr": None, "portNames": None, "longConnections": None,
-              "flowLog": None, "webConfig": None}, ["--kubernetes"]),
+              "flowLog": None, "otlp": None, "webConfig": None}, ["--kubernetes"]),
             # All of them, between the flags that were there before.
             ({"maxSeries": 2000, "seriesTTL": "5m", "aggregateCidr": ["::/0=/64"],
               "portNames": {"presets": ["istio"], "custom": {8080: "web"}},
               "longConnections": {"age": "30m", "max": 100}, "flowLog": {"enabled": True, "interval": 10},
-              "snaplen": 128, "promisc": True},
+              "otlp": OTLP_VALUES["otlp"], "snaplen": 128, "promisc": True},
              ["--kubernetes", "--max-series", "2000", "--series-ttl", "5m", "--aggregate-cidr", "::/0=/64",
               "--port-names", "istio", "--port-names", PORT_NAMES_FILE,
               "--long-connections", "30m", "--max-long-connections", "100",
-              "--flow-log", "-", "--flow-log-interval", "10",
+              "--flow-log", "-", "--flow-log-interval", "10"] + OTLP_ARGS + [
               "--snaplen", "128", "--promisc"]),
         )
         for values, flags in cases:
@@ -854,7 +918,7 @@ class ChartRender(unittest.TestCase):
         self.assertIn("--interface", flags)
         flags.add("-i")
         rendered = set()
-        for r in (self.xdp, self.af_packet):
+        for r in (self.xdp, self.af_packet, self.otlp):
             args = container(r.one("DaemonSet"))["args"]
             # Not "-" (--flow-log's value: standard output).
             rendered |= {a for a in args if re.match(r"--?[a-z]", a) and a not in xdp_values()["extraArgs"]}
@@ -885,6 +949,66 @@ class ChartRender(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertIn('%s="' % label, r.stdout)
         self.assertLessEqual(set(KUBERNETES_LABELS), schema_labels)
+
+    # ------------------------------------------------------------ otlp: metrics over OTLP
+    def test_otlp_renders_every_value_and_the_exporter_takes_them(self):
+        c = container(self.otlp.one("DaemonSet"))
+        self.assertEqual(c["args"], DEFAULT_ARGS + ["--kubernetes"] + OTLP_ARGS)
+        self.assertEqual(exporter_takes_args(OTLP_ARGS), (0, ""))
+        # And the fewest: the endpoint, with values.yaml's protocol.
+        c = container(render({"otlp": {"enabled": True, "endpoint": "http://127.0.0.1:4317"}}).one("DaemonSet"))
+        otlp_args = c["args"][c["args"].index("--otlp-endpoint"):]
+        self.assertEqual(otlp_args, ["--otlp-endpoint", "http://127.0.0.1:4317", "--otlp-protocol", "grpc"])
+        self.assertEqual(exporter_takes_args(otlp_args), (0, ""))
+        self.assertIn("OTLP (--otlp-endpoint): every exporter also sends its metrics to %s over OTLP/HTTP."
+                      % OTLP_ENDPOINT, self.otlp.notes)
+        self.assertIn('tcp_exporter_otlp_exports_total{result="failed"}', self.otlp.notes)
+        # The resource's k8s.node.name comes from NODE_NAME.
+        self.assertIn({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}, c["env"])
+
+    def test_otlp_endpoint_reaches_a_collector_on_the_node_through_pod_ip(self):
+        # No HOST_IP env: on the host network status.podIP is the node's
+        # address, which status.hostIP would give, and POD_IP is set from it.
+        r = render({"otlp": {"enabled": True, "endpoint": OTLP_NODE_ENDPOINT}})
+        ds = r.one("DaemonSet")
+        pod, c = self.assertPodBasics(ds)
+        self.assertEqual(c["args"], DEFAULT_ARGS + ["--kubernetes", "--otlp-endpoint", OTLP_NODE_ENDPOINT,
+                                                    "--otlp-protocol", "grpc"])
+        self.assertIn({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}, c["env"])
+        self.assertIn("($(POD_IP): each node's own address)", r.notes)
+        # What the exporter gets once Kubernetes has expanded it.
+        self.assertEqual(exporter_takes_args(["--otlp-endpoint", OTLP_NODE_ENDPOINT.replace("$(POD_IP)", "10.0.0.7")]),
+                         (0, ""))
+        self.assertEqual(exporter_takes_args(["--otlp-endpoint", OTLP_NODE_ENDPOINT.replace("$(POD_IP)", "[fd00::7]")]),
+                         (0, ""))
+
+    def test_otlp_that_cannot_work_does_not_render(self):
+        cases = (
+            ({"enabled": True}, OTLP_NO_ENDPOINT_MESSAGE),
+            ({"enabled": True, "endpoint": None}, OTLP_NO_ENDPOINT_MESSAGE),
+            ({"enabled": True, "endpoint": None, "headers": {"X-A": "1"}}, OTLP_NO_ENDPOINT_MESSAGE),
+            ({"enabled": True, "endpoint": "https://collector:4317"},
+             "otlp.endpoint https://collector:4317: the exporter speaks no TLS to the receiver yet"),
+            # Binary gRPC metadata: the exporter's gRPC client refuses the
+            # name at every export.
+            ({"enabled": True, "endpoint": "http://collector:4317", "headers": {"trace-bin": "x"}},
+             "otlp.headers: trace-bin names a binary gRPC header"),
+            ({"enabled": True, "endpoint": "http://collector:4317", "protocol": None, "headers": {"Trace-BIN": "x"}},
+             "otlp.headers: Trace-BIN names a binary gRPC header"),
+        )
+        for otlp, message in cases:
+            with self.subTest(otlp=otlp):
+                with self.assertRaises(helm.InstallError) as cm:
+                    render({"otlp": otlp})
+                self.assertIn(message, str(cm.exception))
+        # The exporter refuses https:// as the chart says.
+        status, stderr = exporter_takes_args(["--otlp-endpoint", "https://collector:4317"])
+        self.assertNotEqual(status, 0)
+        self.assertIn("TLS to the receiver is not supported yet", stderr)
+        # Over OTLP/HTTP such a name is an ordinary header.
+        c = container(render({"otlp": {"enabled": True, "endpoint": "http://collector:4318", "protocol": "http",
+                                       "headers": {"trace-bin": "x"}}}).one("DaemonSet"))
+        self.assertEqual(c["args"][-2:], ["--otlp-header", "trace-bin=x"])
 
     # ------------------------------------------------------------ webConfig: HTTPS and basic auth
     def web_volume(self, ds):
@@ -1356,6 +1480,42 @@ class ChartRender(unittest.TestCase):
             ({"capture": {"interface": ["eth0"]}}, "at '/capture'"),
             ({"capture": "pods"}, "at '/capture'"),
             ({"interfaces": "eth0"}, "at '/interfaces'"),
+            # otlp: what the exporter's flags take.
+            ({"otlp": {"enabled": "yes"}}, "at '/otlp/enabled'"),
+            ({"otlp": {"insecure": True}}, "at '/otlp'"),
+            ({"otlp": "http://collector:4317"}, "at '/otlp'"),
+            ({"otlp": {"enabled": True, "endpoint": "collector:4317"}}, "at '/otlp/endpoint'"),
+            ({"otlp": {"enabled": True, "endpoint": "HTTP://collector:4317"}}, "at '/otlp/endpoint'"),
+            ({"otlp": {"enabled": True, "endpoint": "grpc://collector:4317"}}, "at '/otlp/endpoint'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://"}}, "at '/otlp/endpoint'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector :4317"}}, "at '/otlp/endpoint'"),
+            ({"otlp": {"enabled": True, "endpoint": ""}}, "at '/otlp/endpoint'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "protocol": "grpcs"}}, "at '/otlp/protocol'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "protocol": "HTTP"}}, "at '/otlp/protocol'"),
+            # The OpenTelemetry SDKs' OTEL_EXPORTER_OTLP_PROTOCOL spelling.
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "protocol": "http/protobuf"}},
+             "at '/otlp/protocol'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "interval": "5sec"}}, "at '/otlp/interval'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "interval": "0s"}}, "at '/otlp/interval'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "timeout": 0}}, "at '/otlp/timeout'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "timeout": "1.5s"}}, "at '/otlp/timeout'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": ["X-A=1"]}}, "at '/otlp/headers'"),
+            # Header names: HTTP token characters only.
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"X Token": "a"}}},
+             "'X Token' does not match pattern"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"x-token:": "a"}}},
+             "'x-token:' does not match pattern"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"x=y": "a"}}},
+             "'x=y' does not match pattern"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"clé": "a"}}},
+             "'clé' does not match pattern"),
+            # Values: printable ASCII, strings (a number must be quoted).
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"X-A": "a\r\nX-B: b"}}},
+             "at '/otlp/headers/X-A'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"X-A": "é"}}},
+             "at '/otlp/headers/X-A'"),
+            ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"X-Scope-OrgID": 1234}}},
+             "at '/otlp/headers/X-Scope-OrgID'"),
         )
         for bad, where in cases:
             with self.subTest(values=bad):

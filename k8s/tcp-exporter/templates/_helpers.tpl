@@ -312,6 +312,31 @@ af-packet one worker with two 1 MiB blocks, xdp a 4 MiB ring.
 - {{ include "tcp-exporter.duration" $flowLog.interval | quote }}
 {{- end }}
 {{- end }}
+{{- $otlp := $v.otlp | default dict }}
+{{- if $otlp.enabled }}
+- --otlp-endpoint
+- {{ $otlp.endpoint | quote }}
+{{- with $otlp.protocol }}
+- --otlp-protocol
+- {{ . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $otlp.interval) }}
+- --otlp-interval
+- {{ include "tcp-exporter.duration" $otlp.interval | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $otlp.timeout) }}
+- --otlp-timeout
+- {{ include "tcp-exporter.duration" $otlp.timeout | quote }}
+{{- end }}
+{{- /* range takes a map's keys in sorted order: equal maps, equal args. */}}
+{{- range $name, $value := $otlp.headers }}
+- --otlp-header
+- {{ printf "%s=%s" $name $value | quote }}
+{{- end }}
+{{- if $otlp.logs }}
+- --otlp-logs
+{{- end }}
+{{- end }}
 {{- if not (kindIs "invalid" $v.snaplen) }}
 - --snaplen
 - {{ $v.snaplen | int64 | quote }}
@@ -439,6 +464,22 @@ maxLength counts characters).
 {{- end }}
 {{- else if $capture.interfaces }}
 {{- fail (printf "capture.interfaces is read only with capture.mode interfaces, and capture.mode is %s: set capture.mode: interfaces, or remove the list" $mode) }}
+{{- end }}
+{{- $otlp := $v.otlp | default dict }}
+{{- if $otlp.enabled }}
+{{- if not $otlp.endpoint }}
+{{- fail "otlp.enabled needs otlp.endpoint, the receiver's URL: for an OpenTelemetry Collector on each node with hostPort 4317, http://$(POD_IP):4317 (the pods run on the host network, so POD_IP is the node's address)" }}
+{{- end }}
+{{- if hasPrefix "https://" $otlp.endpoint }}
+{{- fail (printf "otlp.endpoint %s: the exporter speaks no TLS to the receiver yet and refuses https:// at start; use http:// (e.g. to a Collector on the node)" $otlp.endpoint) }}
+{{- end }}
+{{- if ne ($otlp.protocol | default "grpc") "http" }}
+{{- range $name, $_ := $otlp.headers }}
+{{- if hasSuffix "-bin" (lower $name) }}
+{{- fail (printf "otlp.headers: %s names a binary gRPC header (a name ending in -bin), which the exporter cannot send over OTLP/gRPC: every export would fail; rename it, or use protocol http" $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if eq $v.backend "xdp" }}
 {{- if has "any" (include "tcp-exporter.interfaces" . | fromYamlArray) }}
