@@ -231,6 +231,20 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s", requires = "otlp_endpoint")]
     pub otlp_timeout: Duration,
 
+    /// With an https:// --otlp-endpoint: the CA certificates (PEM) that
+    /// check the receiver's; without, the system's.
+    #[arg(long, value_name = "FILE", requires = "otlp_endpoint")]
+    pub otlp_ca: Option<PathBuf>,
+
+    /// With an https:// --otlp-endpoint: a client certificate chain (PEM)
+    /// for a receiver that asks for one, with --otlp-key.
+    #[arg(long, value_name = "FILE", requires = "otlp_key")]
+    pub otlp_cert: Option<PathBuf>,
+
+    /// The key of --otlp-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "otlp_cert")]
+    pub otlp_key: Option<PathBuf>,
+
     /// Send the flow log's records (open, every --flow-log-interval, close)
     /// to the receiver as OTLP logs too; with or without --flow-log.
     #[arg(long, requires = "otlp_endpoint")]

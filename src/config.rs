@@ -126,6 +126,20 @@ fn otlp_config(args: &Args, endpoint: &str) -> Result<OtlpConfig, ConfigError> {
         headers,
         resource,
         logs: args.otlp_logs,
+        tls: None,
+    };
+    let https = endpoint.starts_with("https://");
+    let files = crate::otlp::tls::TlsFiles {
+        ca: args.otlp_ca.clone(),
+        identity: args.otlp_cert.clone().zip(args.otlp_key.clone()),
+    };
+    let config = OtlpConfig {
+        tls: if https || files != Default::default() {
+            Some(crate::otlp::tls::load(&files).map_err(|e| ConfigError::Otlp(format!("{e:#}")))?)
+        } else {
+            None
+        },
+        ..config
     };
     config
         .check()
@@ -511,8 +525,25 @@ mod tests {
             h.unwrap().otlp.unwrap().headers,
             [("x-token".to_string(), "a=b".to_string())]
         );
+        // https: the system's roots, or --otlp-ca's.
+        let tls = parse(&["--otlp-endpoint", "https://c:4317"])
+            .unwrap()
+            .otlp
+            .unwrap();
+        assert!(tls.tls.is_some_and(|t| t.ca_pem.is_none()));
         for bad in [
-            &["--otlp-endpoint", "https://c:4317"][..],
+            &[
+                "--otlp-endpoint",
+                "http://c:4317",
+                "--otlp-ca",
+                "/etc/hostname",
+            ][..],
+            &[
+                "--otlp-endpoint",
+                "https://c:4317",
+                "--otlp-ca",
+                "/nonexistent",
+            ],
             &["--otlp-endpoint", "c:4317"],
             &[
                 "--otlp-endpoint",

@@ -501,7 +501,8 @@ fn pipeline_never_panics_on_mutated_frame_sequences() {
     let mut crashes = Vec::new();
     let start = Instant::now();
     // One flow log for the whole run: records are written, not checked.
-    let (sink, writer) = flowlog::start(Some(&Target::File("/dev/null".into())), true, None).unwrap();
+    let (sink, writer) =
+        flowlog::start(Some(&Target::File("/dev/null".into())), true, None).unwrap();
     while budget.more(tried) {
         let capture = &captures[rng.below(captures.len())];
         let n = 1 + rng.below(64);

@@ -35,17 +35,24 @@ struct Run {
     dir: TempDir,
     exporter: Option<Child>,
     restarted: Option<Child>,
+    tls: bool,
 }
 
 impl Run {
     fn start(tag: &str) -> Run {
+        Run::start_with(tag, &[])
+    }
+
+    /// With `tls`: the collector's certificate, key and the CA its clients'
+    /// certificates must come from.
+    fn start_with(tag: &str, tls: &[&Path]) -> Run {
         let dir = TempDir::new(tag);
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(dir.path(""))
-            .output()
-            .unwrap();
+        let mut command = Command::new("bash");
+        command.arg(script()).arg("start").arg(dir.path(""));
+        if !tls.is_empty() {
+            command.arg("--tls").args(tls);
+        }
+        let out = command.output().unwrap();
         assert!(
             out.status.success(),
             "otel-collector.sh start: {}",
@@ -55,6 +62,7 @@ impl Run {
             dir,
             exporter: None,
             restarted: None,
+            tls: !tls.is_empty(),
         }
     }
 
@@ -65,7 +73,8 @@ impl Run {
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{protocol}=")))
             .unwrap();
-        format!("http://{line}")
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{line}")
     }
 
     /// The exporter on `capture`, serving on `port`, exporting by
@@ -490,5 +499,144 @@ fn without_a_flow_log_file_the_records_go_to_the_receiver_only() {
             "records made {made}, sent {sent}, received {received}"
         );
         sleep(Duration::from_millis(200));
+    }
+}
+
+/// A CA, a certificate for 127.0.0.1 and one for a client, both of it,
+/// made with openssl in `dir`: (ca, server cert, server key, client cert,
+/// client key).
+fn certificates(dir: &TempDir) -> [PathBuf; 5] {
+    let p = |name: &str| dir.path(name);
+    let s = |path: &PathBuf| path.to_str().unwrap().to_string();
+    let (ca, ca_key) = (p("ca.crt"), p("ca.key"));
+    // A new P-256 key, unencrypted.
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key_s, ca_s) = (s(&ca_key), s(&ca));
+    let tail = [
+        "-keyout",
+        &ca_key_s,
+        "-out",
+        &ca_s,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=tcpx test CA",
+    ];
+    common::tool(
+        "openssl",
+        &[&["req", "-x509"][..], &new_key, &tail].concat(),
+    );
+    let mut made = Vec::new();
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        let (crt, key, csr) = (
+            p(&format!("{name}.crt")),
+            p(&format!("{name}.key")),
+            p(&format!("{name}.csr")),
+        );
+        let ext_file = p(&format!("{name}.ext"));
+        std::fs::write(&ext_file, format!("{ext}\n")).unwrap();
+        let (key_s, csr_s, subject) = (s(&key), s(&csr), format!("/CN=tcpx test {name}"));
+        let tail = ["-keyout", &key_s, "-out", &csr_s, "-subj", &subject];
+        common::tool("openssl", &[&["req"][..], &new_key, &tail].concat());
+        common::tool(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &s(&csr),
+                "-CA",
+                &s(&ca),
+                "-CAkey",
+                &s(&ca_key),
+                "-CAcreateserial",
+                "-out",
+                &s(&crt),
+                "-days",
+                "1",
+                "-extfile",
+                &s(&ext_file),
+            ],
+        );
+        made.push((crt, key));
+    }
+    let [(server, server_key), (client, client_key)]: [(PathBuf, PathBuf); 2] =
+        made.try_into().unwrap();
+    [ca, server, server_key, client, client_key]
+}
+
+#[test]
+fn over_tls_with_a_client_certificate_the_totals_arrive_and_without_one_nothing_does() {
+    if skip() {
+        return;
+    }
+    let certs = TempDir::new("otlp-certs");
+    let [ca, server, server_key, client, client_key] = certificates(&certs);
+    for protocol in ["grpc", "http"] {
+        let mut run = Run::start_with(
+            &format!("otlp-tls-{protocol}"),
+            &[server.as_path(), server_key.as_path(), ca.as_path()],
+        );
+        let port = free_port();
+        let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+        run.exporter_with(
+            &pcap("bulk_loss.pcap"),
+            port,
+            protocol,
+            &[
+                "--otlp-ca",
+                &s(&ca),
+                "--otlp-cert",
+                &s(&client),
+                "--otlp-key",
+                &s(&client_key),
+            ],
+        );
+        let text = metrics(port);
+        assert_same(&run.last_export(), &text, &format!("{protocol} over TLS"));
+        // Without a client certificate the collector refuses: counted.
+        let mut child = run.exporter.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let port = free_port();
+        run.exporter_with(
+            &pcap("bulk_loss.pcap"),
+            port,
+            protocol,
+            &["--otlp-ca", &s(&ca)],
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = metrics(port);
+            let count = |result: &str| -> f64 {
+                samples(&text)
+                    .iter()
+                    .filter(|s| s.name == "tcp_exporter_otlp_exports_total")
+                    .filter(|s| s.label("result") == Some(result))
+                    .map(|s| s.value)
+                    .sum()
+            };
+            if count("failed") >= 1.0 {
+                assert_eq!(
+                    count("ok"),
+                    0.0,
+                    "{protocol}: accepted without a client certificate"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{protocol}: no failure counted");
+            let _ = http_get(addr, "/metrics");
+            sleep(Duration::from_millis(200));
+        }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod convert;
 pub mod logs;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,7 +68,18 @@ pub struct OtlpConfig {
     pub resource: Vec<(String, String)>,
     /// `--otlp-logs`: the flow log's records as OTLP logs too.
     pub logs: bool,
+    /// With an `https://` endpoint: what checks the receiver, and what it
+    /// may check of us.
+    pub tls: Option<tls::TlsMaterial>,
 }
+
+impl PartialEq for tls::TlsMaterial {
+    fn eq(&self, o: &Self) -> bool {
+        self.ca_pem == o.ca_pem && self.identity_pem == o.identity_pem
+    }
+}
+
+impl Eq for tls::TlsMaterial {}
 
 impl OtlpConfig {
     /// Checks the endpoint: a plain `http://` URL with a host and a port.
@@ -76,14 +88,17 @@ impl OtlpConfig {
             .endpoint
             .parse()
             .with_context(|| format!("--otlp-endpoint {:?} is not a URL", self.endpoint))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => bail!(
-                "--otlp-endpoint {:?}: TLS to the receiver is not supported yet; use http:// \
-                 (e.g. to a collector on the node)",
+        match (uri.scheme_str(), &self.tls) {
+            (Some("http"), None) | (Some("https"), Some(_)) => {}
+            (Some("http"), Some(_)) => bail!(
+                "--otlp-endpoint {:?}: --otlp-ca, --otlp-cert and --otlp-key are for an \
+                 https:// endpoint",
                 self.endpoint
             ),
-            _ => bail!("--otlp-endpoint {:?}: use http://HOST:PORT", self.endpoint),
+            _ => bail!(
+                "--otlp-endpoint {:?}: use http://HOST:PORT or https://HOST:PORT",
+                self.endpoint
+            ),
         }
         if uri.host().is_none() {
             bail!("--otlp-endpoint {:?} has no host", self.endpoint);
@@ -292,11 +307,21 @@ async fn send_logs_request(config: &OtlpConfig, request: ExportLogsServiceReques
 }
 
 async fn channel(config: &OtlpConfig) -> Result<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
-        .connect_timeout(config.timeout)
-        .connect()
-        .await
-        .context("cannot connect")
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
+        .connect_timeout(config.timeout);
+    if let Some(tls) = &config.tls {
+        let mut c = ClientTlsConfig::new();
+        c = match &tls.ca_pem {
+            Some(pem) => c.ca_certificate(Certificate::from_pem(pem)),
+            None => c.with_native_roots(),
+        };
+        if let Some((cert, key)) = &tls.identity_pem {
+            c = c.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(c).context("TLS")?;
+    }
+    endpoint.connect().await.context("cannot connect")
 }
 
 /// A gRPC request with the configured headers.
@@ -341,14 +366,36 @@ async fn post(config: &OtlpConfig, path: &str, body: Vec<u8>) -> Result<()> {
     use http_body_util::{BodyExt, Full};
     let base: hyper::Uri = config.endpoint.parse()?;
     let host = base.host().context("no host")?.to_string();
-    let port = base.port_u16().unwrap_or(80);
+    let port = base.port_u16().unwrap_or(match config.tls {
+        Some(_) => 443,
+        None => 80,
+    });
     let prefix = base.path().trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+    // An IPv6 literal comes in brackets, which connecting does not want.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((bare, port))
         .await
         .context("cannot connect")?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(connection);
+    let mut sender = match &config.tls {
+        None => {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(connection);
+            sender
+        }
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+                .context("the endpoint's host as a TLS name")?;
+            let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.client))
+                .connect(name, stream)
+                .await
+                .context("TLS handshake")?;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(connection);
+            sender
+        }
+    };
     let mut request = hyper::Request::post(format!("{prefix}{path}"))
         .header(hyper::header::HOST, format!("{host}:{port}"))
         .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");

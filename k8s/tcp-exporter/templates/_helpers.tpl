@@ -471,7 +471,7 @@ maxLength counts characters).
 {{- fail "otlp.enabled needs otlp.endpoint, the receiver's URL: for an OpenTelemetry Collector on each node with hostPort 4317, http://$(POD_IP):4317 (the pods run on the host network, so POD_IP is the node's address)" }}
 {{- end }}
 {{- if hasPrefix "https://" $otlp.endpoint }}
-{{- fail (printf "otlp.endpoint %s: the exporter speaks no TLS to the receiver yet and refuses https:// at start; use http:// (e.g. to a Collector on the node)" $otlp.endpoint) }}
+{{- fail (printf "otlp.endpoint %s: the chart mounts no certificates for the receiver yet; use http:// (e.g. to a Collector on the node), or extraArgs with --otlp-endpoint https://..., --otlp-ca, --otlp-cert and --otlp-key and volumes of your own" $otlp.endpoint) }}
 {{- end }}
 {{- if ne ($otlp.protocol | default "grpc") "http" }}
 {{- range $name, $_ := $otlp.headers }}
