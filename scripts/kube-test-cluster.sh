@@ -76,20 +76,9 @@ ETCD=$BIN_DIR/etcd
 START_TIMEOUT=${TCPX_KUBE_START_TIMEOUT:-120}
 ME=kube-test-cluster
 
-log() { printf '%s: %s\n' "$ME" "$*" >&2; }
-die() { printf '%s: %s\n' "$ME" "$*" >&2; exit 1; }
-
-usage() {
-    sed -n '/^#   scripts/,/^#   scripts.*build/p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
-    exit 2
-}
-
-need() {
-    local tool
-    for tool in "$@"; do
-        command -v "$tool" >/dev/null || die "$tool not found: install it (make test-deps installs the Debian packages)"
-    done
-}
+# log, die, usage, need, free_ports, alive.
+# shellcheck source=scripts/test-infra.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-infra.sh"
 
 # ------------------------------------------------------------------ build
 
@@ -192,9 +181,6 @@ build() {
 
 # ------------------------------------------------------------------ helpers
 
-# free_ports and alive.
-# shellcheck source=scripts/test-infra.sh
-source "$(dirname "${BASH_SOURCE[0]}")/test-infra.sh"
 
 # ours DIR PIDFILE: the PID recorded in PIDFILE, if that process is alive and
 # is the one started for DIR (its command line names DIR: a PID reused by

@@ -61,20 +61,9 @@ GO_DIR=$CACHE/go
 START_TIMEOUT=${TCPX_OTEL_START_TIMEOUT:-30}
 ME=otel-collector
 
-log() { printf '%s: %s\n' "$ME" "$*" >&2; }
-die() { printf '%s: %s\n' "$ME" "$*" >&2; exit 1; }
-
-usage() {
-    sed -n '/^#   scripts/,/^#   scripts.*build/p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
-    exit 2
-}
-
-need() {
-    local tool
-    for tool in "$@"; do
-        command -v "$tool" >/dev/null || die "$tool not found: install it (make test-deps installs the Debian packages)"
-    done
-}
+# log, die, usage, need, free_ports, alive.
+# shellcheck source=scripts/test-infra.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-infra.sh"
 
 # ------------------------------------------------------------------ build
 
@@ -159,9 +148,6 @@ build() {
 
 # ------------------------------------------------------------------ helpers
 
-# free_ports and alive.
-# shellcheck source=scripts/test-infra.sh
-source "$(dirname "${BASH_SOURCE[0]}")/test-infra.sh"
 
 # ours DIR: the PID in DIR/otelcol.pid, if that process is alive, runs an
 # otelcol binary built by this script (of any pinned version) and was started
