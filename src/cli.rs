@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
 
 use crate::capture::af_packet::{
@@ -249,6 +250,12 @@ pub struct Args {
     /// to the receiver as OTLP logs too; with or without --flow-log.
     #[arg(long, requires = "otlp_endpoint")]
     pub otlp_logs: bool,
+
+    /// Most flow-log records waiting for the receiver (--otlp-logs); those
+    /// that find it full are dropped and counted in
+    /// tcp_exporter_otlp_log_records_total{result="dropped"}.
+    #[arg(long, value_name = "N", default_value_t = crate::otlp::logs::MAX_QUEUED, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize), requires = "otlp_logs")]
+    pub otlp_log_queue: usize,
 
     /// A header sent with every export, NAME=VALUE (e.g. an authorization);
     /// repeatable.

@@ -126,6 +126,7 @@ fn otlp_config(args: &Args, endpoint: &str) -> Result<OtlpConfig, ConfigError> {
         headers,
         resource,
         logs: args.otlp_logs,
+        log_queue: args.otlp_log_queue,
         tls: None,
     };
     let https = endpoint.starts_with("https://");

@@ -66,7 +66,9 @@ fn run(args: Args) -> Result<()> {
         })
     });
     let log_queue = match (&config.otlp, &otlp_stats) {
-        (Some(o), Some(stats)) if o.logs => Some(Arc::new(LogQueue::new(Arc::clone(stats)))),
+        (Some(o), Some(stats)) if o.logs => {
+            Some(Arc::new(LogQueue::new(Arc::clone(stats), o.log_queue)))
+        }
         _ => None,
     };
     let (shards, writer) = shard_config(&config, log_queue.clone())?;

@@ -99,13 +99,26 @@ impl Run {
         self.exporter = Some(child);
     }
 
-    /// The last export the collector wrote, once one has the traffic.
-    fn last_export(&self) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// The requests of the newest export the collector has whole, once one
+    /// has the traffic: an export may take several requests (its data
+    /// points all have the time of the export), and one is whole once a
+    /// request of the next has arrived (they come in order, on one
+    /// connection).
+    fn last_export(&self) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(self.dir.path("metrics.json")).unwrap_or_default();
-            if let Some(last) = text.lines().rev().find(|l| l.contains("tcp_packets")) {
-                return serde_json::from_str(last).expect("OTLP JSON");
+            let mut exports: BTreeMap<u64, Vec<serde_json::Value>> = BTreeMap::new();
+            for line in text.lines() {
+                let request: serde_json::Value = serde_json::from_str(line).expect("OTLP JSON");
+                exports
+                    .entry(export_time(&request))
+                    .or_default()
+                    .push(request);
+            }
+            let whole = exports.into_values().rev().nth(1);
+            if let Some(requests) = whole.filter(|r| totals(r).contains_key("tcp_packets")) {
+                return requests;
             }
             assert!(
                 Instant::now() < deadline,
@@ -114,6 +127,30 @@ impl Run {
             );
             sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The collector started again, on the same ports (its own config);
+    /// what it wrote before is removed, so what is read after is what it
+    /// received since.
+    fn restart_collector(&mut self) {
+        let collector = Command::new("bash")
+            .arg(script())
+            .arg("path")
+            .output()
+            .unwrap();
+        let binary = String::from_utf8(collector.stdout).unwrap();
+        let config = self.dir.path("config.yaml");
+        for file in ["metrics.json", "logs.json"] {
+            let _ = std::fs::remove_file(self.dir.path(file));
+        }
+        self.restarted = Some(
+            Command::new(binary.trim())
+                .arg(format!("--config={}", config.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
     }
 
     fn stop_collector(&self) {
@@ -160,30 +197,41 @@ fn number(v: &serde_json::Value) -> f64 {
     }
 }
 
-/// Each metric of an export: its kind and the sum over its data points
-/// (for a histogram, of their counts, and of their sums).
-fn totals(export: &serde_json::Value) -> BTreeMap<String, (String, f64, f64)> {
-    let mut out = BTreeMap::new();
-    for rm in export["resourceMetrics"].as_array().unwrap() {
-        for sm in rm["scopeMetrics"].as_array().unwrap() {
-            for m in sm["metrics"].as_array().unwrap() {
-                let name = m["name"].as_str().unwrap().to_string();
-                let (kind, body) = ["sum", "gauge", "histogram"]
-                    .iter()
-                    .find_map(|k| m.get(*k).map(|b| (k.to_string(), b)))
-                    .unwrap_or_else(|| panic!("{m}"));
-                let (mut a, mut b) = (0.0, 0.0);
-                for p in body["dataPoints"].as_array().unwrap() {
-                    if kind == "histogram" {
-                        a += number(&p["count"]);
-                        b += number(&p["sum"]);
-                    } else if let Some(v) = p.get("asInt") {
-                        a += number(v);
-                    } else if let Some(v) = p.get("asDouble") {
-                        a += number(v);
-                    }
-                }
-                out.insert(name, (kind, a, b));
+/// The time of a request's data points (the export's).
+fn export_time(request: &serde_json::Value) -> u64 {
+    let metric = &request["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0];
+    let body = ["sum", "gauge", "histogram"]
+        .iter()
+        .find_map(|k| metric.get(*k))
+        .unwrap_or_else(|| panic!("{metric}"));
+    number(&body["dataPoints"][0]["timeUnixNano"]) as u64
+}
+
+/// Each metric of an export (its requests): its kind and the sum over its
+/// data points (for a histogram, of their counts, and of their sums).
+fn totals(export: &[serde_json::Value]) -> BTreeMap<String, (String, f64, f64)> {
+    let mut out: BTreeMap<String, (String, f64, f64)> = BTreeMap::new();
+    let metrics = export
+        .iter()
+        .flat_map(|r| r["resourceMetrics"].as_array().unwrap())
+        .flat_map(|rm| rm["scopeMetrics"].as_array().unwrap())
+        .flat_map(|sm| sm["metrics"].as_array().unwrap());
+    for m in metrics {
+        let name = m["name"].as_str().unwrap().to_string();
+        let (kind, body) = ["sum", "gauge", "histogram"]
+            .iter()
+            .find_map(|k| m.get(*k).map(|b| (k.to_string(), b)))
+            .unwrap_or_else(|| panic!("{m}"));
+        let entry = out.entry(name).or_insert((kind.clone(), 0.0, 0.0));
+        assert_eq!(entry.0, kind, "one metric, two kinds: {m}");
+        for p in body["dataPoints"].as_array().unwrap() {
+            if kind == "histogram" {
+                entry.1 += number(&p["count"]);
+                entry.2 += number(&p["sum"]);
+            } else if let Some(v) = p.get("asInt") {
+                entry.1 += number(v);
+            } else if let Some(v) = p.get("asDouble") {
+                entry.1 += number(v);
             }
         }
     }
@@ -242,7 +290,7 @@ fn metrics(port: u16) -> String {
     }
 }
 
-fn assert_same(export: &serde_json::Value, text: &str, what: &str) {
+fn assert_same(export: &[serde_json::Value], text: &str, what: &str) {
     let got = totals(export);
     let want = exposition_totals(text);
     // The OTLP counts of its own exports move on between the two reads.
@@ -286,6 +334,8 @@ fn the_collector_receives_what_metrics_serves_over_grpc_and_http() {
         let export = run.last_export();
         assert_same(&export, &text, protocol);
         // The resource names the exporter.
+        assert_eq!(export.len(), 1, "a small export is one request");
+        let export = &export[0];
         let resource = &export["resourceMetrics"][0]["resource"]["attributes"];
         let service = resource
             .as_array()
@@ -322,6 +372,62 @@ fn the_collector_receives_what_metrics_serves_over_grpc_and_http() {
 }
 
 #[test]
+fn a_large_exposition_goes_in_requests_the_collector_takes() {
+    if skip() {
+        return;
+    }
+    // 3,000 clients fill the default --max-series (2,000 label sets): about
+    // 11 MB of exposition, 17 MB as one OTLP request, four times the
+    // collector's gRPC limit (4 MiB). Over both protocols, the export is
+    // cut into requests it takes, and their sums are /metrics' sums; the
+    // 6,000 flow-log records (about 7 MB) arrive, each once.
+    let dir = TempDir::new("otlp-large-capture");
+    let capture = dir.path("clients.pcap");
+    common::tool(
+        "python3",
+        &[
+            concat!(env!("CARGO_MANIFEST_DIR"), "/bench/make-clients.py"),
+            "3000",
+            capture.to_str().unwrap(),
+        ],
+    );
+    for protocol in ["grpc", "http"] {
+        let mut run = Run::start(&format!("otlp-large-{protocol}"));
+        let port = free_port();
+        run.exporter_with(&capture, port, protocol, &["--otlp-logs"]);
+        let text = metrics(port);
+        assert!(text.len() > 8 << 20, "{} bytes of exposition", text.len());
+        let export = run.last_export();
+        assert!(export.len() > 4, "{protocol}: {} requests", export.len());
+        assert_same(&export, &text, protocol);
+        let failed: f64 = samples(&metrics(port))
+            .iter()
+            .filter(|s| s.name == "tcp_exporter_otlp_exports_total")
+            .filter(|s| s.label("result") == Some("failed"))
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(failed, 0.0, "{protocol}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let records = log_records(&run.dir);
+            if records.len() >= 6000 {
+                let mut bodies: Vec<&str> = records.iter().map(|r| r.1.as_str()).collect();
+                bodies.sort_unstable();
+                bodies.dedup();
+                assert_eq!((records.len(), bodies.len()), (6000, 6000), "{protocol}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: {} log records of 6000",
+                records.len()
+            );
+            sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
 fn a_collector_that_goes_away_and_comes_back_gets_the_same_totals() {
     if skip() {
         return;
@@ -348,25 +454,8 @@ fn a_collector_that_goes_away_and_comes_back_gets_the_same_totals() {
         assert!(Instant::now() < deadline, "no failed export counted");
         sleep(Duration::from_millis(200));
     }
-    // Back, on the same ports (its own config): the next export carries
-    // every total again.
-    let collector = Command::new("bash")
-        .arg(script())
-        .arg("path")
-        .output()
-        .unwrap();
-    let binary = String::from_utf8(collector.stdout).unwrap();
-    let config = run.dir.path("config.yaml");
-    // What it wrote before is not what it receives after.
-    let _ = std::fs::remove_file(run.dir.path("metrics.json"));
-    run.restarted = Some(
-        Command::new(binary.trim())
-            .arg(format!("--config={}", config.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Back, on the same ports: the next export carries every total again.
+    run.restart_collector();
     let after = run.last_export();
     assert_same(&after, &metrics(port), "after the collector came back");
 }
@@ -500,6 +589,116 @@ fn without_a_flow_log_file_the_records_go_to_the_receiver_only() {
         );
         sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn records_beyond_the_queue_bound_are_counted_and_the_rest_arrive_once_the_collector_is_back() {
+    if skip() {
+        return;
+    }
+    const BOUND: usize = 20;
+    let mut run = Run::start("otlp-logs-bound");
+    run.stop_collector();
+    let flow_log = run.dir.path("flow.jsonl");
+    let flow_log_arg = flow_log.to_str().unwrap().to_string();
+    let port = free_port();
+    let bound = BOUND.to_string();
+    run.exporter_with(
+        &pcap("short_conns.pcap"),
+        port,
+        "grpc",
+        &[
+            "--otlp-logs",
+            "--otlp-log-queue",
+            &bound,
+            "--flow-log",
+            &flow_log_arg,
+        ],
+    );
+    let count = |text: &str, name: &str, result: &str| -> f64 {
+        samples(text)
+            .iter()
+            .filter(|s| s.name == name && s.label("result") == Some(result))
+            .map(|s| s.value)
+            .sum()
+    };
+    // While the collector is away: every record made is either waiting
+    // (at most the bound) or dropped and counted; exports fail.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (lines, dropped) = loop {
+        let text = metrics(port);
+        let made = samples(&text)
+            .iter()
+            .filter(|s| s.name == "tcp_exporter_flow_log_records_total")
+            .map(|s| s.value)
+            .sum::<f64>();
+        let lines = std::fs::read_to_string(&flow_log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        let failed = count(&text, "tcp_exporter_otlp_exports_total", "failed");
+        let dropped = count(&text, "tcp_exporter_otlp_log_records_total", "dropped");
+        if made > 0.0 && lines.len() as f64 == made && failed >= 2.0 && dropped > 0.0 {
+            break (lines, dropped);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "made {made}, written {}, failed exports {failed}, dropped {dropped}",
+            lines.len()
+        );
+        sleep(Duration::from_millis(200));
+    };
+    assert!(
+        lines.len() > 2 * BOUND,
+        "the capture makes {} records: too few to fill the queue",
+        lines.len()
+    );
+    assert_eq!(
+        dropped,
+        (lines.len() - BOUND) as f64,
+        "all but the bound dropped"
+    );
+    assert_eq!(
+        count(
+            &metrics(port),
+            "tcp_exporter_otlp_log_records_total",
+            "sent"
+        ),
+        0.0
+    );
+    // Back: what waited arrives, each once, and nothing else.
+    run.restart_collector();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log_records(&run.dir).len() < BOUND {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting records did not arrive"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    sleep(Duration::from_secs(1)); // two more exports: nothing more arrives
+    let records = log_records(&run.dir);
+    assert_eq!(records.len(), BOUND);
+    let mut bodies: Vec<&str> = records.iter().map(|r| r.1.as_str()).collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(bodies.len(), BOUND, "each once");
+    for body in bodies {
+        assert!(
+            lines.iter().any(|l| l == body),
+            "not a flow-log line: {body}"
+        );
+    }
+    let text = metrics(port);
+    assert_eq!(
+        count(&text, "tcp_exporter_otlp_log_records_total", "sent"),
+        BOUND as f64
+    );
+    assert_eq!(
+        count(&text, "tcp_exporter_otlp_log_records_total", "dropped"),
+        (lines.len() - BOUND) as f64
+    );
 }
 
 /// A CA, a certificate for 127.0.0.1 and one for a client, both of it,

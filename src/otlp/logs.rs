@@ -9,7 +9,7 @@
 //! with `--kubernetes` both ends' `k8s.*` names), its event name is
 //! `tcp.connection.open`, `.update` or `.close`, its time the capture's.
 //!
-//! The queue is bounded (`MAX_QUEUED`): a record that finds it full is
+//! The queue is bounded (`--otlp-log-queue`, `MAX_QUEUED` records by default): a record that finds it full is
 //! dropped and counted; records whose export fails go back to its front
 //! and are sent again with the next export, as far as the bound allows.
 
@@ -25,23 +25,25 @@ use crate::metrics::conns::FlowEvent;
 
 use super::convert::string;
 
-/// Records waiting for the receiver, at most.
+/// Records waiting for the receiver, at most, unless `--otlp-log-queue`
+/// says otherwise.
 pub const MAX_QUEUED: usize = 16_384;
-/// Records sent in one export, at most.
-pub const BATCH: usize = 4_096;
 
 /// The records waiting, and what became of the others.
 #[derive(Debug)]
 pub struct LogQueue {
     queue: Mutex<VecDeque<LogRecord>>,
+    /// Records waiting, at most.
+    bound: usize,
     /// Where sent and dropped records are counted.
     pub stats: Arc<ExportStats>,
 }
 
 impl LogQueue {
-    pub fn new(stats: Arc<ExportStats>) -> LogQueue {
+    pub fn new(stats: Arc<ExportStats>, bound: usize) -> LogQueue {
         LogQueue {
             queue: Mutex::new(VecDeque::new()),
+            bound,
             stats,
         }
     }
@@ -54,7 +56,7 @@ impl LogQueue {
     /// its newline); drops and counts it when the queue is full.
     pub fn push(&self, event: &FlowEvent, json: &[u8]) {
         let mut queue = self.lock();
-        if queue.len() >= MAX_QUEUED {
+        if queue.len() >= self.bound {
             self.stats
                 .log_records_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -63,10 +65,11 @@ impl LogQueue {
         queue.push_back(record(event, json));
     }
 
-    /// Up to `BATCH` records, oldest first.
-    pub fn take(&self) -> Vec<LogRecord> {
+    /// The oldest records, as many as fit `bytes` encoded (at least one,
+    /// if any waits).
+    pub fn take(&self, bytes: usize) -> Vec<LogRecord> {
         let mut queue = self.lock();
-        let n = queue.len().min(BATCH);
+        let n = super::split::records_that_fit(queue.iter(), bytes);
         queue.drain(..n).collect()
     }
 
@@ -74,7 +77,7 @@ impl LogQueue {
     /// bound has no room for are dropped and counted.
     pub fn put_back(&self, records: Vec<LogRecord>) {
         let mut queue = self.lock();
-        let room = MAX_QUEUED.saturating_sub(queue.len());
+        let room = self.bound.saturating_sub(queue.len());
         let dropped = records.len().saturating_sub(room);
         self.stats
             .log_records_dropped
@@ -166,9 +169,9 @@ mod tests {
 
     #[test]
     fn failed_records_go_back_in_front_within_the_bound() {
-        let q = LogQueue::new(Arc::default());
+        let q = LogQueue::new(Arc::default(), MAX_QUEUED);
         q.put_back(queued(3));
-        let first = q.take();
+        let first = q.take(usize::MAX);
         assert_eq!(
             first.iter().map(|r| r.time_unix_nano).collect::<Vec<_>>(),
             [0, 1, 2]
@@ -178,7 +181,7 @@ mod tests {
         assert_eq!(q.len(), MAX_QUEUED);
         let dropped = q.stats.log_records_dropped.load(Ordering::Relaxed);
         assert_eq!(dropped, 2, "two had no room");
-        assert_eq!(q.take()[0].time_unix_nano, 0, "the oldest in front");
-        assert_eq!(q.take().len(), BATCH);
+        assert_eq!(q.take(1)[0].time_unix_nano, 0, "the oldest in front");
+        assert_eq!(q.take(usize::MAX).len(), MAX_QUEUED - 1);
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod convert;
 pub mod logs;
+pub mod split;
 pub mod tls;
 
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct OtlpConfig {
     pub resource: Vec<(String, String)>,
     /// `--otlp-logs`: the flow log's records as OTLP logs too.
     pub logs: bool,
+    /// `--otlp-log-queue`: most log records waiting to be sent.
+    pub log_queue: usize,
     /// With an `https://` endpoint: what checks the receiver, and what it
     /// may check of us.
     pub tls: Option<tls::TlsMaterial>,
@@ -162,27 +165,6 @@ fn logs_request(config: &OtlpConfig, log_records: Vec<LogRecord>) -> ExportLogsS
     }
 }
 
-/// One export request of everything `exporter` serves now.
-pub fn request(
-    exporter: &Exporter,
-    config: &OtlpConfig,
-    start: u64,
-) -> ExportMetricsServiceRequest {
-    let text = exporter.render();
-    let metrics = convert::metrics(&text, start, now_nanos());
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(resource(config)),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(scope()),
-                metrics,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
 /// Starts the thread that exports every interval, for as long as the
 /// exporter runs.
 pub fn start(
@@ -205,8 +187,9 @@ pub fn start(
 }
 
 /// Exports every interval, for ever: the metrics, then the flow log's
-/// records waiting. A failure of either is counted (by signal), said once,
-/// and doubles the wait before the next try, up to `MAX_BACKOFF`.
+/// records waiting, over one connection. A failure of either is counted
+/// (by signal), said once, and doubles the wait before the next try, up to
+/// `MAX_BACKOFF`.
 async fn run(
     exporter: Arc<Exporter>,
     config: OtlpConfig,
@@ -219,16 +202,21 @@ async fn run(
     let mut failing = false;
     loop {
         tokio::time::sleep(wait).await;
-        let request = request(&exporter, &config, start);
-        let sent = tokio::time::timeout(config.timeout, send(&config, request)).await;
-        let mut result =
-            sent.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)));
+        let metrics = split::metrics(
+            convert::metrics(&exporter.render(), start, now_nanos()),
+            split::MAX_REQUEST_BYTES,
+        );
+        let mut connection = within(&config, Connection::open(&config)).await;
+        let mut result = match &mut connection {
+            Ok(c) => send_metrics(&config, c, metrics).await,
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
         match &result {
             Ok(()) => stats.metrics_ok.fetch_add(1, Relaxed),
             Err(_) => stats.metrics_failed.fetch_add(1, Relaxed),
         };
-        if let (Ok(()), Some(queue)) = (&result, &logs) {
-            result = send_logs(&config, queue, &stats).await;
+        if let (Ok(()), Ok(c), Some(queue)) = (&result, &mut connection, &logs) {
+            result = send_logs(&config, c, queue, &stats).await;
         }
         match result {
             Ok(()) => {
@@ -256,20 +244,57 @@ async fn run(
     }
 }
 
-/// Sends what the log queue holds, a batch at a time; a batch that fails
-/// goes back to the queue.
-async fn send_logs(config: &OtlpConfig, queue: &logs::LogQueue, stats: &ExportStats) -> Result<()> {
+/// `step`, or a failure once `--otlp-timeout` has passed.
+async fn within<T>(
+    config: &OtlpConfig,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(config.timeout, step)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)))
+}
+
+/// One export's metrics, a request per run `split` made; the first that
+/// fails ends it (the next export carries every total again).
+async fn send_metrics(
+    config: &OtlpConfig,
+    connection: &mut Connection,
+    runs: Vec<Vec<opentelemetry_proto::tonic::metrics::v1::Metric>>,
+) -> Result<()> {
+    for metrics in runs {
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(resource(config)),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        within(config, connection.metrics(config, request)).await?;
+    }
+    Ok(())
+}
+
+/// Sends what the log queue holds, a request at a time; a request that
+/// fails puts its records back in the queue.
+async fn send_logs(
+    config: &OtlpConfig,
+    connection: &mut Connection,
+    queue: &logs::LogQueue,
+    stats: &ExportStats,
+) -> Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     loop {
-        let batch = queue.take();
+        let batch = queue.take(split::MAX_REQUEST_BYTES);
         if batch.is_empty() {
             return Ok(());
         }
         let n = batch.len() as u64;
         let request = logs_request(config, batch.clone());
-        let sent = tokio::time::timeout(config.timeout, send_logs_request(config, request)).await;
-        match sent.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)))
-        {
+        match within(config, connection.logs(config, request)).await {
             Ok(()) => {
                 stats.logs_ok.fetch_add(1, Relaxed);
                 stats.log_records_sent.fetch_add(n, Relaxed);
@@ -283,26 +308,72 @@ async fn send_logs(config: &OtlpConfig, queue: &logs::LogQueue, stats: &ExportSt
     }
 }
 
-async fn send_logs_request(config: &OtlpConfig, request: ExportLogsServiceRequest) -> Result<()> {
-    match config.protocol {
-        Protocol::Grpc => {
-            let mut client = LogsServiceClient::new(channel(config).await?);
-            let answer = client
-                .export(with_headers(config, request)?)
-                .await
-                .context("the receiver refused")?;
-            if let Some(partial) = answer.into_inner().partial_success {
-                if partial.rejected_log_records > 0 {
-                    bail!(
-                        "the receiver rejected {} log records: {}",
-                        partial.rejected_log_records,
-                        partial.error_message
-                    );
+/// A connection to the receiver, opened for one export and used for all
+/// of its requests.
+enum Connection {
+    Grpc(tonic::transport::Channel),
+    Http(HttpConnection),
+}
+
+impl Connection {
+    async fn open(config: &OtlpConfig) -> Result<Connection> {
+        Ok(match config.protocol {
+            Protocol::Grpc => Connection::Grpc(channel(config).await?),
+            Protocol::Http => Connection::Http(HttpConnection::open(config).await?),
+        })
+    }
+
+    async fn metrics(
+        &mut self,
+        config: &OtlpConfig,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<()> {
+        match self {
+            Connection::Grpc(channel) => {
+                let mut client = MetricsServiceClient::new(channel.clone());
+                let answer = client
+                    .export(with_headers(config, request)?)
+                    .await
+                    .context("the receiver refused")?;
+                if let Some(partial) = answer.into_inner().partial_success {
+                    if partial.rejected_data_points > 0 {
+                        bail!(
+                            "the receiver rejected {} data points: {}",
+                            partial.rejected_data_points,
+                            partial.error_message
+                        );
+                    }
                 }
+                Ok(())
             }
-            Ok(())
+            Connection::Http(http) => {
+                http.post(config, "/v1/metrics", request.encode_to_vec())
+                    .await
+            }
         }
-        Protocol::Http => post(config, "/v1/logs", request.encode_to_vec()).await,
+    }
+
+    async fn logs(&mut self, config: &OtlpConfig, request: ExportLogsServiceRequest) -> Result<()> {
+        match self {
+            Connection::Grpc(channel) => {
+                let mut client = LogsServiceClient::new(channel.clone());
+                let answer = client
+                    .export(with_headers(config, request)?)
+                    .await
+                    .context("the receiver refused")?;
+                if let Some(partial) = answer.into_inner().partial_success {
+                    if partial.rejected_log_records > 0 {
+                        bail!(
+                            "the receiver rejected {} log records: {}",
+                            partial.rejected_log_records,
+                            partial.error_message
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Connection::Http(http) => http.post(config, "/v1/logs", request.encode_to_vec()).await,
+        }
     }
 }
 
@@ -337,80 +408,77 @@ fn with_headers<T>(config: &OtlpConfig, message: T) -> Result<tonic::Request<T>>
     Ok(request)
 }
 
-/// Sends one request by the configured protocol.
-async fn send(config: &OtlpConfig, request: ExportMetricsServiceRequest) -> Result<()> {
-    match config.protocol {
-        Protocol::Grpc => {
-            let mut client = MetricsServiceClient::new(channel(config).await?);
-            let answer = client
-                .export(with_headers(config, request)?)
-                .await
-                .context("the receiver refused")?;
-            if let Some(partial) = answer.into_inner().partial_success {
-                if partial.rejected_data_points > 0 {
-                    bail!(
-                        "the receiver rejected {} data points: {}",
-                        partial.rejected_data_points,
-                        partial.error_message
-                    );
-                }
-            }
-            Ok(())
-        }
-        Protocol::Http => post(config, "/v1/metrics", request.encode_to_vec()).await,
-    }
+/// An HTTP/1.1 connection to the receiver (kept alive between requests).
+struct HttpConnection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    /// `HOST:PORT`, for the `Host` header.
+    authority: String,
+    /// The endpoint's path, before the signal's.
+    prefix: String,
 }
 
-/// POSTs a protobuf body to the endpoint's `path`.
-async fn post(config: &OtlpConfig, path: &str, body: Vec<u8>) -> Result<()> {
-    use http_body_util::{BodyExt, Full};
-    let base: hyper::Uri = config.endpoint.parse()?;
-    let host = base.host().context("no host")?.to_string();
-    let port = base.port_u16().unwrap_or(match config.tls {
-        Some(_) => 443,
-        None => 80,
-    });
-    let prefix = base.path().trim_end_matches('/');
-    // An IPv6 literal comes in brackets, which connecting does not want.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let stream = tokio::net::TcpStream::connect((bare, port))
-        .await
-        .context("cannot connect")?;
-    let mut sender = match &config.tls {
-        None => {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(connection);
-            sender
-        }
-        Some(tls) => {
-            let name = rustls::pki_types::ServerName::try_from(bare.to_string())
-                .context("the endpoint's host as a TLS name")?;
-            let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.client))
-                .connect(name, stream)
-                .await
-                .context("TLS handshake")?;
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(connection);
-            sender
-        }
-    };
-    let mut request = hyper::Request::post(format!("{prefix}{path}"))
-        .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
-    for (name, value) in &config.headers {
-        request = request.header(name.as_str(), value.as_str());
+impl HttpConnection {
+    async fn open(config: &OtlpConfig) -> Result<HttpConnection> {
+        let base: hyper::Uri = config.endpoint.parse()?;
+        let host = base.host().context("no host")?.to_string();
+        let port = base.port_u16().unwrap_or(match config.tls {
+            Some(_) => 443,
+            None => 80,
+        });
+        // An IPv6 literal comes in brackets, which connecting does not want.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let stream = tokio::net::TcpStream::connect((bare, port))
+            .await
+            .context("cannot connect")?;
+        let sender = match &config.tls {
+            None => {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(connection);
+                sender
+            }
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+                    .context("the endpoint's host as a TLS name")?;
+                let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.client))
+                    .connect(name, stream)
+                    .await
+                    .context("TLS handshake")?;
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(connection);
+                sender
+            }
+        };
+        Ok(HttpConnection {
+            sender,
+            authority: format!("{host}:{port}"),
+            prefix: base.path().trim_end_matches('/').to_string(),
+        })
     }
-    let body: Full<hyper::body::Bytes> = Full::new(body.into());
-    let answer = sender.send_request(request.body(body)?).await?;
-    let status = answer.status();
-    if !status.is_success() {
+
+    /// POSTs a protobuf body to the endpoint's `path`, and reads the whole
+    /// answer (so the connection can take the next request).
+    async fn post(&mut self, config: &OtlpConfig, path: &str, body: Vec<u8>) -> Result<()> {
+        use http_body_util::{BodyExt, Full};
+        let mut request = hyper::Request::post(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, self.authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/x-protobuf");
+        for (name, value) in &config.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let body: Full<hyper::body::Bytes> = Full::new(body.into());
+        self.sender.ready().await.context("the connection closed")?;
+        let answer = self.sender.send_request(request.body(body)?).await?;
+        let status = answer.status();
         let body = answer.into_body().collect().await.map(|b| b.to_bytes());
-        let text = body
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        bail!("the receiver answered {status}: {}", text.trim());
+        if !status.is_success() {
+            let text = body
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            bail!("the receiver answered {status}: {}", text.trim());
+        }
+        body.context("reading the answer")?;
+        Ok(())
     }
-    Ok(())
 }
