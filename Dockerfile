@@ -4,8 +4,9 @@
 # Two stages: a Rust toolchain on Debian bookworm builds the release binary
 # against libpcap, with all three capture backends (pcap, af-packet, and xdp:
 # the cargo feature whose eBPF programs build.rs compiles from bpf/ with
-# clang); the runtime is bookworm-slim with libpcap's shared library only, so
-# the binary finds the same glibc and libpcap it was linked against. The xdp
+# clang); the runtime is bookworm-slim with libpcap's shared library, so the
+# binary finds the same glibc and libpcap it was linked against, and Debian's
+# ca-certificates (the system's roots, for TLS to an OTLP receiver). The xdp
 # backend adds nothing at run time: aya, which loads the programs, is pure
 # Rust, and the programs are inside the binary.
 
@@ -30,8 +31,12 @@ LABEL org.opencontainers.image.title="tcp-exporter" \
       org.opencontainers.image.description="Passive TCP analysis (Wireshark-grade) exported as Prometheus metrics" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
+# ca-certificates: the system's roots (/etc/ssl/certs), against which the
+# exporter checks an https:// --otlp-endpoint given no --otlp-ca (the
+# chart's otlp.endpoint https:// without otlp.tls.secret); bookworm-slim has
+# none, and without them every such export would fail its certificate check.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpcap0.8 \
+ && apt-get install -y --no-install-recommends libpcap0.8 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/tcp-exporter /usr/local/bin/tcp-exporter
 # Root, because capturing needs capabilities and Kubernetes gives added

@@ -20,7 +20,9 @@ helm-sdkpy (Helm's own Go code behind a C interface).
 - The web config the chart renders (webConfig) is given to the exporter
   itself, laid out as the kubelet lays out the projected volume, with
   certificates made by openssl: HTTPS, passwords, headers, and a renewed
-  certificate arriving the way a Secret update does.
+  certificate arriving the way a Secret update does. Likewise the otlp.tls
+  Secret: the exporter reads its files through the --otlp-ca, --otlp-cert
+  and --otlp-key paths the chart renders.
 """
 
 import asyncio
@@ -101,15 +103,29 @@ SMALL_CAPTURE = ROOT / "testdata" / "pcaps" / "short_conns.pcap"
 OTLP_ENDPOINT = "http://otel-collector.monitoring.svc:4318"
 OTLP_VALUES = {"otlp": {"enabled": True, "endpoint": OTLP_ENDPOINT, "protocol": "http", "interval": "30s",
                         "timeout": 3, "headers": {"X-Scope-OrgID": "tenant-a", "Authorization": "Bearer t0k=n"},
-                        "logs": True}}
+                        "logs": True, "logQueue": 50000}}
 OTLP_ARGS = ["--otlp-endpoint", OTLP_ENDPOINT, "--otlp-protocol", "http", "--otlp-interval", "30s",
              "--otlp-timeout", "3", "--otlp-header", "Authorization=Bearer t0k=n",
-             "--otlp-header", "X-Scope-OrgID=tenant-a", "--otlp-logs"]
+             "--otlp-header", "X-Scope-OrgID=tenant-a", "--otlp-logs", "--otlp-log-queue", "50000"]
 # A Collector on each node with hostPort 4317, at the node's address: on the
 # host network the pods' POD_IP (status.podIP) is that address, and
 # Kubernetes expands $(POD_IP) in args from the container's env.
 OTLP_NODE_ENDPOINT = "http://$(POD_IP):4317"
 OTLP_NO_ENDPOINT_MESSAGE = "otlp.enabled needs otlp.endpoint, the receiver's URL"
+# otlp.tls: a receiver over TLS, checked against the CA in a Secret (ca.crt,
+# values.yaml's default key), which also holds the client certificate (the
+# Secret cert-manager makes for a Certificate). The Secret is mounted whole
+# in a folder of its own: not under PORT_NAMES_DIR, a read-only ConfigMap
+# mount in which the mount point could not be made.
+OTLP_HTTPS_ENDPOINT = "https://otel-collector.monitoring.svc:4317"
+OTLP_TLS_SECRET = "otlp-client"
+OTLP_TLS_DIR = "/etc/tcp-exporter-otlp"
+OTLP_TLS_VALUES = {"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT,
+                            "tls": {"secret": OTLP_TLS_SECRET, "clientCertificate": True}}}
+OTLP_TLS_ARGS = ["--otlp-endpoint", OTLP_HTTPS_ENDPOINT, "--otlp-protocol", "grpc",
+                 "--otlp-ca", OTLP_TLS_DIR + "/ca.crt",
+                 "--otlp-cert", OTLP_TLS_DIR + "/tls.crt", "--otlp-key", OTLP_TLS_DIR + "/tls.key"]
+OTLP_TLS_HTTP_MESSAGE = "otlp.tls.secret and otlp.tls.clientCertificate are for an https:// endpoint"
 # Flags the chart can render before the exporter has them (later issues):
 # remove each from here when `tcp-exporter --help` lists it.
 PENDING_FLAGS = set()
@@ -356,10 +372,11 @@ class ChartRender(unittest.TestCase):
         cls.kubernetes_off = render(KUBERNETES_OFF)
         cls.own_service_account = render({"serviceAccount": {"create": False, "name": "tcpx-reader"}})
         cls.otlp = render(OTLP_VALUES)
+        cls.otlp_tls = render(OTLP_TLS_VALUES)
         cls.renders = {"default": cls.default, "default with operator": cls.default_operator,
                        "xdp-monitoring.yaml": cls.xdp, "af-packet": cls.af_packet, "xdp minimal": cls.xdp_minimal,
                        "kubernetes off": cls.kubernetes_off, "own service account": cls.own_service_account,
-                       "otlp": cls.otlp}
+                       "otlp": cls.otlp, "otlp tls": cls.otlp_tls}
 
     # ------------------------------------------------------------ which objects
     def test_without_the_operator_no_monitoring_objects(self):
@@ -743,7 +760,8 @@ class ChartRender(unittest.TestCase):
                           "longConnections": {"age": None, "max": None},
                           "flowLog": {"enabled": False, "interval": None},
                           "otlp": {"enabled": False, "endpoint": None, "protocol": "grpc", "interval": None,
-                                   "timeout": None, "headers": {}, "logs": False},
+                                   "timeout": None, "headers": {}, "logs": False, "logQueue": None,
+                                   "tls": {"secret": "", "ca": "ca.crt", "clientCertificate": False}},
                           "webConfig": {"enabled": False, "config": {}, "existingSecret": "", "tlsSecret": ""}})
         for monitor in ("serviceMonitor", "podMonitor"):
             self.assertEqual({k: defaults[monitor][k] for k in ("tlsConfig", "basicAuth")},
@@ -827,9 +845,51 @@ class ChartRender(unittest.TestCase):
               "--otlp-logs"]),
             ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "logs": False}},
              ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc"]),
+            # logQueue only with logs (the exporter wants --otlp-logs with it).
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "logs": True, "logQueue": 1}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc",
+              "--otlp-logs", "--otlp-log-queue", "1"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "logs": True, "logQueue": 1000000}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc",
+              "--otlp-logs", "--otlp-log-queue", "1000000"]),
+            ({"otlp": {"enabled": True, "endpoint": "http://collector:4317", "logQueue": 100}},
+             ["--kubernetes", "--otlp-endpoint", "http://collector:4317", "--otlp-protocol", "grpc"]),
+            # otlp.tls. https:// without a secret: the system's roots, no
+            # flag; ca is read only with a secret.
+            ({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT}},
+             ["--kubernetes", "--otlp-endpoint", OTLP_HTTPS_ENDPOINT, "--otlp-protocol", "grpc"]),
+            ({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT, "tls": {"ca": "receiver-ca.pem"}}},
+             ["--kubernetes", "--otlp-endpoint", OTLP_HTTPS_ENDPOINT, "--otlp-protocol", "grpc"]),
+            ({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT, "tls": None}},
+             ["--kubernetes", "--otlp-endpoint", OTLP_HTTPS_ENDPOINT, "--otlp-protocol", "grpc"]),
+            # A secret: its ca.crt (the default key) checks the receiver.
+            ({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT, "tls": {"secret": OTLP_TLS_SECRET}}},
+             ["--kubernetes", "--otlp-endpoint", OTLP_HTTPS_ENDPOINT, "--otlp-protocol", "grpc",
+              "--otlp-ca", OTLP_TLS_DIR + "/ca.crt"]),
+            ({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT,
+                       "tls": {"secret": OTLP_TLS_SECRET, "ca": "receiver-ca.pem"}}},
+             ["--kubernetes", "--otlp-endpoint", OTLP_HTTPS_ENDPOINT, "--otlp-protocol", "grpc",
+              "--otlp-ca", OTLP_TLS_DIR + "/receiver-ca.pem"]),
+            # With the client certificate: the Secret's tls.crt and tls.key.
+            (OTLP_TLS_VALUES, ["--kubernetes"] + OTLP_TLS_ARGS),
+            # ca "": the system's roots check the receiver; the Secret gives
+            # the client certificate only.
+            ({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT,
+                       "tls": {"secret": OTLP_TLS_SECRET, "ca": "", "clientCertificate": True}}},
+             ["--kubernetes", "--otlp-endpoint", OTLP_HTTPS_ENDPOINT, "--otlp-protocol", "grpc",
+              "--otlp-cert", OTLP_TLS_DIR + "/tls.crt", "--otlp-key", OTLP_TLS_DIR + "/tls.key"]),
+            # After the other --otlp-* flags, before the flags that follow them.
+            ({"otlp": {"enabled": True, "endpoint": "https://c:4318", "protocol": "http", "headers": {"X-A": "1"},
+                       "logs": True, "tls": {"secret": OTLP_TLS_SECRET, "clientCertificate": True}},
+              "snaplen": 128},
+             ["--kubernetes", "--otlp-endpoint", "https://c:4318", "--otlp-protocol", "http",
+              "--otlp-header", "X-A=1", "--otlp-logs", "--otlp-ca", OTLP_TLS_DIR + "/ca.crt",
+              "--otlp-cert", OTLP_TLS_DIR + "/tls.crt", "--otlp-key", OTLP_TLS_DIR + "/tls.key",
+              "--snaplen", "128"]),
             # Off: nothing, whatever else is set.
             (dict(OTLP_VALUES, otlp=dict(OTLP_VALUES["otlp"], enabled=False)), ["--kubernetes"]),
             ({"otlp": {"endpoint": "http://collector:4317"}}, ["--kubernetes"]),
+            ({"otlp": dict(OTLP_TLS_VALUES["otlp"], enabled=False)}, ["--kubernetes"]),
             # Empty and null are the exporter's defaults (null removes the
             # chart's defaults; the templates must not trip over that).
             ({"aggregateCidr": [], "portNames": {"presets": [], "custom": {}}}, ["--kubernetes"]),
@@ -918,7 +978,7 @@ class ChartRender(unittest.TestCase):
         self.assertIn("--interface", flags)
         flags.add("-i")
         rendered = set()
-        for r in (self.xdp, self.af_packet, self.otlp):
+        for r in (self.xdp, self.af_packet, self.otlp, self.otlp_tls):
             args = container(r.one("DaemonSet"))["args"]
             # Not "-" (--flow-log's value: standard output).
             rendered |= {a for a in args if re.match(r"--?[a-z]", a) and a not in xdp_values()["extraArgs"]}
@@ -987,8 +1047,24 @@ class ChartRender(unittest.TestCase):
             ({"enabled": True}, OTLP_NO_ENDPOINT_MESSAGE),
             ({"enabled": True, "endpoint": None}, OTLP_NO_ENDPOINT_MESSAGE),
             ({"enabled": True, "endpoint": None, "headers": {"X-A": "1"}}, OTLP_NO_ENDPOINT_MESSAGE),
-            ({"enabled": True, "endpoint": "https://collector:4317"},
-             "otlp.endpoint https://collector:4317: the chart mounts no certificates for the receiver yet"),
+            # otlp.tls with http://: the exporter refuses --otlp-ca,
+            # --otlp-cert and --otlp-key without TLS.
+            ({"enabled": True, "endpoint": "http://collector:4317", "tls": {"secret": OTLP_TLS_SECRET}},
+             OTLP_TLS_HTTP_MESSAGE + ", and otlp.endpoint is http://collector:4317"),
+            ({"enabled": True, "endpoint": "http://collector:4317",
+              "tls": {"secret": OTLP_TLS_SECRET, "clientCertificate": True}}, OTLP_TLS_HTTP_MESSAGE),
+            ({"enabled": True, "endpoint": "http://collector:4317", "tls": {"clientCertificate": True}},
+             OTLP_TLS_HTTP_MESSAGE),
+            ({"enabled": True, "endpoint": OTLP_NODE_ENDPOINT, "tls": {"secret": OTLP_TLS_SECRET}},
+             OTLP_TLS_HTTP_MESSAGE),
+            # A client certificate needs the Secret that holds it.
+            ({"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT, "tls": {"clientCertificate": True}},
+             "otlp.tls.clientCertificate needs otlp.tls.secret"),
+            ({"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT, "tls": {"ca": "", "clientCertificate": True}},
+             "otlp.tls.clientCertificate needs otlp.tls.secret"),
+            # A Secret of which nothing would be read.
+            ({"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT, "tls": {"secret": OTLP_TLS_SECRET, "ca": ""}},
+             "otlp.tls.secret otlp-client would be mounted but nothing in it read"),
             # Binary gRPC metadata: the exporter's gRPC client refuses the
             # name at every export.
             ({"enabled": True, "endpoint": "http://collector:4317", "headers": {"trace-bin": "x"}},
@@ -1001,14 +1077,132 @@ class ChartRender(unittest.TestCase):
                 with self.assertRaises(helm.InstallError) as cm:
                     render({"otlp": otlp})
                 self.assertIn(message, str(cm.exception))
-        # The exporter itself takes https:// (with the system's roots, or
-        # --otlp-ca), which extraArgs may give it.
-        status, stderr = exporter_takes_args(["--otlp-endpoint", "https://collector:4317"])
-        self.assertEqual(status, 0, stderr)
+        # (test_otlp_tls_args_are_files_the_exporter_reads: the exporter
+        # refuses the TLS files with http:// too.)
+        # Nothing is read of tls while otlp is off, nor of ca without a secret.
+        for otlp in ({"enabled": False, "endpoint": "http://collector:4317",
+                      "tls": {"secret": OTLP_TLS_SECRET, "clientCertificate": True}},
+                     {"enabled": True, "endpoint": "http://collector:4317", "tls": {"ca": "receiver-ca.pem"}}):
+            with self.subTest(otlp=otlp):
+                self.assertNotIn("--otlp-ca", container(render({"otlp": otlp}).one("DaemonSet"))["args"])
         # Over OTLP/HTTP such a name is an ordinary header.
         c = container(render({"otlp": {"enabled": True, "endpoint": "http://collector:4318", "protocol": "http",
                                        "headers": {"trace-bin": "x"}}}).one("DaemonSet"))
         self.assertEqual(c["args"][-2:], ["--otlp-header", "trace-bin=x"])
+
+    def otlp_tls_volume(self, ds):
+        pod, c = ds["spec"]["template"]["spec"], container(ds)
+        volumes = [v for v in pod.get("volumes", []) if v["name"] == "otlp-tls"]
+        mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "otlp-tls"]
+        return volumes, mounts
+
+    def test_otlp_tls_secret_is_mounted_read_only_as_a_whole(self):
+        ds = self.otlp_tls.one("DaemonSet")
+        c = container(ds)
+        volumes, mounts = self.otlp_tls_volume(ds)
+        # The Secret whole (no items, no subPath): pods that start again
+        # read its current files, a renewed certificate included.
+        self.assertEqual(volumes, [{"name": "otlp-tls", "secret": {"secretName": OTLP_TLS_SECRET,
+                                                                   "defaultMode": 0o400}}])
+        self.assertEqual(mounts, [{"name": "otlp-tls", "mountPath": OTLP_TLS_DIR, "readOnly": True}])
+        # Every file the flags name is in that folder.
+        for flag in ("--otlp-ca", "--otlp-cert", "--otlp-key"):
+            with self.subTest(flag=flag):
+                self.assertEqual(os.path.dirname(c["args"][c["args"].index(flag) + 1]), mounts[0]["mountPath"])
+        # Not inside another volume's mount (the port names' ConfigMap is
+        # mounted read-only at /etc/tcp-exporter).
+        for other in (PORT_NAMES_DIR, WEB_CONFIG_DIR):
+            self.assertFalse((OTLP_TLS_DIR + "/").startswith(other + "/"), other)
+        # 0400 as Helm sent it to the API server (YAML's octal, not 400).
+        [sent] = [json.loads(body) for method, path, body in self.otlp_tls.sent
+                  if method == "POST" and path.endswith("/daemonsets")]
+        [secret] = [v["secret"] for v in sent["spec"]["template"]["spec"]["volumes"] if v["name"] == "otlp-tls"]
+        self.assertEqual(secret["defaultMode"], 256)
+        # The chart renders no Secret of its own for it, and no checksum: it
+        # does not read the Secret.
+        self.assertEqual(self.otlp_tls.names("Secret"), [])
+        self.assertEqual(sorted(ds["spec"]["template"]["metadata"]["annotations"]),
+                         ["prometheus.io/path", "prometheus.io/port", "prometheus.io/scrape"])
+        self.assertIn("TLS: the receiver's certificate is checked against ca.crt of Secret otlp-client; the client "
+                      "certificate is tls.crt and tls.key of Secret otlp-client.", self.otlp_tls.notes)
+        self.assertIn("rollout restart daemonset/%s" % FULLNAME, self.otlp_tls.notes)
+        # Beside the port names' and the web config's volumes.
+        r = render(deep_merge(xdp_values(), OTLP_TLS_VALUES), monitoring_crds=True)
+        ds = r.one("DaemonSet")
+        self.assertEqual([v["name"] for v in ds["spec"]["template"]["spec"]["volumes"]],
+                         ["port-names", "web-config", "otlp-tls"])
+        self.assertEqual([m["name"] for m in container(ds)["volumeMounts"]], ["port-names", "web-config", "otlp-tls"])
+        self.assertEqual(self.otlp_tls_volume(ds), (volumes, mounts))
+
+    def test_otlp_without_a_tls_secret_mounts_nothing(self):
+        https = render({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT}})
+        self.assertIn("TLS: the receiver's certificate is checked against the system's roots.", https.notes)
+        self.assertNotIn("rollout restart", https.notes)
+        self.assertNotIn("TLS:", self.otlp.notes)
+        for name, r in (("http", self.otlp), ("https, the system's roots", https),
+                        ("https, ca without a secret",
+                         render({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT, "tls": {"ca": "ca.pem"}}})),
+                        ("otlp off", render({"otlp": dict(OTLP_TLS_VALUES["otlp"], enabled=False)}))):
+            with self.subTest(render=name):
+                ds = r.one("DaemonSet")
+                self.assertNotIn("volumes", ds["spec"]["template"]["spec"])
+                self.assertNotIn("volumeMounts", container(ds))
+
+    def test_otlp_tls_args_are_files_the_exporter_reads(self):
+        """The --otlp-* args the chart renders, given to the exporter with
+        the Secret laid out as the kubelet lays out its volume (certificates
+        made by openssl, as cert-manager's kubernetes.io/tls Secret holds
+        them): the exporter reads and checks the files at start."""
+        cases = (
+            ("ca and client certificate", OTLP_TLS_VALUES["otlp"]["tls"]),
+            ("ca", {"secret": OTLP_TLS_SECRET}),
+            ("ca of another key", {"secret": OTLP_TLS_SECRET, "ca": "receiver-ca.pem"}),
+            ("client certificate, the system's roots", {"secret": OTLP_TLS_SECRET, "ca": "",
+                                                         "clientCertificate": True}),
+        )
+        with tempfile.TemporaryDirectory(prefix="tcp-exporter-chart-otlp-tls-") as tmp:
+            ca_dir, client_dir, volume_dir, no_ca_dir = (os.path.join(tmp, d)
+                                                         for d in ("ca", "client", "volume", "no-ca"))
+            for d in (ca_dir, client_dir, volume_dir, no_ca_dir):
+                os.mkdir(d)
+            make_ca(ca_dir)
+            make_server_certificate(client_dir, ca_dir)
+
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+
+            client = {"tls.crt": read(os.path.join(client_dir, "tls.crt")),
+                      "tls.key": read(os.path.join(client_dir, "tls.key"))}
+            ca = read(os.path.join(ca_dir, "ca.crt"))
+            ProjectedVolume(volume_dir).publish({"ca.crt": ca, "receiver-ca.pem": ca, **client})
+            # As an ACME issuer's Secret: no ca.crt.
+            ProjectedVolume(no_ca_dir).publish(client)
+
+            def otlp_args(tls, directory):
+                c = container(render({"otlp": dict(OTLP_TLS_VALUES["otlp"], tls=tls)}).one("DaemonSet"))
+                args = c["args"][c["args"].index("--otlp-endpoint"):]
+                return [a.replace(OTLP_TLS_DIR + "/", directory + "/") for a in args]
+
+            for name, tls in cases:
+                with self.subTest(secret=name):
+                    args = otlp_args(tls, volume_dir)
+                    self.assertIn(volume_dir + "/", " ".join(args))
+                    self.assertEqual(exporter_takes_args(args), (0, ""))
+            # A key the Secret lacks stops the exporter at start, naming the file.
+            status, stderr = exporter_takes_args(otlp_args(OTLP_TLS_VALUES["otlp"]["tls"], no_ca_dir))
+            self.assertNotEqual(status, 0)
+            self.assertIn("--otlp-ca %s/ca.crt: No such file or directory" % no_ca_dir, stderr)
+            # With http:// the exporter refuses the files: the chart refuses
+            # otlp.tls.secret with it (test_otlp_that_cannot_work_does_not_render).
+            args = otlp_args(OTLP_TLS_VALUES["otlp"]["tls"], volume_dir)
+            args[1] = "http://otel-collector.monitoring.svc:4317"
+            status, stderr = exporter_takes_args(args)
+            self.assertNotEqual(status, 0)
+            self.assertIn("--otlp-ca, --otlp-cert and --otlp-key are for an https:// endpoint", stderr)
+        # Without a secret: https:// with the system's roots.
+        c = container(render({"otlp": {"enabled": True, "endpoint": OTLP_HTTPS_ENDPOINT}}).one("DaemonSet"))
+        self.assertEqual(exporter_takes_args(c["args"][c["args"].index("--otlp-endpoint"):]), (0, ""))
 
     # ------------------------------------------------------------ webConfig: HTTPS and basic auth
     def web_volume(self, ds):
@@ -1516,6 +1710,28 @@ class ChartRender(unittest.TestCase):
              "at '/otlp/headers/X-A'"),
             ({"otlp": {"enabled": True, "endpoint": "http://c:4317", "headers": {"X-Scope-OrgID": 1234}}},
              "at '/otlp/headers/X-Scope-OrgID'"),
+            # otlp.tls: a Secret's name, one of its keys, a boolean, nothing else.
+            ({"otlp": {"tls": "otlp-client"}}, "at '/otlp/tls'"),
+            ({"otlp": {"logQueue": 0}}, "at '/otlp/logQueue'"),
+            ({"otlp": {"logQueue": "16384"}}, "at '/otlp/logQueue'"),
+            ({"otlp": {"logQueue": 1.5}}, "at '/otlp/logQueue'"),
+            ({"otlp": {"logQueue": 4294967296}}, "at '/otlp/logQueue'"),
+            ({"otlp": {"tls": {"insecureSkipVerify": True}}}, "at '/otlp/tls'"),
+            ({"otlp": {"tls": {"cert": "tls.crt"}}}, "at '/otlp/tls'"),
+            ({"otlp": {"tls": {"secret": True}}}, "at '/otlp/tls/secret'"),
+            ({"otlp": {"tls": {"secret": "Otlp_Client"}}}, "at '/otlp/tls/secret'"),
+            ({"otlp": {"tls": {"secret": "otlp-client."}}}, "at '/otlp/tls/secret'"),
+            ({"otlp": {"tls": {"secret": "monitoring/otlp-client"}}}, "at '/otlp/tls/secret'"),
+            ({"otlp": {"tls": {"ca": 1}}}, "at '/otlp/tls/ca'"),
+            ({"otlp": {"tls": {"ca": True}}}, "at '/otlp/tls/ca'"),
+            # A key, not a path: the file is in the Secret's folder.
+            ({"otlp": {"tls": {"ca": "certs/ca.crt"}}}, "at '/otlp/tls/ca'"),
+            ({"otlp": {"tls": {"ca": "/etc/ssl/certs/ca-certificates.crt"}}}, "at '/otlp/tls/ca'"),
+            ({"otlp": {"tls": {"ca": ".."}}}, "at '/otlp/tls/ca'"),
+            ({"otlp": {"tls": {"ca": "..data"}}}, "at '/otlp/tls/ca'"),
+            ({"otlp": {"tls": {"ca": "ca crt"}}}, "at '/otlp/tls/ca'"),
+            ({"otlp": {"tls": {"clientCertificate": "true"}}}, "at '/otlp/tls/clientCertificate'"),
+            ({"otlp": {"tls": {"clientCertificate": 1}}}, "at '/otlp/tls/clientCertificate'"),
         )
         for bad, where in cases:
             with self.subTest(values=bad):

@@ -163,7 +163,9 @@ class Dockerfile(unittest.TestCase):
         if shutil.which("dpkg-query") is None or shutil.which("readelf") is None:
             self.skipTest("needs dpkg and readelf (a Debian machine)")
         runtime = apt_installs(stages()[1][1]) | BASE_PACKAGES
-        self.assertEqual(apt_installs(stages()[1][1]), {"libpcap0.8"})
+        # libpcap0.8 for the binary's library; ca-certificates, the system's
+        # roots for an https:// --otlp-endpoint without --otlp-ca.
+        self.assertEqual(apt_installs(stages()[1][1]), {"libpcap0.8", "ca-certificates"})
         needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]",
                             subprocess.run(["readelf", "-d", str(EXPORTER)], capture_output=True, text=True,
                                            check=True).stdout)

@@ -109,6 +109,22 @@ webConfig.enabled.
 web-config.yml
 {{- end }}
 
+{{/*
+otlp.tls: the Secret with the certificates for an https:// receiver, mounted
+read-only as a whole (no subPath, so that the files a restarted pod reads
+are the Secret's current ones) in a folder of its own, not under
+portNamesDir, whose read-only ConfigMap mount could not hold the mount
+point. otlpTlsSecret: its name when the exporter uses it (otlp.enabled,
+otlp.tls.secret set), else empty; validate refuses it with http://.
+*/}}
+{{- define "tcp-exporter.otlpTlsDir" -}}
+/etc/tcp-exporter-otlp
+{{- end }}
+{{- define "tcp-exporter.otlpTlsSecret" -}}
+{{- $otlp := .Values.otlp | default dict }}
+{{- if $otlp.enabled }}{{ ($otlp.tls | default dict).secret }}{{ end }}
+{{- end }}
+
 {{/* "true" when the exporter serves HTTPS: webConfig on, with a tlsSecret. */}}
 {{- define "tcp-exporter.tls" -}}
 {{- $web := .Values.webConfig | default dict }}
@@ -335,6 +351,24 @@ af-packet one worker with two 1 MiB blocks, xdp a 4 MiB ring.
 {{- end }}
 {{- if $otlp.logs }}
 - --otlp-logs
+{{- if not (kindIs "invalid" $otlp.logQueue) }}
+- --otlp-log-queue
+- {{ $otlp.logQueue | int64 | toString | quote }}
+{{- end }}
+{{- end }}
+{{- $otlpTls := $otlp.tls | default dict }}
+{{- if $otlpTls.secret }}
+{{- $dir := include "tcp-exporter.otlpTlsDir" . }}
+{{- with $otlpTls.ca }}
+- --otlp-ca
+- {{ printf "%s/%s" $dir . | quote }}
+{{- end }}
+{{- if $otlpTls.clientCertificate }}
+- --otlp-cert
+- {{ printf "%s/tls.crt" $dir | quote }}
+- --otlp-key
+- {{ printf "%s/tls.key" $dir | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if not (kindIs "invalid" $v.snaplen) }}
@@ -470,8 +504,15 @@ maxLength counts characters).
 {{- if not $otlp.endpoint }}
 {{- fail "otlp.enabled needs otlp.endpoint, the receiver's URL: for an OpenTelemetry Collector on each node with hostPort 4317, http://$(POD_IP):4317 (the pods run on the host network, so POD_IP is the node's address)" }}
 {{- end }}
-{{- if hasPrefix "https://" $otlp.endpoint }}
-{{- fail (printf "otlp.endpoint %s: the chart mounts no certificates for the receiver yet; use http:// (e.g. to a Collector on the node), or extraArgs with --otlp-endpoint https://..., --otlp-ca, --otlp-cert and --otlp-key and volumes of your own" $otlp.endpoint) }}
+{{- $otlpTls := $otlp.tls | default dict }}
+{{- if and (not (hasPrefix "https://" $otlp.endpoint)) (or $otlpTls.secret $otlpTls.clientCertificate) }}
+{{- fail (printf "otlp.tls.secret and otlp.tls.clientCertificate are for an https:// endpoint, and otlp.endpoint is %s (the exporter refuses --otlp-ca, --otlp-cert and --otlp-key without TLS): use https://, or leave tls.secret empty and clientCertificate false" $otlp.endpoint) }}
+{{- end }}
+{{- if and $otlpTls.clientCertificate (not $otlpTls.secret) }}
+{{- fail "otlp.tls.clientCertificate needs otlp.tls.secret, a Secret whose tls.crt and tls.key are the client certificate and its key (e.g. the one cert-manager makes for a Certificate)" }}
+{{- end }}
+{{- if and $otlpTls.secret (not $otlpTls.ca) (not $otlpTls.clientCertificate) }}
+{{- fail (printf "otlp.tls.secret %s would be mounted but nothing in it read: tls.ca is empty (the system's roots check the receiver) and tls.clientCertificate false; set ca to the key of its CA certificates (e.g. ca.crt), or clientCertificate: true, or leave secret empty" $otlpTls.secret) }}
 {{- end }}
 {{- if ne ($otlp.protocol | default "grpc") "http" }}
 {{- range $name, $_ := $otlp.headers }}
