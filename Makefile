@@ -191,12 +191,14 @@ pcaps: test-deps
 # Deployment tests (tests/deploy): the dashboard and alerting rules against a
 # real Prometheus scraping the exporter, with and without --kubernetes on a
 # real kube-apiserver (scripts/kube-test-cluster.sh, built once as for
-# `make test`), the Helm chart through Helm's own library (helm-sdkpy) and
+# `make test`) and a real OpenTelemetry Collector (scripts/otel-collector.sh,
+# likewise), the Helm chart through Helm's own library (helm-sdkpy) and
 # the Kubernetes schemas (kubernetes-validate), the image's runtime
 # libraries. The Python packages go into target/deploy-venv.
 test-deploy: test-deps
 	$(CARGO) build --release --locked
 	bash scripts/kube-test-cluster.sh build
+	bash scripts/otel-collector.sh build
 	$(DEPLOY_TESTS)
 
 # The container image (Dockerfile). No engine runs on the CI machine: build

@@ -27,9 +27,6 @@ NOT_ON_DASHBOARD = {
 NOT_ON_DASHBOARD["tcp_exporter_series_retired_dropped_total"] = (
     "a bound almost never met (4096 expiries per worker between two scrapes); "
     "the series overflow and expiry panels show the series' health")
-for _otlp in ("tcp_exporter_otlp_exports_total", "tcp_exporter_otlp_log_records_total"):
-    NOT_ON_DASHBOARD[_otlp] = ("only with --otlp-endpoint; the panel for the export's health "
-                               "is still to come (issue 17, open)")
 # Istio's families (--istio-metrics) are for Istio's own dashboards and
 # Kiali, whose queries test_prometheus.py runs; ours reads the native ones.
 for _istio in ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",

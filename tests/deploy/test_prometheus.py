@@ -19,6 +19,10 @@ optional series on, for the dashboard's panels), twice, one per label mode:
   no --node-name), so every pod end of a file reports: the one connection
   pair gives a reporter="source" and a reporter="destination" series.
 
+Both also send their metrics and flow-log records over OTLP/gRPC to a real
+OpenTelemetry Collector (scripts/otel-collector.sh), for the dashboard's
+OTLP row and alerts: every export succeeds and no record is dropped.
+
 Each has a Prometheus of its own on another loopback port, as a deployment
 in that mode would, scraping it every second and evaluating the alerting
 rules every second (a copy of alerts/tcp-exporter.rules.yml whose `for:`
@@ -98,6 +102,13 @@ STEP_SECONDS = 2.0
 TEST_FOR = "3s"  # `for:` of every rule in the test copy
 CAPTURE_NAME = "heavy_loss.pcap"  # also the `interface` label
 KUBE_SCRIPT = ROOT / "scripts" / "kube-test-cluster.sh"
+# Both exporters also send their metrics and flow-log records to a real
+# OpenTelemetry Collector (built once, as for tests/otlp.rs), so that the
+# dashboard's OTLP panels and alerts have their series: every export must
+# succeed and no record be dropped (the capture's records, about 3,500 per
+# run, fit the queue's 16,384).
+OTEL_SCRIPT = ROOT / "scripts" / "otel-collector.sh"
+OTLP_INTERVAL = "500ms"
 CLUSTER_START_TIMEOUT = 180  # the script's own limit is 120 s per component
 
 # Flags beyond -r/-p/--listen. The dashboard has panels for the series these
@@ -154,7 +165,8 @@ EXPORTER_ALERTS = {"TCPExporterDown", "TCPExporterAbsent", "TCPExporterCaptureDr
                    "TCPExporterFlowLogDrops", "TCPExporterLongConnectionsOverflow",
                    "TCPExporterHTTPConnectionLimit", "TCPExporterUnauthorizedRequests",
                    "TCPExporterKubernetesNotSynced", "TCPExporterKubernetesWatchErrors",
-                   "TCPExporterKubernetesIdentitiesOverflow"}
+                   "TCPExporterKubernetesIdentitiesOverflow", "TCPExporterOTLPExportsFailing",
+                   "TCPExporterOTLPLogRecordsDropped"}
 MUST_NOT_FIRE = {
     "ip": EXPORTER_ALERTS | MUST_FIRE["identity"],
     "identity": EXPORTER_ALERTS | MUST_FIRE["ip"],
@@ -452,6 +464,15 @@ class PrometheusEndToEnd(unittest.TestCase):
         cls.cluster_start = start(["bash", KUBE_SCRIPT, "start", cls.cluster_dir],
                                   os.path.join(cls.tmp, "cluster-start.log"))
         cls.addClassCleanup(cls._stop_cluster)
+        cls.collector_dir = os.path.join(cls.tmp, "otelcol")
+        cls.addClassCleanup(lambda: subprocess.run(["bash", str(OTEL_SCRIPT), "stop", cls.collector_dir],
+                                                   capture_output=True))
+        out = subprocess.run(["bash", str(OTEL_SCRIPT), "start", cls.collector_dir], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise AssertionError("otel-collector.sh start: %s" % out.stderr)
+        with open(os.path.join(cls.collector_dir, "endpoints")) as f:
+            grpc = dict(line.strip().split("=", 1) for line in f if "=" in line)["grpc"]
+        otlp_flags = ["--otlp-endpoint", "http://" + grpc, "--otlp-interval", OTLP_INTERVAL, "--otlp-logs"]
         cls.modes = {m: SimpleNamespace(name=m, exporter=None, prometheus=None) for m in MODES}
         for m in cls.modes.values():  # cleanups run last first: exporters, Prometheus, cluster
             cls.addClassCleanup(lambda m=m: stop(m.prometheus))
@@ -476,7 +497,7 @@ class PrometheusEndToEnd(unittest.TestCase):
             m.exporter_url = "http://127.0.0.1:%d" % m.exporter_port
             m.prom_port = free_port()
             m.prom_url = "http://127.0.0.1:%d" % m.prom_port
-            m.flags = []
+            m.flags = list(otlp_flags)
             config_path = os.path.join(cls.tmp, "prometheus-%s.yml" % m.name)
             with open(config_path, "w") as f:
                 yaml.safe_dump({
@@ -508,7 +529,7 @@ class PrometheusEndToEnd(unittest.TestCase):
         kube.pod(CLIENT_POD, "node-1")
         kube.pod(SERVER_POD, "node-1")
         kube.service(SERVER_SERVICE, int(SERVER_PORT))
-        cls.modes["identity"].flags = ["--kubernetes", "--kubeconfig", os.path.join(cls.cluster_dir, "kubeconfig"),
+        cls.modes["identity"].flags += ["--kubernetes", "--kubeconfig", os.path.join(cls.cluster_dir, "kubeconfig"),
                                        "--istio-metrics"]
         # No --node-name, and no NODE_NAME (its environment variable) to
         # stand in for it: every pod end of the file reports.
@@ -645,6 +666,23 @@ class PrometheusEndToEnd(unittest.TestCase):
         self.assertNotIn("tcp_exporter_kubernetes_", text)
         self.assertNotIn("server_workload=", text)
         self.assertNotIn("reporter=", text)
+
+    def test_1c_otlp_exports_succeed_and_drop_nothing(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                ok = self.numbers(self.query(mode, 'sum by (signal) (tcp_exporter_otlp_exports_total{result="ok"})'))
+                self.assertEqual(len(ok), 2, "metrics and logs")
+                self.assertTrue(all(v > 0 for v in ok), ok)
+                for query in ('sum(tcp_exporter_otlp_exports_total{result="failed"})',
+                              'sum(tcp_exporter_otlp_log_records_total{result="dropped"})'):
+                    self.assertEqual(self.numbers(self.query(mode, query)), [0.0], query)
+                sent = self.numbers(self.query(mode, 'sum(tcp_exporter_otlp_log_records_total{result="sent"})'))
+                self.assertTrue(sent and sent[0] > 0, sent)
+        # What the collector took in names both exporters' traffic.
+        with open(os.path.join(self.collector_dir, "metrics.json")) as f:
+            text = f.read()
+        self.assertIn('"tcp_packets"', text)
+        self.assertIn('"client.k8s.workload.name"', text)
 
     def test_2_every_rule_loaded_and_evaluates(self):
         names = {r["alert"] for r in self.alert_rules}
