@@ -217,7 +217,7 @@ pub const OTLP_EXPORTS: Def = def(
 pub const OTLP_LOG_RECORDS: Def = def(
     "tcp_exporter_otlp_log_records_total",
     Counter,
-    "Flow-log records sent as OTLP logs (--otlp-logs), and dropped because their queue (16384) was full.",
+    "Flow-log records sent as OTLP logs (--otlp-logs), and dropped because their queue (--otlp-log-queue) was full.",
 );
 pub const LONG_CONNECTIONS: Def = def(
     "tcp_exporter_long_connections",

@@ -245,7 +245,13 @@ pub fn metrics(text: &str, start: u64, now: u64) -> Vec<Metric> {
                     .filter(|(l, _)| *l != "le")
                     .cloned()
                     .collect();
-                let at = match points.iter().position(|(l, _)| *l == without_le) {
+                // A label set's samples come together: the last point, most
+                // often.
+                let found = match points.last() {
+                    Some((l, _)) if *l == without_le => Some(points.len() - 1),
+                    _ => points.iter().position(|(l, _)| *l == without_le),
+                };
+                let at = match found {
                     Some(i) => i,
                     None => {
                         points.push((
@@ -285,6 +291,22 @@ pub fn metrics(text: &str, start: u64, now: u64) -> Vec<Metric> {
     }
     finish(&mut out, family, help, &mut points);
     out
+}
+
+/// The exposition's families, one at a time (each from its `# HELP`
+/// line to the next), so that an export converts one family at a time
+/// rather than holding every data point at once.
+pub fn families(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest.find("\n# HELP ").map_or(rest.len(), |i| i + 1);
+        let (family, after) = rest.split_at(end);
+        rest = after;
+        Some(family)
+    })
 }
 
 fn unit(family: &str) -> &'static str {
@@ -333,6 +355,17 @@ tcp_exporter_build_info 1
                 (kv.key.clone(), v)
             })
             .collect()
+    }
+
+    #[test]
+    fn family_by_family_converts_to_the_same_as_all_at_once() {
+        let each: Vec<&str> = families(TEXT).collect();
+        assert_eq!(each.len(), 4);
+        assert!(each.iter().all(|f| f.starts_with("# HELP ")));
+        assert_eq!(each.concat(), TEXT);
+        let one_by_one: Vec<Metric> = each.iter().flat_map(|f| metrics(f, 1, 2)).collect();
+        assert_eq!(one_by_one, metrics(TEXT, 1, 2));
+        assert_eq!(families("").count(), 0);
     }
 
     #[test]

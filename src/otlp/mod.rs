@@ -202,13 +202,9 @@ async fn run(
     let mut failing = false;
     loop {
         tokio::time::sleep(wait).await;
-        let metrics = split::metrics(
-            convert::metrics(&exporter.render(), start, now_nanos()),
-            split::MAX_REQUEST_BYTES,
-        );
         let mut connection = within(&config, Connection::open(&config)).await;
         let mut result = match &mut connection {
-            Ok(c) => send_metrics(&config, c, metrics).await,
+            Ok(c) => send_metrics(&config, c, &exporter.render(), start).await,
             Err(e) => Err(anyhow::anyhow!("{e:#}")),
         };
         match &result {
@@ -254,28 +250,49 @@ async fn within<T>(
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", config.timeout)))
 }
 
-/// One export's metrics, a request per run `split` made; the first that
-/// fails ends it (the next export carries every total again).
+/// One export's metrics, the exposition `text` converted a family at a
+/// time and sent as each request fills (so that only a family's data
+/// points and a request are held at once, not the whole export's); the
+/// first request that fails ends it (the next export carries every total
+/// again).
 async fn send_metrics(
     config: &OtlpConfig,
     connection: &mut Connection,
-    runs: Vec<Vec<opentelemetry_proto::tonic::metrics::v1::Metric>>,
+    text: &str,
+    start: u64,
 ) -> Result<()> {
-    for metrics in runs {
-        let request = ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(resource(config)),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope()),
-                    metrics,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        };
-        within(config, connection.metrics(config, request)).await?;
+    let now = now_nanos();
+    let mut requests = split::Requests::new(split::MAX_REQUEST_BYTES);
+    for family in convert::families(text) {
+        for metric in convert::metrics(family, start, now) {
+            for full in requests.push(metric) {
+                send_metrics_request(config, connection, full).await?;
+            }
+        }
+    }
+    if let Some(last) = requests.finish() {
+        send_metrics_request(config, connection, last).await?;
     }
     Ok(())
+}
+
+async fn send_metrics_request(
+    config: &OtlpConfig,
+    connection: &mut Connection,
+    metrics: Vec<opentelemetry_proto::tonic::metrics::v1::Metric>,
+) -> Result<()> {
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(resource(config)),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(scope()),
+                metrics,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    within(config, connection.metrics(config, request)).await
 }
 
 /// Sends what the log queue holds, a request at a time; a request that

@@ -100,10 +100,50 @@ fn pieces(metric: Metric, limit: usize) -> Vec<Metric> {
     }
 }
 
+/// Metrics gathered into requests of at most `limit` bytes, as they come.
+pub struct Requests {
+    limit: usize,
+    run: Vec<Metric>,
+    size: usize,
+}
+
+impl Requests {
+    pub fn new(limit: usize) -> Requests {
+        Requests {
+            limit,
+            run: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Adds `metric` (cut if it is larger than a request); returns the
+    /// requests it filled, ready to send.
+    pub fn push(&mut self, metric: Metric) -> Vec<Vec<Metric>> {
+        let mut full = Vec::new();
+        for piece in pieces(metric, self.limit) {
+            let len = framed(piece.encoded_len());
+            if self.size + len > self.limit && !self.run.is_empty() {
+                full.push(std::mem::take(&mut self.run));
+                self.size = 0;
+            }
+            self.size += len;
+            self.run.push(piece);
+        }
+        full
+    }
+
+    /// The last request, if anything is left.
+    pub fn finish(self) -> Option<Vec<Metric>> {
+        Some(self.run).filter(|r| !r.is_empty())
+    }
+}
+
 /// The metrics of one export, in requests of at most `limit` bytes each.
 pub fn metrics(metrics: Vec<Metric>, limit: usize) -> Vec<Vec<Metric>> {
-    let cut: Vec<Metric> = metrics.into_iter().flat_map(|m| pieces(m, limit)).collect();
-    runs(cut, limit)
+    let mut requests = Requests::new(limit);
+    let mut out: Vec<Vec<Metric>> = metrics.into_iter().flat_map(|m| requests.push(m)).collect();
+    out.extend(requests.finish());
+    out
 }
 
 /// How many of `records`, from the front, fit one request of at most
