@@ -13,6 +13,7 @@ mod netlink;
 mod pcap_file;
 mod pcap_live;
 mod pcap_reader;
+mod pcapng_reader;
 mod peers;
 pub mod ring;
 pub mod routes;

@@ -1,12 +1,14 @@
-//! Reading capture files: classic pcap with our own chunked reader
-//! (`pcap_reader`), pcapng (and any file read with `-f`) through libpcap,
-//! with nanosecond timestamps whatever the file's own precision.
+//! Reading capture files: classic pcap and pcapng with our own chunked
+//! readers (`pcap_reader`, `pcapng_reader`), a file read with `-f` through
+//! libpcap (which applies the filter), with nanosecond timestamps whatever
+//! the file's own precision.
 
 use std::path::Path;
 
 use pcap::{Capture, Offline, Precision};
 
 use super::pcap_reader::{bad_header, PcapReader};
+use super::pcapng_reader::PcapngReader;
 use super::{link_type_of, CaptureError, CaptureStats, Frame, Next, PacketSource};
 use crate::decode::{DecodeErrorKind, LinkType};
 
@@ -20,6 +22,7 @@ pub struct PcapFile {
 
 enum Inner {
     Own(PcapReader),
+    Ng(PcapngReader),
     Libpcap(Capture<Offline>),
 }
 
@@ -39,6 +42,17 @@ impl PcapFile {
                 return Ok(PcapFile {
                     name,
                     inner: Inner::Own(reader),
+                    link,
+                    broken: false,
+                });
+            }
+            if let Some(reader) = PcapngReader::open(path, &name)? {
+                // No interface, no packets: any link type will do.
+                let dlt = pcap::Linktype(reader.link_type().unwrap_or(1) as i32);
+                let link = link_type_of(&what, dlt)?;
+                return Ok(PcapFile {
+                    name,
+                    inner: Inner::Ng(reader),
                     link,
                     broken: false,
                 });
@@ -94,6 +108,7 @@ impl PacketSource for PcapFile {
         }
         let cap = match &mut self.inner {
             Inner::Own(reader) => return reader.next(),
+            Inner::Ng(reader) => return reader.next(),
             Inner::Libpcap(cap) => cap,
         };
         match cap.next_packet() {

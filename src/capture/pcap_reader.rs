@@ -1,7 +1,8 @@
 //! A reader of classic pcap files (the format tcpdump writes), for `-r`
 //! without a filter: it reads the file in large chunks and hands out frames
 //! borrowed from its buffer, with none of libpcap's per-record stdio calls.
-//! pcapng files, and files read with `-f`, go through libpcap instead.
+//! pcapng files have their own reader (`pcapng_reader`, on the same
+//! `Chunks`); files read with `-f` go through libpcap instead.
 //!
 //! A broken global header is an error. A broken record is not: it is
 //! reported as `Next::Skipped` with its reason, and reading goes on where
@@ -99,78 +100,41 @@ pub fn bad_header(head: &[u8]) -> Option<String> {
     }
 }
 
-pub struct PcapReader {
-    name: String,
+/// A capture file read in large chunks (`CHUNK`), for the pcap and pcapng
+/// readers: records are framed in `buf` from `at` and handed out borrowed.
+pub(super) struct Chunks {
+    pub(super) name: String,
     file: File,
-    header: FileHeader,
-    buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
     /// Valid bytes in `buf`, and where the next record starts.
-    filled: usize,
-    at: usize,
+    pub(super) filled: usize,
+    pub(super) at: usize,
     /// File offset of `buf[0]`, for error messages.
     base: u64,
     eof: bool,
     /// A record ended the reading early (`Next::Skipped` was the last).
-    broken: bool,
+    pub(super) broken: bool,
 }
 
-impl PcapReader {
-    /// Opens a classic pcap file, or returns `None` if it is not one.
-    pub fn open(path: &Path, name: &str) -> Result<Option<PcapReader>, CaptureError> {
-        let open_err = |e: std::io::Error| CaptureError::Open {
-            what: path.display().to_string(),
-            message: e.to_string(),
-            hint: "",
-        };
-        let mut file = File::open(path).map_err(open_err)?;
-        let mut head = [0u8; GLOBAL_HEADER];
-        let n = read_full(&mut file, &mut head).map_err(open_err)?;
-        let Some(header) = file_header(&head[..n]) else {
-            return Ok(None);
-        };
-        if header.version.0 != 2 {
-            return Err(CaptureError::Open {
-                what: path.display().to_string(),
-                message: format!(
-                    "pcap format version {}.{} in the file header; only version 2 exists",
-                    header.version.0, header.version.1
-                ),
-                hint: "",
-            });
-        }
-        Ok(Some(PcapReader {
+impl Chunks {
+    /// The rest of `file`, whose first `offset` bytes have been read.
+    pub(super) fn new(name: &str, file: File, offset: u64) -> Chunks {
+        Chunks {
             name: name.to_string(),
             file,
-            header,
             buf: vec![0; CHUNK],
             filled: 0,
             at: 0,
-            base: GLOBAL_HEADER as u64,
+            base: offset,
             eof: false,
             broken: false,
-        }))
-    }
-
-    pub fn header(&self) -> FileHeader {
-        self.header
-    }
-
-    /// A 32-bit field of the record header at `at`; `fill` made sure the
-    /// header is in the buffer.
-    #[inline]
-    fn u32_at(&self, at: usize) -> u32 {
-        let b: [u8; 4] = self.buf[at..at + 4].try_into().unwrap_or_default();
-        if self.header.swapped {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
         }
     }
 
     /// Makes sure `need` bytes from `at` are in the buffer, reading more of
     /// the file; false when the file ends first.
     #[inline]
-    fn fill(&mut self, need: usize) -> Result<bool, CaptureError> {
+    pub(super) fn fill(&mut self, need: usize) -> Result<bool, CaptureError> {
         if self.filled - self.at >= need {
             return Ok(true);
         }
@@ -206,7 +170,7 @@ impl PcapReader {
 
     /// Ends the reading at a record that cannot be framed: says why once,
     /// on stderr, and reports the record as skipped.
-    fn give_up(&mut self, reason: DecodeErrorKind, why: &str) -> Next<'_> {
+    pub(super) fn give_up<'a>(&mut self, reason: DecodeErrorKind, why: &str) -> Next<'a> {
         eprintln!(
             "tcp-exporter: {}: {why} at byte {}; the frames before it are counted, \
              the rest of the file is not read (decode_errors reason {})",
@@ -217,42 +181,94 @@ impl PcapReader {
         self.broken = true;
         Next::Skipped(reason)
     }
+}
+
+pub struct PcapReader {
+    c: Chunks,
+    header: FileHeader,
+}
+
+impl PcapReader {
+    /// Opens a classic pcap file, or returns `None` if it is not one.
+    pub fn open(path: &Path, name: &str) -> Result<Option<PcapReader>, CaptureError> {
+        let open_err = |e: std::io::Error| CaptureError::Open {
+            what: path.display().to_string(),
+            message: e.to_string(),
+            hint: "",
+        };
+        let mut file = File::open(path).map_err(open_err)?;
+        let mut head = [0u8; GLOBAL_HEADER];
+        let n = read_full(&mut file, &mut head).map_err(open_err)?;
+        let Some(header) = file_header(&head[..n]) else {
+            return Ok(None);
+        };
+        if header.version.0 != 2 {
+            return Err(CaptureError::Open {
+                what: path.display().to_string(),
+                message: format!(
+                    "pcap format version {}.{} in the file header; only version 2 exists",
+                    header.version.0, header.version.1
+                ),
+                hint: "",
+            });
+        }
+        Ok(Some(PcapReader {
+            c: Chunks::new(name, file, GLOBAL_HEADER as u64),
+            header,
+        }))
+    }
+
+    pub fn header(&self) -> FileHeader {
+        self.header
+    }
+
+    /// A 32-bit field of the record header at `at`; `fill` made sure the
+    /// header is in the buffer.
+    #[inline]
+    fn u32_at(&self, at: usize) -> u32 {
+        let b: [u8; 4] = self.c.buf[at..at + 4].try_into().unwrap_or_default();
+        if self.header.swapped {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
 
     pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
-        if self.broken {
+        if self.c.broken {
             return Ok(Next::End);
         }
-        if !self.fill(RECORD_HEADER)? {
-            return Ok(if self.filled == self.at {
+        if !self.c.fill(RECORD_HEADER)? {
+            return Ok(if self.c.filled == self.c.at {
                 Next::End
             } else {
-                self.give_up(
+                self.c.give_up(
                     DecodeErrorKind::TruncatedRecord,
                     "the file ends inside a record header",
                 )
             });
         }
-        let h = self.at;
+        let h = self.c.at;
         let sec = self.u32_at(h) as Nanos;
         let frac = self.u32_at(h + 4) as Nanos;
         let caplen = self.u32_at(h + 8) as usize;
         let wire_len = self.u32_at(h + 12);
         if caplen > MAX_RECORD {
-            return Ok(self.give_up(
+            return Ok(self.c.give_up(
                 DecodeErrorKind::BadRecordLength,
                 &format!(
                     "a record claims {caplen} captured bytes (a frame has at most {MAX_RECORD})"
                 ),
             ));
         }
-        if !self.fill(RECORD_HEADER + caplen)? {
-            return Ok(self.give_up(
+        if !self.c.fill(RECORD_HEADER + caplen)? {
+            return Ok(self.c.give_up(
                 DecodeErrorKind::TruncatedRecord,
                 "the file ends inside a record",
             ));
         }
-        let start = self.at + RECORD_HEADER;
-        self.at = start + caplen;
+        let start = self.c.at + RECORD_HEADER;
+        self.c.at = start + caplen;
         if caplen > wire_len as usize {
             // More bytes captured than were on the wire: the header is
             // wrong, so the frame is not trusted; the next record is where
@@ -264,7 +280,7 @@ impl PcapReader {
             ts: sec
                 .wrapping_mul(1_000_000_000)
                 .wrapping_add(frac.wrapping_mul(scale)),
-            data: &self.buf[start..start + caplen],
+            data: &self.c.buf[start..start + caplen],
             wire_len,
             gso_size: 0,
         }))
@@ -272,7 +288,7 @@ impl PcapReader {
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..]) {

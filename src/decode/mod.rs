@@ -153,8 +153,11 @@ pub enum DecodeErrorKind {
     /// length or any frame's (262,144 bytes). The record is skipped; past
     /// an impossible length the file cannot be framed and reading stops.
     BadRecordLength,
-    /// Capture files only: libpcap refused a record (of a pcapng file, or a
-    /// file read with a filter). Reading stops there.
+    /// Capture files only: a pcapng packet of an interface whose link type
+    /// is not the file's, or whose clock is finer than nanoseconds
+    /// (skipped); a packet of an undescribed interface, a section header
+    /// that cannot be read, or a record libpcap refused (a file read with a
+    /// filter): reading stops there.
     UnreadableRecord,
 }
 
