@@ -342,11 +342,9 @@ mod tests {
     type Read = (Vec<(Nanos, Vec<u8>, u32)>, Vec<DecodeErrorKind>);
 
     fn read_all(bytes: &[u8]) -> Result<Read, CaptureError> {
-        let dir = std::env::temp_dir().join(format!(
-            "tcpx-reader-{}-{}",
-            std::process::id(),
-            bytes.len()
-        ));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tcpx-reader-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.pcap");
         std::fs::write(&path, bytes).unwrap();
@@ -380,6 +378,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What reading `bytes` through a named pipe gives: the reader reads
+    /// whatever `read` hands it, however little at a time.
+    fn read_through_a_pipe(bytes: Vec<u8>) -> Read {
+        let dir = std::env::temp_dir().join(format!("tcpx-pipe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.pcap");
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo only reads it.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::write(path, bytes).unwrap())
+        };
+        let mut r = PcapReader::open(&path, "p.pcap")
+            .unwrap()
+            .expect("a classic pcap");
+        let (mut frames, mut skipped) = (Vec::new(), Vec::new());
+        loop {
+            match r.next().unwrap() {
+                Next::Frame(f) => frames.push((f.ts, f.data.to_vec(), f.wire_len)),
+                Next::Skipped(kind) => skipped.push(kind),
+                Next::End => break,
+                Next::Idle(_) => panic!("a file is never idle"),
+            }
+        }
+        writer.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (frames, skipped)
+    }
+
+    #[test]
+    fn a_pipe_reads_as_a_file_does() {
+        let big = vec![7u8; 70_000];
+        let records: Vec<(u32, u32, &[u8], u32)> =
+            (0..40).map(|i| (i, i, &big[..], 70_000)).collect();
+        let f = pcap(false, false, &records);
+        let piped = read_through_a_pipe(f.clone());
+        assert_eq!(piped.0.len(), 40);
+        assert_eq!(piped, read_all(&f).unwrap());
     }
 
     #[test]
