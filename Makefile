@@ -116,7 +116,7 @@ fi
 $(DEPLOY_VENV)/bin/python tests/deploy/run.py
 endef
 
-.PHONY: deps test-deps build run test fuzz golden pcaps test-deploy image
+.PHONY: deps test-deps build run test fuzz golden pcaps test-deploy image bench
 
 deps:
 	@$(ENSURE_PKGS)
@@ -224,3 +224,12 @@ image:
 	fi
 	echo "make image: $$engine build -t $(IMAGE):$(IMAGE_TAG)"
 	"$$engine" build --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) .
+
+# Every benchmark of docs/performance.md, printing its tables (as root:
+# the live ones make network namespaces). About 10 minutes; never part of
+# `make test`.
+# valgrind (callgrind) counts instructions per packet (bench/callgrind.sh).
+bench: test-deps
+	@$(ENSURE_PKGS)
+	ensure_pkgs valgrind
+	bash bench/run.sh

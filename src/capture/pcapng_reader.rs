@@ -171,6 +171,23 @@ impl PcapngReader {
         }
     }
 
+    /// `N` 32-bit fields from `at`, with one bounds check.
+    #[inline]
+    fn words<const N: usize>(&self, at: usize) -> [u32; N] {
+        let mut out = [0u32; N];
+        if let Some(b) = self.c.buf.get(at..at + 4 * N) {
+            for (w, b) in out.iter_mut().zip(b.chunks_exact(4)) {
+                let b = [b[0], b[1], b[2], b[3]];
+                *w = if self.swapped {
+                    u32::from_be_bytes(b)
+                } else {
+                    u32::from_le_bytes(b)
+                };
+            }
+        }
+        out
+    }
+
     #[inline]
     fn u16_at(&self, at: usize) -> u16 {
         let b: [u8; 2] = self.c.buf[at..at + 2].try_into().unwrap_or_default();
@@ -296,7 +313,8 @@ impl PcapngReader {
                     return Ok(self.c.give_up(DecodeErrorKind::UnreadableRecord, &why));
                 }
             }
-            let len = self.u32_at(self.c.at + 4) as usize;
+            let [_, len] = self.words::<2>(self.c.at);
+            let len = len as usize;
             if !(FRAMING..=MAX_BLOCK).contains(&len) || !len.is_multiple_of(4) {
                 let why = format!("a block (type {kind:#x}) of {len} bytes");
                 return Ok(self.c.give_up(DecodeErrorKind::BadRecordLength, &why));
@@ -313,20 +331,14 @@ impl PcapngReader {
             // captured and original lengths, and where its bytes start.
             let (id, units, caplen, wire_len, data) = match kind {
                 EPB | OBSOLETE_PB if len >= FRAMING + 20 => {
+                    let [id, high, low, caplen, wire_len] = self.words::<5>(at + 8);
                     let id = if kind == EPB {
-                        self.u32_at(at + 8) as usize
+                        id as usize
                     } else {
                         usize::from(self.u16_at(at + 8))
                     };
-                    let units =
-                        (u64::from(self.u32_at(at + 12)) << 32) | u64::from(self.u32_at(at + 16));
-                    (
-                        id,
-                        units,
-                        self.u32_at(at + 20) as usize,
-                        self.u32_at(at + 24),
-                        at + 28,
-                    )
+                    let units = (u64::from(high) << 32) | u64::from(low);
+                    (id, units, caplen as usize, wire_len, at + 28)
                 }
                 SPB if len >= FRAMING + 4 => {
                     let wire_len = self.u32_at(at + 8);
