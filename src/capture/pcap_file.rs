@@ -47,8 +47,7 @@ impl PcapFile {
                 });
             }
             if let Some(reader) = PcapngReader::open(path, &name)? {
-                // No interface, no packets: any link type will do.
-                let dlt = pcap::Linktype(reader.link_type().unwrap_or(1) as i32);
+                let dlt = pcap::Linktype(reader.link_type() as i32);
                 let link = link_type_of(&what, dlt)?;
                 return Ok(PcapFile {
                     name,

@@ -168,6 +168,12 @@ impl Chunks {
         Ok(true)
     }
 
+    /// Bytes the buffer holds (for tests of what a file made it grow to).
+    #[cfg(test)]
+    pub(super) fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Ends the reading at a record that cannot be framed: says why once,
     /// on stderr, and reports the record as skipped.
     pub(super) fn give_up<'a>(&mut self, reason: DecodeErrorKind, why: &str) -> Next<'a> {

@@ -6,8 +6,9 @@
 //! What it reads: Section Header Blocks (either byte order, a new section
 //! resets the interfaces), Interface Description Blocks (link type, snap
 //! length, `if_tsresol` in powers of 10 or 2, `if_tsoffset`), Enhanced and
-//! obsolete Packet Blocks, and Simple Packet Blocks (no timestamp: 0, as
-//! libpcap gives them). Every other block (name resolution, statistics,
+//! obsolete Packet Blocks, and Simple Packet Blocks (no timestamp: the
+//! interface's `if_tsoffset`, as libpcap gives them; their captured length
+//! the first interface's snap length at most, 262,144 where it has none). Every other block (name resolution, statistics,
 //! decryption secrets, custom) is skipped.
 //!
 //! The file's link type is its first interface's. A packet of an interface
@@ -41,6 +42,14 @@ const MAX_BLOCK: usize = 16 << 20;
 const MAX_RECORD: usize = 262_144;
 const OPT_TSRESOL: u16 = 9;
 const OPT_TSOFFSET: u16 = 14;
+
+/// Link type 1, the file's when it describes no interface before a packet.
+const ETHERNET: u32 = 1;
+
+/// Whether `len` can be a block's total length.
+fn block_length(len: usize) -> bool {
+    (FRAMING..=MAX_BLOCK).contains(&len) && len.is_multiple_of(4)
+}
 
 /// How an interface's timestamps become nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +104,9 @@ pub struct PcapngReader {
     swapped: bool,
     /// The current section's interfaces, by id.
     interfaces: Vec<Interface>,
-    /// The first interface's link type: the file's.
-    link_type: Option<u32>,
+    /// The file's link type: its first interface's (Ethernet when none is
+    /// described before the first packet: then none can be read).
+    link_type: u32,
 }
 
 impl PcapngReader {
@@ -118,7 +128,7 @@ impl PcapngReader {
             c: Chunks::new(name, file, 0),
             swapped: false,
             interfaces: Vec::new(),
-            link_type: None,
+            link_type: ETHERNET,
         };
         let bad = |message: String| CaptureError::Open {
             what: path.display().to_string(),
@@ -132,32 +142,38 @@ impl PcapngReader {
         }
         r.section()
             .map_err(|why| bad(format!("the pcapng section header: {why}")))?;
-        // Blocks up to the first interface, for the file's link type (a
-        // file without any has no packets either), looked at from offset
-        // `o` while `at` stays at 0, so that nothing moves in the buffer;
-        // `next` reads them all again.
-        let mut o = 0;
+        // The blocks before the first interface (names, statistics, other
+        // sections' headers) are read and passed here, as `next` would;
+        // `next` goes on from that interface, or from whatever stopped the
+        // looking (a packet, a broken block), which it then reports.
         loop {
-            if !r.c.fill(o + 8)? {
+            if !r.c.fill(8)? {
                 break;
             }
-            let (kind, len) = (r.u32_at(o), r.u32_at(o + 4) as usize);
-            if kind == IDB && len >= FRAMING + 8 && r.c.fill(o + len)? {
-                r.link_type = Some(u32::from(r.u16_at(o + 8)));
+            let kind = r.u32_at(r.c.at);
+            if kind == SHB && (!r.c.fill(FRAMING + 12)? || r.section().is_err()) {
                 break;
             }
-            let packet = [EPB, SPB, OBSOLETE_PB].contains(&kind);
-            if packet || !(FRAMING..=MAX_BLOCK).contains(&len) || !r.c.fill(o + len)? {
-                break; // `next` says what is wrong with it
+            let len = r.u32_at(r.c.at + 4) as usize;
+            if !block_length(len) || [EPB, SPB, OBSOLETE_PB].contains(&kind) {
+                break;
             }
-            o += len;
+            if kind == IDB {
+                if len >= FRAMING + 8 && r.c.fill(FRAMING + 8)? {
+                    r.link_type = u32::from(r.u16_at(r.c.at + 8));
+                }
+                break;
+            }
+            if !r.c.fill(len)? {
+                break;
+            }
+            r.c.at += len;
         }
         Ok(Some(r))
     }
 
-    /// The file's link type (its first interface's); `None` when it
-    /// describes no interface, and so has no packets.
-    pub fn link_type(&self) -> Option<u32> {
+    /// The file's link type.
+    pub fn link_type(&self) -> u32 {
         self.link_type
     }
 
@@ -269,7 +285,7 @@ impl PcapngReader {
             }
             o = value + olen.div_ceil(4) * 4;
         }
-        let file = *self.link_type.get_or_insert(link);
+        let file = self.link_type;
         if link != file {
             eprintln!(
                 "tcp-exporter: {}: interface {} has link type {link}, the file's first \
@@ -315,7 +331,7 @@ impl PcapngReader {
             }
             let [_, len] = self.words::<2>(self.c.at);
             let len = len as usize;
-            if !(FRAMING..=MAX_BLOCK).contains(&len) || !len.is_multiple_of(4) {
+            if !block_length(len) || (kind == SHB && len < FRAMING + 16) {
                 let why = format!("a block (type {kind:#x}) of {len} bytes");
                 return Ok(self.c.give_up(DecodeErrorKind::BadRecordLength, &why));
             }
@@ -341,16 +357,20 @@ impl PcapngReader {
                     (id, units, caplen as usize, wire_len, at + 28)
                 }
                 SPB if len >= FRAMING + 4 => {
+                    // libpcap's rule: the first interface's snap length at
+                    // most, the largest frame where it has none.
                     let wire_len = self.u32_at(at + 8);
-                    let snaplen = self.interfaces.first().map_or(0, |i| i.snaplen);
-                    let room = len - FRAMING - 4;
-                    let caplen = (wire_len as usize)
-                        .min(if snaplen == 0 {
-                            usize::MAX
-                        } else {
-                            snaplen as usize
-                        })
-                        .min(room);
+                    let snaplen = match self.interfaces.first().map_or(0, |i| i.snaplen) {
+                        0 => MAX_RECORD,
+                        s => (s as usize).min(MAX_RECORD),
+                    };
+                    let caplen = (wire_len as usize).min(snaplen);
+                    if caplen > len - FRAMING - 4 {
+                        let why = format!(
+                            "a simple packet block of {len} bytes, too short for its {caplen}"
+                        );
+                        return Ok(self.c.give_up(DecodeErrorKind::BadRecordLength, &why));
+                    }
                     (0, 0, caplen, wire_len, at + 12)
                 }
                 EPB | OBSOLETE_PB | SPB => {
@@ -382,14 +402,10 @@ impl PcapngReader {
             if caplen > wire_len as usize {
                 return Ok(Next::Skipped(DecodeErrorKind::BadRecordLength));
             }
-            let ts = if kind == SPB {
-                0
-            } else {
-                interface
-                    .resolution
-                    .nanos(units)
-                    .wrapping_add(interface.offset)
-            };
+            let ts = interface
+                .resolution
+                .nanos(units)
+                .wrapping_add(interface.offset);
             return Ok(Next::Frame(Frame {
                 ts,
                 data: &self.c.buf[data..data + caplen],
@@ -485,11 +501,7 @@ mod tests {
         }
     }
 
-    type Read = (
-        Option<u32>,
-        Vec<(Nanos, Vec<u8>, u32)>,
-        Vec<DecodeErrorKind>,
-    );
+    type Read = (u32, Vec<(Nanos, Vec<u8>, u32)>, Vec<DecodeErrorKind>);
 
     fn read_all(bytes: &[u8]) -> Result<Read, CaptureError> {
         let dir = std::env::temp_dir().join(format!(
@@ -549,7 +561,7 @@ mod tests {
                 .packet(1, 1_500_000_001, b"", 0)
                 .packet(2, 3 * 1024, b"xy", 2);
             let (link, got, skipped) = read_all(&f.bytes).unwrap();
-            assert_eq!(link, Some(1));
+            assert_eq!(link, 1);
             assert!(skipped.is_empty());
             assert_eq!(
                 got,
@@ -584,7 +596,7 @@ mod tests {
             .packet(1, 1, b"raw", 3)
             .packet(0, 2, b"eth", 3);
         let (link, got, skipped) = read_all(&f.bytes).unwrap();
-        assert_eq!(link, Some(1));
+        assert_eq!(link, 1);
         assert_eq!(got, vec![(2000, b"eth".to_vec(), 3)]);
         assert_eq!(skipped, [DecodeErrorKind::UnreadableRecord]);
     }
@@ -635,10 +647,91 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_interfaces_has_no_packets_and_no_link_type() {
+    fn a_file_without_interfaces_has_no_packets() {
         let f = Builder::new(false);
         let (link, got, skipped) = read_all(&f.bytes).unwrap();
-        assert_eq!((link, got.len(), skipped.len()), (None, 0, 0));
+        assert_eq!((link, got.len(), skipped.len()), (ETHERNET, 0, 0));
+    }
+
+    #[test]
+    fn a_huge_block_before_the_first_interface_is_refused_not_allocated() {
+        // An interface block claiming 4 GiB: nothing is allocated for it
+        // (the look for the file's link type once filled the buffer up to
+        // a block's claimed end), and reading stops there, said.
+        let mut f = Builder::new(false);
+        f.block(IDB, &[1, 0, 0, 0, 0, 0, 0, 0]);
+        let at = f.bytes.len() - 20;
+        f.bytes[at + 4..at + 8].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        // More file than one chunk, so that the buffer could grow.
+        f.bytes.resize(f.bytes.len() + (3 << 20), 0);
+        let (_, got, skipped) = read_all(&f.bytes).unwrap();
+        assert_eq!(
+            (got.len(), skipped),
+            (0, vec![DecodeErrorKind::BadRecordLength])
+        );
+        let dir = std::env::temp_dir().join(format!("tcpx-ng-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.pcapng");
+        std::fs::write(&path, &f.bytes).unwrap();
+        let mut r = PcapngReader::open(&path, "huge.pcapng").unwrap().unwrap();
+        while !matches!(r.next().unwrap(), Next::End) {}
+        let held = r.c.buffer_len();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(held <= 1 << 20, "the buffer grew to {held} bytes");
+    }
+
+    #[test]
+    fn the_first_interface_of_a_later_section_in_the_other_byte_order_sets_the_link_type() {
+        let f = Builder::new(false);
+        let mut g = Builder::new(true);
+        g.interface(101, &[]).packet(0, 1, b"raw", 3);
+        let mut bytes = f.bytes.clone();
+        bytes.extend_from_slice(&g.bytes);
+        let (link, got, skipped) = read_all(&bytes).unwrap();
+        assert_eq!(link, 101);
+        assert_eq!((got.len(), skipped.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_simple_packet_takes_the_snap_length_and_the_interface_s_offset() {
+        let mut f = Builder::new(false);
+        let offset = 7u64.to_le_bytes();
+        let idb = f.bytes.len();
+        f.interface(1, &[(OPT_TSOFFSET, &offset)]);
+        // The interface's snap length (bytes 12..16 of its block): 4.
+        f.bytes[idb + 12..idb + 16].copy_from_slice(&4u32.to_le_bytes());
+        let mut body = 10u32.to_le_bytes().to_vec();
+        body.extend_from_slice(b"abcdefghij");
+        f.block(SPB, &body);
+        let (link, got, skipped) = read_all(&f.bytes).unwrap();
+        assert_eq!(link, 1);
+        assert!(skipped.is_empty());
+        assert_eq!(got, vec![(7_000_000_000, b"abcd".to_vec(), 10)]);
+        // One whose packet does not fit its block (no snap length limits
+        // it): libpcap stops there too.
+        let mut g = Builder::new(false);
+        g.interface(1, &[]);
+        let mut body = 100u32.to_le_bytes().to_vec();
+        body.extend_from_slice(b"abcd");
+        g.block(SPB, &body);
+        let (_, got, skipped) = read_all(&g.bytes).unwrap();
+        assert_eq!(
+            (got.len(), skipped),
+            (0, vec![DecodeErrorKind::BadRecordLength])
+        );
+    }
+
+    #[test]
+    fn a_section_header_too_short_to_be_one_ends_the_reading() {
+        let mut f = Builder::new(false);
+        f.interface(1, &[]).packet(0, 1, b"a", 1);
+        f.block(SHB, &[0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0]);
+        f.packet(0, 2, b"b", 1);
+        let (_, got, skipped) = read_all(&f.bytes).unwrap();
+        assert_eq!(
+            (got.len(), skipped),
+            (1, vec![DecodeErrorKind::BadRecordLength])
+        );
     }
 
     #[test]
