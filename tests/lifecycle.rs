@@ -360,6 +360,20 @@ impl Drop for Veth {
     }
 }
 
+/// Veth pairs (by one end's name) deleted when dropped, whatever is left
+/// of them: a failing test leaves none behind.
+struct Links(Vec<String>);
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let script: String = self.0.iter().map(|n| format!("link del {n}\n")).collect();
+        let _ = sh(&format!("printf '{script}' | ip -force -batch -"));
+    }
+}
+
 fn sh(cmd: &str) -> std::process::Output {
     Command::new("sh").args(["-c", cmd]).output().unwrap()
 }
@@ -739,6 +753,8 @@ fn thousands_of_interfaces_made_and_deleted_give_back_what_they_held() {
             .args(["-c", &format!("printf '{script}' | ip -batch -")])
             .output()
             .unwrap();
+        // Deletes the batch's pairs if the test fails before it does.
+        let mut made_here = Links(names.clone());
         assert!(
             made.status.success(),
             "{}",
@@ -787,6 +803,7 @@ fn thousands_of_interfaces_made_and_deleted_give_back_what_they_held() {
             "{}",
             String::from_utf8_lossy(&deleted.stderr)
         );
+        made_here.0.clear();
         let t3 = Instant::now();
         // Gone for 1 s (--series-ttl): forgotten, every series with it.
         wait_until("the batch forgotten", || {
