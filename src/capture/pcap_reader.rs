@@ -197,11 +197,7 @@ pub struct PcapReader {
 impl PcapReader {
     /// Opens a classic pcap file, or returns `None` if it is not one.
     pub fn open(path: &Path, name: &str) -> Result<Option<PcapReader>, CaptureError> {
-        let open_err = |e: std::io::Error| CaptureError::Open {
-            what: path.display().to_string(),
-            message: e.to_string(),
-            hint: "",
-        };
+        let open_err = |e: std::io::Error| open_error(path, e.to_string());
         let mut file = File::open(path).map_err(open_err)?;
         let mut head = [0u8; GLOBAL_HEADER];
         let n = read_full(&mut file, &mut head).map_err(open_err)?;
@@ -209,14 +205,13 @@ impl PcapReader {
             return Ok(None);
         };
         if header.version.0 != 2 {
-            return Err(CaptureError::Open {
-                what: path.display().to_string(),
-                message: format!(
+            return Err(open_error(
+                path,
+                format!(
                     "pcap format version {}.{} in the file header; only version 2 exists",
                     header.version.0, header.version.1
                 ),
-                hint: "",
-            });
+            ));
         }
         Ok(Some(PcapReader {
             c: Chunks::new(name, file, GLOBAL_HEADER as u64),
@@ -290,6 +285,15 @@ impl PcapReader {
             wire_len,
             gso_size: 0,
         }))
+    }
+}
+
+/// Why a capture file could not be opened as one.
+pub(super) fn open_error(path: &Path, message: String) -> CaptureError {
+    CaptureError::Open {
+        what: path.display().to_string(),
+        message,
+        hint: "",
     }
 }
 

@@ -22,7 +22,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::pcap_reader::{read_full, Chunks};
+use super::pcap_reader::{open_error, read_full, Chunks};
 use super::{CaptureError, Frame, Next};
 use crate::decode::DecodeErrorKind;
 use crate::flow::Nanos;
@@ -113,11 +113,7 @@ impl PcapngReader {
     /// Opens a pcapng file and reads up to its first interface (whose
     /// link type is the file's), or returns `None` if it is not pcapng.
     pub fn open(path: &Path, name: &str) -> Result<Option<PcapngReader>, CaptureError> {
-        let open_err = |e: std::io::Error| CaptureError::Open {
-            what: path.display().to_string(),
-            message: e.to_string(),
-            hint: "",
-        };
+        let open_err = |e: std::io::Error| open_error(path, e.to_string());
         let mut file = File::open(path).map_err(open_err)?;
         let mut head = [0u8; 4];
         if read_full(&mut file, &mut head).map_err(open_err)? < 4 || head != SHB.to_le_bytes() {
@@ -130,11 +126,7 @@ impl PcapngReader {
             interfaces: Vec::new(),
             link_type: ETHERNET,
         };
-        let bad = |message: String| CaptureError::Open {
-            what: path.display().to_string(),
-            message,
-            hint: "",
-        };
+        let bad = |message: String| open_error(path, message);
         // The first block is the section header; its byte order and
         // version must be readable, or this is no pcapng file of ours.
         if !r.c.fill(FRAMING + 12)? {
@@ -179,12 +171,7 @@ impl PcapngReader {
 
     #[inline]
     fn u32_at(&self, at: usize) -> u32 {
-        let b: [u8; 4] = self.c.buf[at..at + 4].try_into().unwrap_or_default();
-        if self.swapped {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
+        self.words::<1>(at)[0]
     }
 
     /// `N` 32-bit fields from `at`, with one bounds check.

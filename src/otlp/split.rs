@@ -25,24 +25,46 @@ fn framed(len: usize) -> usize {
     len + 6
 }
 
-/// `items` in runs of at most `limit` framed bytes each, in order; each
-/// run has at least one item.
-fn runs<T: Message>(items: Vec<T>, limit: usize) -> Vec<Vec<T>> {
-    let mut out = Vec::new();
-    let mut run = Vec::new();
-    let mut size = 0;
-    for item in items {
-        let len = framed(item.encoded_len());
-        if size + len > limit && !run.is_empty() {
-            out.push(std::mem::take(&mut run));
-            size = 0;
+/// Items gathered, in order, into runs of at most `limit` framed bytes
+/// each; a run has at least one item, so one larger than `limit` goes alone.
+struct Runs<T> {
+    limit: usize,
+    run: Vec<T>,
+    size: usize,
+}
+
+impl<T: Message> Runs<T> {
+    fn new(limit: usize) -> Runs<T> {
+        Runs {
+            limit,
+            run: Vec::new(),
+            size: 0,
         }
-        size += len;
-        run.push(item);
     }
-    if !run.is_empty() {
-        out.push(run);
+
+    /// Adds `item`; returns the run it closed, if it did not fit.
+    fn push(&mut self, item: T) -> Option<Vec<T>> {
+        let len = framed(item.encoded_len());
+        let full = (self.size + len > self.limit && !self.run.is_empty()).then(|| {
+            self.size = 0;
+            std::mem::take(&mut self.run)
+        });
+        self.size += len;
+        self.run.push(item);
+        full
     }
+
+    /// The last run, if anything is left.
+    fn finish(self) -> Option<Vec<T>> {
+        Some(self.run).filter(|r| !r.is_empty())
+    }
+}
+
+/// `items` in runs of at most `limit` framed bytes each.
+fn runs<T: Message>(items: Vec<T>, limit: usize) -> Vec<Vec<T>> {
+    let mut runs = Runs::new(limit);
+    let mut out: Vec<Vec<T>> = items.into_iter().filter_map(|i| runs.push(i)).collect();
+    out.extend(runs.finish());
     out
 }
 
@@ -101,49 +123,27 @@ fn pieces(metric: Metric, limit: usize) -> Vec<Metric> {
 }
 
 /// Metrics gathered into requests of at most `limit` bytes, as they come.
-pub struct Requests {
-    limit: usize,
-    run: Vec<Metric>,
-    size: usize,
-}
+pub struct Requests(Runs<Metric>);
 
 impl Requests {
     pub fn new(limit: usize) -> Requests {
-        Requests {
-            limit,
-            run: Vec::new(),
-            size: 0,
-        }
+        Requests(Runs::new(limit))
     }
 
     /// Adds `metric` (cut if it is larger than a request); returns the
     /// requests it filled, ready to send.
     pub fn push(&mut self, metric: Metric) -> Vec<Vec<Metric>> {
-        let mut full = Vec::new();
-        for piece in pieces(metric, self.limit) {
-            let len = framed(piece.encoded_len());
-            if self.size + len > self.limit && !self.run.is_empty() {
-                full.push(std::mem::take(&mut self.run));
-                self.size = 0;
-            }
-            self.size += len;
-            self.run.push(piece);
-        }
-        full
+        let limit = self.0.limit;
+        pieces(metric, limit)
+            .into_iter()
+            .filter_map(|piece| self.0.push(piece))
+            .collect()
     }
 
     /// The last request, if anything is left.
     pub fn finish(self) -> Option<Vec<Metric>> {
-        Some(self.run).filter(|r| !r.is_empty())
+        self.0.finish()
     }
-}
-
-/// The metrics of one export, in requests of at most `limit` bytes each.
-pub fn metrics(metrics: Vec<Metric>, limit: usize) -> Vec<Vec<Metric>> {
-    let mut requests = Requests::new(limit);
-    let mut out: Vec<Vec<Metric>> = metrics.into_iter().flat_map(|m| requests.push(m)).collect();
-    out.extend(requests.finish());
-    out
 }
 
 /// How many of `records`, from the front, fit one request of at most
@@ -171,6 +171,15 @@ mod tests {
     use opentelemetry_proto::tonic::metrics::v1::{
         number_data_point, HistogramDataPoint, NumberDataPoint,
     };
+
+    /// The metrics of one export, in requests of at most `limit` bytes.
+    fn metrics(metrics: Vec<Metric>, limit: usize) -> Vec<Vec<Metric>> {
+        let mut requests = Requests::new(limit);
+        let mut out: Vec<Vec<Metric>> =
+            metrics.into_iter().flat_map(|m| requests.push(m)).collect();
+        out.extend(requests.finish());
+        out
+    }
 
     fn attribute(i: usize) -> Vec<KeyValue> {
         vec![KeyValue {
