@@ -35,12 +35,15 @@ WANT_XDP_PKGS := $(if $(findstring xdp,$(FEATURES)),$(XDP_PKGS),)
 # bpftool lists the xdp backend's programs (tests/xdp.rs) and their run
 # time (bench/live.sh). openssl makes certificates and htpasswd (apache2-utils)
 # bcrypt hashes for the HTTP tests (tests/http.rs); GNU time measures peak RSS
-# (tests/flood.rs). scripts/kube-test-cluster.sh (a real kube-apiserver and
+# (tests/flood.rs); chromium with chromium-driver shows the connection page
+# headless and tmux runs `tcp-exporter top` (tests/connections.rs).
+# scripts/kube-test-cluster.sh (a real kube-apiserver and
 # etcd on 127.0.0.1 for the Kubernetes tests) needs openssl, curl and python3
 # from this list, and the machine's Go toolchain (Debian's Go is too old for
 # Kubernetes), which builds the two once into /var/cache/tcp-exporter.
 TEST_PKGS := tshark tcpdump tcpreplay nftables iproute2 ethtool iperf3 \
-             python3 prometheus curl bpftool openssl apache2-utils time
+             python3 prometheus curl bpftool openssl apache2-utils time \
+             chromium chromium-driver tmux
 
 # need_cargo: fails with a message when there is no Rust toolchain.
 # ensure_pkgs PKG...: install the Debian packages that are missing, with one

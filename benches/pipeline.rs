@@ -2,8 +2,9 @@
 //! the frames of a real capture (testdata/pcaps/bulk_loss.pcap: bulk
 //! transfers with loss, so retransmissions, duplicate ACKs and window-full
 //! segments are on the path), and the same for the xdp backend's kernel
-//! summaries of those frames (the user-space side of `--backend xdp`).
-//! `cargo bench --bench pipeline`.
+//! summaries of those frames (the user-space side of `--backend xdp`);
+//! and frames again with the live connection table's records kept (what
+//! serving `/connections` adds per packet). `cargo bench --bench pipeline`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use tcp_exporter::capture::{Next, PacketSource, PcapFile};
 use tcp_exporter::decode::summary::encode::record_of_frame;
 use tcp_exporter::decode::{decode, LinkType};
+use tcp_exporter::metrics::conns::{ConnOptions, LongBudget};
 use tcp_exporter::metrics::{Shard, ShardConfig};
 use tcp_exporter::pipeline::Worker;
 
@@ -46,28 +48,41 @@ fn bench(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("per_packet");
     group.throughput(Throughput::Elements(frames.len() as u64));
-    for (name, link, input) in [
-        ("frame", link, &frames),
-        ("summary", LinkType::KernelSummary, &records),
+    let plain = ShardConfig::plain(10_000);
+    let mut table = ShardConfig::plain(10_000);
+    table.conns = Some(ConnOptions {
+        table: Some(Arc::default()),
+        long_age: None,
+        long_budget: Arc::new(LongBudget::new(0)),
+        log: None,
+        log_interval: 5_000_000_000,
+    });
+    // (name, link, input, shard config, whether decode alone is timed too)
+    for (name, link, input, config, decode_alone) in [
+        ("frame", link, &frames, &plain, true),
+        ("summary", LinkType::KernelSummary, &records, &plain, true),
+        ("frame_with_table", link, &frames, &table, false),
     ] {
-        group.bench_function(format!("{name}/decode"), |b| {
-            b.iter(|| {
-                let mut payload = 0u64;
-                for (_, data, wire) in input {
-                    if let Ok(seg) = decode(link, data, *wire) {
-                        payload += seg.payload_len as u64;
+        if decode_alone {
+            group.bench_function(format!("{name}/decode"), |b| {
+                b.iter(|| {
+                    let mut payload = 0u64;
+                    for (_, data, wire) in input {
+                        if let Ok(seg) = decode(link, data, *wire) {
+                            payload += seg.payload_len as u64;
+                        }
                     }
-                }
-                payload
-            })
-        });
+                    payload
+                })
+            });
+        }
         group.bench_function(format!("{name}/decode_analyse_count"), |b| {
             // A fresh worker and shard for each pass (made outside the
             // timing), as if the capture were replayed.
             let setup = || {
                 (
                     Worker::new(link, 131_072, 300_000_000_000),
-                    Shard::new(Arc::from("bench"), 0, ShardConfig::plain(10_000)),
+                    Shard::new(Arc::from("bench"), 0, config.clone()),
                 )
             };
             b.iter_batched(

@@ -3,6 +3,8 @@
 
 Usage: tshark-expected.py FILE [FILE...]   writes FILE.expected beside each
        tshark-expected.py --stdout FILE    prints the counts instead
+       tshark-expected.py --per-connection FILE
+                                           prints each connection's counts
 
 One tshark pass per file:
   tshark -n -r FILE -o tcp.relative_sequence_numbers:FALSE
@@ -172,7 +174,10 @@ def server_without_syn(a, b):
     return a if ipaddress.ip_address(a[0]) < ipaddress.ip_address(b[0]) else b
 
 
-def compute(rows):
+def compute(rows, per_connection=False):
+    """The counts; with per_connection, each connection's own, its keys
+    labelled connection="CLIENT:PORT>SERVER:PORT" (an IPv6 address in
+    brackets) before sender."""
     # Orientation per stream: the sender of the first SYN without ACK.
     client_of = {}
     pair_of = {}
@@ -187,18 +192,29 @@ def compute(rows):
             server = server_without_syn(a, b)
             client_of[st] = b if server == a else a
 
+    def name(stream):
+        if not per_connection:
+            return ""
+        a, b = pair_of[stream]
+        client = client_of[stream]
+        server = b if client == a else a
+        text = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in (client, server)]
+        return f'connection="{text[0]}>{text[1]}",'
+
     c = Counter()
-    for s in SENDERS:
-        for k in SENDER_KEYS:
-            c[f'{k}{{sender="{s}"}}'] = 0
-        c[f'syn_wscale{{sender="{s}",shift="none"}}'] = 0
+    for conn in sorted({name(st) for st in pair_of} or {""}):
+        for s in SENDERS:
+            for k in SENDER_KEYS:
+                c[f'{k}{{{conn}sender="{s}"}}'] = 0
+            c[f'syn_wscale{{{conn}sender="{s}",shift="none"}}'] = 0
     c["connections_opened"] = 0
     c["connections_opened_reused_isn"] = 0
 
     for r in rows:
         src, _dst = endpoints(r)
         sender = "client" if src == client_of[r["tcp.stream"]] else "server"
-        lab = f'{{sender="{sender}"}}'
+        conn = name(r["tcp.stream"])
+        lab = f'{{{conn}sender="{sender}"}}'
         c["packets" + lab] += 1
         c["payload_bytes" + lab] += int(r["tcp.len"] or 0)
         if r["ip.src"]:
@@ -212,7 +228,7 @@ def compute(rows):
         syn = is_set(r["tcp.flags.syn"])
         if syn:
             shift = r["tcp.options.wscale.shift"] or "none"
-            c[f'syn_wscale{{sender="{sender}",shift="{shift}"}}'] += 1
+            c[f'syn_wscale{{{conn}sender="{sender}",shift="{shift}"}}'] += 1
         retrans = is_set(r["tcp.analysis.retransmission"])
         fast = is_set(r["tcp.analysis.fast_retransmission"])
         spurious = is_set(r["tcp.analysis.spurious_retransmission"])
@@ -239,10 +255,13 @@ def render(c):
 def main(argv):
     to_stdout = False
     two_pass = False
+    per_connection = False
     files = []
     for a in argv:
         if a == "--stdout":
             to_stdout = True
+        elif a == "--per-connection":
+            per_connection = to_stdout = True
         elif a == "--two-pass":
             two_pass = True  # for comparison only: the .expected files use one pass
         else:
@@ -251,7 +270,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     for path in files:
-        text = render(compute(tshark_rows(path, two_pass)))
+        text = render(compute(tshark_rows(path, two_pass), per_connection))
         if to_stdout:
             sys.stdout.write(text)
         else:

@@ -209,6 +209,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s")]
     pub flow_log_interval: Duration,
 
+    /// Keep no live connection table: `/connections` and its page answer
+    /// 404, and a connection costs no record (about 500 bytes) unless
+    /// --flow-log or --long-connections keeps one.
+    #[arg(long)]
+    pub no_connection_table: bool,
+
     /// Send the metrics to an OpenTelemetry receiver (a Collector) every
     /// --otlp-interval: http://HOST:4317 for gRPC, http://HOST:4318 for HTTP.
     #[arg(long, value_name = "URL")]

@@ -76,6 +76,9 @@ pub struct Config {
     pub max_long_connections: usize,
     pub flow_log: Option<flowlog::Target>,
     pub flow_log_interval: Nanos,
+    /// The live connection table (`/connections`): on whenever HTTP is
+    /// served, unless `--no-connection-table`.
+    pub connection_table: bool,
     /// `--web.config.file`, read and checked (its certificates are loaded
     /// when the server starts).
     pub web: WebConfig,
@@ -451,6 +454,7 @@ impl Config {
             max_long_connections: args.max_long_connections,
             flow_log,
             flow_log_interval: nanos(args.flow_log_interval),
+            connection_table: !args.no_connection_table && !args.print,
             backend,
             source,
             listen: SocketAddr::new(args.listen, args.port),

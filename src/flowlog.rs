@@ -24,8 +24,8 @@ use serde::Serialize;
 use crate::flow::Nanos;
 use crate::identity::Peers;
 use crate::metrics::conns::{
-    EventKind, FlowEvent, FlowLogSink, FlowLogStats, RttStats, FLOW_LOG_QUEUE, WSCALE_NOT_OFFERED,
-    WSCALE_UNSEEN,
+    ConnRecord, EventKind, FlowEvent, FlowLogSink, FlowLogStats, RttStats, FLOW_LOG_QUEUE,
+    WSCALE_NOT_OFFERED, WSCALE_UNSEEN,
 };
 use crate::metrics::counters::{DirCounters, RETRANSMISSION_KINDS};
 use crate::otlp::logs::LogQueue;
@@ -161,11 +161,16 @@ fn write_loop(
     }
 }
 
-/// One record as written: serialised by serde_json.
+/// One record as written: serialised by serde_json. The connection
+/// table (`/connections`) shows each connection as this too, without
+/// `time` and `event`, so that its numbers and a close record's are the
+/// same by construction.
 #[derive(Serialize)]
-struct Record<'a> {
-    time: Timestamp,
-    event: &'static str,
+pub struct Record<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'static str>,
     interface: &'a str,
     client: IpAddr,
     client_port: u16,
@@ -263,12 +268,14 @@ struct Rtt {
     min: Secs,
     mean: Secs,
     last: Secs,
+    /// As TCP smooths it (RFC 6298's 7/8 and 1/8).
+    smoothed: Secs,
     samples: u32,
 }
 
 /// Seconds, to the microsecond, from nanoseconds; a JSON number.
 #[derive(Clone, Copy)]
-struct Secs(Nanos);
+pub struct Secs(pub Nanos);
 
 impl Serialize for Secs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -277,7 +284,7 @@ impl Serialize for Secs {
 }
 
 /// A capture time, written as RFC 3339 UTC with microseconds.
-struct Timestamp(Nanos);
+pub struct Timestamp(pub Nanos);
 
 const RFC3339_MICROS: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
@@ -322,18 +329,42 @@ fn rtt(r: &RttStats) -> Option<Rtt> {
         min: Secs(r.min),
         mean: Secs(mean),
         last: Secs(r.last),
+        smoothed: Secs(r.smoothed),
         samples: r.count,
     })
 }
 
 /// Appends one event as a line of JSON.
 pub fn format_event(out: &mut Vec<u8>, e: &FlowEvent) {
-    let r = &e.record;
-    let end = r.end.map_or(e.at, |(_, at)| at);
     let record = Record {
-        time: Timestamp(e.at),
-        event: e.kind.as_str(),
-        interface: &e.interface,
+        time: Some(Timestamp(e.at)),
+        event: Some(e.kind.as_str()),
+        ..record(&e.record, &e.interface, e.at, Some(e.kind))
+    };
+    // Serialising plain numbers, strings and addresses into a Vec cannot
+    // fail (a time beyond year 9999 could; such a record is not written).
+    let mark = out.len();
+    if serde_json::to_writer(&mut *out, &record).is_ok() {
+        out.push(b'\n');
+    } else {
+        out.truncate(mark);
+    }
+}
+
+/// A connection's record as of capture time `at`, without `time` and
+/// `event`; a close event's says why it ended, and so does the table's
+/// (`kind` None) once it has.
+pub fn record<'a>(
+    r: &'a ConnRecord,
+    interface: &'a str,
+    at: Nanos,
+    kind: Option<EventKind>,
+) -> Record<'a> {
+    let end = r.end.map_or(at, |(_, at)| at);
+    Record {
+        time: None,
+        event: None,
+        interface,
         client: r.client,
         client_port: r.client_port,
         server: r.server,
@@ -342,8 +373,8 @@ pub fn format_event(out: &mut Vec<u8>, e: &FlowEvent) {
         start: Timestamp(r.start),
         duration: Secs(end.saturating_sub(r.start)),
         state: r.phase.as_str(),
-        reason: match (e.kind, r.end) {
-            (EventKind::Close, Some((reason, _))) => Some(reason.as_str()),
+        reason: match (kind, r.end) {
+            (Some(EventKind::Close) | None, Some((reason, _))) => Some(reason.as_str()),
             _ => None,
         },
         client_sent: direction(&r.dir[0], r.window_scale[0]),
@@ -356,14 +387,6 @@ pub fn format_event(out: &mut Vec<u8>, e: &FlowEvent) {
             client: r.handshake_rtt[0].map(Secs),
             server: r.handshake_rtt[1].map(Secs),
         },
-    };
-    // Serialising plain numbers, strings and addresses into a Vec cannot
-    // fail (a time beyond year 9999 could; such a record is not written).
-    let mark = out.len();
-    if serde_json::to_writer(&mut *out, &record).is_ok() {
-        out.push(b'\n');
-    } else {
-        out.truncate(mark);
     }
 }
 
@@ -403,7 +426,7 @@ mod tests {
             kind: EventKind::Open,
             at: 0,
             interface: "eth0".into(),
-            record: ConnRecord::new(&o, peers, 0, 0),
+            record: ConnRecord::new(&o, peers, crate::metrics::labels::Reporter::Node, 0, 0),
         };
         let mut out = Vec::new();
         format_event(&mut out, &e);

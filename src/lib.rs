@@ -10,7 +10,8 @@
 //! `identity` says whose an address is on Kubernetes (read when a
 //! connection starts);
 //! `cli` and `config` turn flags into settings (serde_norway reads their files);
-//! `main` starts it all.
+//! `main` starts it all. `top` is the terminal client of the connection
+//! table (`tcp-exporter top URL`), a reader of the HTTP API only.
 
 pub mod capture;
 pub mod cli;
@@ -25,3 +26,4 @@ pub mod otlp;
 pub mod pipeline;
 pub mod privileges;
 pub mod supervisor;
+pub mod top;

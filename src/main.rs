@@ -33,6 +33,17 @@ use tcp_exporter::supervisor::{self, Captures, Limits, Supervisor};
 const READ_TIMEOUT_MS: u32 = 100;
 
 fn main() -> ExitCode {
+    // `tcp-exporter top URL`: the terminal client of /connections.
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some("top") {
+        return match tcp_exporter::top::run(argv) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tcp-exporter top: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +170,9 @@ fn shard_config(
         }
     };
     let conns = ConnOptions {
+        table: config
+            .connection_table
+            .then(|| Arc::new(std::sync::atomic::AtomicU64::new(0))),
         long_age: config.long_connections,
         long_budget: Arc::new(LongBudget::new(config.max_long_connections)),
         log: sink,

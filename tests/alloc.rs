@@ -95,6 +95,7 @@ fn second_pass_allocations(capture: &str, flow_log: bool) -> (u64, u64) {
     // Series outlive the gap between the passes.
     config.series_ttl = u64::MAX / 4;
     config.conns = Some(ConnOptions {
+        table: None,
         long_age: None,
         long_budget: Arc::new(LongBudget::new(10)),
         log: flow_log.then(|| sink.clone()),

@@ -529,6 +529,9 @@ fn pipeline_never_panics_on_mutated_frame_sequences() {
         }
         frames_in += frames.len() as u64;
         let conns = rng.chance(2).then(|| ConnOptions {
+            table: rng
+                .chance(2)
+                .then(|| Arc::new(std::sync::atomic::AtomicU64::new(0))),
             long_age: Some(rng.next() % 2_000_000_000),
             long_budget: Arc::new(LongBudget::new(1 + rng.below(4))),
             log: rng.chance(2).then(|| sink.clone()),

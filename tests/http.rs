@@ -13,58 +13,16 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, pcap, samples, TempDir};
+use common::{free_port, pcap, samples, Served, TempDir};
 
-/// The exporter serving short_conns.pcap on 127.0.0.1; killed when dropped.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Served {
-    fn start(args: &[&str]) -> Served {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
-            .arg("-r")
-            .arg(pcap("short_conns.pcap"))
-            .args(["--listen", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tcp-exporter");
-        let served = Served {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let until = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(served.addr).is_err() {
-            assert!(Instant::now() < until, "the exporter did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        served
-    }
-
-    fn url(&self, scheme: &str, path: &str) -> String {
-        format!("{scheme}://127.0.0.1:{}{path}", self.addr.port())
-    }
-
-    /// `tcp_exporter_http_rejections_total` by reason, read over plain HTTP.
-    fn rejections_plain(&self) -> Vec<(String, f64)> {
-        let (code, body) = curl(&[&self.url("http", "/metrics")]);
-        assert_eq!(code, 200);
-        rejections(&body)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `tcp_exporter_http_rejections_total` by reason, read over plain HTTP.
+fn rejections_plain(s: &Served) -> Vec<(String, f64)> {
+    let (code, body) = curl(&[&s.url("http", "/metrics")]);
+    assert_eq!(code, 200);
+    rejections(&body)
 }
 
 fn rejections(body: &str) -> Vec<(String, f64)> {
@@ -148,12 +106,22 @@ fn bcrypt(user: &str, password: &str) -> String {
 
 #[test]
 fn only_get_and_head_on_known_paths_without_a_body_are_served() {
-    let s = Served::start(&[]);
+    let s = Served::start(&pcap("short_conns.pcap"), &[]);
     let url = |p: &str| s.url("http", p);
     assert_eq!(curl(&[&url("/metrics")]).0, 200);
     assert_eq!(curl(&[&url("/healthz")]), (200, "ok\n".into()));
     assert_eq!(curl(&[&url("/readyz")]).0, 200);
     assert_eq!(curl(&[&url("/")]).0, 200);
+    assert_eq!(curl(&[&url("/connections")]).0, 200);
+    let (code, page) = curl(&[&url("/connections.html")]);
+    assert_eq!(code, 200);
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    let (code, body) = curl(&["-I", &url("/connections")]);
+    assert_eq!(code, 200, "HEAD");
+    assert!(body.contains("application/json"), "{body}");
     let (code, body) = curl(&["-I", &url("/metrics")]);
     assert_eq!(code, 200, "HEAD");
     assert!(body.contains("text/plain; version=0.0.4"), "{body}");
@@ -168,6 +136,7 @@ fn only_get_and_head_on_known_paths_without_a_body_are_served() {
     for path in [
         "/metricsx",
         "/metrics/",
+        "/connections/",
         "/admin",
         "/../etc/passwd",
         "/favicon.ico",
@@ -183,11 +152,11 @@ fn only_get_and_head_on_known_paths_without_a_body_are_served() {
     args.push(&u);
     assert_eq!(curl(&args).0, 431, "more headers than hyper parses");
     assert_eq!(
-        s.rejections_plain(),
+        rejections_plain(&s),
         [
             ("header_too_large".to_string(), 2.0),
             ("method_not_allowed".to_string(), 5.0),
-            ("not_found".to_string(), 5.0),
+            ("not_found".to_string(), 6.0),
             ("request_body".to_string(), 1.0),
         ]
     );
@@ -195,7 +164,7 @@ fn only_get_and_head_on_known_paths_without_a_body_are_served() {
 
 #[test]
 fn silent_and_slow_clients_are_cut_after_the_header_timeout() {
-    let s = Served::start(&[]);
+    let s = Served::start(&pcap("short_conns.pcap"), &[]);
     let opened = Instant::now();
     let silent = TcpStream::connect(s.addr).unwrap();
     let mut slow = TcpStream::connect(s.addr).unwrap();
@@ -227,11 +196,11 @@ fn silent_and_slow_clients_are_cut_after_the_header_timeout() {
     // The count may follow the close by a moment (hyper closes, then
     // reports its timeout).
     let until = Instant::now() + Duration::from_secs(5);
-    while s.rejections_plain() != [("header_timeout".to_string(), 2.0)] {
+    while rejections_plain(&s) != [("header_timeout".to_string(), 2.0)] {
         assert!(
             Instant::now() < until,
             "header timeouts: {:?}",
-            s.rejections_plain()
+            rejections_plain(&s)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -253,7 +222,7 @@ fn closed_by_server(c: &TcpStream) -> bool {
 
 #[test]
 fn connections_beyond_the_limit_are_closed_and_counted() {
-    let s = Served::start(&[]);
+    let s = Served::start(&pcap("short_conns.pcap"), &[]);
     // Only the scrape that reads it is open: the start-up check's bare
     // connection has been let go.
     let until = Instant::now() + Duration::from_secs(10);
@@ -325,7 +294,10 @@ fn tls_and_basic_auth_let_in_the_right_password_only() {
         ),
     )
     .unwrap();
-    let s = Served::start(&["--web.config.file", dir.path("web.yml").to_str().unwrap()]);
+    let s = Served::start(
+        &pcap("short_conns.pcap"),
+        &["--web.config.file", dir.path("web.yml").to_str().unwrap()],
+    );
     let ca = dir.path("ca.crt");
     let ca = ca.to_str().unwrap();
     let https = s.url("https", "/metrics");
@@ -355,6 +327,30 @@ fn tls_and_basic_auth_let_in_the_right_password_only() {
     assert!(head.contains("www-authenticate: basic"), "{head}");
     assert!(head.contains("x-frame-options: deny"), "{head}");
     assert_eq!(curl(&["--cacert", ca, &s.url("https", "/")]).0, 401);
+    for path in ["/connections", "/connections.html"] {
+        assert_eq!(
+            curl(&["--cacert", ca, &s.url("https", path)]).0,
+            401,
+            "{path}"
+        );
+    }
+    // tcp-exporter top, over TLS and with the password.
+    let top = Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
+        .args(["top", "--once", "--ca", ca, "--user", "prometheus"])
+        .arg(s.url("https", ""))
+        .env("TCP_EXPORTER_PASSWORD", "s3cret:with colon")
+        .output()
+        .unwrap();
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&top.stdout).contains("10.250.0.2:8080"),
+        "{}",
+        String::from_utf8_lossy(&top.stdout)
+    );
     // Health probes need no password (the kubelet has none).
     assert_eq!(curl(&["--cacert", ca, &s.url("https", "/healthz")]).0, 200);
     assert_eq!(curl(&["--cacert", ca, &s.url("https", "/readyz")]).0, 200);
@@ -381,7 +377,7 @@ fn tls_and_basic_auth_let_in_the_right_password_only() {
         rejections(&body),
         [
             ("tls_handshake".to_string(), 3.0),
-            ("unauthorized".to_string(), 6.0)
+            ("unauthorized".to_string(), 8.0)
         ]
     );
 }
@@ -400,7 +396,10 @@ fn client_certificates_are_required_and_verified() {
          min_version: TLS13\n",
     )
     .unwrap();
-    let s = Served::start(&["--web.config.file", dir.path("web.yml").to_str().unwrap()]);
+    let s = Served::start(
+        &pcap("short_conns.pcap"),
+        &["--web.config.file", dir.path("web.yml").to_str().unwrap()],
+    );
     let p = |d: &TempDir, f: &str| d.path(f).to_str().unwrap().to_string();
     let url = s.url("https", "/metrics");
     let ca = p(&dir, "ca.crt");
@@ -468,7 +467,10 @@ fn a_renewed_certificate_is_served_without_a_restart() {
         "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n",
     )
     .unwrap();
-    let s = Served::start(&["--web.config.file", dir.path("web.yml").to_str().unwrap()]);
+    let s = Served::start(
+        &pcap("short_conns.pcap"),
+        &["--web.config.file", dir.path("web.yml").to_str().unwrap()],
+    );
     let first = file_serial(&dir.path("tls.crt"));
     assert!(first.starts_with("serial="), "{first}");
     assert_eq!(served_serial(s.addr), first);
@@ -575,7 +577,7 @@ fn get_raw(addr: SocketAddr, headers: &str) -> (String, Vec<u8>) {
 #[test]
 fn metrics_are_gzipped_for_clients_that_take_it_and_say_the_same() {
     use std::io::Read as _;
-    let s = Served::start(&[]);
+    let s = Served::start(&pcap("short_conns.pcap"), &[]);
     let (plain_head, plain) = get_raw(s.addr, "");
     assert!(plain_head.starts_with("http/1.0 200"), "{plain_head}");
     assert!(!plain_head.contains("content-encoding"), "{plain_head}");
@@ -613,7 +615,7 @@ fn metrics_are_gzipped_for_clients_that_take_it_and_say_the_same() {
 /// 15 s or more over one connection.
 #[test]
 fn a_kept_alive_connection_outlives_the_header_timeout() {
-    let s = Served::start(&[]);
+    let s = Served::start(&pcap("short_conns.pcap"), &[]);
     let mut c = TcpStream::connect(s.addr).unwrap();
     c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -631,5 +633,5 @@ fn a_kept_alive_connection_outlives_the_header_timeout() {
         "{:?}",
         String::from_utf8_lossy(&buf[..n])
     );
-    assert_eq!(s.rejections_plain(), []);
+    assert_eq!(rejections_plain(&s), []);
 }

@@ -25,6 +25,14 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::SynSent,
+        Phase::SynReceived,
+        Phase::Established,
+        Phase::Midstream,
+        Phase::Closed,
+    ];
+
     /// The `state` of a flow-log record.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,7 +1,9 @@
 //! HTTP: `/metrics` (Prometheus text format, rendered when scraped, gzip
-//! when the client takes it), `/healthz`, `/readyz`, and a landing page at
-//! `/`, over HTTP/1.1, plain or with TLS and basic authentication from
-//! `--web.config.file` (`webconfig`, `tls`, `auth`).
+//! when the client takes it), the live connection table (`/connections`
+//! as JSON, `/connections.html` as a page: `connections`), `/healthz`,
+//! `/readyz`, and a landing page at `/`, over HTTP/1.1, plain or with TLS
+//! and basic authentication from `--web.config.file` (`webconfig`, `tls`,
+//! `auth`).
 //!
 //! Connections are this module's own (an accept loop and hyper 1's HTTP/1
 //! connection, with the bounds below); the routes are warp filters
@@ -19,7 +21,9 @@
 //! - a request must be answered within `RESPONSE_TIMEOUT` (a client that
 //!   then takes the body too slowly is cut by the idle timeout, counted as
 //!   `idle_timeout`);
-//! - only GET and HEAD, only the four paths, and no request body;
+//! - only GET and HEAD, only the six paths, and no request body;
+//! - at most `connections::TABLE_SLOTS` connection-table requests at once
+//!   (more are answered 503, `busy`);
 //! - at most `AUTH_SLOTS` bcrypt checks at once, waited for at most
 //!   `AUTH_WAIT` (a credential verified before needs none).
 //!
@@ -27,6 +31,7 @@
 //! answers while a large exposition is written.
 
 pub mod auth;
+pub mod connections;
 pub mod tls;
 pub mod webconfig;
 
@@ -112,10 +117,11 @@ pub enum Rejection {
     MethodNotAllowed,
     NotFound,
     RequestBody,
+    Busy,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 12] = [
+    const ALL: [Rejection; 13] = [
         Self::ConnectionLimit,
         Self::TlsHandshake,
         Self::HeaderTimeout,
@@ -128,6 +134,7 @@ impl Rejection {
         Self::MethodNotAllowed,
         Self::NotFound,
         Self::RequestBody,
+        Self::Busy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +151,7 @@ impl Rejection {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotFound => "not_found",
             Self::RequestBody => "request_body",
+            Self::Busy => "busy",
         }
     }
 }
@@ -187,6 +195,8 @@ struct Server {
     connections: Arc<Semaphore>,
     /// Places for bcrypt checks (`AUTH_SLOTS`).
     auth_slots: Arc<Semaphore>,
+    /// Places for connection-table requests (`connections::TABLE_SLOTS`).
+    table_slots: Arc<Semaphore>,
     /// One render at a time: concurrent scrapes wait rather than each
     /// holding a whole exposition in memory.
     render: Mutex<()>,
@@ -203,6 +213,8 @@ const LANDING: &str = "<!doctype html>
 <body><h1>tcp-exporter</h1>
 <p>Passive TCP analysis as Prometheus metrics.</p>
 <ul><li><a href=\"metrics\">metrics</a></li>
+<li><a href=\"connections.html\">connections</a> (the live connection table;
+<a href=\"connections\">as JSON</a>)</li>
 <li><a href=\"healthz\">healthz</a></li>
 <li><a href=\"readyz\">readyz</a></li></ul>
 </body></html>
@@ -249,6 +261,7 @@ pub fn serve(
         },
         connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         auth_slots: Arc::new(Semaphore::new(AUTH_SLOTS)),
+        table_slots: Arc::new(Semaphore::new(connections::TABLE_SLOTS)),
         render: Mutex::new(()),
     });
     Ok((bound, accept_loop(listener, server, shutdown)))
@@ -481,7 +494,8 @@ async fn serve_connection<I>(
 }
 
 /// A response with a plain-text body.
-fn plain(status: StatusCode, body: &'static str) -> Response {
+fn plain(status: StatusCode, body: impl Into<String>) -> Response {
+    let body: String = body.into();
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -531,7 +545,7 @@ fn refused_before_routing(server: &Server, req: &Request<Incoming>) -> Option<Re
     None
 }
 
-/// The routes, as warp filters: four paths, GET and HEAD, the password
+/// The routes, as warp filters: six paths, GET and HEAD, the password
 /// where one is needed, and every refusal turned into its answer and
 /// counted (`answer_refusal`).
 type Routes = BoxedFilter<(Response,)>;
@@ -579,15 +593,22 @@ fn routes(server: &Arc<Server>) -> Routes {
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and_then(metrics);
-    let landing = warp::path::end().and(read).and(authorized).map(|| {
-        let mut r = Response::new(LANDING.into());
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        r
-    });
-    // warp's paths take a trailing slash as the same path; the four here
+    let table = warp::path!("connections")
+        .and(read)
+        .and(authorized.clone())
+        .and(with_server.clone())
+        .and(warp::method())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and_then(connection_table);
+    let page = warp::path!("connections.html")
+        .and(read)
+        .and(authorized.clone())
+        .map(|| html(connections::PAGE));
+    let landing = warp::path::end()
+        .and(read)
+        .and(authorized)
+        .map(|| html(LANDING));
+    // warp's paths take a trailing slash as the same path; the paths here
     // are exact.
     let exact = warp::path::full()
         .and_then(|path: warp::path::FullPath| async move {
@@ -605,6 +626,10 @@ fn routes(server: &Arc<Server>) -> Routes {
                 .unify()
                 .or(metrics)
                 .unify()
+                .or(table)
+                .unify()
+                .or(page)
+                .unify()
                 .or(landing)
                 .unify(),
         )
@@ -614,6 +639,63 @@ fn routes(server: &Arc<Server>) -> Routes {
         })
         .unify()
         .boxed()
+}
+
+fn html(page: &'static str) -> Response {
+    let mut r = Response::new(page.into());
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+/// The connection table as JSON: the query checked first (a bad one is
+/// answered 400 with why), then a place among `TABLE_SLOTS` taken without
+/// waiting, and the selection made off the runtime.
+async fn connection_table(
+    server: Arc<Server>,
+    method: Method,
+    query: String,
+) -> Result<Response, warp::Rejection> {
+    let q = match crate::metrics::table::Query::parse(&query) {
+        Ok(q) => q,
+        Err(why) => {
+            server.stats.count(Rejection::BadRequest);
+            return Ok(plain(StatusCode::BAD_REQUEST, format!("{why}\n")));
+        }
+    };
+    let Ok(slot) = Arc::clone(&server.table_slots).try_acquire_owned() else {
+        server.stats.count(Rejection::Busy);
+        let mut r = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the connection table is answering other requests; try again\n",
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(r);
+    };
+    let s = Arc::clone(&server);
+    let body = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let table = s.state.exporter.connections(&q)?;
+        Some(connections::json(&table, &q))
+    })
+    .await;
+    let mut r = match body {
+        Ok(None) => {
+            return Ok(plain(
+                StatusCode::NOT_FOUND,
+                "the connection table is off (--no-connection-table)\n",
+            ))
+        }
+        Ok(Some(Ok(_))) if method == Method::HEAD => Response::new(Default::default()),
+        Ok(Some(Ok(body))) => Response::new(body.into()),
+        _ => return Err(warp::reject::custom(Refusal::RenderFailed)),
+    };
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 /// Lets a request through when it carries a password that matches, or

@@ -27,6 +27,7 @@ use super::series::SeriesBudget;
 use super::shard::{
     close_index, CaptureCounters, Evictions, PairCounters, ServerHistograms, Shard, ShardConfig,
 };
+use super::table::{Query, Table};
 
 /// What the scrape reads: every worker's shard, and what they share.
 pub struct Exporter {
@@ -55,6 +56,9 @@ pub struct Exporter {
     budget: Arc<SeriesBudget>,
     long: Option<Arc<LongBudget>>,
     flow_log: Option<Arc<FlowLogStats>>,
+    /// The connection table's count of closed connections dropped early,
+    /// when the table is on.
+    table: Option<Arc<AtomicU64>>,
 }
 
 /// The identity index's size and the watch's faults, by kind.
@@ -181,6 +185,7 @@ impl Exporter {
             flow_log: conns
                 .and_then(|c| c.log.as_ref())
                 .map(|l| Arc::clone(&l.stats)),
+            table: conns.and_then(|c| c.table.clone()),
         })
     }
 
@@ -240,6 +245,23 @@ impl Exporter {
         self.interfaces_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The connection table's answer to `q`, or `None` when the table is
+    /// off (`--no-connection-table`). Each worker's shard is locked while
+    /// its best `q.limit` records are picked and copied.
+    pub fn connections(&self, q: &Query) -> Option<Table> {
+        self.table.as_ref()?;
+        let shards = lock(&self.shards).clone();
+        let mut table = Table::default();
+        for shard in shards {
+            let s = lock(&shard);
+            if let Some(conns) = &s.conns {
+                table.add(conns, &s.interface, s.clock, q);
+            }
+        }
+        table.finish(q);
+        Some(table)
+    }
+
     /// The text exposition of everything now.
     pub fn render(&self) -> String {
         self.render_with(|_| {})
@@ -257,6 +279,7 @@ impl Exporter {
         let mut interfaces: BTreeMap<Arc<str>, InterfaceStats> = BTreeMap::new();
 
         let mut long = Vec::new();
+        let mut held = 0;
         // One moment for the shard list, the counts of forgotten shards and
         // the interface names: `forget_interface` changes all three under
         // the shards lock, so a scrape never sees a forgotten shard's
@@ -305,6 +328,7 @@ impl Exporter {
             overflow += s.series_overflow;
             expired += s.series_expired;
             if let Some(conns) = &s.conns {
+                held += conns.len();
                 for r in conns.long() {
                     long.push(Long {
                         labels: long_labels(&s.interface, r),
@@ -353,6 +377,15 @@ impl Exporter {
         }
         self.write_long(&mut out, &long);
         self.write_own(&mut out, &interfaces, overflow, expired, dropped);
+        if let Some(closed_dropped) = &self.table {
+            let def = names::CONNECTION_TABLE;
+            out.header(def);
+            out.sample(def.name, "", &[], held);
+            let def = names::CONNECTION_TABLE_CLOSED_DROPPED;
+            out.header(def);
+            let n = closed_dropped.load(Ordering::Relaxed);
+            out.sample(def.name, "", &[], n);
+        }
         extra(&mut out);
         out.0
     }
@@ -1031,7 +1064,7 @@ mod tests {
     fn a_long_connection_names_both_ends_pods_included_with_kubernetes() {
         use crate::identity::{test_identity, Peers};
         let o = orient("10.244.1.5", "10.244.2.9", 5432);
-        let plain = ConnRecord::new(&o, None, 0, 0);
+        let plain = ConnRecord::new(&o, None, crate::metrics::labels::Reporter::Node, 0, 0);
         assert_eq!(
             long_labels("eth0", &plain),
             "interface=\"eth0\",client=\"10.244.1.5\",client_port=\"40000\",\
@@ -1042,7 +1075,13 @@ mod tests {
             client: who("shop", "checkout", "Deployment", "checkout-7d9f-x2x9q", ""),
             server: who("data", "db", "StatefulSet", "db-0", "db\"main"),
         };
-        let named = ConnRecord::new(&o, Some(Arc::new(peers)), 0, 0);
+        let named = ConnRecord::new(
+            &o,
+            Some(Arc::new(peers)),
+            crate::metrics::labels::Reporter::Node,
+            0,
+            0,
+        );
         assert_eq!(
             long_labels("eth0", &named),
             "interface=\"eth0\",client=\"10.244.1.5\",client_port=\"40000\",\

@@ -1,5 +1,7 @@
-//! Per-connection records, kept only when `--long-connections` or
-//! `--flow-log` asks for them (otherwise a connection costs nothing here).
+//! Per-connection records, kept when the connection table
+//! (`/connections`, on whenever HTTP is served, off with
+//! `--no-connection-table`), `--long-connections` or `--flow-log` asks for
+//! them (otherwise a connection costs nothing here).
 //!
 //! A record holds what one connection added to its series, counted by the
 //! same code as the series (`DirCounters::count`), plus its endpoints, start,
@@ -12,6 +14,11 @@
 //! Flow-log events go to the writer thread (`crate::flowlog`) through a
 //! bounded queue; a full queue drops the event and counts it. Capture never
 //! waits for the disk.
+//!
+//! For the connection table, a connection that left the flow table stays
+//! shown, marked closed, for `CLOSED_SHOWN` of capture time, at most
+//! `MAX_CLOSED_SHOWN` of them per worker; one dropped sooner to make room is
+//! counted (`tcp_exporter_connection_table_closed_dropped_total`).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -24,6 +31,7 @@ use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Phase, Removal, Si
 use crate::identity::Peers;
 
 use super::counters::DirCounters;
+use super::labels::Reporter;
 
 /// No record: the tag of a connection when records are off.
 pub const NO_CONN: u32 = u32::MAX;
@@ -37,6 +45,13 @@ pub const FLOW_LOG_QUEUE: usize = 16_384;
 pub const DEFAULT_FLOW_LOG_INTERVAL_SECS: u64 = 5;
 /// Default `--max-long-connections`.
 pub const DEFAULT_MAX_LONG_CONNECTIONS: usize = 1_000;
+/// How long (capture clock) a connection stays in the connection table
+/// after it left the flow table, marked closed: a closed connection already
+/// lingered there `flow::CLOSED_LINGER_NANOS`, so one that failed is
+/// listed for 70 s after its last segment.
+pub const CLOSED_SHOWN: Nanos = 60_000_000_000;
+/// Closed connections shown at most, per worker; the oldest goes first.
+pub const MAX_CLOSED_SHOWN: usize = 4_096;
 
 /// What a flow-log record reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,8 +171,13 @@ pub struct ConnRecord {
     pub rtt: [RttStats; 2],
     /// Handshake RTT, indexed by leg.
     pub handshake_rtt: [Option<Nanos>; 2],
+    /// Whose side the capture point is on.
+    pub reporter: Reporter,
     generation: u32,
+    /// In the flow table.
     live: bool,
+    /// Shown in the connection table: live, or closed within `CLOSED_SHOWN`.
+    shown: bool,
     announced: bool,
     long: bool,
 }
@@ -166,6 +186,7 @@ impl ConnRecord {
     pub(crate) fn new(
         o: &Orientation,
         peers: Option<Arc<Peers>>,
+        reporter: Reporter,
         now: Nanos,
         generation: u32,
     ) -> ConnRecord {
@@ -183,8 +204,10 @@ impl ConnRecord {
             window_scale: [WSCALE_UNSEEN; 2],
             rtt: [RttStats::default(); 2],
             handshake_rtt: [None; 2],
+            reporter,
             generation,
             live: true,
+            shown: true,
             announced: false,
             long: false,
         }
@@ -193,6 +216,26 @@ impl ConnRecord {
     /// Whether it is still open (not closed, not ended).
     pub fn is_open(&self) -> bool {
         self.end.is_none() && self.phase != Phase::Closed
+    }
+
+    /// Whether its flow is still tracked (else it is shown closed).
+    pub fn is_tracked(&self) -> bool {
+        self.live
+    }
+
+    /// Retransmitted segments of every kind, both directions.
+    pub fn retransmissions(&self) -> u64 {
+        self.dir.iter().flat_map(|d| d.retransmitted).sum()
+    }
+
+    /// Segments, both directions.
+    pub fn packets(&self) -> u64 {
+        self.dir.iter().map(|d| d.packets).sum()
+    }
+
+    /// Payload bytes, both directions.
+    pub fn payload_bytes(&self) -> u64 {
+        self.dir.iter().map(|d| d.payload_bytes).sum()
     }
 }
 
@@ -288,6 +331,9 @@ impl LongBudget {
 /// What the records are for.
 #[derive(Clone)]
 pub struct ConnOptions {
+    /// The connection table (`/connections`): counts closed connections
+    /// dropped from it early; `None` when it is off.
+    pub table: Option<Arc<AtomicU64>>,
     /// `--long-connections`: the age from which a connection gets series.
     pub long_age: Option<Nanos>,
     pub long_budget: Arc<LongBudget>,
@@ -298,7 +344,7 @@ pub struct ConnOptions {
 
 impl ConnOptions {
     pub fn enabled(&self) -> bool {
-        self.long_age.is_some() || self.log.is_some()
+        self.table.is_some() || self.long_age.is_some() || self.log.is_some()
     }
 }
 
@@ -312,6 +358,8 @@ pub struct Conns {
     free: Vec<u32>,
     reports: VecDeque<Due>,
     promotions: VecDeque<Due>,
+    /// Closed connections shown in the table, by when they stop being.
+    closed: VecDeque<Due>,
     opts: ConnOptions,
     interface: Arc<str>,
 }
@@ -323,21 +371,29 @@ impl Conns {
             free: Vec::new(),
             reports: VecDeque::new(),
             promotions: VecDeque::new(),
+            closed: VecDeque::new(),
             opts,
             interface,
         }
     }
 
     /// A record for a new connection; `peers`: who its ends are.
-    pub fn start(&mut self, o: &Orientation, peers: Option<Arc<Peers>>, now: Nanos) -> u32 {
+    pub fn start(
+        &mut self,
+        o: &Orientation,
+        peers: Option<Arc<Peers>>,
+        reporter: Reporter,
+        now: Nanos,
+    ) -> u32 {
         let id = match self.free.pop() {
             Some(id) => {
                 let generation = self.records[id as usize].generation.wrapping_add(1);
-                self.records[id as usize] = ConnRecord::new(o, peers, now, generation);
+                self.records[id as usize] = ConnRecord::new(o, peers, reporter, now, generation);
                 id
             }
             None => {
-                self.records.push(ConnRecord::new(o, peers, now, 0));
+                self.records
+                    .push(ConnRecord::new(o, peers, reporter, now, 0));
                 (self.records.len() - 1) as u32
             }
         };
@@ -417,18 +473,56 @@ impl Conns {
         self.end(id, reason.unwrap_or(EndReason::Timeout), now);
         let r = &mut self.records[id as usize];
         r.live = false;
-        // The last event takes the identities: a free record holds none.
-        let record = ConnRecord {
-            peers: r.peers.take(),
-            ..r.clone()
-        };
+        if self.opts.table.is_none() {
+            // The last event takes the identities: a free record holds none.
+            let record = ConnRecord {
+                peers: r.peers.take(),
+                ..r.clone()
+            };
+            self.emit(EventKind::Close, now, record);
+            self.release(id);
+            return;
+        }
+        let (record, generation) = (r.clone(), r.generation);
         self.emit(EventKind::Close, now, record);
+        if self.closed.len() >= MAX_CLOSED_SHOWN {
+            if let Some((_, oldest, g)) = self.closed.pop_front() {
+                self.release_closed(oldest, g);
+                if let Some(dropped) = &self.opts.table {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.closed.push_back((now + CLOSED_SHOWN, id, generation));
+    }
+
+    /// A record no longer shown goes back to the free list.
+    fn release(&mut self, id: u32) {
+        let r = &mut self.records[id as usize];
+        r.shown = false;
+        r.peers = None;
         self.free.push(id);
+    }
+
+    /// A closed record whose time in the table is over, if it is still that
+    /// connection's.
+    fn release_closed(&mut self, id: u32, generation: u32) {
+        let r = &self.records[id as usize];
+        if r.shown && !r.live && r.generation == generation {
+            self.release(id);
+        }
     }
 
     /// Runs what is due at capture time `now`: interval records, and
     /// connections that became long.
     pub fn maintain(&mut self, now: Nanos) {
+        while let Some(&(due, id, generation)) = self.closed.front() {
+            if due > now {
+                break;
+            }
+            self.closed.pop_front();
+            self.release_closed(id, generation);
+        }
         while let Some(&(due, id, generation)) = self.reports.front() {
             if due > now {
                 break;
@@ -487,6 +581,16 @@ impl Conns {
         self.records.iter().filter(|r| r.live && r.long)
     }
 
+    /// The connection table's records: tracked, or closed within
+    /// `CLOSED_SHOWN`, each with its index for `record`.
+    pub fn shown(&self) -> impl Iterator<Item = (u32, &ConnRecord)> {
+        (0u32..).zip(&self.records).filter(|(_, r)| r.shown)
+    }
+
+    pub fn record(&self, id: u32) -> Option<&ConnRecord> {
+        self.records.get(id as usize)
+    }
+
     /// Records held now.
     pub fn len(&self) -> usize {
         self.records.len() - self.free.len()
@@ -533,6 +637,7 @@ mod tests {
     ) -> (Conns, Receiver<FlowEvent>) {
         let (tx, rx) = sync_channel(queue);
         let opts = ConnOptions {
+            table: None,
             long_age,
             long_budget: Arc::new(LongBudget::new(max_long)),
             log: Some(FlowLogSink::new(tx, Arc::default(), false)),
@@ -560,7 +665,7 @@ mod tests {
     #[test]
     fn a_connection_logs_open_then_every_interval_then_close() {
         let (mut c, rx) = conns(None, 0, 100);
-        let id = c.start(&orient(), None, 0);
+        let id = c.start(&orient(), None, Reporter::Node, 0);
         let step = Step::default();
         data(&mut c, id, Side::Client, &step, Phase::Established, 0);
         data(&mut c, id, Side::Client, &step, Phase::Established, SEC);
@@ -597,7 +702,7 @@ mod tests {
     fn a_full_queue_drops_events_and_counts_them() {
         let (mut c, rx) = conns(None, 0, 1);
         for _ in 0..3 {
-            let id = c.start(&orient(), None, 0);
+            let id = c.start(&orient(), None, Reporter::Node, 0);
             data(
                 &mut c,
                 id,
@@ -622,8 +727,8 @@ mod tests {
     #[test]
     fn connections_become_long_at_their_age_within_the_cap_and_leave_when_closed() {
         let (mut c, _rx) = conns(Some(30 * SEC), 1, 100);
-        let a = c.start(&orient(), None, 0);
-        let b = c.start(&orient(), None, SEC);
+        let a = c.start(&orient(), None, Reporter::Node, 0);
+        let b = c.start(&orient(), None, Reporter::Node, SEC);
         c.maintain(29 * SEC);
         assert_eq!(c.long().count(), 0);
         c.maintain(31 * SEC);
@@ -640,6 +745,45 @@ mod tests {
         assert_eq!(c.opts.long_budget.held(), 0);
         c.on_removed(b, Removal::Evicted, &Step::default(), 33 * SEC);
         assert_eq!(c.len(), 1);
+    }
+
+    fn shown(c: &Conns) -> Vec<(Nanos, bool)> {
+        c.shown().map(|(_, r)| (r.start, r.is_tracked())).collect()
+    }
+
+    #[test]
+    fn closed_connections_stay_in_the_table_for_their_time_within_the_bound() {
+        let (mut c, rx) = conns(None, 0, 100_000);
+        let dropped = Arc::new(AtomicU64::new(0));
+        c.opts.table = Some(Arc::clone(&dropped));
+        let a = c.start(&orient(), None, Reporter::Node, 0);
+        let b = c.start(&orient(), None, Reporter::Node, SEC);
+        c.on_removed(a, Removal::Released, &Step::default(), 2 * SEC);
+        assert_eq!(shown(&c), vec![(0, false), (SEC, true)]);
+        assert_eq!(
+            rx.try_iter().count(),
+            1,
+            "the close record is written all the same"
+        );
+        c.maintain(2 * SEC + CLOSED_SHOWN - 1);
+        assert_eq!(shown(&c).len(), 2);
+        c.maintain(2 * SEC + CLOSED_SHOWN);
+        assert_eq!(shown(&c), vec![(SEC, true)]);
+        assert_eq!(c.len(), 1);
+
+        // Beyond the bound, the oldest closed one makes room, counted.
+        c.on_removed(b, Removal::Released, &Step::default(), 3 * SEC);
+        for i in 0..MAX_CLOSED_SHOWN as u64 {
+            let id = c.start(&orient(), None, Reporter::Node, 10 * SEC + i);
+            c.on_removed(id, Removal::Released, &Step::default(), 10 * SEC + i);
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(shown(&c).len(), MAX_CLOSED_SHOWN);
+        assert!(shown(&c).iter().all(|&(start, _)| start >= 10 * SEC));
+        // The dropped one's record went to a new connection.
+        let fresh = c.start(&orient(), None, Reporter::Node, 20 * SEC);
+        assert!(c.record(fresh).unwrap().is_tracked());
+        assert_eq!(shown(&c).len(), MAX_CLOSED_SHOWN + 1);
     }
 
     #[test]

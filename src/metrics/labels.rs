@@ -655,6 +655,21 @@ impl Labeler {
         self.names.get(id as usize).map_or("", String::as_str)
     }
 
+    /// Whose side `interface` is on for connection `o`, and whether it is
+    /// a pod's interface; a file read with -r is the node's.
+    pub fn reporter(&self, interface: &str, o: &Orientation) -> (Reporter, bool) {
+        match &self.routes {
+            Some(routes) => {
+                let routes = routes.current();
+                (
+                    Reporter::on(&routes, interface, o),
+                    routes.is_pod_interface(interface),
+                )
+            }
+            None => (Reporter::Node, false),
+        }
+    }
+
     /// The series key of a connection on interface `interface`.
     pub fn key(&self, interface: u16, o: &Orientation) -> SeriesKey {
         self.key_with((interface, ""), o, None)
@@ -687,15 +702,10 @@ impl Labeler {
         // Whose pod interface this is, read once for the label and for
         // Istio's reporters; on a pod's interface whose pod is not known
         // (yet), Istio's are none rather than both.
-        let (reporter, pod_interface) = match &self.routes {
-            Some(routes) if l.has(Label::Reporter) || istio.is_some() => {
-                let routes = routes.current();
-                (
-                    Reporter::on(&routes, interface_name, o),
-                    routes.is_pod_interface(interface_name),
-                )
-            }
-            _ => (Reporter::Node, false),
+        let (reporter, pod_interface) = if l.has(Label::Reporter) || istio.is_some() {
+            self.reporter(interface_name, o)
+        } else {
+            (Reporter::Node, false)
         };
         SeriesKey {
             interface: if l.has(Label::Interface) {

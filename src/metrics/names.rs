@@ -239,6 +239,16 @@ pub const FLOW_LOG_DROPS: Def = def(
     Counter,
     "Flow-log records lost (reason=queue_full: the writer was behind and its queue full; reason=write_error: writing failed, e.g. a full disk).",
 );
+pub const CONNECTION_TABLE: Def = def(
+    "tcp_exporter_connection_table_connections",
+    Gauge,
+    "Connections in the live connection table (/connections) now: every tracked one, and those closed within the last 60 s (at most 4,096 of them per worker).",
+);
+pub const CONNECTION_TABLE_CLOSED_DROPPED: Def = def(
+    "tcp_exporter_connection_table_closed_dropped_total",
+    Counter,
+    "Closed connections dropped from the live connection table before their 60 s were over, to keep at most 4,096 per worker.",
+);
 pub const KUBERNETES_OBJECTS: Def = def(
     "tcp_exporter_kubernetes_objects",
     Gauge,

@@ -246,7 +246,10 @@ impl Shard {
         self.pairs.hold(pair);
         self.pairs.at(pair).value.active += 1;
         let conn = match &mut self.conns {
-            Some(c) => c.start(o, peers, now),
+            Some(c) => {
+                let reporter = self.config.labeler.reporter(&self.interface, o).0;
+                c.start(o, peers, reporter, now)
+            }
             None => NO_CONN,
         };
         SeriesIds { pair, conn }

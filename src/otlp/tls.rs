@@ -48,14 +48,25 @@ fn certs(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'stat
 
 /// Reads and checks the files.
 pub fn load(files: &TlsFiles) -> Result<TlsMaterial> {
+    load_for(files, "--otlp")
+}
+
+/// Reads and checks the files, named in errors as the flags `{flags}-ca`,
+/// `{flags}-cert` and `{flags}-key` (`tcp-exporter top` has its own).
+pub fn load_for(files: &TlsFiles, flags: &str) -> Result<TlsMaterial> {
+    let (ca_flag, cert_flag, key_flag) = (
+        format!("{flags}-ca"),
+        format!("{flags}-cert"),
+        format!("{flags}-key"),
+    );
     let mut roots = RootCertStore::empty();
     let ca_pem = match &files.ca {
         Some(path) => {
-            let pem = read(path, "--otlp-ca")?;
-            for cert in certs(&pem, path, "--otlp-ca")? {
+            let pem = read(path, &ca_flag)?;
+            for cert in certs(&pem, path, &ca_flag)? {
                 roots
                     .add(cert)
-                    .map_err(|e| anyhow::anyhow!("--otlp-ca {}: {e}", path.display()))?;
+                    .map_err(|e| anyhow::anyhow!("{ca_flag} {}: {e}", path.display()))?;
             }
             Some(pem)
         }
@@ -71,14 +82,14 @@ pub fn load(files: &TlsFiles) -> Result<TlsMaterial> {
         .with_root_certificates(roots);
     let (client, identity_pem) = match &files.identity {
         Some((cert, key)) => {
-            let cert_pem = read(cert, "--otlp-cert")?;
-            let key_pem = read(key, "--otlp-key")?;
-            let chain = certs(&cert_pem, cert, "--otlp-cert")?;
+            let cert_pem = read(cert, &cert_flag)?;
+            let key_pem = read(key, &key_flag)?;
+            let chain = certs(&cert_pem, cert, &cert_flag)?;
             let private = PrivateKeyDer::from_pem_slice(&key_pem)
-                .map_err(|e| anyhow::anyhow!("--otlp-key {}: {e}", key.display()))?;
+                .map_err(|e| anyhow::anyhow!("{key_flag} {}: {e}", key.display()))?;
             let client = builder
                 .with_client_auth_cert(chain, private)
-                .context("--otlp-cert and --otlp-key")?;
+                .with_context(|| format!("{cert_flag} and {key_flag}"))?;
             (client, Some((cert_pem, key_pem)))
         }
         None => (builder.with_no_client_auth(), None),

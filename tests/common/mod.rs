@@ -191,6 +191,65 @@ fn dechunk(mut s: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The exporter reading a capture and serving it on 127.0.0.1 (`-r FILE
+/// -p PORT ARGS...`); killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Served {
+    /// Started, and listening.
+    pub fn start(capture: &std::path::Path, args: &[&str]) -> Served {
+        use std::process::{Command, Stdio};
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
+            .arg("-r")
+            .arg(capture)
+            .args(["--listen", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcp-exporter");
+        let served = Served {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(served.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "the exporter did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+
+    /// Started, and done reading the file (`/readyz` says so).
+    pub fn read(capture: &std::path::Path, args: &[&str]) -> Served {
+        let served = Served::start(capture, args);
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while http_get(served.addr, "/readyz").0 != 200 {
+            assert!(std::time::Instant::now() < until, "the file was not read");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+
+    pub fn url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}{path}", self.addr.port())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A local TCP port that was free a moment ago (bound to port 0, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
