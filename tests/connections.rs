@@ -4,7 +4,9 @@
 //!
 //! - every connection the table lists has, count by count, what tshark
 //!   finds in that connection (scripts/tshark-expected.py
-//!   --per-connection), and the worst come first;
+//!   --per-connection), and the worst come first: on every test capture
+//!   read with -r, and live, a lossy capture replayed into a veth of the
+//!   test's own with every backend (needs root; `TCPX_SKIP_LIVE=1` skips);
 //! - the table and the flow log's last record of each connection say the
 //!   same numbers;
 //! - filters, bounds and bad queries over HTTP, and the table switched off;
@@ -24,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::agreement::compared_captures;
-use common::{free_port, http_get, pcap, Served, TempDir};
+use common::{free_port, http_get, pcap, Served, TempDir, Veth};
 use serde_json::{json, Value};
 
 /// The table's answer to `query`, parsed.
@@ -113,73 +115,221 @@ fn tshark_per_connection(capture: &Path) -> BTreeMap<String, BTreeMap<String, u6
     per
 }
 
+/// Asserts that the table's answer lists tshark's connections of
+/// `capture`, each with tshark's counts (but those named in `skip`), the
+/// most retransmissions first; how many counts it compared.
+fn assert_tsharks_table(what: &str, answer: &Value, capture: &Path, skip: &[&str]) -> usize {
+    let expected = tshark_per_connection(capture);
+    let got = rows(answer);
+    // Two connections with the same addresses and ports (a port reused)
+    // are one tshark stream each but one name: summed.
+    let mut sums: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for c in got {
+        let counts = sums.entry(name(c)).or_default();
+        for (tshark, path) in COUNTS.iter().filter(|(t, _)| !skip.contains(t)) {
+            for sender in ["client", "server"] {
+                let mut v = &c[format!("{sender}_sent")];
+                for p in *path {
+                    v = &v[*p];
+                }
+                let v = v
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{what}: {path:?} in {c}"));
+                *counts
+                    .entry(format!("{tshark},sender=\"{sender}\"}}"))
+                    .or_default() += v;
+            }
+        }
+    }
+    assert_eq!(
+        sums.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{what}: the table's connections are tshark's"
+    );
+    let mut compared = 0;
+    for (conn, counts) in &sums {
+        for (key, v) in counts {
+            let want = expected[conn].get(key).copied().unwrap_or(0);
+            assert_eq!(*v, want, "{what}: {conn}: {key}: table {v}, tshark {want}");
+            compared += 1;
+        }
+    }
+    assert_eq!(answer["matched"].as_u64(), Some(got.len() as u64), "{what}");
+    let retransmissions: Vec<u64> = got
+        .iter()
+        .map(|c| c["retransmissions"].as_u64().unwrap())
+        .collect();
+    assert!(
+        retransmissions.windows(2).all(|w| w[0] >= w[1]),
+        "{what}: not the worst first: {retransmissions:?}"
+    );
+    let worst = expected
+        .values()
+        .map(|c| {
+            c.iter()
+                .filter(|(k, _)| k.starts_with("analysis_") && k.contains("retransmission"))
+                .map(|(_, v)| v)
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0);
+    assert_eq!(
+        retransmissions.first().copied().unwrap_or(0),
+        worst,
+        "{what}"
+    );
+    compared
+}
+
 #[test]
 fn every_connection_has_tsharks_counts_and_the_worst_come_first() {
     let mut compared = 0;
     for capture in compared_captures() {
         let what = capture.file_name().unwrap().to_string_lossy().into_owned();
-        let expected = tshark_per_connection(&capture);
         let s = Served::read(&capture, &[]);
         let answer = table(&s, "sort=retransmissions&limit=1000");
-        let got = rows(&answer);
-        // Two connections with the same addresses and ports (a port
-        // reused) are one tshark stream each but one name: summed.
-        let mut sums: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for c in got {
-            let counts = sums.entry(name(c)).or_default();
-            for (tshark, path) in COUNTS {
-                for sender in ["client", "server"] {
-                    let mut v = &c[format!("{sender}_sent")];
-                    for p in path {
-                        v = &v[*p];
-                    }
-                    let v = v
-                        .as_u64()
-                        .unwrap_or_else(|| panic!("{what}: {path:?} in {c}"));
-                    *counts
-                        .entry(format!("{tshark},sender=\"{sender}\"}}"))
-                        .or_default() += v;
-                }
-            }
-        }
-        assert_eq!(
-            sums.keys().collect::<Vec<_>>(),
-            expected.keys().collect::<Vec<_>>(),
-            "{what}: the table's connections are tshark's"
-        );
-        for (conn, counts) in &sums {
-            for (key, v) in counts {
-                let want = expected[conn].get(key).copied().unwrap_or(0);
-                assert_eq!(*v, want, "{what}: {conn}: {key}: table {v}, tshark {want}");
-                compared += 1;
-            }
-        }
-        assert_eq!(answer["matched"].as_u64(), Some(got.len() as u64), "{what}");
-        let retransmissions: Vec<u64> = got
-            .iter()
-            .map(|c| c["retransmissions"].as_u64().unwrap())
-            .collect();
-        assert!(
-            retransmissions.windows(2).all(|w| w[0] >= w[1]),
-            "{what}: not the worst first: {retransmissions:?}"
-        );
-        let worst = expected
-            .values()
-            .map(|c| {
-                c.iter()
-                    .filter(|(k, _)| k.starts_with("analysis_") && k.contains("retransmission"))
-                    .map(|(_, v)| v)
-                    .sum::<u64>()
-            })
-            .max()
-            .unwrap_or(0);
-        assert_eq!(
-            retransmissions.first().copied().unwrap_or(0),
-            worst,
-            "{what}"
-        );
+        compared += assert_tsharks_table(&what, &answer, &capture, &[]);
     }
     assert!(compared > 1000, "only {compared} counts compared");
+}
+
+/// Root, unless `TCPX_SKIP_LIVE=1` says to skip.
+fn live_test(name: &str) -> bool {
+    if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+        eprintln!("{name}: skipped (TCPX_SKIP_LIVE=1)");
+        return false;
+    }
+    let uid = common::tool("id", &["-u"]);
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "{name} needs root; TCPX_SKIP_LIVE=1 skips it"
+    );
+    true
+}
+
+/// A process of the test's, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_lossy_capture_replayed_live_is_listed_worst_first_with_tsharks_counts_on_every_backend() {
+    if !live_test("the live connection-table test") {
+        return;
+    }
+    let backends: &[&str] = if cfg!(feature = "xdp") {
+        &["pcap", "af-packet", "xdp"]
+    } else {
+        &["pcap", "af-packet"]
+    };
+    let veth = Veth::new("ct");
+    for dev in [&veth.name, &veth.peer] {
+        common::tool(
+            "ethtool",
+            &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
+        );
+    }
+    let dir = TempDir::new("connections-live");
+    let mut exporters = Vec::new();
+    for backend in backends {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tcp-exporter"))
+            .args(["-i", &veth.name, "--backend", backend])
+            .args(if *backend == "af-packet" {
+                &["--workers", "2"][..]
+            } else {
+                &[]
+            })
+            .args(["--listen", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tcp-exporter");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        exporters.push((*backend, Running(child), addr));
+    }
+    for (backend, _, addr) in &exporters {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !matches!(common::try_http_get(*addr, "/readyz"), Ok((200, _))) {
+            assert!(Instant::now() < until, "{backend}: not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // tcpdump sees what the exporters see: tshark reads its capture.
+    let seen = dir.path("seen.pcap");
+    let mut tcpdump = Running(
+        Command::new("tcpdump")
+            .args([
+                "-i",
+                &veth.name,
+                "-U",
+                "--immediate-mode",
+                "-B",
+                "65536",
+                "--time-stamp-precision=nano",
+                "-w",
+            ])
+            .arg(&seen)
+            .arg("tcp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (make test-deps installs it)"),
+    );
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(tcpdump.0.stderr.take().unwrap());
+    while !line.contains("listening on") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "tcpdump stopped");
+    }
+    // At the capture's own pace (3.5 s): what tells an out-of-order
+    // segment from a retransmission is time, and at full speed gaps shrink
+    // to where the capture points' clocks differ.
+    common::tool(
+        "tcpreplay",
+        &["-i", &veth.peer, pcap("bulk_loss.pcap").to_str().unwrap()],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    common::tool("kill", &["-INT", &tcpdump.0.id().to_string()]);
+    let _ = tcpdump.0.wait();
+    let sent = common::tshark_frames(&seen, "tcp") as u64;
+    assert!(sent > 700, "tcpdump saw {sent} TCP frames");
+    for (backend, _, addr) in &exporters {
+        let until = Instant::now() + Duration::from_secs(15);
+        let s_addr = *addr;
+        let answer = loop {
+            let (code, body) = http_get(s_addr, "/connections?sort=retransmissions&limit=1000");
+            assert_eq!(code, 200, "{backend}: {body}");
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            let packets: u64 = rows(&answer)
+                .iter()
+                .map(|c| {
+                    c["client_sent"]["packets"].as_u64().unwrap()
+                        + c["server_sent"]["packets"].as_u64().unwrap()
+                })
+                .sum();
+            if packets >= sent || Instant::now() > until {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            rows(&answer)[0]["retransmissions"].as_u64().unwrap() > 0,
+            "{backend}"
+        );
+        // The capture was cut at 128 bytes: its long frames go on the wire
+        // cut, their IP headers still saying the full length. tshark counts
+        // the header's, the exporter no more than the frame had (README,
+        // "Decoding"); every other count must agree.
+        assert_tsharks_table(&format!("{backend} live"), &answer, &seen, &["ip_bytes"]);
+    }
 }
 
 /// A connection as the flow log and the table both name it.
@@ -514,6 +664,16 @@ fn the_page_shows_the_table_and_sorts_and_filters_in_a_headless_browser() {
         "{status}"
     );
 
+    // A screenshot for the README, when asked for (TCPX_SCREENSHOT=FILE).
+    if let Ok(path) = std::env::var("TCPX_SCREENSHOT") {
+        use base64::Engine as _;
+        let png = b.call("GET", "/screenshot", &Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+
     // Sorting by a column header.
     let header = b.element("th[data-sort='bytes']");
     b.call("POST", &format!("/element/{header}/click"), &json!({}));
@@ -531,16 +691,6 @@ fn the_page_shows_the_table_and_sorts_and_filters_in_a_headless_browser() {
     let filtered = table(&s, "sort=bytes&port=5001");
     assert_eq!(rows(&filtered).len(), 3);
     b.wait_for(&ends(&filtered), "filtered to port 5001");
-
-    // A screenshot for the README, when asked for.
-    if let Ok(path) = std::env::var("TCPX_SCREENSHOT") {
-        use base64::Engine as _;
-        let png = b.call("GET", "/screenshot", &Value::Null);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().unwrap())
-            .unwrap();
-        std::fs::write(path, png).unwrap();
-    }
 }
 
 /// A tmux session of its own, killed when dropped.

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::try_http_get;
+use common::{try_http_get, Veth};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -277,34 +277,4 @@ fn sh(args: &[&str]) {
     // Through the shell's builtin `kill`: the tests have no libc binding.
     let out = tool(&[&["sh", "-c", "\"$@\"", "sh"][..], args].concat());
     assert!(out.status.success(), "{args:?}: {out:?}");
-}
-
-/// A veth pair of the test's own, removed when dropped (also on failure).
-struct Veth {
-    name: String,
-    peer: String,
-}
-
-impl Veth {
-    fn new(tag: &str) -> Veth {
-        let name = format!("tx{tag}{}", std::process::id());
-        let peer = format!("{name}p");
-        let _ = tool(&["ip", "link", "del", &name]);
-        let out = tool(&[
-            "ip", "link", "add", &name, "type", "veth", "peer", "name", &peer,
-        ]);
-        assert!(out.status.success(), "ip link add: {out:?}");
-        let veth = Veth { name, peer };
-        for dev in [&veth.name, &veth.peer] {
-            assert!(tool(&["ip", "link", "set", dev, "up"]).status.success());
-        }
-        veth
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        // Deleting one end deletes both, with any program attached.
-        let _ = tool(&["ip", "link", "del", &self.name]);
-    }
 }

@@ -250,6 +250,41 @@ impl Drop for Served {
     }
 }
 
+/// A veth pair of the test's own (`tx{tag}{pid}` and its peer, `...p`), up,
+/// removed when dropped (also on failure).
+pub struct Veth {
+    pub name: String,
+    pub peer: String,
+}
+
+impl Veth {
+    pub fn new(tag: &str) -> Veth {
+        let name = format!("tx{tag}{}", std::process::id());
+        let peer = format!("{name}p");
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &name])
+            .output();
+        tool(
+            "ip",
+            &["link", "add", &name, "type", "veth", "peer", "name", &peer],
+        );
+        let veth = Veth { name, peer };
+        for dev in [&veth.name, &veth.peer] {
+            tool("ip", &["link", "set", dev, "up"]);
+        }
+        veth
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        // Deleting one end deletes both, with any program attached.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
 /// A local TCP port that was free a moment ago (bound to port 0, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
