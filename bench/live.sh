@@ -16,7 +16,8 @@
 #
 # BENCH_BACKENDS="pcap af-packet xdp-native xdp-generic" picks the backends
 # (the xdp ones build the exporter with --features xdp); BENCH_WORKERS (2)
-# the af-packet workers. BENCH_PERF=DIR records a profile of each exporter
+# the af-packet workers; BENCH_FLAGS more flags for every exporter (e.g.
+# --no-connection-table). BENCH_PERF=DIR records a profile of each exporter
 # during its replay (perf record -e cpu-clock -g) into DIR/BACKEND.data. The
 # replayed frames are the capture's (96-byte snap
 # length), so the wire carries headers only.
@@ -108,7 +109,8 @@ run_one() {
     xdp-native) args=(--backend xdp --xdp-mode native) ;;
     xdp-generic) args=(--backend xdp --xdp-mode generic) ;;
   esac
-  ip netns exec "$ns" "$bin" -i tbl1 -p "$port" --listen 127.0.0.1 "${args[@]}" 2>/dev/null &
+  # shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
+  ip netns exec "$ns" "$bin" -i tbl1 -p "$port" --listen 127.0.0.1 "${args[@]}" ${BENCH_FLAGS:-} 2>/dev/null &
   local exp=$!
   pids+=("$exp")
   start_tcpdump

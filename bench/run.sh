@@ -2,8 +2,9 @@
 # Every benchmark of docs/performance.md, from a fresh clone, as root:
 # installs the tools (make test-deps), builds in release, makes the
 # benchmark capture (real iperf3 traffic between namespaces), then prints
-# the offline (pcap and pcapng), instruction-count, live, memory and OTLP
-# tables. About 10 minutes (tshark's runs on the capture alone take three).
+# the offline (pcap and pcapng), instruction-count, live, memory,
+# connection-table and OTLP tables. About 10 minutes (tshark's runs on the
+# capture alone take three).
 # `cargo bench --bench pipeline` gives the per-function figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,10 @@ echo
 echo "## Memory: a million flows"
 echo
 bench/memory.sh 1000000
+echo
+echo "## The live connection table at 100,000 connections"
+echo
+bench/connections.sh 100000
 echo
 echo "## OTLP export at the default --max-series"
 echo
