@@ -328,6 +328,10 @@ af-packet one worker with two 1 MiB blocks, xdp a 4 MiB ring.
 - {{ include "tcp-exporter.duration" $flowLog.interval | quote }}
 {{- end }}
 {{- end }}
+{{- $table := $v.connectionTable | default dict }}
+{{- if eq $table.enabled false }}
+- --no-connection-table
+{{- end }}
 {{- $otlp := $v.otlp | default dict }}
 {{- if $otlp.enabled }}
 - --otlp-endpoint
