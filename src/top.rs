@@ -14,7 +14,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
@@ -76,7 +76,7 @@ pub struct TopArgs {
 pub fn run(argv: impl IntoIterator<Item = String>) -> Result<()> {
     let args = TopArgs::parse_from(std::iter::once("tcp-exporter top".to_string()).chain(argv));
     let client = Client::new(&args)?;
-    let mut sort = Sort::ALL
+    let sort = Sort::ALL
         .into_iter()
         .position(|s| s.as_str() == args.sort)
         .ok_or_else(|| anyhow!("--sort {:?}: not an order /connections knows", args.sort))?;
@@ -86,7 +86,7 @@ pub fn run(argv: impl IntoIterator<Item = String>) -> Result<()> {
         let limit = args
             .limit
             .unwrap_or((rows as usize).saturating_sub(3).max(10));
-        let answer = client.table(Sort::ALL[sort], &args.filter, limit)?;
+        let answer = client.table(Sort::ALL[sort], limit)?;
         let width = if tty {
             terminal_size().map_or(200, |s| s.0)
         } else {
@@ -99,39 +99,86 @@ pub fn run(argv: impl IntoIterator<Item = String>) -> Result<()> {
         return Ok(());
     }
     let _screen = Screen::enter()?;
-    let keys = read_keys();
+    interactive(args, client, sort)
+}
+
+/// What the interactive loop waits for.
+enum Event {
+    Key(u8),
+    /// The answer to a request for this order.
+    Answer(usize, Result<Value>),
+}
+
+/// The table refreshed in place until q: requests go to a thread of their
+/// own, so that keys work while one is on its way.
+fn interactive(args: TopArgs, client: Client, mut sort: usize) -> Result<()> {
+    let (events, inbox) = mpsc::channel();
+    read_keys(events.clone());
+    let (requests, asked) = mpsc::channel::<(usize, usize)>();
+    std::thread::spawn(move || {
+        for (order, limit) in asked {
+            let answer = client.table(Sort::ALL[order], limit);
+            if events.send(Event::Answer(order, answer)).is_err() {
+                break;
+            }
+        }
+    });
     let mut paused = false;
     let mut last: Option<Value> = None;
+    let mut error: Option<String> = None;
+    let mut waiting = false;
+    let mut due = Instant::now();
     loop {
         let (width, height) = terminal_size().unwrap_or((120, 40));
-        let limit = args
-            .limit
-            .unwrap_or((height as usize).saturating_sub(4).max(1));
-        let error = if paused {
-            None
-        } else {
-            match client.table(Sort::ALL[sort], &args.filter, limit) {
-                Ok(answer) => {
-                    last = Some(answer);
-                    None
-                }
-                Err(e) => Some(format!("{e:#}")),
+        if !paused && !waiting && Instant::now() >= due {
+            let limit = args
+                .limit
+                .unwrap_or((height as usize).saturating_sub(4).max(1));
+            if requests.send((sort, limit)).is_err() {
+                bail!("the request thread stopped");
             }
-        };
+            waiting = true;
+        }
         let lines = match &last {
             Some(answer) => render(&args.url, answer, width, error.as_deref(), paused),
-            None => vec![format!(
-                "tcp-exporter top {}: {}",
-                args.url,
-                error.as_deref().unwrap_or("waiting")
+            None => vec![cut(
+                &format!(
+                    "tcp-exporter top {}: {}",
+                    args.url,
+                    error.as_deref().unwrap_or("waiting for the first answer")
+                ),
+                width as usize,
             )],
         };
         draw(&lines, height as usize)?;
-        match keys.recv_timeout(args.interval) {
-            Ok(b'q') | Ok(3) | Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
-            Ok(b's') => sort = (sort + 1) % Sort::ALL.len(),
-            Ok(b'p') => paused = !paused,
-            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        let wait = if waiting {
+            args.interval
+        } else {
+            due.saturating_duration_since(Instant::now())
+        };
+        match inbox.recv_timeout(wait.max(Duration::from_millis(10))) {
+            Ok(Event::Key(b'q' | 3)) | Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            Ok(Event::Key(b's')) => {
+                sort = (sort + 1) % Sort::ALL.len();
+                due = Instant::now();
+            }
+            Ok(Event::Key(b'p')) => paused = !paused,
+            Ok(Event::Key(b'r')) => due = Instant::now(),
+            Ok(Event::Answer(order, answer)) => {
+                waiting = false;
+                // An answer in an order given up meanwhile is not shown.
+                if order == sort {
+                    match answer {
+                        Ok(a) => {
+                            last = Some(a);
+                            error = None;
+                        }
+                        Err(e) => error = Some(format!("{e:#}")),
+                    }
+                    due = Instant::now() + args.interval;
+                }
+            }
+            Ok(Event::Key(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
 }
@@ -145,6 +192,8 @@ struct Client {
     base: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     authorization: Option<String>,
+    /// `--filter`, its values %-encoded.
+    filter: String,
 }
 
 impl Client {
@@ -205,20 +254,22 @@ impl Client {
             base: base.to_string(),
             tls,
             authorization,
+            filter: encode_filter(&args.filter)?,
         })
     }
 
-    /// `/connections` for this order, filters and limit, parsed.
-    fn table(&self, sort: Sort, filter: &str, limit: usize) -> Result<Value> {
+    /// `/connections` in this order, with the filters, at most `limit`,
+    /// parsed.
+    fn table(&self, sort: Sort, limit: usize) -> Result<Value> {
         let mut query = format!("sort={}&limit={limit}", sort.as_str());
-        if !filter.is_empty() {
+        if !self.filter.is_empty() {
             query.push('&');
-            query.push_str(filter.trim_start_matches('?'));
+            query.push_str(&self.filter);
         }
         let (status, body) = self.get(&format!("{}/connections?{query}", self.base))?;
         let text = String::from_utf8_lossy(&body);
         if status != 200 {
-            bail!("HTTP {status}: {}", text.trim());
+            bail!("HTTP {status}: {}", printable(text.trim()));
         }
         serde_json::from_str(&text).context("the answer is not the table's JSON")
     }
@@ -273,6 +324,35 @@ impl Client {
         }
         parse_response(&answer)
     }
+}
+
+/// `--filter`'s `NAME=VALUE` pairs, each value %-encoded; the order and
+/// the limit have flags of their own.
+fn encode_filter(filter: &str) -> Result<String> {
+    let mut pairs = Vec::new();
+    for pair in filter
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("--filter: {name:?} is not a parameter name");
+        }
+        if name == "sort" || name == "limit" {
+            bail!("--filter: give {name} with --{name}");
+        }
+        let mut encoded = String::new();
+        for b in value.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~:/".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        pairs.push(format!("{name}={encoded}"));
+    }
+    Ok(pairs.join("&"))
 }
 
 fn exchange(mut stream: impl Read + Write, request: &str, answer: &mut Vec<u8>) -> Result<()> {
@@ -348,7 +428,7 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
         if size == 0 {
             return Ok(out);
         }
-        if body.len() < size + 2 {
+        if body.len().saturating_sub(2) < size {
             bail!("the answer ended inside a chunk");
         }
         out.extend_from_slice(&body[..size]);
@@ -436,14 +516,24 @@ fn endpoint(c: &Value, side: &str) -> String {
     }
 }
 
+/// `text` fit to `width` characters, control characters (which could
+/// move the cursor or change the terminal) shown as `?`.
 fn cut(text: &str, width: usize) -> String {
+    let text = printable(text);
     if text.chars().count() <= width {
-        text.to_string()
+        text
     } else {
         let mut s: String = text.chars().take(width.saturating_sub(1)).collect();
         s.push('~');
         s
     }
+}
+
+/// What the server said, safe to print on a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn seconds(s: Option<f64>) -> String {
@@ -534,25 +624,25 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
-        print!("\x1b[?25h\x1b[?1049l");
-        let _ = io::stdout().flush();
+        // The mode first: writing may fail (a closed terminal).
         // SAFETY: restores the mode read in `enter`.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
+        let mut out = io::stdout();
+        let _ = out.write_all(b"\x1b[?25h\x1b[?1049l");
+        let _ = out.flush();
     }
 }
 
-/// Keys pressed, from a thread that reads standard input.
-fn read_keys() -> mpsc::Receiver<u8> {
-    let (tx, rx) = mpsc::channel();
+/// Sends the keys pressed, from a thread that reads standard input.
+fn read_keys(events: mpsc::Sender<Event>) {
     std::thread::spawn(move || {
         let mut byte = [0u8; 1];
         while let Ok(1) = io::stdin().read(&mut byte) {
-            if tx.send(byte[0]).is_err() {
+            if events.send(Event::Key(byte[0])).is_err() {
                 break;
             }
         }
     });
-    rx
 }
 
 #[cfg(test)]
@@ -571,6 +661,11 @@ mod tests {
             .to_string()
             .contains("ended after 5 of 50"));
         assert!(parse_response(b"garbage").is_err());
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert!(
+            parse_response(huge).is_err(),
+            "a chunk larger than the answer"
+        );
     }
 
     #[test]
@@ -623,5 +718,27 @@ mod tests {
         assert!(render("u", &answer, 40, None, false)
             .iter()
             .all(|l| l.chars().count() <= 40));
+        assert_eq!(
+            cut("eth\u{1b}[2J0", 20),
+            "eth?[2J0",
+            "no escape reaches the terminal"
+        );
+    }
+
+    #[test]
+    fn filters_are_encoded_and_the_order_has_its_own_flag() {
+        assert_eq!(
+            encode_filter("?namespace=my ns&address=10.0.0.0/8").unwrap(),
+            "namespace=my%20ns&address=10.0.0.0/8"
+        );
+        assert_eq!(
+            encode_filter("port=1\r\nX: y").unwrap(),
+            "port=1%0D%0AX:%20y"
+        );
+        assert!(encode_filter("sort=rtt")
+            .unwrap_err()
+            .to_string()
+            .contains("--sort"));
+        assert!(encode_filter("a b=1").is_err());
     }
 }

@@ -346,18 +346,23 @@ fn the_table_and_the_flow_log_say_the_same_numbers() {
     let answer = table(&s, "limit=1000");
     let got = rows(&answer);
     assert!(got.len() >= 5, "{answer}");
-    // The last record of each connection: its close, or the update written
-    // when the file ended.
+    // The last record of each connection: its close (every connection of
+    // the capture has closed, and the file's end closes what lingers).
+    // Lines are read whole only: the writer may be in the middle of one.
     let mut last: BTreeMap<String, Value> = BTreeMap::new();
     let until = Instant::now() + Duration::from_secs(20);
-    while last.len() < got.len() {
+    while got
+        .iter()
+        .any(|c| last.get(&id(c)).is_none_or(|r| r["event"] != "close"))
+    {
         assert!(
             Instant::now() < until,
-            "the flow log has {} connections",
-            last.len()
+            "the flow log has {} connections closed",
+            last.values().filter(|r| r["event"] == "close").count()
         );
         std::thread::sleep(Duration::from_millis(100));
-        for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
             let r: Value = serde_json::from_str(line).unwrap();
             last.insert(id(&r), r);
         }
@@ -460,11 +465,22 @@ fn queries_filter_sort_and_bound_the_table_and_bad_ones_are_refused_and_counted(
     assert!(metrics.contains("tcp_exporter_connection_table_closed_dropped_total 0"));
 
     let off = Served::read(&pcap("bulk_loss.pcap"), &["--no-connection-table"]);
-    let (code, body) = http_get(off.addr, "/connections");
-    assert_eq!(code, 404);
-    assert!(body.contains("--no-connection-table"), "{body}");
+    for path in ["/connections", "/connections?sort=bad", "/connections.html"] {
+        let (code, body) = http_get(off.addr, path);
+        assert_eq!(code, 404, "{path}");
+        assert!(body.contains("--no-connection-table"), "{path}: {body}");
+    }
     let (_, metrics) = http_get(off.addr, "/metrics");
     assert!(!metrics.contains("tcp_exporter_connection_table_connections"));
+    assert!(
+        metrics.contains("tcp_exporter_http_rejections_total{reason=\"not_found\"} 3"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rejections"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// A WebDriver session of chromedriver with headless Chromium; both are

@@ -3,19 +3,25 @@
 //! assets: clusters are often air-gapped).
 //!
 //! A request is answered from `Exporter::connections`, which locks each
-//! worker's shard only to pick and copy its best `limit` records. At most
-//! `TABLE_SLOTS` requests are answered at once, on the blocking pool; one
-//! more is answered 503 and counted (`reason="busy"`). Every connection is
-//! the flow log's record of it (`flowlog::record`), with what the table
-//! adds.
+//! worker's shard only to pick and copy its best `limit` records: a pass
+//! over all of them. One pass runs at a time, on the blocking pool, and
+//! passes are at least `TABLE_GAP` apart, so that however many clients ask,
+//! the capture threads hold their locks most of the time; a request that
+//! finds no turn within `TABLE_WAIT` is answered 503 and counted
+//! (`reason="busy"`). Every connection is the flow log's record of it
+//! (`flowlog::record`), with what the table adds.
+
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::flowlog::{self, Secs, Timestamp};
 use crate::metrics::table::{self, Query, Row, Table};
 
-/// Requests for the table answered at once.
-pub const TABLE_SLOTS: usize = 2;
+/// How long a request waits for its turn.
+pub const TABLE_WAIT: Duration = Duration::from_secs(2);
+/// The least time between the end of a pass and the start of the next.
+pub const TABLE_GAP: Duration = Duration::from_millis(100);
 
 /// The page, served as is.
 pub const PAGE: &str = include_str!("connections.html");

@@ -22,8 +22,9 @@
 //!   then takes the body too slowly is cut by the idle timeout, counted as
 //!   `idle_timeout`);
 //! - only GET and HEAD, only the six paths, and no request body;
-//! - at most `connections::TABLE_SLOTS` connection-table requests at once
-//!   (more are answered 503, `busy`);
+//! - one pass over the connection table at a time, passes at least
+//!   `connections::TABLE_GAP` apart; a request without a turn within
+//!   `connections::TABLE_WAIT` is answered 503 (`busy`);
 //! - at most `AUTH_SLOTS` bcrypt checks at once, waited for at most
 //!   `AUTH_WAIT` (a credential verified before needs none).
 //!
@@ -195,8 +196,8 @@ struct Server {
     connections: Arc<Semaphore>,
     /// Places for bcrypt checks (`AUTH_SLOTS`).
     auth_slots: Arc<Semaphore>,
-    /// Places for connection-table requests (`connections::TABLE_SLOTS`).
-    table_slots: Arc<Semaphore>,
+    /// The connection table's turn, and when its last pass ended.
+    table_turn: Arc<tokio::sync::Mutex<Option<Instant>>>,
     /// One render at a time: concurrent scrapes wait rather than each
     /// holding a whole exposition in memory.
     render: Mutex<()>,
@@ -261,7 +262,7 @@ pub fn serve(
         },
         connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         auth_slots: Arc::new(Semaphore::new(AUTH_SLOTS)),
-        table_slots: Arc::new(Semaphore::new(connections::TABLE_SLOTS)),
+        table_turn: Arc::new(tokio::sync::Mutex::new(None)),
         render: Mutex::new(()),
     });
     Ok((bound, accept_loop(listener, server, shutdown)))
@@ -603,7 +604,14 @@ fn routes(server: &Arc<Server>) -> Routes {
     let page = warp::path!("connections.html")
         .and(read)
         .and(authorized.clone())
-        .map(|| html(connections::PAGE));
+        .and(with_server.clone())
+        .map(|server: Arc<Server>| {
+            if server.state.exporter.has_table() {
+                html(connections::PAGE)
+            } else {
+                table_off(&server)
+            }
+        });
     let landing = warp::path::end()
         .and(read)
         .and(authorized)
@@ -650,14 +658,27 @@ fn html(page: &'static str) -> Response {
     r
 }
 
+/// The answer of the table's paths when it is off.
+fn table_off(server: &Server) -> Response {
+    server.stats.count(Rejection::NotFound);
+    plain(
+        StatusCode::NOT_FOUND,
+        "the connection table is off (--no-connection-table)\n",
+    )
+}
+
 /// The connection table as JSON: the query checked first (a bad one is
-/// answered 400 with why), then a place among `TABLE_SLOTS` taken without
-/// waiting, and the selection made off the runtime.
+/// answered 400 with why), then the table's turn waited for (at most
+/// `TABLE_WAIT`) and the selection made off the runtime, `TABLE_GAP` after
+/// the last.
 async fn connection_table(
     server: Arc<Server>,
     method: Method,
     query: String,
 ) -> Result<Response, warp::Rejection> {
+    if !server.state.exporter.has_table() {
+        return Ok(table_off(&server));
+    }
     let q = match crate::metrics::table::Query::parse(&query) {
         Ok(q) => q,
         Err(why) => {
@@ -665,7 +686,12 @@ async fn connection_table(
             return Ok(plain(StatusCode::BAD_REQUEST, format!("{why}\n")));
         }
     };
-    let Ok(slot) = Arc::clone(&server.table_slots).try_acquire_owned() else {
+    let turn = timeout(
+        connections::TABLE_WAIT,
+        Arc::clone(&server.table_turn).lock_owned(),
+    )
+    .await;
+    let Ok(mut turn) = turn else {
         server.stats.count(Rejection::Busy);
         let mut r = plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -677,18 +703,16 @@ async fn connection_table(
     };
     let s = Arc::clone(&server);
     let body = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let table = s.state.exporter.connections(&q)?;
-        Some(connections::json(&table, &q))
+        if let Some(last) = *turn {
+            std::thread::sleep(connections::TABLE_GAP.saturating_sub(last.elapsed()));
+        }
+        let table = s.state.exporter.connections(&q);
+        *turn = Some(Instant::now());
+        table.map(|t| connections::json(&t, &q))
     })
     .await;
     let mut r = match body {
-        Ok(None) => {
-            return Ok(plain(
-                StatusCode::NOT_FOUND,
-                "the connection table is off (--no-connection-table)\n",
-            ))
-        }
+        Ok(None) => return Ok(table_off(&server)),
         Ok(Some(Ok(_))) if method == Method::HEAD => Response::new(Default::default()),
         Ok(Some(Ok(body))) => Response::new(body.into()),
         _ => return Err(warp::reject::custom(Refusal::RenderFailed)),

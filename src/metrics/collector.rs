@@ -249,7 +249,9 @@ impl Exporter {
     /// off (`--no-connection-table`). Each worker's shard is locked while
     /// its best `q.limit` records are picked and copied.
     pub fn connections(&self, q: &Query) -> Option<Table> {
-        self.table.as_ref()?;
+        if !self.has_table() {
+            return None;
+        }
         let shards = lock(&self.shards).clone();
         let mut table = Table::default();
         for shard in shards {
@@ -258,8 +260,12 @@ impl Exporter {
                 table.add(conns, &s.interface, s.clock, q);
             }
         }
-        table.finish(q);
         Some(table)
+    }
+
+    /// Whether the connection table is on.
+    pub fn has_table(&self) -> bool {
+        self.table.is_some()
     }
 
     /// The text exposition of everything now.

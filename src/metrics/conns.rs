@@ -493,7 +493,8 @@ impl Conns {
                 }
             }
         }
-        self.closed.push_back((now + CLOSED_SHOWN, id, generation));
+        self.closed
+            .push_back((now.saturating_add(CLOSED_SHOWN), id, generation));
     }
 
     /// A record no longer shown goes back to the free list.

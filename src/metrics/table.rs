@@ -4,9 +4,10 @@
 //!
 //! A worker's records are read while its shard is locked, so the selection
 //! there is cheap and bounded: records are filtered and scored in one pass,
-//! the best `limit` kept in a heap, and only those copied. A request thus
-//! copies at most `limit` records per worker whatever the flow table holds;
-//! the workers' selections are merged and cut to `limit` again.
+//! the best `limit` kept in a heap, and only those copied. Workers are
+//! merged as they are read: a worker's record is copied only if it beats
+//! the `limit`-th best of the workers before, so a request holds at most
+//! `2 × limit` rows whatever the flow tables and the interfaces hold.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -33,7 +34,7 @@ pub enum Sort {
     /// Those per segment.
     RetransmissionRate,
     /// The larger smoothed data RTT of the two legs; without a data sample,
-    /// the handshake's (both legs).
+    /// the larger handshake leg.
     Rtt,
     /// Payload bytes, both directions.
     Bytes,
@@ -81,7 +82,9 @@ impl Sort {
 }
 
 /// The RTT the table sorts by and shows first: the larger smoothed data
-/// RTT of the two legs, or without one the handshake's.
+/// RTT of the two legs, or without a data sample the larger handshake leg
+/// (a leg as in `tcp_rtt_seconds`: from the capture point to one end and
+/// back).
 pub fn rtt(r: &ConnRecord) -> Option<Nanos> {
     let data = r
         .rtt
@@ -89,10 +92,7 @@ pub fn rtt(r: &ConnRecord) -> Option<Nanos> {
         .filter(|s| s.count > 0)
         .map(|s| s.smoothed)
         .max();
-    data.or_else(|| match r.handshake_rtt {
-        [None, None] => None,
-        [a, b] => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-    })
+    data.or_else(|| r.handshake_rtt.iter().flatten().copied().max())
 }
 
 /// From its first segment to its end, or to the worker's capture clock.
@@ -115,7 +115,8 @@ impl State {
         match self {
             State::Open => open,
             State::Closed => !open,
-            State::Phase(p) => r.phase == p,
+            // A state of the open ones: where a connection is now.
+            State::Phase(p) => open && r.phase == p,
         }
     }
 }
@@ -193,9 +194,21 @@ impl Query {
             let name = decode(name)?;
             let value = decode(value)?;
             let value = value.trim();
-            if value.is_empty() && name != "sort" && name != "limit" {
-                if !PARAMETERS.split(", ").any(|p| p == name) {
-                    return Err(unknown(&name));
+            if value.is_empty() {
+                // No value: as if the parameter were not given (a form
+                // sends every field).
+                let d = Query::default();
+                match name.as_str() {
+                    "sort" => q.sort = d.sort,
+                    "limit" => q.limit = d.limit,
+                    "namespace" => q.namespace = None,
+                    "workload" => q.workload = None,
+                    "port" => q.port = None,
+                    "address" => q.address = None,
+                    "state" => q.state = None,
+                    "interface" => q.interface = None,
+                    "reporter" => q.reporter = None,
+                    _ => return Err(unknown(&name)),
                 }
                 continue;
             }
@@ -212,6 +225,8 @@ impl Query {
                 }
                 "limit" => match value.parse::<usize>() {
                     Ok(n) if n > 0 => q.limit = n.min(MAX_LIMIT),
+                    // Too many digits for a number: more than the most.
+                    Err(_) if value.bytes().all(|b| b.is_ascii_digit()) => q.limit = MAX_LIMIT,
                     _ => return bad(&name, value, "a number from 1 (at most 1000 are given)"),
                 },
                 "namespace" => q.namespace = text(),
@@ -357,6 +372,10 @@ pub struct Table {
 impl Table {
     /// Adds one worker's selection: its `limit` best (read under its lock).
     pub fn add(&mut self, conns: &Conns, interface: &Arc<str>, clock: Nanos, q: &Query) {
+        // The rows so far hold at most `limit`: the last is the one to beat.
+        let bar = (self.rows.len() == q.limit)
+            .then(|| self.rows.last().map(|r| r.key))
+            .flatten();
         let mut best: BinaryHeap<Reverse<(Key, u32)>> = BinaryHeap::with_capacity(q.limit + 1);
         for (id, r) in conns.shown() {
             self.held += 1;
@@ -365,6 +384,9 @@ impl Table {
             }
             self.matched += 1;
             let key = (q.sort.score(r, clock), r.last, Reverse(r.start));
+            if bar.is_some_and(|bar| key <= bar) {
+                continue;
+            }
             if best.len() == q.limit {
                 match best.peek() {
                     Some(Reverse((least, _))) if key.cmp(least) == Ordering::Greater => {
@@ -386,9 +408,10 @@ impl Table {
                 });
             }
         }
+        self.finish(q);
     }
 
-    /// Puts the rows of every worker in order and keeps the query's limit.
+    /// Puts the rows in order, the worst first, and keeps the query's limit.
     pub fn finish(&mut self, q: &Query) {
         self.rows.sort_by_key(|r| Reverse(r.key));
         self.rows.truncate(q.limit);
@@ -484,6 +507,22 @@ mod tests {
     }
 
     #[test]
+    fn workers_merge_into_the_best_limit_of_all() {
+        let (mut a, mut b) = (conns(), conns());
+        connection(&mut a, orient("10.0.0.1", 1001, "10.0.0.9"), 10, 1, 0);
+        connection(&mut a, orient("10.0.0.2", 1002, "10.0.0.9"), 10, 5, 0);
+        connection(&mut b, orient("10.0.0.3", 1003, "10.0.0.9"), 10, 3, 0);
+        connection(&mut b, orient("10.0.0.4", 1004, "10.0.0.9"), 10, 0, 0);
+        let q = Query::parse("limit=2").unwrap();
+        let mut t = Table::default();
+        t.add(&a, &Arc::from("eth0"), 100, &q);
+        t.add(&b, &Arc::from("eth1"), 100, &q);
+        assert_eq!(ports(&t), [1002, 1003]);
+        assert_eq!((t.matched, t.held), (4, 4));
+        assert_eq!(&*t.rows[1].interface, "eth1");
+    }
+
+    #[test]
     fn filters_keep_what_they_name_on_either_end() {
         let mut c = conns();
         connection(&mut c, orient("10.0.0.1", 1001, "10.0.1.9"), 1, 0, 0);
@@ -501,7 +540,11 @@ mod tests {
         assert_eq!(select(&c, "port=443").rows.len(), 3);
         assert_eq!(ports(&select(&c, "state=closed")), [1002]);
         assert_eq!(select(&c, "state=open").rows.len(), 2);
-        assert_eq!(select(&c, "state=established").rows.len(), 3);
+        assert_eq!(
+            select(&c, "state=established").rows.len(),
+            2,
+            "open ones only"
+        );
         assert_eq!(select(&c, "interface=eth1").rows.len(), 0);
         assert_eq!(select(&c, "reporter=node&namespace=").rows.len(), 3);
         assert_eq!(
@@ -526,6 +569,15 @@ mod tests {
         assert!(err("colour=red").contains("unknown parameter \"colour\""));
         assert!(err("namespace=%zz").contains("%-escape"));
         assert_eq!(Query::parse("limit=5000").unwrap().limit, MAX_LIMIT);
+        assert_eq!(
+            Query::parse("limit=99999999999999999999999").unwrap().limit,
+            MAX_LIMIT
+        );
+        // Empty values are as if not given (a form sends every field).
+        assert_eq!(
+            Query::parse("sort=&limit=&port=80&port=&namespace=").unwrap(),
+            Query::default()
+        );
         assert_eq!(Query::parse("").unwrap(), Query::default());
         assert_eq!(
             Query::parse("workload=my+app").unwrap().workload.as_deref(),
