@@ -451,16 +451,7 @@ fn queries_filter_sort_and_bound_the_table_and_bad_ones_are_refused_and_counted(
         assert_eq!(code, 400, "{bad}: {body}");
         assert!(body.len() > 20, "{bad}: says why: {body}");
     }
-    let (_, metrics) = http_get(s.addr, "/metrics");
-    assert!(
-        metrics.contains("tcp_exporter_http_rejections_total{reason=\"bad_request\"} 6"),
-        "{}",
-        metrics
-            .lines()
-            .filter(|l| l.contains("rejections"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let metrics = rejected(&s, "bad_request", 6);
     assert!(metrics.contains("tcp_exporter_connection_table_connections 5"));
     assert!(metrics.contains("tcp_exporter_connection_table_closed_dropped_total 0"));
 
@@ -470,17 +461,20 @@ fn queries_filter_sort_and_bound_the_table_and_bad_ones_are_refused_and_counted(
         assert_eq!(code, 404, "{path}");
         assert!(body.contains("--no-connection-table"), "{path}: {body}");
     }
-    let (_, metrics) = http_get(off.addr, "/metrics");
+    let metrics = rejected(&off, "not_found", 3);
     assert!(!metrics.contains("tcp_exporter_connection_table_connections"));
-    assert!(
-        metrics.contains("tcp_exporter_http_rejections_total{reason=\"not_found\"} 3"),
-        "{}",
-        metrics
-            .lines()
-            .filter(|l| l.contains("rejections"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+}
+
+/// Asserts that `n` requests were turned away for `reason`; the exposition.
+fn rejected(s: &Served, reason: &str, n: u64) -> String {
+    let (_, metrics) = http_get(s.addr, "/metrics");
+    let line = format!("tcp_exporter_http_rejections_total{{reason=\"{reason}\"}} {n}");
+    let counts: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.contains("rejections"))
+        .collect();
+    assert!(metrics.contains(&line), "{line} not in {counts:#?}");
+    metrics
 }
 
 /// A WebDriver session of chromedriver with headless Chromium; both are
