@@ -128,6 +128,8 @@ pub fn sack_blocks(raw: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
 /// been cut by the snap length: what was captured of them is kept, and the
 /// header's length (for the payload length) comes from its data offset.
 pub(super) struct TcpView<'a> {
+    /// The fixed header: its fields are read with no bounds check.
+    fixed: &'a [u8; FIXED_HEADER],
     /// The fixed header and the captured part of the options.
     bytes: &'a [u8],
     /// The header's length by its data offset (20 to 60).
@@ -147,15 +149,15 @@ impl<'a> TcpView<'a> {
         on_wire: usize,
         offset: usize,
     ) -> Result<TcpView<'a>, DecodeError> {
-        if bytes.len() < FIXED_HEADER {
+        let Some(fixed) = bytes.first_chunk::<FIXED_HEADER>() else {
             return Err(DecodeError::new(
                 DecodeErrorKind::TruncatedTcp,
                 offset,
                 FIXED_HEADER,
                 bytes.len(),
             ));
-        }
-        let header_len = (bytes[12] >> 4) as usize * 4;
+        };
+        let header_len = (fixed[12] >> 4) as usize * 4;
         if header_len < FIXED_HEADER {
             return Err(DecodeError::new(
                 DecodeErrorKind::BadTcpHeaderLength,
@@ -174,26 +176,23 @@ impl<'a> TcpView<'a> {
         }
         let captured = header_len.min(bytes.len());
         Ok(TcpView {
+            fixed,
             bytes: &bytes[..captured],
             header_len,
         })
     }
 
-    fn be16(&self, at: usize) -> u16 {
-        u16::from_be_bytes([self.bytes[at], self.bytes[at + 1]])
-    }
-
     #[inline(always)]
     pub fn fields(&self) -> TcpFields<'a> {
-        // Every read is inside the fixed header, checked in `parse`.
+        let h = self.fixed;
         TcpFields {
-            src_port: self.be16(0),
-            dst_port: self.be16(2),
-            seq: be32(self.bytes, 4),
-            ack: be32(self.bytes, 8),
+            src_port: u16::from_be_bytes([h[0], h[1]]),
+            dst_port: u16::from_be_bytes([h[2], h[3]]),
+            seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+            ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
             // Byte 13 holds CWR ECE URG ACK PSH RST SYN FIN.
-            flags: TcpFlags(self.bytes[13]),
-            window: self.be16(14),
+            flags: TcpFlags(h[13]),
+            window: u16::from_be_bytes([h[14], h[15]]),
             header_len: self.header_len,
             raw_options: &self.bytes[FIXED_HEADER..],
             options_cut: self.bytes.len() < self.header_len,
