@@ -21,6 +21,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -488,8 +489,13 @@ struct Browser {
 impl Browser {
     fn start() -> Browser {
         let port = free_port();
+        // A process group of its own, which the browsers it starts join:
+        // all of it is killed when the test ends, even when it failed
+        // before a session was made (a session's browser outlives a killed
+        // chromedriver).
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -638,7 +644,8 @@ impl Drop for Browser {
                 self.call("DELETE", "", &Value::Null)
             }));
         }
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).output();
         let _ = self.driver.wait();
     }
 }
