@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::capture::{CaptureError, CaptureStats, Frame, Next, PacketSource};
-use crate::decode::{decode_with, LinkType, TunnelPorts};
+use crate::decode::{decode_then, LinkType, TunnelPorts};
 use crate::flow::{Conn, FlowHooks, FlowKey, FlowTable, Nanos, Removal, Step};
 use crate::metrics::shard::CaptureCounters;
 use crate::metrics::{SeriesIds, Shard};
@@ -42,17 +42,22 @@ impl Worker {
     /// Counts one frame.
     pub fn process(&mut self, shard: &mut Shard, frame: &Frame<'_>) {
         shard.capture.packets += 1;
-        let seg = match decode_with(self.link, frame.data, frame.wire_len, &self.tunnel_ports) {
-            Ok(seg) => seg,
-            Err(e) => {
-                shard.on_decode_error(e.kind);
-                return;
-            }
-        };
-        let out = self.flows.on_segment(&seg, frame.ts, &mut Hooks(shard));
-        let segments = wire_segments(seg.payload_len, frame.gso_size);
-        shard.on_segment(&out, &seg, segments, frame.ts);
-        shard.flows_tracked = self.flows.len() as u64;
+        let flows = &mut self.flows;
+        let decoded = decode_then(
+            self.link,
+            frame.data,
+            frame.wire_len,
+            &self.tunnel_ports,
+            |seg| {
+                let out = flows.on_segment(seg, frame.ts, &mut Hooks(shard));
+                let segments = wire_segments(seg.payload_len, frame.gso_size);
+                shard.on_segment(&out, seg, segments, frame.ts);
+                shard.flows_tracked = flows.len() as u64;
+            },
+        );
+        if let Err(e) = decoded {
+            shard.on_decode_error(e.kind);
+        }
     }
 
     /// The capture has ended for good (its interface went away): every

@@ -18,6 +18,7 @@
 
 mod ip;
 mod link;
+mod plain;
 pub mod summary;
 mod tcp;
 pub mod tunnel;
@@ -257,11 +258,43 @@ pub fn decode_with<'a>(
     wire_len: u32,
     ports: &TunnelPorts,
 ) -> Result<Segment<'a>, DecodeError> {
+    decode_then(link, frame, wire_len, ports, |segment| *segment)
+}
+
+/// Decodes one frame and hands its segment to `then`, by reference: the
+/// common frame's segment is built in place, in the caller's frame, and
+/// never copied (on the per-packet path a copy of a freshly built segment
+/// costs more than building it). Any other frame goes down the layers.
+#[inline(always)]
+pub fn decode_then<'a, R>(
+    link: LinkType,
+    frame: &'a [u8],
+    wire_len: u32,
+    ports: &TunnelPorts,
+    then: impl FnOnce(&Segment<'a>) -> R,
+) -> Result<R, DecodeError> {
+    // The frame may be longer on the wire than what was captured.
+    let wire_len = (wire_len as usize).max(frame.len());
+    if link == LinkType::Ethernet {
+        if let Some(plain) = plain::ethernet_ipv4_tcp(frame, wire_len) {
+            return Ok(then(&plain::segment(frame, plain)));
+        }
+    }
+    decode_layered(link, frame, wire_len, ports).map(|segment| then(&segment))
+}
+
+/// Decodes one frame layer by layer (`wire_len` at least the captured
+/// length): every link type, overlay and error.
+#[inline(never)]
+fn decode_layered<'a>(
+    link: LinkType,
+    frame: &'a [u8],
+    wire_len: usize,
+    ports: &TunnelPorts,
+) -> Result<Segment<'a>, DecodeError> {
     if link == LinkType::KernelSummary {
         return summary::decode(frame);
     }
-    // The frame may be longer on the wire than what was captured.
-    let wire_len = (wire_len as usize).max(frame.len());
     decode_layer(link, frame, 0, wire_len, ports, Tunnels::default())
 }
 

@@ -99,6 +99,30 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 /// Parses the options the analysis needs.
 pub fn parse_options(raw: &[u8]) -> TcpOptions {
+    if let Some(timestamps) = timestamps_only(raw) {
+        return TcpOptions {
+            timestamps: Some(timestamps),
+            ..TcpOptions::default()
+        };
+    }
+    parse_walked(raw)
+}
+
+/// (TSval, TSecr) when the options are NOP, NOP, timestamps and nothing
+/// else: what Linux sends on every segment after the handshake.
+#[inline(always)]
+pub(super) fn timestamps_only(raw: &[u8]) -> Option<(u32, u32)> {
+    match *raw {
+        [KIND_NOP, KIND_NOP, KIND_TIMESTAMPS, 10, a0, a1, a2, a3, b0, b1, b2, b3] => Some((
+            u32::from_be_bytes([a0, a1, a2, a3]),
+            u32::from_be_bytes([b0, b1, b2, b3]),
+        )),
+        _ => None,
+    }
+}
+
+/// Parses the options by walking them, whatever their layout.
+fn parse_walked(raw: &[u8]) -> TcpOptions {
     let mut out = TcpOptions::default();
     for (kind, body) in walk(raw) {
         match (kind, body.len()) {
@@ -253,6 +277,26 @@ mod tests {
         // Window scale with length 4, then MSS.
         let o = parse_options(&[3, 4, 7, 7, 2, 4, 0x05, 0xb4]);
         assert_eq!((o.window_scale, o.mss), (None, Some(1460)));
+    }
+
+    #[test]
+    fn the_timestamps_layout_is_read_as_the_walk_reads_it() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut fast = 0;
+        for _ in 0..100_000 {
+            let len = (xorshift(&mut state) % 16) as usize;
+            let mut raw: Vec<u8> = (0..len).map(|_| xorshift(&mut state) as u8).collect();
+            // Mostly the layout itself, now and then one byte off.
+            let layout = [KIND_NOP, KIND_NOP, KIND_TIMESTAMPS, 10];
+            for (i, b) in layout.iter().enumerate().take(len) {
+                if !xorshift(&mut state).is_multiple_of(8) {
+                    raw[i] = *b;
+                }
+            }
+            fast += (len == 12 && raw[..4] == layout) as usize;
+            assert_eq!(parse_options(&raw), parse_walked(&raw), "{raw:?}");
+        }
+        assert!(fast > 1_000, "the layout came up only {fast} times");
     }
 
     #[test]
