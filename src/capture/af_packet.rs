@@ -377,9 +377,13 @@ impl PacketSource for AfPacket {
                     let block = self.block(self.current);
                     match ring::packet_at(block, c.offset) {
                         Ok(p) => {
+                            let next = c.offset + p.next_offset as usize;
+                            if c.remaining > 1 {
+                                ring::prefetch_packet(block, next);
+                            }
                             self.cursor = Some(Cursor {
                                 remaining: c.remaining - 1,
-                                offset: c.offset + p.next_offset as usize,
+                                offset: next,
                             });
                             if p.pkttype == PACKET_OUTGOING && p.ifindex == self.loopback {
                                 continue;

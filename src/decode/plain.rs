@@ -1,7 +1,7 @@
 //! The frame nearly every capture is made of, decoded in one pass: Ethernet
 //! II with no VLAN tag, IPv4 with a 20-byte header and no fragmentation,
 //! TCP with its whole header captured and no options but timestamps
-//! (Linux's layout), lengths that agree. Recognising it
+//! (Linux's layout), an IP length that holds both headers. Recognising it
 //! takes a few byte compares; anything else (or anything odd) is left to
 //! the layered decode, which also reports every error. The segment read
 //! here is the one the layered decode reads from the same frame: a test
@@ -20,7 +20,8 @@ const TCP_AT: usize = ETHERNET_HEADER + IPV4_HEADER;
 /// of the plain shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Plain {
-    /// IP total length: both headers and the payload.
+    /// IP total length (both headers and the payload), no more than the
+    /// wire carried.
     ip_len: usize,
     /// TCP header with options.
     tcp_header: usize,
@@ -41,15 +42,14 @@ pub(super) fn ethernet_ipv4_tcp(frame: &[u8], wire_len: usize) -> Option<Plain> 
     if h[20] & 0x3f != 0 || h[21] != 0 {
         return None;
     }
-    let ip_len = u16::from_be_bytes([h[16], h[17]]) as usize;
+    // The IP length as stated, or as far as the wire carried it when the
+    // frame was cut on the way (a stated 0 fails below, as it should: the
+    // layers take it).
+    let stated = u16::from_be_bytes([h[16], h[17]]) as usize;
+    let ip_len = stated.min(wire_len - ETHERNET_HEADER);
     let tcp_header = (h[TCP_AT + 12] >> 4) as usize * 4;
-    // The IP length holds both headers and is no longer than the wire
-    // length left for it; the TCP header was captured whole.
-    if tcp_header < 20
-        || ip_len < IPV4_HEADER + tcp_header
-        || ip_len > wire_len - ETHERNET_HEADER
-        || frame.len() < TCP_AT + tcp_header
-    {
+    // The IP length holds both headers; the TCP header was captured whole.
+    if tcp_header < 20 || ip_len < IPV4_HEADER + tcp_header || frame.len() < TCP_AT + tcp_header {
         return None;
     }
     let options = &frame[HEADERS..TCP_AT + tcp_header];
@@ -125,6 +125,19 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_cut_on_the_wire_is_as_long_as_the_wire_carried_it() {
+        let frame = eth_ipv4_tcp(&TcpSpec {
+            payload: 1000,
+            ..TcpSpec::default()
+        });
+        let cut = &frame[..96];
+        let seg = segment(cut, ethernet_ipv4_tcp(cut, 96).expect("plain"));
+        assert_eq!((seg.ip_len, seg.payload_len), (82, 42));
+        let layered = decode_layered(LinkType::Ethernet, cut, 96, &tunnel::DEFAULT_PORTS);
+        assert_eq!(Ok(seg), layered);
+    }
+
+    #[test]
     fn odd_frames_are_left_to_the_layered_decode() {
         let plain = eth_ipv4_tcp(&TcpSpec::default());
         let odd = [
@@ -144,9 +157,9 @@ mod tests {
         let mut fragment = plain.clone();
         fragment[20] |= 0x20;
         assert_eq!(ethernet_ipv4_tcp(&fragment, fragment.len()), None);
-        let mut long = plain.clone();
-        long[16..18].copy_from_slice(&2000u16.to_be_bytes());
-        assert_eq!(ethernet_ipv4_tcp(&long, long.len()), None);
+        let mut short = plain.clone();
+        short[16..18].copy_from_slice(&39u16.to_be_bytes());
+        assert_eq!(ethernet_ipv4_tcp(&short, short.len()), None);
     }
 
     /// Whatever the bytes, a frame the one-pass path takes decodes to the
