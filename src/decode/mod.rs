@@ -275,16 +275,21 @@ pub fn decode_then<'a, R>(
 ) -> Result<R, DecodeError> {
     // The frame may be longer on the wire than what was captured.
     let wire_len = (wire_len as usize).max(frame.len());
-    if link == LinkType::Ethernet {
-        if let Some(plain) = plain::ethernet_ipv4_tcp(frame, wire_len) {
-            return Ok(then(&plain::segment(frame, plain)));
+    match link {
+        LinkType::Ethernet => {
+            if let Some(plain) = plain::ethernet_ipv4_tcp(frame, wire_len) {
+                return Ok(then(&plain::segment(frame, plain)));
+            }
         }
+        LinkType::KernelSummary => return summary::decode(frame).map(|segment| then(&segment)),
+        _ => {}
     }
     decode_layered(link, frame, wire_len, ports).map(|segment| then(&segment))
 }
 
 /// Decodes one frame layer by layer (`wire_len` at least the captured
-/// length): every link type, overlay and error.
+/// length): every link type (kernel summaries have their own decode),
+/// overlay and error.
 #[inline(never)]
 fn decode_layered<'a>(
     link: LinkType,
@@ -292,9 +297,6 @@ fn decode_layered<'a>(
     wire_len: usize,
     ports: &TunnelPorts,
 ) -> Result<Segment<'a>, DecodeError> {
-    if link == LinkType::KernelSummary {
-        return summary::decode(frame);
-    }
     decode_layer(link, frame, 0, wire_len, ports, Tunnels::default())
 }
 

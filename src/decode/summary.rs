@@ -82,6 +82,7 @@ pub fn record_meta(record: &[u8]) -> Option<RecordMeta> {
 
 /// Turns a record into a segment, or into the reason the kernel (or the
 /// length rules) refused it.
+#[inline(always)]
 pub(super) fn decode(record: &[u8]) -> Result<Segment<'_>, DecodeError> {
     let Ok(r) = <&[u8; RECORD_LEN]>::try_from(record) else {
         return Err(DecodeError::new(
