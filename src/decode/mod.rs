@@ -7,6 +7,10 @@
 //! value with exactly the header fields the flow analysis needs: nothing
 //! above this module touches bytes, and nothing here keeps state.
 //!
+//! The frame nearly every capture is made of (Ethernet, IPv4, TCP with at
+//! most timestamps; `plain`) is read in one pass before any of that, and
+//! [`decode_then`] hands the segment on where it was built.
+//!
 //! An overlay (VXLAN, Geneve, IP in IP, GRE; `tunnel`) is unwrapped and the
 //! segment inside decoded, at most two levels down; the segment says what
 //! it was found in, and its sizes are the inner packet's.

@@ -153,7 +153,7 @@ mod tests {
         for frame in odd {
             assert_eq!(ethernet_ipv4_tcp(&frame, frame.len()), None, "{frame:02x?}");
         }
-        // A fragment, and a length past the wire.
+        // A fragment, and an IP length too short for both headers.
         let mut fragment = plain.clone();
         fragment[20] |= 0x20;
         assert_eq!(ethernet_ipv4_tcp(&fragment, fragment.len()), None);
