@@ -313,12 +313,7 @@ mod tests {
     #[test]
     fn ipv4_by_hand_reads_what_etherparse_reads_on_any_bytes() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = || xorshift(&mut state);
         let summary = |r: Result<IpPacket, DecodeError>| {
             r.map(|p| {
                 let fields = (p.src, p.dst, p.dont_fragment, p.protocol);

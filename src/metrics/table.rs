@@ -412,7 +412,7 @@ impl Table {
     }
 
     /// Puts the rows in order, the worst first, and keeps the query's limit.
-    pub fn finish(&mut self, q: &Query) {
+    fn finish(&mut self, q: &Query) {
         self.rows.sort_by_key(|r| Reverse(r.key));
         self.rows.truncate(q.limit);
     }
@@ -478,7 +478,6 @@ mod tests {
         let q = Query::parse(query).unwrap();
         let mut t = Table::default();
         t.add(c, &Arc::from("eth0"), 1_000_000, &q);
-        t.finish(&q);
         t
     }
 
