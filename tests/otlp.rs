@@ -299,8 +299,11 @@ fn metrics(port: u16) -> String {
 fn assert_same(export: &[serde_json::Value], text: &str, what: &str) {
     let got = totals(export);
     let want = exposition_totals(text);
-    // The OTLP counts of its own exports move on between the two reads.
-    let moving = ["tcp_exporter_otlp_exports"];
+    // The exporter's counts of its own OTLP work move on between the two
+    // reads: exports every interval, log records as their queue drains.
+    // The large test checks the log records' count once they have all
+    // arrived.
+    let moving = ["tcp_exporter_otlp_exports", "tcp_exporter_otlp_log_records"];
     let mut differences = Vec::new();
     for (name, w) in &want {
         if moving.contains(&name.as_str()) {
@@ -430,6 +433,29 @@ fn a_large_exposition_goes_in_requests_the_collector_takes() {
             );
             sleep(Duration::from_millis(200));
         }
+        // The exporter counts what the collector received, and dropped none.
+        let records = |result: &str| -> f64 {
+            samples(&metrics(port))
+                .iter()
+                .filter(|s| s.name == "tcp_exporter_otlp_log_records_total")
+                .filter(|s| s.label("result") == Some(result))
+                .map(|s| s.value)
+                .sum()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while records("sent") < 6000.0 {
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: {} log records counted as sent",
+                records("sent")
+            );
+            sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            (records("sent"), records("dropped")),
+            (6000.0, 0.0),
+            "{protocol}"
+        );
     }
 }
 
