@@ -74,7 +74,7 @@ const FAST_RETRANSMISSION_WINDOW: Nanos = 20_000_000;
 const DEFAULT_OOO_THRESHOLD: Nanos = 3_000_000;
 
 /// What one direction of a connection has shown so far.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirState {
     /// The sequence number before this side's first byte (its ISN), once
     /// known (`has_base`): a SYN without ACK that disagrees opens a new
@@ -133,7 +133,7 @@ pub struct Verdict {
 }
 
 /// Sequence-analysis state of one connection, both directions.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Analyzer {
     dir: [DirState; 2],
     /// Time of the most recent SYN without ACK; 0 for none (as tshark).
@@ -153,7 +153,86 @@ impl Analyzer {
         seg.flags.syn() && !seg.flags.ack() && dir.has_base && dir.base_seq != SeqNum(seg.seq)
     }
 
+    #[inline]
     pub fn on_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Verdict {
+        match self.on_steady_segment(seg, side, now) {
+            Some(verdict) => verdict,
+            None => self.on_any_segment(seg, side, now),
+        }
+    }
+
+    /// The segments of a connection in its steady state, which most are:
+    /// an ACK without SYN, FIN or RST, at the next expected sequence
+    /// number, with a window that is not zero, that neither fills the
+    /// peer's window, nor acknowledges data unseen or repeats data already
+    /// acknowledged, and (without data) moves the ACK on, so that it cannot
+    /// be a duplicate ACK, a window update or an answer to a probe. None of
+    /// the analysis's flags can be set on such a segment; it only moves
+    /// the direction on. Any other segment is `None`, for
+    /// [`on_any_segment`](Self::on_any_segment), which would do the same
+    /// to this one: the two are checked against each other on random
+    /// conversations (`the_steady_path_agrees_with_the_full_analysis`).
+    #[inline(always)]
+    fn on_steady_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Option<Verdict> {
+        let f = seg.flags;
+        if !f.ack() || f.syn() || f.fin() || f.rst() || seg.window == 0 {
+            return None;
+        }
+        let (fwd, rev) = pair(&mut self.dir, side);
+        let seq = SeqNum(seg.seq);
+        let ack = SeqNum(seg.ack);
+        let len = seg.payload_len;
+        let end = seq.plus(len);
+        let steady = fwd.next_seq.0 != 0
+            && seq == fwd.next_seq
+            && fwd.has_base
+            && rev.has_base
+            && seg.options.window_scale.is_none()
+            // Without data: not the same position (duplicate ACK, window
+            // update, answer to a keep-alive or a probe).
+            && (len > 0 || ack != fwd.last_ack)
+            // One byte into a zero window is a probe.
+            && (len != 1 || rev.window != 0)
+            // Data already acknowledged is a spurious retransmission.
+            && (len == 0 || rev.last_ack.0 == 0 || end > rev.last_ack)
+            // An ACK beyond what the peer was seen to send.
+            && (rev.max_seq_to_be_acked.0 == 0 || ack <= rev.max_seq_to_be_acked)
+            && (len == 0 || rev.scale == Scale::Unknown || end != window_edge(rev));
+        if !steady {
+            return None;
+        }
+        if len > 0 {
+            fwd.rtt.on_new_data(end, now);
+            fwd.next_seq = end;
+            fwd.next_seq_time = now;
+        }
+        if seq == fwd.max_seq_to_be_acked || fwd.max_seq_to_be_acked.0 == 0 {
+            fwd.max_seq_to_be_acked = fwd.next_seq;
+        }
+        if ack != fwd.last_ack {
+            fwd.dupack_count = 0;
+        }
+        fwd.window = seg.window as u32;
+        fwd.last_ack = ack;
+        fwd.last_ack_time = now;
+        fwd.last_was_keepalive = false;
+        fwd.last_was_zwp = false;
+        fwd.first_ack_pending = false;
+        let rtt = rev.rtt.on_ack(ack, now).map(|t| (side, t));
+        if self.last_syn != 0 && self.initial_rtt == 0 {
+            self.initial_rtt = now as i64 - self.last_syn as i64;
+        }
+        Some(Verdict {
+            flags: Flags::default(),
+            rtt,
+        })
+    }
+
+    /// Every rule, in tshark's order, for any segment. Kept out of line,
+    /// so that the steady path is small enough to be inlined where it is
+    /// called.
+    #[inline(never)]
+    fn on_any_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Verdict {
         let (fwd, rev) = pair(&mut self.dir, side);
         let f = seg.flags;
         let seq = SeqNum(seg.seq);
@@ -195,15 +274,8 @@ impl Analyzer {
             if same_position && win != 0 && win != fwd.window {
                 flags.set(Flags::WINDOW_UPDATE);
             }
-            if len > 0 && !sfr && rev.scale != Scale::Unknown {
-                let shift = match (rev.first_ack_pending, rev.scale) {
-                    (false, Scale::Shift(s)) => s as u32,
-                    _ => 0,
-                };
-                let edge = rev.last_ack.plus(rev.window.wrapping_shl(shift));
-                if seq.plus(len) == edge {
-                    flags.set(Flags::WINDOW_FULL);
-                }
+            if len > 0 && !sfr && rev.scale != Scale::Unknown && seq.plus(len) == window_edge(rev) {
+                flags.set(Flags::WINDOW_FULL);
             }
             if same_position && win != 0 && win == fwd.window && rev.last_was_keepalive {
                 flags.set(Flags::KEEP_ALIVE_ACK);
@@ -336,6 +408,16 @@ impl Analyzer {
         }
         Verdict { flags, rtt }
     }
+}
+
+/// The sequence number just past the window `dir` last offered: its ACK
+/// plus its window, scaled unless that was the handshake's window.
+fn window_edge(dir: &DirState) -> SeqNum {
+    let shift = match (dir.first_ack_pending, dir.scale) {
+        (false, Scale::Shift(s)) => s as u32,
+        _ => 0,
+    };
+    dir.last_ack.plus(dir.window.wrapping_shl(shift))
 }
 
 /// The sender's and the peer's state, both mutable.
@@ -788,5 +870,143 @@ mod tests {
             !t.a.is_new_connection(&syn, Side::Client),
             "SYN/ACK never is"
         );
+    }
+
+    /// Random conversations, most of them steady data and ACKs, with every
+    /// kind of trouble mixed in: after each segment, the analysis with its
+    /// steady path and the full rules alone have the same verdict and the
+    /// same state.
+    #[test]
+    fn the_steady_path_agrees_with_the_full_analysis() {
+        let mut rng = 0x5eed_u64;
+        let mut r = |n: u64| crate::decode::fixtures::xorshift(&mut rng) % n;
+        let (mut steady, mut total) = (0u32, 0u32);
+        for _ in 0..400 {
+            let mut full = Analyzer::default();
+            let mut fast = Analyzer::default();
+            let isn = [r(1 << 32) as u32, (u32::MAX - r(3000) as u32)];
+            // What each side has sent (next), acknowledged, and offers.
+            let mut next = isn;
+            let mut acked = [0u32; 2];
+            let mut win = [r(65536) as u16, r(65536) as u16];
+            let mut now: Nanos = 1_700_000_000 * 1_000_000_000;
+            let mut handshake = Vec::new();
+            // The shift each side's windows are scaled by, once known.
+            let mut shift = [0u32; 2];
+            if r(4) != 0 {
+                let ws = |x: u64| if x < 8 { Some(x as u8) } else { None };
+                let (c, sv) = (ws(r(12)), ws(r(12)));
+                if let (Some(c), Some(sv)) = (c, sv) {
+                    shift = [c as u32, sv as u32];
+                }
+                let (syn_ack, cut) = (isn[0].wrapping_add(1), [r(8) == 0, r(8) == 0]);
+                handshake.push((Side::Client, segment(S, isn[0], 0, win[0], 0, c, cut[0])));
+                handshake.push((
+                    Side::Server,
+                    segment(S | A, isn[1], syn_ack, win[1], 0, sv, cut[1]),
+                ));
+                next = [isn[0].wrapping_add(1), isn[1].wrapping_add(1)];
+                acked = [next[1], next[0]];
+            }
+            for (side, seg) in handshake {
+                full.on_any_segment(&seg, side, now);
+                fast.on_segment(&seg, side, now);
+                now += 100 * US;
+            }
+            for _ in 0..300 {
+                let i = r(2) as usize;
+                let peer = 1 - i;
+                let mut flags = A;
+                let mut seq = next[i];
+                let mut len = 0;
+                let mut ws = None;
+                match r(100) {
+                    0..=44 => len = 1 + r(1460) as u32,
+                    45..=64 => acked[i] = next[peer].wrapping_sub(r(3) as u32 * 500),
+                    65..=69 => {}
+                    70..=74 => {
+                        seq = next[i].wrapping_sub(r(5000) as u32);
+                        len = r(1460) as u32;
+                    }
+                    75..=77 => seq = next[i].wrapping_add(1 + r(5000) as u32),
+                    78..=79 => {
+                        seq = next[i].wrapping_sub(1);
+                        len = r(2) as u32;
+                    }
+                    80..=82 => win[i] = 0,
+                    83..=86 => win[i] = r(65536) as u16,
+                    87..=88 => flags |= [S, F, TcpFlags::RST][r(3) as usize],
+                    89 => ws = Some(r(15) as u8),
+                    90..=91 => acked[i] = next[peer].wrapping_add(1 + r(3000) as u32),
+                    92..=94 => len = 1,
+                    // Up to the edge of the peer's window.
+                    95..=96 => {
+                        let edge = acked[peer].wrapping_add((win[peer] as u32) << shift[peer]);
+                        len = edge.wrapping_sub(seq).min(1 << 24);
+                    }
+                    _ => len = r(3) as u32,
+                }
+                if r(50) == 0 {
+                    flags &= !A;
+                }
+                if r(100) == 0 {
+                    win[i] = 1 + r(65535) as u16;
+                }
+                let seg = segment(flags, seq, acked[i], win[i], len, ws, false);
+                let side = if i == 0 { Side::Client } else { Side::Server };
+                let mut probe = fast;
+                steady += probe.on_steady_segment(&seg, side, now).is_some() as u32;
+                total += 1;
+                let want = full.on_any_segment(&seg, side, now);
+                let got = fast.on_segment(&seg, side, now);
+                assert_eq!(got, want, "verdict of {flags:#x} seq {seq} len {len}");
+                assert_eq!(fast, full, "state after {flags:#x} seq {seq} len {len}");
+                if SeqNum(seq.wrapping_add(len)) > SeqNum(next[i]) {
+                    next[i] = seq.wrapping_add(len);
+                }
+                now = match r(20) {
+                    0 => now - r(1000) * US,
+                    1..=3 => now + r(40) * MS,
+                    4..=7 => now + r(4) * MS,
+                    _ => now + r(300) * US,
+                };
+            }
+        }
+        // Both paths were taken, and often.
+        assert!(
+            steady > total / 3 && steady < total * 9 / 10,
+            "{steady} steady of {total}"
+        );
+    }
+
+    fn segment(
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        window: u16,
+        len: u32,
+        window_scale: Option<u8>,
+        cut: bool,
+    ) -> Segment<'static> {
+        Segment {
+            src: Addr::v4([10, 0, 0, 1]),
+            dst: Addr::v4([10, 0, 0, 2]),
+            ip_len: 40 + len,
+            dont_fragment: true,
+            src_port: 40000,
+            dst_port: 80,
+            seq,
+            ack,
+            flags: TcpFlags(flags),
+            window,
+            payload_len: len,
+            options: TcpOptions {
+                window_scale,
+                cut,
+                ..TcpOptions::default()
+            },
+            raw_options: &[],
+            tunnels: Default::default(),
+        }
     }
 }

@@ -20,7 +20,7 @@ struct Sample {
 }
 
 /// The timed, unacknowledged segments of one direction.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RttSampler {
     slots: [Sample; RTT_SLOTS],
     len: u8,
@@ -48,6 +48,7 @@ impl RttSampler {
 
     /// An ACK from the peer at `now`: the newest timed segment it covers
     /// gives the sample; every covered one is done with.
+    #[inline]
     pub fn on_ack(&mut self, ack: SeqNum, now: Nanos) -> Option<Nanos> {
         // The newest covered sample is the shortest time ago.
         let mut rtt: Option<Nanos> = None;
