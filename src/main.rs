@@ -24,7 +24,7 @@ use tcp_exporter::metrics::labels::Labeler;
 use tcp_exporter::metrics::series::SeriesBudget;
 use tcp_exporter::metrics::{Exporter, Shard, ShardConfig};
 use tcp_exporter::otlp::logs::LogQueue;
-use tcp_exporter::pipeline::{self, CaptureThread, Worker};
+use tcp_exporter::pipeline::{self, CaptureThread, SourceLoop, Worker};
 use tcp_exporter::privileges;
 use tcp_exporter::supervisor::{self, Captures, Limits, Supervisor};
 
@@ -255,7 +255,7 @@ fn watch_kubernetes(config: &Config) -> Result<Option<Arc<Identities>>> {
 /// (globs are opened by the supervisor as they match).
 enum Sources {
     File(PcapFile),
-    Live(Vec<(String, Vec<Box<dyn PacketSource>>)>),
+    Live(Vec<(String, Vec<Box<dyn SourceLoop>>)>),
 }
 
 fn open_sources(config: &Config) -> Result<Sources> {
@@ -284,7 +284,7 @@ fn capture(
     exporter: &Arc<Exporter>,
     stop: &Arc<AtomicBool>,
 ) -> Result<()> {
-    let start = |source: Box<dyn PacketSource>| start(source, config, &shards, exporter, stop);
+    let start = |source: Box<dyn SourceLoop>| start(source, config, &shards, exporter, stop);
     match (sources, listener) {
         (Sources::File(source), None) => {
             let handle = start(Box::new(source))?;
@@ -351,8 +351,8 @@ fn open_sources_of(
     config: &Config,
     opts: &LiveOptions,
     group: u16,
-) -> Result<Vec<Box<dyn PacketSource>>> {
-    let mut sources: Vec<Box<dyn PacketSource>> = Vec::new();
+) -> Result<Vec<Box<dyn SourceLoop>>> {
+    let mut sources: Vec<Box<dyn SourceLoop>> = Vec::new();
     match &config.backend {
         Backend::Pcap => sources.push(Box::new(PcapLive::open(name, opts)?)),
         Backend::AfPacket {
@@ -395,7 +395,7 @@ fn open_interface(
     name: &str,
     config: &Config,
     opts: &LiveOptions,
-) -> Result<Vec<Box<dyn PacketSource>>> {
+) -> Result<Vec<Box<dyn SourceLoop>>> {
     static GROUPS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let group = fanout_group(GROUPS.fetch_add(1, Ordering::Relaxed));
     open_sources_of(name, config, opts, group)
@@ -421,7 +421,7 @@ struct LiveCaptures {
 }
 
 impl Captures for LiveCaptures {
-    fn open(&mut self, name: &str) -> Result<Vec<Box<dyn PacketSource>>> {
+    fn open(&mut self, name: &str) -> Result<Vec<Box<dyn SourceLoop>>> {
         let caps = capture_capabilities(&self.config);
         privileges::with_these(&caps, || {
             open_interface(name, &self.config, &live_options(&self.config))
@@ -478,7 +478,7 @@ impl Captures for LiveCaptures {
 
 /// Loads and attaches the eBPF programs on one interface.
 #[cfg(feature = "xdp")]
-fn open_xdp(name: &str, opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
+fn open_xdp(name: &str, opts: &XdpOptions) -> Result<Box<dyn SourceLoop>> {
     let source = tcp_exporter::capture::XdpCapture::open(name, opts)?;
     eprintln!(
         "tcp-exporter: {name}: XDP attached in {} mode{}",
@@ -493,7 +493,7 @@ fn open_xdp(name: &str, opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
 }
 
 #[cfg(not(feature = "xdp"))]
-fn open_xdp(_name: &str, _opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
+fn open_xdp(_name: &str, _opts: &XdpOptions) -> Result<Box<dyn SourceLoop>> {
     anyhow::bail!(
         "this tcp-exporter was built without the xdp backend: build it with \
          `cargo build --release --features xdp` (`make build FEATURES=xdp` installs clang \
@@ -503,7 +503,7 @@ fn open_xdp(_name: &str, _opts: &XdpOptions) -> Result<Box<dyn PacketSource>> {
 
 /// Starts the capture loop of a file on its own thread, with its shard.
 fn start(
-    source: Box<dyn PacketSource>,
+    source: Box<dyn SourceLoop>,
     config: &Config,
     shards: &ShardConfig,
     exporter: &Arc<Exporter>,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::PacketSource;
 use crate::metrics::Shard;
-use crate::pipeline::{spawn, CaptureThread, Worker};
+use crate::pipeline::{spawn, CaptureThread, SourceLoop, Worker};
 
 /// How often the interface list is read.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -85,7 +85,7 @@ fn ifindex(name: &str) -> Option<u32> {
 pub trait Captures: Send {
     /// Opens the capture sources of one interface (one, or a fanout group
     /// of several), raising the capabilities that takes for the moment.
-    fn open(&mut self, name: &str) -> Result<Vec<Box<dyn PacketSource>>, anyhow::Error>;
+    fn open(&mut self, name: &str) -> Result<Vec<Box<dyn SourceLoop>>, anyhow::Error>;
     /// The metric shard for the `worker`th source of an interface, made
     /// (and registered with the exporter) the first time.
     fn shard(&mut self, name: &str, worker: usize) -> Arc<Mutex<Shard>>;
@@ -147,7 +147,7 @@ impl<C: Captures> Supervisor<C> {
     pub fn new(
         captures: C,
         specs: &[String],
-        opened: Vec<(String, Vec<Box<dyn PacketSource>>)>,
+        opened: Vec<(String, Vec<Box<dyn SourceLoop>>)>,
         limits: Limits,
     ) -> Result<Supervisor<C>, anyhow::Error> {
         let (globs, names): (Vec<String>, Vec<String>) =
@@ -192,7 +192,7 @@ impl<C: Captures> Supervisor<C> {
         &mut self,
         name: &str,
         index: Option<u32>,
-        sources: Vec<Box<dyn PacketSource>>,
+        sources: Vec<Box<dyn SourceLoop>>,
     ) -> Result<(), anyhow::Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();

@@ -101,6 +101,9 @@ impl PacketSource for PcapFile {
         self.link
     }
 
+    // Inlined into the capture loop compiled for files (pipeline's
+    // `SourceLoop`), with the readers' own `next`.
+    #[inline(always)]
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
         if self.broken {
             return Ok(Next::End);

@@ -235,6 +235,8 @@ impl PcapReader {
         }
     }
 
+    // Inlined into the capture loop for files, through `PcapFile::next`.
+    #[inline(always)]
     pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
         if self.c.broken {
             return Ok(Next::End);

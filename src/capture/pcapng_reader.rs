@@ -286,6 +286,8 @@ impl PcapngReader {
         self.interfaces.push(interface);
     }
 
+    // Inlined into the capture loop for files, through `PcapFile::next`.
+    #[inline(always)]
     pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
         loop {
             if self.c.broken {
