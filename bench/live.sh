@@ -18,9 +18,17 @@
 # (the xdp ones build the exporter with --features xdp); BENCH_WORKERS (2)
 # the af-packet workers; BENCH_FLAGS more flags for every exporter (e.g.
 # --no-connection-table). BENCH_PERF=DIR records a profile of each exporter
-# during its replay (perf record -e cpu-clock -g) into DIR/BACKEND.data. The
-# replayed frames are the capture's (96-byte snap
-# length), so the wire carries headers only.
+# during its replay (perf record -e cpu-clock -g) into DIR/BACKEND.data.
+#
+# The capture keeps 96 bytes of each frame. Replayed as they are, those cut
+# frames would be the wire: a 1,000-byte segment would arrive as 30 bytes
+# of payload, and the analysis would rightly see a gap before nearly every
+# data segment (a lost segment each), a path real traffic rarely takes.
+# So the frames are first padded with zeros to the length their IP headers
+# give (tcprewrite --fixlen=pad, once, into FILE's name with -wire), and
+# the wire carries whole segments as it did when the capture was made.
+# BENCH_CUT=1 replays the cut frames instead (the figures before
+# 2026-12-06 late evening were taken that way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 file=${1:-target/bench/bulk.pcap}
@@ -30,6 +38,13 @@ workers=${BENCH_WORKERS:-2}
 ns=tcpx-bench-live-$$
 port=19311
 [ -f "$file" ] || bench/make-capture.sh "$file"
+if [ "${BENCH_CUT:-0}" != 1 ]; then
+  wire=${file%.pcap}-wire.pcap
+  if [ ! -f "$wire" ] || [ "$wire" -ot "$file" ]; then
+    tcprewrite --fixlen=pad -i "$file" -o "$wire.tmp" && mv "$wire.tmp" "$wire"
+  fi
+  file=$wire
+fi
 if [[ $backends == *xdp* ]]; then
   cargo build --release --locked --features xdp
 else

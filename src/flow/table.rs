@@ -110,6 +110,10 @@ pub struct FlowTable<T> {
     /// The latest capture time seen: expiry never runs backwards when
     /// timestamps do.
     clock: Nanos,
+    /// The slot of the previous segment (NIL once it is removed): the next
+    /// segment is often of the same flow (a sender's burst), and is then
+    /// found by comparing its key, without hashing or probing.
+    last: u32,
 }
 
 impl<T: Copy> FlowTable<T> {
@@ -129,6 +133,7 @@ impl<T: Copy> FlowTable<T> {
             idle_timeout,
             linger: CLOSED_LINGER_NANOS.min(idle_timeout),
             clock: 0,
+            last: NIL,
         }
     }
 
@@ -156,12 +161,17 @@ impl<T: Copy> FlowTable<T> {
     ) -> Outcome<T> {
         self.expire(now, hooks);
         let (key, sender_is_lo) = FlowKey::of(seg);
-        let hash = self.hasher.hash_one(key);
-        let found = {
+        let last = self.slots.get(self.last as usize);
+        let (found, hash) = if last.is_some_and(|s| s.key == key) {
+            (Some(self.last), None)
+        } else {
+            let hash = self.hasher.hash_one(key);
             let slots = &self.slots;
-            self.index
+            let found = self
+                .index
                 .find(hash, |&i| slots[i as usize].key == key)
-                .copied()
+                .copied();
+            (found, Some(hash))
         };
         let slot = match found {
             Some(i) => {
@@ -196,11 +206,13 @@ impl<T: Copy> FlowTable<T> {
                 let tag = hooks.start(&key, &conn, now);
                 let i = self.alloc(key, conn, tag, now);
                 let (slots, hasher) = (&self.slots, &self.hasher);
+                let hash = hash.unwrap_or_else(|| hasher.hash_one(key));
                 self.index
                     .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key));
                 i
             }
         };
+        self.last = slot;
         let s = &mut self.slots[slot as usize];
         let sender = s.conn.sender(sender_is_lo);
         let was_closed = s.conn.is_closed();
@@ -328,6 +340,9 @@ impl<T: Copy> FlowTable<T> {
         if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
             entry.remove();
         }
+        if self.last == i {
+            self.last = NIL;
+        }
         self.free.push(i);
     }
 
@@ -429,6 +444,29 @@ mod tests {
             log.removed,
             vec![(2, Removal::Evicted, Some(Lifecycle::Unanswered))]
         );
+    }
+
+    #[test]
+    fn the_previous_segment_s_slot_is_found_again_only_while_its_flow_lives() {
+        // One slot: each new flow evicts the last and reuses its slot, so
+        // a segment of the evicted flow must start a connection again, not
+        // find the slot its key was last in.
+        let mut t = FlowTable::new(1, 60 * SEC);
+        let mut log = Log::default();
+        let a = t.on_segment(&seg(40001, 80, TcpFlags::SYN, 1, 0), 1, &mut log);
+        let a_again = t.on_segment(&seg(80, 40001, TcpFlags::ACK, 9, 2), 2, &mut log);
+        assert_eq!(a.tag, a_again.tag, "the same flow, found by its slot");
+        let b = t.on_segment(&seg(40002, 80, TcpFlags::SYN, 1, 0), 3, &mut log);
+        let a_back = t.on_segment(&seg(40001, 80, TcpFlags::ACK, 2, 10), 4, &mut log);
+        assert_eq!((a.tag, b.tag, a_back.tag), (1, 2, 3));
+        assert_eq!(log.removed.len(), 2);
+        assert_eq!(t.len(), 1);
+        // A flow that expired leaves its slot free with its key still in
+        // it: its next segment starts a connection again.
+        let late = t.on_segment(&seg(40001, 80, TcpFlags::ACK, 12, 10), 100 * SEC, &mut log);
+        assert_eq!(late.tag, 4);
+        assert_eq!(log.removed.last().map(|r| r.0), Some(3));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
