@@ -191,6 +191,9 @@ impl Analyzer {
             // Without data: not the same position (duplicate ACK, window
             // update, answer to a keep-alive or a probe).
             && (len > 0 || ack != fwd.last_ack)
+            // With data: it moves the direction on (a length of 2^31 or
+            // more reads as a step back in sequence order).
+            && (len == 0 || end > fwd.next_seq)
             // One byte into a zero window is a probe.
             && (len != 1 || rev.window != 0)
             // Data already acknowledged is a spurious retransmission.
@@ -894,8 +897,8 @@ mod tests {
             // The shift each side's windows are scaled by, once known.
             let mut shift = [0u32; 2];
             if r(4) != 0 {
-                let ws = |x: u64| if x < 8 { Some(x as u8) } else { None };
-                let (c, sv) = (ws(r(12)), ws(r(12)));
+                let ws = |x: u64| if x < 15 { Some(x as u8) } else { None };
+                let (c, sv) = (ws(r(20)), ws(r(20)));
                 if let (Some(c), Some(sv)) = (c, sv) {
                     shift = [c as u32, sv as u32];
                 }
@@ -936,7 +939,12 @@ mod tests {
                     80..=82 => win[i] = 0,
                     83..=86 => win[i] = r(65536) as u16,
                     87..=88 => flags |= [S, F, TcpFlags::RST][r(3) as usize],
-                    89 => ws = Some(r(15) as u8),
+                    // A window-scale option outside the handshake, on
+                    // data at the next sequence number.
+                    89 => {
+                        ws = Some(r(15) as u8);
+                        len = r(1460) as u32;
+                    }
                     90..=91 => acked[i] = next[peer].wrapping_add(1 + r(3000) as u32),
                     92..=94 => len = 1,
                     // Up to the edge of the peer's window.
@@ -944,6 +952,9 @@ mod tests {
                         let edge = acked[peer].wrapping_add((win[peer] as u32) << shift[peer]);
                         len = edge.wrapping_sub(seq).min(1 << 24);
                     }
+                    // A length of 2^31 or more (a record's wire length
+                    // is not bounded): a step back in sequence order.
+                    97 => len = (1 << 31) + r(1 << 31) as u32,
                     _ => len = r(3) as u32,
                 }
                 if r(50) == 0 {
