@@ -180,7 +180,7 @@ pub fn spawn(
 
 /// Runs frames from `source` through `worker` into `shard` until the file
 /// ends, the source fails, or `stop` is set.
-pub fn run_source<S: PacketSource + ?Sized>(
+fn run_source<S: PacketSource>(
     source: &mut S,
     worker: &mut Worker,
     shard: &Mutex<Shard>,

@@ -161,20 +161,20 @@ impl<T: Copy> FlowTable<T> {
     ) -> Outcome<T> {
         self.expire(now, hooks);
         let (key, sender_is_lo) = FlowKey::of(seg);
+        // The slot of the key, or the hash a new slot is indexed by.
         let last = self.slots.get(self.last as usize);
-        let (found, hash) = if last.is_some_and(|s| s.key == key) {
-            (Some(self.last), None)
+        let found = if last.is_some_and(|s| s.key == key) {
+            Ok(self.last)
         } else {
             let hash = self.hasher.hash_one(key);
             let slots = &self.slots;
-            let found = self
-                .index
+            self.index
                 .find(hash, |&i| slots[i as usize].key == key)
-                .copied();
-            (found, Some(hash))
+                .copied()
+                .ok_or(hash)
         };
         let slot = match found {
-            Some(i) => {
+            Ok(i) => {
                 let s = &self.slots[i as usize];
                 let side = s.conn.sender(sender_is_lo);
                 if s.conn.is_superseded_by(seg, side) {
@@ -198,7 +198,7 @@ impl<T: Copy> FlowTable<T> {
                 }
                 i
             }
-            None => {
+            Err(hash) => {
                 if self.len() >= self.max_flows {
                     self.evict_one(hooks);
                 }
@@ -206,7 +206,6 @@ impl<T: Copy> FlowTable<T> {
                 let tag = hooks.start(&key, &conn, now);
                 let i = self.alloc(key, conn, tag, now);
                 let (slots, hasher) = (&self.slots, &self.hasher);
-                let hash = hash.unwrap_or_else(|| hasher.hash_one(key));
                 self.index
                     .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key));
                 i
