@@ -174,36 +174,14 @@ impl Analyzer {
     /// conversations (`the_steady_path_agrees_with_the_full_analysis`).
     #[inline(always)]
     fn on_steady_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Option<Verdict> {
-        let f = seg.flags;
-        if !f.ack() || f.syn() || f.fin() || f.rst() || seg.window == 0 {
+        let (fwd, rev) = pair(&mut self.dir, side);
+        if !is_steady(seg, fwd, rev) {
             return None;
         }
-        let (fwd, rev) = pair(&mut self.dir, side);
         let seq = SeqNum(seg.seq);
         let ack = SeqNum(seg.ack);
         let len = seg.payload_len;
         let end = seq.plus(len);
-        let steady = fwd.next_seq.0 != 0
-            && seq == fwd.next_seq
-            && fwd.has_base
-            && rev.has_base
-            && seg.options.window_scale.is_none()
-            // Without data: not the same position (duplicate ACK, window
-            // update, answer to a keep-alive or a probe).
-            && (len > 0 || ack != fwd.last_ack)
-            // With data: it moves the direction on (a length of 2^31 or
-            // more reads as a step back in sequence order).
-            && (len == 0 || end > fwd.next_seq)
-            // One byte into a zero window is a probe.
-            && (len != 1 || rev.window != 0)
-            // Data already acknowledged is a spurious retransmission.
-            && (len == 0 || rev.last_ack.0 == 0 || end > rev.last_ack)
-            // An ACK beyond what the peer was seen to send.
-            && (rev.max_seq_to_be_acked.0 == 0 || ack <= rev.max_seq_to_be_acked)
-            && (len == 0 || rev.scale == Scale::Unknown || end != window_edge(rev));
-        if !steady {
-            return None;
-        }
         if len > 0 {
             fwd.rtt.on_new_data(end, now);
             fwd.next_seq = end;
@@ -415,12 +393,93 @@ impl Analyzer {
 
 /// The sequence number just past the window `dir` last offered: its ACK
 /// plus its window, scaled unless that was the handshake's window.
-fn window_edge(dir: &DirState) -> SeqNum {
-    let shift = match (dir.first_ack_pending, dir.scale) {
+fn window_edge(dir: &impl Position) -> SeqNum {
+    let shift = match (dir.first_ack_pending(), dir.scale()) {
         (false, Scale::Shift(s)) => s as u32,
         _ => 0,
     };
-    dir.last_ack.plus(dir.window.wrapping_shl(shift))
+    dir.last_ack().plus(dir.window().wrapping_shl(shift))
+}
+
+/// What the steady test reads of a direction: the analysis's own state, or
+/// a mirror of it (`steady::MirrorDir`), so that both decide alike.
+trait Position {
+    fn has_base(&self) -> bool;
+    fn next_seq(&self) -> SeqNum;
+    fn max_seq_to_be_acked(&self) -> SeqNum;
+    fn last_ack(&self) -> SeqNum;
+    fn window(&self) -> u32;
+    fn scale(&self) -> Scale;
+    fn first_ack_pending(&self) -> bool;
+}
+
+/// Implements [`Position`] for a type that keeps the fields under the
+/// names `DirState` does; `$has_base` says whether the base is known.
+macro_rules! impl_position {
+    ($ty:ty, |$dir:ident| $has_base:expr) => {
+        impl Position for $ty {
+            fn has_base(&self) -> bool {
+                let $dir = self;
+                $has_base
+            }
+            fn next_seq(&self) -> SeqNum {
+                self.next_seq
+            }
+            fn max_seq_to_be_acked(&self) -> SeqNum {
+                self.max_seq_to_be_acked
+            }
+            fn last_ack(&self) -> SeqNum {
+                self.last_ack
+            }
+            fn window(&self) -> u32 {
+                self.window
+            }
+            fn scale(&self) -> Scale {
+                self.scale
+            }
+            fn first_ack_pending(&self) -> bool {
+                self.first_ack_pending
+            }
+        }
+    };
+}
+
+impl_position!(DirState, |dir| dir.has_base);
+
+mod steady;
+
+pub use steady::{Admission, Mirror, MirrorDir, SteadyRun};
+
+/// Whether `seg`, sent by `fwd` to `rev`, takes the steady path (see
+/// `Analyzer::on_steady_segment`).
+#[inline(always)]
+fn is_steady(seg: &Segment, fwd: &impl Position, rev: &impl Position) -> bool {
+    let f = seg.flags;
+    if !f.ack() || f.syn() || f.fin() || f.rst() || seg.window == 0 {
+        return false;
+    }
+    let seq = SeqNum(seg.seq);
+    let ack = SeqNum(seg.ack);
+    let len = seg.payload_len;
+    let end = seq.plus(len);
+    fwd.next_seq().0 != 0
+        && seq == fwd.next_seq()
+        && fwd.has_base()
+        && rev.has_base()
+        && seg.options.window_scale.is_none()
+        // Without data: not the same position (duplicate ACK, window
+        // update, answer to a keep-alive or a probe).
+        && (len > 0 || ack != fwd.last_ack())
+        // With data: it moves the direction on (a length of 2^31 or
+        // more reads as a step back in sequence order).
+        && (len == 0 || end > fwd.next_seq())
+        // One byte into a zero window is a probe.
+        && (len != 1 || rev.window() != 0)
+        // Data already acknowledged is a spurious retransmission.
+        && (len == 0 || rev.last_ack().0 == 0 || end > rev.last_ack())
+        // An ACK beyond what the peer was seen to send.
+        && (rev.max_seq_to_be_acked().0 == 0 || ack <= rev.max_seq_to_be_acked())
+        && (len == 0 || rev.scale() == Scale::Unknown || end != window_edge(rev))
 }
 
 /// The sender's and the peer's state, both mutable.
@@ -875,25 +934,24 @@ mod tests {
         );
     }
 
-    /// Random conversations, most of them steady data and ACKs, with every
-    /// kind of trouble mixed in: after each segment, the analysis with its
-    /// steady path and the full rules alone have the same verdict and the
-    /// same state.
-    #[test]
-    fn the_steady_path_agrees_with_the_full_analysis() {
-        let mut rng = 0x5eed_u64;
+    /// `count` random conversations from `seed`, most of them steady data
+    /// and ACKs, with every kind of trouble mixed in: each a list of
+    /// (sender, segment, capture time), a handshake first in three of four.
+    pub(super) fn random_conversations(
+        seed: u64,
+        count: usize,
+    ) -> Vec<Vec<(Side, Segment<'static>, Nanos)>> {
+        let mut rng = seed;
         let mut r = |n: u64| crate::decode::fixtures::xorshift(&mut rng) % n;
-        let (mut steady, mut total) = (0u32, 0u32);
-        for _ in 0..400 {
-            let mut full = Analyzer::default();
-            let mut fast = Analyzer::default();
+        let mut all = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut conversation = Vec::with_capacity(302);
             let isn = [r(1 << 32) as u32, (u32::MAX - r(3000) as u32)];
             // What each side has sent (next), acknowledged, and offers.
             let mut next = isn;
             let mut acked = [0u32; 2];
             let mut win = [r(65536) as u16, r(65536) as u16];
             let mut now: Nanos = 1_700_000_000 * 1_000_000_000;
-            let mut handshake = Vec::new();
             // The shift each side's windows are scaled by, once known.
             let mut shift = [0u32; 2];
             if r(4) != 0 {
@@ -903,18 +961,14 @@ mod tests {
                     shift = [c as u32, sv as u32];
                 }
                 let (syn_ack, cut) = (isn[0].wrapping_add(1), [r(8) == 0, r(8) == 0]);
-                handshake.push((Side::Client, segment(S, isn[0], 0, win[0], 0, c, cut[0])));
-                handshake.push((
-                    Side::Server,
-                    segment(S | A, isn[1], syn_ack, win[1], 0, sv, cut[1]),
-                ));
+                let syn = segment(S, isn[0], 0, win[0], 0, c, cut[0]);
+                conversation.push((Side::Client, syn, now));
+                now += 100 * US;
+                let syn_ack = segment(S | A, isn[1], syn_ack, win[1], 0, sv, cut[1]);
+                conversation.push((Side::Server, syn_ack, now));
+                now += 100 * US;
                 next = [isn[0].wrapping_add(1), isn[1].wrapping_add(1)];
                 acked = [next[1], next[0]];
-            }
-            for (side, seg) in handshake {
-                full.on_any_segment(&seg, side, now);
-                fast.on_segment(&seg, side, now);
-                now += 100 * US;
             }
             for _ in 0..300 {
                 let i = r(2) as usize;
@@ -965,13 +1019,7 @@ mod tests {
                 }
                 let seg = segment(flags, seq, acked[i], win[i], len, ws, false);
                 let side = if i == 0 { Side::Client } else { Side::Server };
-                let mut probe = fast;
-                steady += probe.on_steady_segment(&seg, side, now).is_some() as u32;
-                total += 1;
-                let want = full.on_any_segment(&seg, side, now);
-                let got = fast.on_segment(&seg, side, now);
-                assert_eq!(got, want, "verdict of {flags:#x} seq {seq} len {len}");
-                assert_eq!(fast, full, "state after {flags:#x} seq {seq} len {len}");
+                conversation.push((side, seg, now));
                 if SeqNum(seq.wrapping_add(len)) > SeqNum(next[i]) {
                     next[i] = seq.wrapping_add(len);
                 }
@@ -982,6 +1030,30 @@ mod tests {
                     _ => now + r(300) * US,
                 };
             }
+            all.push(conversation);
+        }
+        all
+    }
+
+    /// Random conversations: after each segment, the analysis with its
+    /// steady path and the full rules alone have the same verdict and the
+    /// same state.
+    #[test]
+    fn the_steady_path_agrees_with_the_full_analysis() {
+        let (mut steady, mut total) = (0u32, 0u32);
+        for conversation in random_conversations(0x5eed, 400) {
+            let mut full = Analyzer::default();
+            let mut fast = Analyzer::default();
+            for (side, seg, now) in conversation {
+                let mut probe = fast;
+                steady += probe.on_steady_segment(&seg, side, now).is_some() as u32;
+                total += 1;
+                let want = full.on_any_segment(&seg, side, now);
+                let got = fast.on_segment(&seg, side, now);
+                let (flags, seq, len) = (seg.flags.0, seg.seq, seg.payload_len);
+                assert_eq!(got, want, "verdict of {flags:#x} seq {seq} len {len}");
+                assert_eq!(fast, full, "state after {flags:#x} seq {seq} len {len}");
+            }
         }
         // Both paths were taken, and often.
         assert!(
@@ -990,7 +1062,7 @@ mod tests {
         );
     }
 
-    fn segment(
+    pub(super) fn segment(
         flags: u8,
         seq: u32,
         ack: u32,

@@ -3,7 +3,7 @@
 
 use crate::decode::Segment;
 
-use super::analysis::{Analyzer, Flags};
+use super::analysis::{Analyzer, Flags, Mirror, MirrorDir, SteadyRun};
 use super::key::Side;
 use super::seq::SeqNum;
 use super::{Nanos, ShortTime};
@@ -183,6 +183,23 @@ impl Conn {
         step
     }
 
+    /// The connection as a mirror of its steady path (see
+    /// [`Mirror`]), when one describes it: established or picked up
+    /// mid-stream, so that a steady segment changes nothing in its life.
+    pub fn mirror(&self) -> Option<Mirror> {
+        match self.phase {
+            Phase::Established | Phase::Midstream => self.analyzer.mirror(),
+            _ => None,
+        }
+    }
+
+    /// Applies a run of steady segments from `side` that a mirror counted
+    /// (see `Analyzer::on_steady_run`). Such segments change nothing in the
+    /// connection's life.
+    pub fn on_steady_run(&mut self, side: Side, run: &SteadyRun, end: &MirrorDir) {
+        self.analyzer.on_steady_run(side, run, end);
+    }
+
     fn lifecycle(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
         if self.phase == Phase::Closed {
             return Step::default();
@@ -255,6 +272,7 @@ impl Conn {
 pub(crate) mod tests {
     use super::*;
     use crate::decode::{Addr, TcpFlags, TcpOptions};
+    use crate::flow::Admission;
 
     /// A segment between 10.0.0.1 (ports from 1024) and 10.0.0.2 (ports
     /// below 1024), so that both directions of a test connection agree.
@@ -426,5 +444,27 @@ pub(crate) mod tests {
         assert!(d.is_superseded_by(&seg(40000, 80, SYN, 999, 0), Side::Client));
         c.on_segment(&seg(40000, 80, RST, 1, 0), Side::Client, 5);
         assert!(c.is_superseded_by(&syn, Side::Client));
+    }
+
+    #[test]
+    fn a_connection_has_a_mirror_only_while_steady_segments_change_nothing_in_its_life() {
+        let syn = seg(40000, 80, SYN, 100, 0);
+        let mut c = Conn::new(&syn, true);
+        c.on_segment(&syn, Side::Client, 1_000);
+        c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 2_000);
+        assert_eq!(c.mirror(), None, "the client's ACK establishes it");
+        c.on_segment(&seg(40000, 80, ACK, 101, 501), Side::Client, 3_000);
+        assert!(c.mirror().is_some(), "established");
+        c.on_segment(&seg(40000, 80, RST, 101, 0), Side::Client, 4_000);
+        assert_eq!(c.mirror(), None, "closed");
+        // Picked up mid-stream: from the first ACK, which gives both
+        // sides' sequence numbers; the server's next one is not known yet,
+        // so nothing it sends is steady.
+        let mut m = Conn::new(&seg(40000, 80, ACK, 1, 1), true);
+        assert_eq!(m.mirror(), None, "nothing seen");
+        m.on_segment(&seg(40000, 80, ACK, 1, 1), Side::Client, 1_000);
+        let mut mirror = m.mirror().expect("mid-stream");
+        let reply = seg(80, 40000, ACK, 1, 1);
+        assert_eq!(mirror.admit(&reply, Side::Server), Admission::Other);
     }
 }

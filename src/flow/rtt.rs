@@ -64,6 +64,16 @@ impl RttSampler {
         rtt
     }
 
+    /// The ends of the timed segments, oldest first, and how many there
+    /// are (the rest of the array is zero).
+    pub fn ends(&self) -> ([SeqNum; RTT_SLOTS], u8) {
+        let mut ends = [SeqNum(0); RTT_SLOTS];
+        for (end, s) in ends.iter_mut().zip(&self.slots[..self.len as usize]) {
+            *end = s.end;
+        }
+        (ends, self.len)
+    }
+
     fn retain(&mut self, keep: impl Fn(&Sample) -> bool) {
         let mut kept = 0;
         for i in 0..self.len as usize {
