@@ -17,6 +17,10 @@ use super::rtt::RttSampler;
 use super::seq::SeqNum;
 use super::Nanos;
 
+mod steady;
+
+pub use steady::{Admission, Mirror, MirrorDir, SteadyRun};
+
 /// What the analysis says of one segment. At most one of the four
 /// retransmission-family flags (RETRANSMISSION, FAST_RETRANSMISSION,
 /// SPURIOUS_RETRANSMISSION, OUT_OF_ORDER) is set.
@@ -255,7 +259,7 @@ impl Analyzer {
             if same_position && win != 0 && win != fwd.window {
                 flags.set(Flags::WINDOW_UPDATE);
             }
-            if len > 0 && !sfr && rev.scale != Scale::Unknown && seq.plus(len) == window_edge(rev) {
+            if !sfr && fills_window(seg, rev) {
                 flags.set(Flags::WINDOW_FULL);
             }
             if same_position && win != 0 && win == fwd.window && rev.last_was_keepalive {
@@ -393,7 +397,7 @@ impl Analyzer {
 
 /// The sequence number just past the window `dir` last offered: its ACK
 /// plus its window, scaled unless that was the handshake's window.
-fn window_edge(dir: &impl Position) -> SeqNum {
+fn window_edge(dir: &impl SteadyView) -> SeqNum {
     let shift = match (dir.first_ack_pending(), dir.scale()) {
         (false, Scale::Shift(s)) => s as u32,
         _ => 0,
@@ -402,8 +406,9 @@ fn window_edge(dir: &impl Position) -> SeqNum {
 }
 
 /// What the steady test reads of a direction: the analysis's own state, or
-/// a mirror of it (`steady::MirrorDir`), so that both decide alike.
-trait Position {
+/// a mirror of it (`steady::MirrorDir`), so that the test is written once
+/// for both.
+trait SteadyView {
     fn has_base(&self) -> bool;
     fn next_seq(&self) -> SeqNum;
     fn max_seq_to_be_acked(&self) -> SeqNum;
@@ -413,47 +418,42 @@ trait Position {
     fn first_ack_pending(&self) -> bool;
 }
 
-/// Implements [`Position`] for a type that keeps the fields under the
-/// names `DirState` does; `$has_base` says whether the base is known.
-macro_rules! impl_position {
-    ($ty:ty, |$dir:ident| $has_base:expr) => {
-        impl Position for $ty {
-            fn has_base(&self) -> bool {
-                let $dir = self;
-                $has_base
-            }
-            fn next_seq(&self) -> SeqNum {
-                self.next_seq
-            }
-            fn max_seq_to_be_acked(&self) -> SeqNum {
-                self.max_seq_to_be_acked
-            }
-            fn last_ack(&self) -> SeqNum {
-                self.last_ack
-            }
-            fn window(&self) -> u32 {
-                self.window
-            }
-            fn scale(&self) -> Scale {
-                self.scale
-            }
-            fn first_ack_pending(&self) -> bool {
-                self.first_ack_pending
-            }
-        }
-    };
+impl SteadyView for DirState {
+    fn has_base(&self) -> bool {
+        self.has_base
+    }
+    fn next_seq(&self) -> SeqNum {
+        self.next_seq
+    }
+    fn max_seq_to_be_acked(&self) -> SeqNum {
+        self.max_seq_to_be_acked
+    }
+    fn last_ack(&self) -> SeqNum {
+        self.last_ack
+    }
+    fn window(&self) -> u32 {
+        self.window
+    }
+    fn scale(&self) -> Scale {
+        self.scale
+    }
+    fn first_ack_pending(&self) -> bool {
+        self.first_ack_pending
+    }
 }
 
-impl_position!(DirState, |dir| dir.has_base);
-
-mod steady;
-
-pub use steady::{Admission, Mirror, MirrorDir, SteadyRun};
+/// Whether `seg` carries data up to the edge of the window `rev` offered
+/// (tshark's window full), once the scale is known.
+#[inline(always)]
+fn fills_window(seg: &Segment, rev: &impl SteadyView) -> bool {
+    let end = SeqNum(seg.seq).plus(seg.payload_len);
+    seg.payload_len > 0 && rev.scale() != Scale::Unknown && end == window_edge(rev)
+}
 
 /// Whether `seg`, sent by `fwd` to `rev`, takes the steady path (see
 /// `Analyzer::on_steady_segment`).
 #[inline(always)]
-fn is_steady(seg: &Segment, fwd: &impl Position, rev: &impl Position) -> bool {
+fn is_steady(seg: &Segment, fwd: &impl SteadyView, rev: &impl SteadyView) -> bool {
     let f = seg.flags;
     if !f.ack() || f.syn() || f.fin() || f.rst() || seg.window == 0 {
         return false;
@@ -479,7 +479,8 @@ fn is_steady(seg: &Segment, fwd: &impl Position, rev: &impl Position) -> bool {
         && (len == 0 || rev.last_ack().0 == 0 || end > rev.last_ack())
         // An ACK beyond what the peer was seen to send.
         && (rev.max_seq_to_be_acked().0 == 0 || ack <= rev.max_seq_to_be_acked())
-        && (len == 0 || rev.scale() == Scale::Unknown || end != window_edge(rev))
+        // Data up to the edge of the peer's window fills it.
+        && !fills_window(seg, rev)
 }
 
 /// The sender's and the peer's state, both mutable.
@@ -993,11 +994,11 @@ mod tests {
                     80..=82 => win[i] = 0,
                     83..=86 => win[i] = r(65536) as u16,
                     87..=88 => flags |= [S, F, TcpFlags::RST][r(3) as usize],
-                    // A window-scale option outside the handshake, on
-                    // data at the next sequence number.
+                    // A window-scale option outside the handshake, at
+                    // the next sequence number, on data or an ACK alone.
                     89 => {
                         ws = Some(r(15) as u8);
-                        len = r(1460) as u32;
+                        len = r(2) as u32 * r(1460) as u32;
                     }
                     90..=91 => acked[i] = next[peer].wrapping_add(1 + r(3000) as u32),
                     92..=94 => len = 1,

@@ -3,7 +3,7 @@
 
 use crate::decode::Segment;
 
-use super::analysis::{Analyzer, Flags, Mirror, MirrorDir, SteadyRun};
+use super::analysis::{Analyzer, Flags, Mirror, SteadyRun};
 use super::key::Side;
 use super::seq::SeqNum;
 use super::{Nanos, ShortTime};
@@ -183,9 +183,11 @@ impl Conn {
         step
     }
 
-    /// The connection as a mirror of its steady path (see
-    /// [`Mirror`]), when one describes it: established or picked up
-    /// mid-stream, so that a steady segment changes nothing in its life.
+    /// The connection as a mirror of its steady path (see [`Mirror`]),
+    /// when one describes it: established or picked up mid-stream. Not
+    /// before: in the handshake the client's ACK establishes the
+    /// connection, a step in its life a counted segment would miss; and
+    /// not once closed, when only late segments are expected.
     pub fn mirror(&self) -> Option<Mirror> {
         match self.phase {
             Phase::Established | Phase::Midstream => self.analyzer.mirror(),
@@ -196,8 +198,8 @@ impl Conn {
     /// Applies a run of steady segments from `side` that a mirror counted
     /// (see `Analyzer::on_steady_run`). Such segments change nothing in the
     /// connection's life.
-    pub fn on_steady_run(&mut self, side: Side, run: &SteadyRun, end: &MirrorDir) {
-        self.analyzer.on_steady_run(side, run, end);
+    pub fn on_steady_run(&mut self, side: Side, run: &SteadyRun) {
+        self.analyzer.on_steady_run(side, run);
     }
 
     fn lifecycle(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
@@ -452,8 +454,15 @@ pub(crate) mod tests {
         let mut c = Conn::new(&syn, true);
         c.on_segment(&syn, Side::Client, 1_000);
         c.on_segment(&seg(80, 40000, SYNACK, 500, 101), Side::Server, 2_000);
+        // The server's ACK measures the handshake RTT: the analysis alone
+        // would give a mirror, but the client's ACK has yet to establish
+        // the connection.
+        c.on_segment(&seg(80, 40000, ACK, 501, 101), Side::Server, 2_500);
+        assert_eq!(c.phase, Phase::SynReceived);
+        assert!(c.analyzer.mirror().is_some());
         assert_eq!(c.mirror(), None, "the client's ACK establishes it");
-        c.on_segment(&seg(40000, 80, ACK, 101, 501), Side::Client, 3_000);
+        let step = c.on_segment(&seg(40000, 80, ACK, 101, 501), Side::Client, 3_000);
+        assert_eq!(step.handshake_rtt, Some((Side::Client, 1_000)));
         assert!(c.mirror().is_some(), "established");
         c.on_segment(&seg(40000, 80, RST, 101, 0), Side::Client, 4_000);
         assert_eq!(c.mirror(), None, "closed");
@@ -465,6 +474,8 @@ pub(crate) mod tests {
         m.on_segment(&seg(40000, 80, ACK, 1, 1), Side::Client, 1_000);
         let mut mirror = m.mirror().expect("mid-stream");
         let reply = seg(80, 40000, ACK, 1, 1);
-        assert_eq!(mirror.admit(&reply, Side::Server), Admission::Other);
+        let mut run = SteadyRun::default();
+        let admission = mirror.admit(&reply, Side::Server, 2_000, &mut run);
+        assert_eq!(admission, Admission::Other);
     }
 }

@@ -10,11 +10,17 @@
 //! to keep them. An analyzer gives a mirror ([`Analyzer::mirror`]) only in
 //! a state the mirror describes whole. From there, each segment the mirror
 //! admits as [`Admission::Counted`] is one the steady path takes with no
-//! RTT sample started or ended; one it admits as [`Admission::Timed`] is
-//! steady too, but times or ends a sample, so it must be analysed, and the
-//! mirror moves as the analysis will; anything else leaves the mirror
-//! unknown until the analyzer gives a new one. The tests hold these claims
-//! to the full analysis on random conversations.
+//! RTT sample started or ended; one it admits as [`Admission::Followed`]
+//! must be analysed (it times or ends a sample, or is not steady but an
+//! ACK whose effect on the mirror is known without the analysis's
+//! timing rules), and the mirror moves as the analysis will;
+//! anything else leaves the mirror unknown until the analyzer gives a new
+//! one. The tests hold these claims to the full analysis on random
+//! conversations.
+//!
+//! The kernel side is not built yet: nothing here is on the capture path.
+//! What a run changes beyond the analysis (the flow table's last-seen time,
+//! the packet and byte counts) is for the caller that will apply runs.
 
 use crate::decode::Segment;
 use crate::flow::key::Side;
@@ -22,7 +28,7 @@ use crate::flow::rtt::RTT_SLOTS;
 use crate::flow::seq::SeqNum;
 use crate::flow::Nanos;
 
-use super::{is_steady, pair, Analyzer, DirState, Position, Scale};
+use super::{is_steady, pair, Analyzer, DirState, Scale, SteadyView};
 
 /// What the steady path reads of one direction, and the ends of its timed
 /// segments (the RTT samples it waits on).
@@ -57,6 +63,22 @@ impl MirrorDir {
         }
     }
 
+    /// The analysis's RTT sampler on new data ending at `end`: timed if a
+    /// slot is free.
+    fn rtt_time(&mut self, end: SeqNum) {
+        if !self.rtt_is_full() {
+            self.rtt_ends[self.rtt_len as usize] = end;
+            self.rtt_len += 1;
+        }
+    }
+
+    /// The analysis's RTT sampler on a retransmission: every timed segment
+    /// is dropped.
+    fn rtt_drop_all(&mut self) {
+        self.rtt_ends = [SeqNum(0); RTT_SLOTS];
+        self.rtt_len = 0;
+    }
+
     fn rtt_is_full(&self) -> bool {
         self.rtt_len as usize == RTT_SLOTS
     }
@@ -84,8 +106,30 @@ impl MirrorDir {
     }
 }
 
-// A mirror is only taken once both sides' bases are known.
-impl_position!(MirrorDir, |_dir| true);
+impl SteadyView for MirrorDir {
+    /// A mirror is only taken once both sides' bases are known.
+    fn has_base(&self) -> bool {
+        true
+    }
+    fn next_seq(&self) -> SeqNum {
+        self.next_seq
+    }
+    fn max_seq_to_be_acked(&self) -> SeqNum {
+        self.max_seq_to_be_acked
+    }
+    fn last_ack(&self) -> SeqNum {
+        self.last_ack
+    }
+    fn window(&self) -> u32 {
+        self.window
+    }
+    fn scale(&self) -> Scale {
+        self.scale
+    }
+    fn first_ack_pending(&self) -> bool {
+        self.first_ack_pending
+    }
+}
 
 /// Both directions of a connection as the steady path reads them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,10 +143,14 @@ pub enum Admission {
     /// Steady, and it neither starts nor ends an RTT sample: it may be
     /// counted in a [`SteadyRun`] instead of analysed.
     Counted,
-    /// Steady, but it starts or ends an RTT sample: it must be analysed.
-    /// The mirror moved as the analysis will move.
-    Timed,
-    /// Anything else: it must be analysed, and the mirror no longer
+    /// One the mirror can follow but which must be analysed: steady but
+    /// for an RTT sample it times or ends, or any other ACK the mirror
+    /// can follow (see `is_followed`: retransmissions, out of order,
+    /// duplicate ACKs, window full, zero windows...). The mirror moved as
+    /// the analysis will move.
+    Followed,
+    /// Anything else (a SYN, FIN or RST, no ACK, a window-scale option, an
+    /// ACK of data unseen): it must be analysed, and the mirror no longer
     /// describes the connection.
     Other,
 }
@@ -113,53 +161,112 @@ impl Mirror {
         &self.dir[side.index()]
     }
 
-    /// Whether `seg` from `side` is steady, as `Analyzer::on_steady_segment`
-    /// decides, and whether it times or ends an RTT sample; the mirror moves
-    /// on with it unless the answer is `Other`.
-    pub fn admit(&mut self, seg: &Segment, side: Side) -> Admission {
+    /// What `seg` from `side`, captured at `now`, is (see [`Admission`]);
+    /// the mirror moves on with it unless the answer is `Other` (then
+    /// nothing changed), and a `Counted` one is counted in `run`, the run
+    /// of `side`.
+    pub fn admit(
+        &mut self,
+        seg: &Segment,
+        side: Side,
+        now: Nanos,
+        run: &mut SteadyRun,
+    ) -> Admission {
         let [client, server] = &mut self.dir;
         let (fwd, rev) = match side {
             Side::Client => (client, server),
             Side::Server => (server, client),
         };
-        if !is_steady(seg, fwd, rev) {
+        if !is_followed(seg, fwd, rev) {
             return Admission::Other;
         }
-        let seq = SeqNum(seg.seq);
         let ack = SeqNum(seg.ack);
         let len = seg.payload_len;
-        let end = seq.plus(len);
-        let times = len > 0 && !fwd.rtt_is_full();
-        let ends = rev.rtt_covered_by(ack);
-        if len > 0 {
-            if times {
-                fwd.rtt_ends[fwd.rtt_len as usize] = end;
-                fwd.rtt_len += 1;
-            }
-            fwd.next_seq = end;
-        }
-        if seq == fwd.max_seq_to_be_acked || fwd.max_seq_to_be_acked.0 == 0 {
-            fwd.max_seq_to_be_acked = fwd.next_seq;
-        }
+        // Steady, and neither timing new data nor ending a timed segment.
+        let counted =
+            is_steady(seg, fwd, rev) && (len == 0 || fwd.rtt_is_full()) && !rev.rtt_covered_by(ack);
+        let ack_moved = ack != fwd.last_ack;
+        follow(fwd, rev, seg);
         fwd.window = seg.window as u32;
         fwd.last_ack = ack;
         fwd.first_ack_pending = false;
-        if ends {
+        if rev.rtt_covered_by(ack) {
             rev.rtt_on_ack(ack);
         }
-        if times || ends {
-            Admission::Timed
-        } else {
-            Admission::Counted
+        if !counted {
+            return Admission::Followed;
         }
+        run.segments += 1;
+        run.payload_bytes += len as u64;
+        run.last = now;
+        if len > 0 {
+            run.last_data = Some(now);
+        }
+        run.ack_moved |= ack_moved;
+        run.next_seq = fwd.next_seq;
+        run.max_seq_to_be_acked = fwd.max_seq_to_be_acked;
+        run.last_ack = fwd.last_ack;
+        run.window = fwd.window;
+        Admission::Counted
+    }
+}
+
+/// Whether the mirror can follow `seg`, sent by `fwd`: any ACK without SYN, FIN or RST, without a
+/// window-scale option (which would set the scale), that does not
+/// acknowledge data the peer was not seen to send (which moves the peer's
+/// state on), from a direction whose next sequence number is known. What
+/// the analysis flags on such a segment (a retransmission of any kind, out
+/// of order, a lost segment before it, a duplicate ACK, a window update, a
+/// zero window, a keep-alive, a probe, window full) depends on times the
+/// mirror does not keep, but what it changes of the mirror does not.
+fn is_followed(seg: &Segment, fwd: &MirrorDir, rev: &MirrorDir) -> bool {
+    let f = seg.flags;
+    let ack = SeqNum(seg.ack);
+    f.ack()
+        && !(f.syn() || f.fin() || f.rst())
+        && seg.options.window_scale.is_none()
+        && fwd.next_seq.0 != 0
+        && (rev.max_seq_to_be_acked.0 == 0 || ack <= rev.max_seq_to_be_acked)
+}
+
+/// Moves `fwd` on with a segment `is_followed` accepts, as the full rules
+/// (`Analyzer::on_any_segment`) move the sequence numbers and RTT samples
+/// (on a steady segment, as the steady path does): a zero-window probe
+/// moves nothing on, a keep-alive is never a
+/// retransmission, data that repeats what was sent or acknowledged (a
+/// retransmission of any kind, or out of order) drops every timed
+/// segment, and new data beyond the next sequence number is timed.
+fn follow(fwd: &mut MirrorDir, rev: &MirrorDir, seg: &Segment) {
+    let seq = SeqNum(seg.seq);
+    let len = seg.payload_len;
+    let end = seq.plus(len);
+    let before_next = fwd.next_seq.plus(u32::MAX);
+    let probe = len == 1 && seq == fwd.next_seq && rev.window == 0;
+    let keepalive = !probe && len <= 1 && seq == before_next;
+    let spurious = rev.last_ack.0 != 0 && end <= rev.last_ack;
+    let behind = seq < fwd.next_seq && !(len > 1 && seq == before_next);
+    let repeats = len > 0 && !keepalive && (spurious || behind);
+    if end > fwd.next_seq && !probe {
+        if len > 0 {
+            fwd.rtt_time(end);
+        }
+        fwd.next_seq = end;
+    }
+    if repeats {
+        fwd.rtt_drop_all();
+    }
+    if (seq == fwd.max_seq_to_be_acked || fwd.max_seq_to_be_acked.0 == 0) && !probe {
+        fwd.max_seq_to_be_acked = fwd.next_seq;
     }
 }
 
 /// Segments of one direction that a mirror admitted as `Counted`, one
-/// after another, and never analysed.
+/// after another, and never analysed: how many, and where the last left
+/// the direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SteadyRun {
     pub segments: u32,
+    /// Their payload bytes, for the counts of whoever applies the run.
     pub payload_bytes: u64,
     /// Capture time of the run's last segment.
     pub last: Nanos,
@@ -167,20 +274,11 @@ pub struct SteadyRun {
     pub last_data: Option<Nanos>,
     /// Some segment's ACK differed from the one before it.
     pub ack_moved: bool,
-}
-
-impl SteadyRun {
-    /// Counts `seg`, admitted at `now` by a mirror whose direction stood at
-    /// `before` (the mirror as it was before admitting it).
-    pub fn count(&mut self, seg: &Segment, before: &MirrorDir, now: Nanos) {
-        self.segments += 1;
-        self.payload_bytes += seg.payload_len as u64;
-        self.last = now;
-        if seg.payload_len > 0 {
-            self.last_data = Some(now);
-        }
-        self.ack_moved |= SeqNum(seg.ack) != before.last_ack;
-    }
+    /// The direction after the last segment.
+    next_seq: SeqNum,
+    max_seq_to_be_acked: SeqNum,
+    last_ack: SeqNum,
+    window: u32,
 }
 
 impl Analyzer {
@@ -196,23 +294,22 @@ impl Analyzer {
     }
 
     /// Applies `run`, segments from `side` a mirror counted, as the steady
-    /// path would have applied each; `end` is the mirror's direction after
-    /// the run.
-    pub fn on_steady_run(&mut self, side: Side, run: &SteadyRun, end: &MirrorDir) {
+    /// path would have applied each.
+    pub fn on_steady_run(&mut self, side: Side, run: &SteadyRun) {
         if run.segments == 0 {
             return;
         }
         let (fwd, _) = pair(&mut self.dir, side);
-        fwd.next_seq = end.next_seq;
+        fwd.next_seq = run.next_seq;
         if let Some(t) = run.last_data {
             fwd.next_seq_time = t;
         }
-        fwd.max_seq_to_be_acked = end.max_seq_to_be_acked;
+        fwd.max_seq_to_be_acked = run.max_seq_to_be_acked;
         if run.ack_moved {
             fwd.dupack_count = 0;
         }
-        fwd.window = end.window;
-        fwd.last_ack = end.last_ack;
+        fwd.window = run.window;
+        fwd.last_ack = run.last_ack;
         fwd.last_ack_time = run.last;
         fwd.last_was_keepalive = false;
         fwd.last_was_zwp = false;
@@ -233,44 +330,41 @@ mod tests {
     /// Random conversations with every kind of trouble: a mirror taken
     /// whenever the analyzer gives one counts the segments it admits as
     /// `Counted`; every other segment is analysed after the runs before
-    /// it are applied. The analyzer then has the verdicts and the state of
-    /// one that analysed every segment, and after a `Timed` segment the
-    /// mirror is the one the analyzer gives.
+    /// it are applied. Against the full rules alone over every segment:
+    /// each counted segment has no verdict, the analyzer is the same right
+    /// after the runs are applied and after the segment, with the same
+    /// verdict; and after a `Followed` segment the mirror is the one the
+    /// analyzer gives.
     #[test]
     fn runs_a_mirror_counted_leave_the_analysis_as_analysing_each_would() {
-        let (mut counted, mut timed, mut other, mut total) = (0u32, 0u32, 0u32, 0u32);
+        let (mut counted, mut followed, mut other, mut total) = (0u32, 0u32, 0u32, 0u32);
         for conversation in random_conversations(0x5eed_0020, 300) {
             let mut every = Analyzer::default();
             let mut split = Analyzer::default();
             let mut mirror: Option<Mirror> = None;
             let mut runs = [SteadyRun::default(); 2];
-            let flush = |split: &mut Analyzer, runs: &mut [SteadyRun; 2], at: &Mirror| {
-                for side in [Side::Client, Side::Server] {
-                    split.on_steady_run(side, &runs[side.index()], at.dir(side));
-                }
-                *runs = [SteadyRun::default(); 2];
-            };
             for (side, seg, now) in conversation {
                 total += 1;
-                let want = every.on_segment(&seg, side, now);
-                let before = mirror;
-                let admission = mirror.as_mut().map(|m| m.admit(&seg, side));
+                let before = every;
+                let want = every.on_any_segment(&seg, side, now);
+                let run = &mut runs[side.index()];
+                let admission = mirror.as_mut().map(|m| m.admit(&seg, side, now, run));
                 if admission == Some(Admission::Counted) {
                     counted += 1;
-                    let before = before.unwrap();
-                    runs[side.index()].count(&seg, before.dir(side), now);
                     assert_eq!(want, Verdict::default(), "counted {seg:?}");
                     continue;
                 }
-                if let Some(before) = before {
-                    flush(&mut split, &mut runs, &before);
+                for side in [Side::Client, Side::Server] {
+                    split.on_steady_run(side, &runs[side.index()]);
                 }
+                runs = [SteadyRun::default(); 2];
+                assert_eq!(split, before, "state after the runs before {seg:?}");
                 let got = split.on_segment(&seg, side, now);
                 assert_eq!(got, want, "verdict of {seg:?}");
                 assert_eq!(split, every, "state after {seg:?}");
                 match admission {
-                    Some(Admission::Timed) => {
-                        timed += 1;
+                    Some(Admission::Followed) => {
+                        followed += 1;
                         assert_eq!(mirror, split.mirror(), "mirror after {seg:?}");
                     }
                     _ => {
@@ -279,15 +373,15 @@ mod tests {
                     }
                 }
             }
-            if let Some(at) = mirror {
-                flush(&mut split, &mut runs, &at);
+            for side in [Side::Client, Side::Server] {
+                split.on_steady_run(side, &runs[side.index()]);
             }
             assert_eq!(split, every, "state at the end");
         }
         // Each kind was seen, and often.
         assert!(
-            counted > total / 8 && timed > total / 50 && other > total / 20,
-            "{counted} counted, {timed} timed, {other} other of {total}"
+            counted > total / 8 && followed > total / 50 && other > total / 20,
+            "{counted} counted, {followed} followed, {other} other of {total}"
         );
     }
 
