@@ -52,7 +52,6 @@ fn main() -> ExitCode {
     let mut flows: HashMap<FlowKey, Flow> = HashMap::new();
     // The analysis's flags on the segments a mirror could not follow.
     let mut others: HashMap<u16, u64> = HashMap::new();
-    let mut lost = false;
     let (mut counted, mut followed, mut other, mut unmirrored, mut undecoded) = (0u64, 0, 0, 0, 0);
     loop {
         let frame = match file.next() {
@@ -80,6 +79,7 @@ fn main() -> ExitCode {
             flow.mirror = flow.conn.mirror();
         }
         let run = &mut flow.runs[side.index()];
+        let mut lost = false;
         match flow
             .mirror
             .as_mut()
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         }
         flow.runs = [SteadyRun::default(); 2];
         let step = flow.conn.on_segment(&seg, side, frame.ts);
-        if std::mem::take(&mut lost) {
+        if lost {
             *others.entry(step.flags.0).or_insert(0u64) += 1;
         }
     }

@@ -19,7 +19,7 @@ use super::Nanos;
 
 mod steady;
 
-pub use steady::{Admission, Mirror, MirrorDir, SteadyRun};
+pub use steady::{Admission, Mirror, SteadyRun};
 
 /// What the analysis says of one segment. At most one of the four
 /// retransmission-family flags (RETRANSMISSION, FAST_RETRANSMISSION,

@@ -33,7 +33,7 @@ use super::{is_steady, pair, Analyzer, DirState, Scale, SteadyView};
 /// What the steady path reads of one direction, and the ends of its timed
 /// segments (the RTT samples it waits on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MirrorDir {
+pub(crate) struct MirrorDir {
     /// Next expected sequence number; 0 means unknown (nothing is steady).
     next_seq: SeqNum,
     /// Highest sequence number reached without a gap; 0 means unknown.
@@ -150,21 +150,25 @@ pub enum Admission {
     /// the analysis will move.
     Followed,
     /// Anything else (a SYN, FIN or RST, no ACK, a window-scale option, an
-    /// ACK of data unseen): it must be analysed, and the mirror no longer
-    /// describes the connection.
+    /// ACK of data unseen, a sender whose next sequence number is not yet
+    /// known): it must be analysed, and the mirror no longer describes the
+    /// connection.
     Other,
 }
 
 impl Mirror {
     /// The direction `side` sends, as it stands.
-    pub fn dir(&self, side: Side) -> &MirrorDir {
+    #[cfg(test)]
+    fn dir(&self, side: Side) -> &MirrorDir {
         &self.dir[side.index()]
     }
 
     /// What `seg` from `side`, captured at `now`, is (see [`Admission`]);
     /// the mirror moves on with it unless the answer is `Other` (then
     /// nothing changed), and a `Counted` one is counted in `run`, the run
-    /// of `side`.
+    /// of `side`. Both directions' runs must be applied to the connection
+    /// (`Conn::on_steady_run`) before any segment that was not counted is
+    /// analysed.
     pub fn admit(
         &mut self,
         seg: &Segment,
@@ -187,12 +191,6 @@ impl Mirror {
             is_steady(seg, fwd, rev) && (len == 0 || fwd.rtt_is_full()) && !rev.rtt_covered_by(ack);
         let ack_moved = ack != fwd.last_ack;
         follow(fwd, rev, seg);
-        fwd.window = seg.window as u32;
-        fwd.last_ack = ack;
-        fwd.first_ack_pending = false;
-        if rev.rtt_covered_by(ack) {
-            rev.rtt_on_ack(ack);
-        }
         if !counted {
             return Admission::Followed;
         }
@@ -211,10 +209,11 @@ impl Mirror {
     }
 }
 
-/// Whether the mirror can follow `seg`, sent by `fwd`: any ACK without SYN, FIN or RST, without a
-/// window-scale option (which would set the scale), that does not
-/// acknowledge data the peer was not seen to send (which moves the peer's
-/// state on), from a direction whose next sequence number is known. What
+/// Whether the mirror can follow `seg`, sent by `fwd`: any ACK without
+/// SYN, FIN or RST, without a window-scale option (which would set the
+/// scale), that does not acknowledge data the peer was not seen to send
+/// (which moves the peer's state on), from a direction whose next
+/// sequence number is known. What
 /// the analysis flags on such a segment (a retransmission of any kind, out
 /// of order, a lost segment before it, a duplicate ACK, a window update, a
 /// zero window, a keep-alive, a probe, window full) depends on times the
@@ -229,14 +228,15 @@ fn is_followed(seg: &Segment, fwd: &MirrorDir, rev: &MirrorDir) -> bool {
         && (rev.max_seq_to_be_acked.0 == 0 || ack <= rev.max_seq_to_be_acked)
 }
 
-/// Moves `fwd` on with a segment `is_followed` accepts, as the full rules
-/// (`Analyzer::on_any_segment`) move the sequence numbers and RTT samples
-/// (on a steady segment, as the steady path does): a zero-window probe
-/// moves nothing on, a keep-alive is never a
-/// retransmission, data that repeats what was sent or acknowledged (a
-/// retransmission of any kind, or out of order) drops every timed
-/// segment, and new data beyond the next sequence number is timed.
-fn follow(fwd: &mut MirrorDir, rev: &MirrorDir, seg: &Segment) {
+/// Moves the mirror on with a segment `is_followed` accepts, as the full
+/// rules (`Analyzer::on_any_segment`) move what it keeps (and, on a steady
+/// segment, as the steady path does): a zero-window probe moves the
+/// sequence numbers nothing on, a keep-alive is never a retransmission,
+/// data that repeats what was sent or acknowledged (a retransmission of
+/// any kind, or out of order) drops every timed segment, new data beyond
+/// the next sequence number is timed; the window and ACK are the
+/// segment's, and the peer's timed segments the ACK covers are done with.
+fn follow(fwd: &mut MirrorDir, rev: &mut MirrorDir, seg: &Segment) {
     let seq = SeqNum(seg.seq);
     let len = seg.payload_len;
     let end = seq.plus(len);
@@ -258,11 +258,19 @@ fn follow(fwd: &mut MirrorDir, rev: &MirrorDir, seg: &Segment) {
     if (seq == fwd.max_seq_to_be_acked || fwd.max_seq_to_be_acked.0 == 0) && !probe {
         fwd.max_seq_to_be_acked = fwd.next_seq;
     }
+    let ack = SeqNum(seg.ack);
+    fwd.window = seg.window as u32;
+    fwd.last_ack = ack;
+    fwd.first_ack_pending = false;
+    if rev.rtt_covered_by(ack) {
+        rev.rtt_on_ack(ack);
+    }
 }
 
 /// Segments of one direction that a mirror admitted as `Counted`, one
 /// after another, and never analysed: how many, and where the last left
-/// the direction.
+/// the direction. Applied with the other direction's run before the
+/// connection's next segment that was not counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SteadyRun {
     pub segments: u32,
@@ -283,8 +291,8 @@ pub struct SteadyRun {
 
 impl Analyzer {
     /// This connection as a mirror, when the mirror describes all the
-    /// steady path reads and writes: both directions' sequence numbers
-    /// known, and the handshake RTT not waiting for a steady segment.
+    /// steady path reads and writes: both directions' bases (ISNs) known,
+    /// and the handshake RTT not waiting for the next ACK.
     pub fn mirror(&self) -> Option<Mirror> {
         let known = self.dir.iter().all(|d| d.has_base);
         let handshake_waits = self.last_syn != 0 && self.initial_rtt == 0;
@@ -320,7 +328,7 @@ impl Analyzer {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{random_conversations, segment};
-    use super::super::Verdict;
+    use super::super::{Flags, Verdict};
     use super::*;
     use crate::decode::TcpFlags;
 
@@ -338,6 +346,8 @@ mod tests {
     #[test]
     fn runs_a_mirror_counted_leave_the_analysis_as_analysing_each_would() {
         let (mut counted, mut followed, mut other, mut total) = (0u32, 0u32, 0u32, 0u32);
+        // The analysis's flags on the segments the mirror followed.
+        let mut flags_followed = 0u16;
         for conversation in random_conversations(0x5eed_0020, 300) {
             let mut every = Analyzer::default();
             let mut split = Analyzer::default();
@@ -365,6 +375,7 @@ mod tests {
                 match admission {
                     Some(Admission::Followed) => {
                         followed += 1;
+                        flags_followed |= want.flags.0;
                         assert_eq!(mirror, split.mirror(), "mirror after {seg:?}");
                     }
                     _ => {
@@ -383,6 +394,12 @@ mod tests {
             counted > total / 8 && followed > total / 50 && other > total / 20,
             "{counted} counted, {followed} followed, {other} other of {total}"
         );
+        // It followed every kind of trouble but the fast retransmission,
+        // which needs a third duplicate ACK within 20 ms of the peer's
+        // last segment (the same change of the mirror as any other).
+        let every_kind = (1u16 << 14) - 1;
+        let want = every_kind & !Flags::FAST_RETRANSMISSION & !Flags::ACKED_UNSEEN;
+        assert_eq!(flags_followed, want, "{flags_followed:#06x} of {want:#06x}");
     }
 
     #[test]
