@@ -18,9 +18,11 @@
 //! one. The tests hold these claims to the full analysis on random
 //! conversations.
 //!
-//! The kernel side is not built yet: nothing here is on the capture path.
-//! What a run changes beyond the analysis (the flow table's last-seen time,
-//! the packet and byte counts) is for the caller that will apply runs.
+//! The same rules in C (bpf/steady.h) are held to these by the tests in
+//! steady/kernel.rs, which run them in the kernel. They are not on the capture
+//! path yet. What a run changes beyond the analysis (the flow table's
+//! last-seen time, the packet and byte counts) is for the caller that will
+//! apply runs.
 
 use crate::decode::Segment;
 use crate::flow::key::Side;
@@ -29,6 +31,9 @@ use crate::flow::seq::SeqNum;
 use crate::flow::Nanos;
 
 use super::{is_steady, pair, Analyzer, DirState, Scale, SteadyView};
+
+#[cfg(test)]
+mod kernel;
 
 /// What the steady path reads of one direction, and the ends of its timed
 /// segments (the RTT samples it waits on).
@@ -196,6 +201,8 @@ impl Mirror {
         }
         run.segments += 1;
         run.payload_bytes += len as u64;
+        run.ip_bytes += seg.ip_len as u64;
+        run.dont_fragment += seg.dont_fragment as u32;
         run.last = now;
         if len > 0 {
             run.last_data = Some(now);
@@ -274,8 +281,11 @@ fn follow(fwd: &mut MirrorDir, rev: &mut MirrorDir, seg: &Segment) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SteadyRun {
     pub segments: u32,
-    /// Their payload bytes, for the counts of whoever applies the run.
+    /// Their payload bytes, IP bytes and segments with IPv4's DF bit, for
+    /// the counts of whoever applies the run.
     pub payload_bytes: u64,
+    pub ip_bytes: u64,
+    pub dont_fragment: u32,
     /// Capture time of the run's last segment.
     pub last: Nanos,
     /// Capture time of its last segment with data, if any had data.
