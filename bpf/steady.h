@@ -81,8 +81,9 @@ struct tcpx_run {
 	__u8 reserved[6];          /* 58 zero */
 };                                 /* 64 */
 
-/* What the kernel keeps of a connection: its mirror, and the run of each
- * direction since user space last took them. */
+/* What the rules keep of a connection: its mirror, and the run of each
+ * direction since user space last took them. A per-flow map entry will
+ * hold this, with a lock and a count of the records handed up. */
 struct tcpx_steady {
 	struct tcpx_mirror mirror; /*   0 */
 	struct tcpx_run run[2];    /*  64 by side: the client's first */
@@ -379,10 +380,13 @@ static __always_inline int tcpx_admit(struct tcpx_mirror *m, const struct tcpx_s
  * A global function, checked once by the verifier on its own: inlined
  * after the header parser, its paths would be walked once for every path
  * out of the parser. */
+/* Not static (a global function is one the verifier checks on its own);
+ * each program file that includes this header is its own object. */
 __attribute__((noinline)) int tcpx_steady_admit(struct tcpx_steady *st,
 						const struct tcpx_record *r, __u32 side,
 						__u64 now)
 {
+	/* The verifier takes a global function's pointers as maybe NULL. */
 	if (!st || !r)
 		return -1;
 	struct tcpx_seg s = {};

@@ -26,6 +26,9 @@ struct tcpx_check {
 };                                 /* 208 */
 
 _Static_assert(sizeof(struct tcpx_check) == 208, "check size");
+_Static_assert(__builtin_offsetof(struct tcpx_check, now) == 192, "now");
+_Static_assert(__builtin_offsetof(struct tcpx_check, side) == 200, "side");
+_Static_assert(__builtin_offsetof(struct tcpx_check, admission) == 204, "admission");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

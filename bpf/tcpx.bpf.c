@@ -4,8 +4,11 @@
  * nothing is dropped: XDP returns XDP_PASS, TC returns TC_ACT_UNSPEC (pass,
  * and let any later program in the chain run).
  *
- * Only parsing lives here (summarise.h). Length rules, option parsing and everything
- * above them run in user space on the same code as the frame decoder.
+ * Only parsing lives here (summarise.h). Length rules, option parsing and
+ * everything above them run in user space on the same code as the frame
+ * decoder. (steady.h has a C copy of the length rule, the option walk and
+ * the analysis's steady rules, for the kernel counting to come; a test
+ * holds it to the Rust code.)
  * Packets that are not TCP pass without a record; TCP packets whose
  * headers do not hold together get a record whose status says why.
  *

@@ -27,3 +27,23 @@ pub mod pipeline;
 pub mod privileges;
 pub mod supervisor;
 pub mod top;
+
+/// What the crate's own tests share (those that load eBPF programs, with
+/// the `xdp` feature).
+#[cfg(all(test, feature = "xdp"))]
+pub(crate) mod test_support {
+    /// Whether a test that loads eBPF programs should return at once:
+    /// `TCPX_SKIP_LIVE=1` skips it; otherwise it needs root, and says so.
+    pub fn skip_bpf_tests() -> bool {
+        if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+            return true;
+        }
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "loading eBPF programs needs root; TCPX_SKIP_LIVE=1 skips"
+        );
+        false
+    }
+}

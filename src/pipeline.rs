@@ -80,7 +80,16 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::wire_segments;
+    use super::{wire_segments, Hooks, Worker};
+    use crate::capture::{Next, PacketSource, PcapFile};
+    use crate::decode::decode;
+    use crate::flow::{Admission, FlowKey, Mirror, Side, SteadyRun};
+    use crate::metrics::conns::{ConnOptions, LongBudget};
+    use crate::metrics::{Exporter, Shard, ShardConfig};
+    use std::collections::hash_map::Entry;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn super_packets_count_as_their_wire_segments() {
@@ -89,6 +98,143 @@ mod tests {
         assert_eq!(wire_segments(1000, 1448), 1);
         assert_eq!(wire_segments(0, 1448), 1);
         assert_eq!(wire_segments(64_000, 0), 1, "no offload information");
+    }
+
+    /// Applies both directions' runs of the flow `key`, the one whose last
+    /// segment came first first, as the segments came.
+    fn apply_runs(worker: &mut Worker, shard: &mut Shard, key: &FlowKey, runs: &[SteadyRun; 2]) {
+        let mut sides = Side::BOTH;
+        sides.sort_by_key(|s| runs[s.index()].last);
+        for side in sides {
+            let run = &runs[side.index()];
+            shard.capture.packets += run.segments as u64;
+            match worker
+                .flows
+                .on_steady_run(key, side, run, &mut Hooks(shard))
+            {
+                Some(out) => shard.on_steady_run(&out, run),
+                None => assert_eq!(run.segments, 0, "a run of a flow the table lost"),
+            }
+            shard.flows_tracked = worker.flows.len() as u64;
+        }
+    }
+
+    /// Runs of steady segments, counted by each connection's mirror and
+    /// applied through the flow table and the shard, count as those
+    /// segments would have: over the test captures (loss, reordering, zero
+    /// windows, mid-stream, refusals), a worker that analyses every segment
+    /// and one that analyses only those the mirrors did not count (after
+    /// applying the runs before them) render the same metrics and keep the
+    /// same connection records, at the end and right after each time runs
+    /// are applied.
+    #[test]
+    fn runs_a_mirror_counted_count_as_their_segments_would() {
+        let captures = [
+            "bulk_loss",
+            "router_loss",
+            "zero_window",
+            "midstream",
+            "refused_aborted",
+        ];
+        let mut counted_all = 0u64;
+        for name in captures {
+            let path = format!("{}/testdata/pcaps/{name}.pcap", env!("CARGO_MANIFEST_DIR"));
+            let config = ShardConfig {
+                conns: Some(ConnOptions {
+                    table: Some(Arc::new(AtomicU64::new(0))),
+                    long_age: None,
+                    long_budget: Arc::new(LongBudget::new(0)),
+                    log: None,
+                    log_interval: 10_000_000_000,
+                }),
+                ..ShardConfig::plain(10_000)
+            };
+            let (every_x, split_x) = (
+                Exporter::new("test", &config),
+                Exporter::new("test", &config),
+            );
+            let mut every_shard =
+                Shard::new(name.into(), every_x.interface_id(name), config.clone());
+            let mut split_shard =
+                Shard::new(name.into(), split_x.interface_id(name), config.clone());
+            let mut source = PcapFile::open(path.as_ref(), "").expect("a test capture");
+            let link = source.link_type();
+            let idle = 300_000_000_000;
+            let (mut every, mut split) =
+                (Worker::new(link, 1000, idle), Worker::new(link, 1000, idle));
+            // Mirrors by flow: the mirror, the side of the key's lo end,
+            // and the runs counted since the flow's last analysed segment.
+            let mut armed: HashMap<FlowKey, (Mirror, Side, [SteadyRun; 2])> = HashMap::new();
+            let records = |s: &Shard| format!("{:?}", s.conns.as_ref().map(|c| c.records()));
+            let (mut counted, mut total) = (0u64, 0u64);
+            loop {
+                let frame = match source.next().expect("the capture reads") {
+                    Next::Frame(frame) => frame,
+                    Next::End => break,
+                    _ => continue,
+                };
+                total += 1;
+                let before = records(&every_shard);
+                every.process(&mut every_shard, &frame);
+                let Ok(seg) = decode(link, frame.data, frame.wire_len) else {
+                    split.process(&mut split_shard, &frame);
+                    continue;
+                };
+                let (key, sender_is_lo) = FlowKey::of(&seg);
+                let admission = armed.get_mut(&key).map(|(m, lo_side, runs)| {
+                    let side = if sender_is_lo {
+                        *lo_side
+                    } else {
+                        lo_side.peer()
+                    };
+                    m.admit(&seg, side, frame.ts, &mut runs[side.index()])
+                });
+                if admission == Some(Admission::Counted) {
+                    counted += 1;
+                    continue;
+                }
+                if let Some((_, _, runs)) = armed.get_mut(&key) {
+                    apply_runs(&mut split, &mut split_shard, &key, runs);
+                    *runs = [SteadyRun::default(); 2];
+                    let after_runs = records(&split_shard);
+                    assert_eq!(
+                        after_runs, before,
+                        "{name}: records after the runs before {seg:?}"
+                    );
+                }
+                if admission != Some(Admission::Followed) {
+                    armed.remove(&key);
+                }
+                split.process(&mut split_shard, &frame);
+                if let Entry::Vacant(e) = armed.entry(key) {
+                    if let Some((m, lo_side)) = split.flows.mirror(&key) {
+                        e.insert((m, lo_side, [SteadyRun::default(); 2]));
+                    }
+                }
+            }
+            for (key, (_, _, runs)) in &armed {
+                apply_runs(&mut split, &mut split_shard, key, runs);
+            }
+            counted_all += counted;
+            assert_eq!(every_shard.capture.packets, total, "{name}");
+            assert_eq!(split_shard.capture.packets, total, "{name}");
+            assert_eq!(
+                records(&split_shard),
+                records(&every_shard),
+                "{name}: records"
+            );
+            every.release(&mut every_shard);
+            split.release(&mut split_shard);
+            every_x.add_shard(Arc::new(Mutex::new(every_shard)));
+            split_x.add_shard(Arc::new(Mutex::new(split_shard)));
+            let (want, got) = (every_x.render(), split_x.render());
+            assert!(want.contains("tcp_packets_total{"), "{want}");
+            assert_eq!(
+                got, want,
+                "{name}: {counted} of {total} segments counted in runs"
+            );
+        }
+        assert!(counted_all > 1000, "{counted_all} segments counted in runs");
     }
 }
 

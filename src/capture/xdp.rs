@@ -677,15 +677,9 @@ mod tests {
         // runs on each frame through BPF_PROG_TEST_RUN, its record is
         // decoded, and the result must be what the frame decoder makes of
         // the frame.
-        if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+        if crate::test_support::skip_bpf_tests() {
             return;
         }
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "loading eBPF programs needs root; TCPX_SKIP_LIVE=1 skips"
-        );
         let ring_bytes = 4 << 20;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, ring_bytes)

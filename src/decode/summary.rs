@@ -3,7 +3,9 @@
 //! bpf/record.h. The kernel only finds the headers and copies their fields;
 //! the length rules, the option parser and the segment built from them are
 //! the frame decoder's own, so a summary and the frame it came from give
-//! the same [`Segment`].
+//! the same [`Segment`]. (bpf/steady.h copies the length rule and the
+//! option walk into C for the kernel's steady rules;
+//! flow/analysis/steady/kernel.rs holds the copy to this code.)
 
 use super::{assemble, ip, ip::IpPacket, Addr, DecodeError, DecodeErrorKind, Segment, TcpFields};
 use super::{TcpFlags, MAX_TCP_OPTIONS};
@@ -168,7 +170,7 @@ fn u32_at(r: &[u8; RECORD_LEN], at: usize) -> u32 {
 }
 
 /// Records as the kernel programs write them, for tests and benchmarks:
-/// what `summarise()` in bpf/tcpx.bpf.c makes of a frame.
+/// what `summarise()` in bpf/summarise.h makes of a frame.
 pub mod encode {
     use super::{at, RECORD_LEN};
 

@@ -12,6 +12,7 @@ use hashbrown::HashTable;
 
 use crate::decode::Segment;
 
+use super::analysis::{Mirror, SteadyRun};
 use super::conn::{Conn, Phase, Step};
 use super::key::{FlowKey, Side};
 use super::Nanos;
@@ -161,19 +162,7 @@ impl<T: Copy> FlowTable<T> {
     ) -> Outcome<T> {
         self.expire(now, hooks);
         let (key, sender_is_lo) = FlowKey::of(seg);
-        // The slot of the key, or the hash a new slot is indexed by.
-        let last = self.slots.get(self.last as usize);
-        let found = if last.is_some_and(|s| s.key == key) {
-            Ok(self.last)
-        } else {
-            let hash = self.hasher.hash_one(key);
-            let slots = &self.slots;
-            self.index
-                .find(hash, |&i| slots[i as usize].key == key)
-                .copied()
-                .ok_or(hash)
-        };
-        let slot = match found {
+        let slot = match self.find(&key) {
             Ok(i) => {
                 let s = &self.slots[i as usize];
                 let side = s.conn.sender(sender_is_lo);
@@ -235,6 +224,71 @@ impl<T: Copy> FlowTable<T> {
             step,
             phase,
         }
+    }
+
+    /// The slot of `key`, or the hash a new slot for it is indexed by.
+    #[inline(always)]
+    fn find(&self, key: &FlowKey) -> Result<u32, u64> {
+        let last = self.slots.get(self.last as usize);
+        if last.is_some_and(|s| s.key == *key) {
+            return Ok(self.last);
+        }
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| slots[i as usize].key == *key)
+            .copied()
+            .ok_or(hash)
+    }
+
+    /// The mirror of the connection on `key` (see `Conn::mirror`), and
+    /// which side of it the key's `lo` end is; `None` when the flow is not
+    /// tracked or its connection gives no mirror.
+    pub fn mirror(&self, key: &FlowKey) -> Option<(Mirror, Side)> {
+        let s = &self.slots[self.find(key).ok()? as usize];
+        Some((s.conn.mirror()?, s.conn.sender(true)))
+    }
+
+    /// Applies `run`, segments from `sender` on the flow `key` that the
+    /// connection's mirror counted, as
+    /// `on_segment` would have applied each: the connection takes the run
+    /// (`Conn::on_steady_run`) and the flow was last active at the run's
+    /// last segment; flows idle as of then expire first. Such segments
+    /// change nothing in the connection's life, so the outcome's step is
+    /// empty. `None`, and nothing changed, when the run is empty, or the
+    /// flow is not tracked or not in a phase that gives a mirror (it left
+    /// the table, or a new connection took its place, since its mirror was
+    /// given): the caller counts those segments as dropped.
+    pub fn on_steady_run(
+        &mut self,
+        key: &FlowKey,
+        sender: Side,
+        run: &SteadyRun,
+        hooks: &mut impl FlowHooks<T>,
+    ) -> Option<Outcome<T>> {
+        if run.segments == 0 {
+            return None;
+        }
+        self.expire(run.last, hooks);
+        let slot = self.find(key).ok()?;
+        let s = &mut self.slots[slot as usize];
+        if !matches!(s.conn.phase, Phase::Established | Phase::Midstream) {
+            return None;
+        }
+        s.conn.on_steady_run(sender, run);
+        s.last = s.last.max(run.last);
+        let (tag, phase) = (s.tag, s.conn.phase);
+        if self.tails[List::Open as usize] != slot {
+            self.unlink(slot, List::Open);
+            self.push_tail(slot, List::Open);
+        }
+        self.last = slot;
+        Some(Outcome {
+            tag,
+            sender,
+            step: Step::default(),
+            phase,
+        })
     }
 
     /// Drops flows idle for longer than the timeout, and closed flows whose
@@ -422,6 +476,67 @@ mod tests {
         assert_eq!(a.tag, b.tag);
         assert_eq!((a.sender, b.sender), (Side::Client, Side::Server));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_run_keeps_its_flow_alive_from_its_last_segment_and_only_a_tracked_flow_takes_one() {
+        use crate::flow::{Admission, SteadyRun};
+        const MS: Nanos = 1_000_000;
+        let mut t = FlowTable::new(10, 10 * SEC);
+        let mut log = Log::default();
+        // Picked up mid-stream, both ends heard: the flow gives a mirror.
+        let first = seg(40000, 80, TcpFlags::ACK, 1000, 5000);
+        let a = t.on_segment(&first, 0, &mut log);
+        t.on_segment(&seg(80, 40000, TcpFlags::ACK, 5000, 1000), 1, &mut log);
+        let (key, sender_is_lo) = FlowKey::of(&first);
+        let (mut m, lo_side) = t.mirror(&key).expect("a mirror");
+        let side = if sender_is_lo {
+            lo_side
+        } else {
+            lo_side.peer()
+        };
+        assert_eq!(side, a.sender);
+        // Data: the first two segments are timed (analysed), the third
+        // is counted.
+        let mut run = SteadyRun::default();
+        let mut data = first;
+        data.payload_len = 100;
+        data.ip_len += 100;
+        for (i, now) in [6 * SEC, 7 * SEC, 8 * SEC].into_iter().enumerate() {
+            data.seq = 1000 + 100 * i as u32;
+            let admitted = m.admit(&data, side, now, &mut run);
+            if i < 2 {
+                assert_eq!(admitted, Admission::Followed);
+                t.on_segment(&data, now, &mut log);
+            } else {
+                assert_eq!(admitted, Admission::Counted);
+            }
+        }
+        // Another flow, before the run is applied: the first is now the
+        // least recently active.
+        let other = seg(40001, 80, TcpFlags::ACK, 1, 1);
+        t.on_segment(&other, 7 * SEC + 500 * MS, &mut log);
+        let out = t
+            .on_steady_run(&key, side, &run, &mut log)
+            .expect("tracked");
+        assert_eq!(
+            (out.tag, out.sender, out.step),
+            (a.tag, side, Step::default())
+        );
+        // Idle for 10 s since its last segment, the other flow goes; the
+        // run's flow lives on until 10 s after the run's last segment.
+        let timeout = Some(Lifecycle::Closed(CloseReason::Timeout));
+        t.expire(17 * SEC + 500 * MS + 1, &mut log);
+        assert_eq!(log.removed, vec![(2, Removal::Idle, timeout)]);
+        t.expire(18 * SEC, &mut log);
+        assert_eq!(t.len(), 1);
+        t.expire(18 * SEC + 1, &mut log);
+        assert_eq!(log.removed[1..], [(1, Removal::Idle, timeout)]);
+        // A flow not tracked takes no run; nor does anyone an empty one.
+        assert!(t.on_steady_run(&key, side, &run, &mut log).is_none());
+        let b = t.on_segment(&first, 20 * SEC, &mut log);
+        let empty = SteadyRun::default();
+        assert!(t.on_steady_run(&key, b.sender, &empty, &mut log).is_none());
     }
 
     #[test]

@@ -27,7 +27,9 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
 use crate::decode::Segment;
-use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Phase, Removal, Side, Step};
+use crate::flow::{
+    CloseReason, Lifecycle, Nanos, Orientation, Phase, Removal, Side, SteadyRun, Step,
+};
 use crate::identity::Peers;
 
 use super::counters::DirCounters;
@@ -377,6 +379,12 @@ impl Conns {
         }
     }
 
+    /// Every record slot, live or free, for tests to compare.
+    #[cfg(test)]
+    pub(crate) fn records(&self) -> &[ConnRecord] {
+        &self.records
+    }
+
     /// A record for a new connection; `peers`: who its ends are.
     pub fn start(
         &mut self,
@@ -447,6 +455,16 @@ impl Conns {
             r.announced = true;
             let record = r.clone();
             self.emit(EventKind::Open, now, record);
+        }
+    }
+
+    /// Counts a run of steady segments from `sender` (see
+    /// `Shard::on_steady_run`): they change nothing but the counts and the
+    /// time last seen, and come only after the connection was announced.
+    pub fn on_steady_run(&mut self, id: u32, sender: Side, run: &SteadyRun, now: Nanos) {
+        if let Some(r) = self.records.get_mut(id as usize) {
+            r.dir[sender.index()].count_run(run);
+            r.last = r.last.max(now);
         }
     }
 

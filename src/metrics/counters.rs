@@ -4,7 +4,7 @@
 //! cannot drift apart.
 
 use crate::decode::{Segment, TcpOptions};
-use crate::flow::{Flags, Nanos};
+use crate::flow::{Flags, Nanos, SteadyRun};
 
 /// Counts of one direction (client to server, or back).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,6 +35,16 @@ pub const RETRANSMISSION_KINDS: [&str; 3] = [
 ];
 
 impl DirCounters {
+    /// Counts a run of steady segments a connection's mirror counted
+    /// (`flow::SteadyRun`), as `count` would have counted each: none of
+    /// them is a reset, an offload super-packet or flagged.
+    pub fn count_run(&mut self, run: &SteadyRun) {
+        self.packets += run.segments as u64;
+        self.payload_bytes += run.payload_bytes;
+        self.ip_bytes += run.ip_bytes;
+        self.dont_fragment += run.dont_fragment as u64;
+    }
+
     /// Counts one segment that stands for `segments` wire segments (more
     /// than one for an offload super-packet: each carried its own headers,
     /// and its own DF bit), with the analysis flags `f` it got.

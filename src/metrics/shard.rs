@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::decode::{DecodeErrorKind, Segment, TunnelKind};
-use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Outcome, Removal};
+use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Outcome, Removal, SteadyRun};
 
 use super::conns::{ConnOptions, Conns, NO_CONN};
 use super::counters::{wscale_slot, DirCounters, Histogram, WSCALE_SLOTS};
@@ -294,6 +294,24 @@ impl Shard {
         self.apply(ids, step, now);
         if let Some(c) = &mut self.conns {
             c.on_segment(ids.conn, out.sender, seg, segments, step, out.phase, now);
+        }
+        self.advance(now);
+    }
+
+    /// Counts `run`, steady segments a connection's mirror counted and the
+    /// flow table applied (`FlowTable::on_steady_run`, whose outcome is
+    /// `out`), as `on_segment` would have counted each, at the time of the
+    /// run's last segment: the sender's packets and bytes in the series and
+    /// the connection record. Such segments carry no flag, RTT or step in
+    /// the connection's life.
+    pub fn on_steady_run(&mut self, out: &Outcome<SeriesIds>, run: &SteadyRun) {
+        let ids = out.tag;
+        let now = run.last;
+        let e = self.pairs.at(ids.pair);
+        e.last = now;
+        e.value.dir[out.sender.index()].count_run(run);
+        if let Some(c) = &mut self.conns {
+            c.on_steady_run(ids.conn, out.sender, run, now);
         }
         self.advance(now);
     }

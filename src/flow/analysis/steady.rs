@@ -19,10 +19,10 @@
 //! conversations.
 //!
 //! The same rules in C (bpf/steady.h) are held to these by the tests in
-//! steady/kernel.rs, which run them in the kernel. They are not on the capture
-//! path yet. What a run changes beyond the analysis (the flow table's
-//! last-seen time, the packet and byte counts) is for the caller that will
-//! apply runs.
+//! steady/kernel.rs, which run them in the kernel. They are not on the
+//! capture path yet. What a run changes beyond the analysis (the flow
+//! table's last-seen time, the packet and byte counts) is applied by
+//! `FlowTable::on_steady_run` and `Shard::on_steady_run`.
 
 use crate::decode::Segment;
 use crate::flow::key::Side;
