@@ -100,21 +100,34 @@ mod tests {
         assert_eq!(wire_segments(64_000, 0), 1, "no offload information");
     }
 
-    /// Applies both directions' runs of the flow `key`, the one whose last
-    /// segment came first first, as the segments came.
-    fn apply_runs(worker: &mut Worker, shard: &mut Shard, key: &FlowKey, runs: &[SteadyRun; 2]) {
-        let mut sides = Side::BOTH;
-        sides.sort_by_key(|s| runs[s.index()].last);
-        for side in sides {
-            let run = &runs[side.index()];
+    /// A flow whose connection's mirror counts segments: the mirror, the
+    /// side of the key's lo end, the connection's tag, and the runs counted
+    /// since they were last applied.
+    struct Armed {
+        mirror: Mirror,
+        lo_side: Side,
+        tag: crate::metrics::SeriesIds,
+        runs: [SteadyRun; 2],
+    }
+
+    /// Applies every armed flow's runs, in the order their last segments
+    /// came, and empties them.
+    fn apply_runs(worker: &mut Worker, shard: &mut Shard, armed: &mut HashMap<FlowKey, Armed>) {
+        let mut due: Vec<(u64, FlowKey, Side)> = armed
+            .iter()
+            .flat_map(|(key, a)| Side::BOTH.map(|side| (a.runs[side.index()].last, *key, side)))
+            .filter(|&(_, key, side)| armed[&key].runs[side.index()].segments > 0)
+            .collect();
+        due.sort_by_key(|d| d.0);
+        for (_, key, side) in due {
+            let a = armed.get_mut(&key).expect("armed");
+            let run = std::mem::take(&mut a.runs[side.index()]);
             shard.capture.packets += run.segments as u64;
-            match worker
+            let applied = worker
                 .flows
-                .on_steady_run(key, side, run, &mut Hooks(shard))
-            {
-                Some(out) => shard.on_steady_run(&out, run),
-                None => assert_eq!(run.segments, 0, "a run of a flow the table lost"),
-            }
+                .on_steady_run(&key, a.tag, side, &run, &mut Hooks(shard));
+            let out = applied.expect("a run of a flow the table lost");
+            shard.on_steady_run(&out, &run);
             shard.flows_tracked = worker.flows.len() as u64;
         }
     }
@@ -124,9 +137,9 @@ mod tests {
     /// segments would have: over the test captures (loss, reordering, zero
     /// windows, mid-stream, refusals), a worker that analyses every segment
     /// and one that analyses only those the mirrors did not count (after
-    /// applying the runs before them) render the same metrics and keep the
-    /// same connection records, at the end and right after each time runs
-    /// are applied.
+    /// applying every flow's runs before them) render the same metrics and
+    /// keep the same connection records, at the end and right after each
+    /// time runs are applied.
     #[test]
     fn runs_a_mirror_counted_count_as_their_segments_would() {
         let captures = [
@@ -162,9 +175,7 @@ mod tests {
             let idle = 300_000_000_000;
             let (mut every, mut split) =
                 (Worker::new(link, 1000, idle), Worker::new(link, 1000, idle));
-            // Mirrors by flow: the mirror, the side of the key's lo end,
-            // and the runs counted since the flow's last analysed segment.
-            let mut armed: HashMap<FlowKey, (Mirror, Side, [SteadyRun; 2])> = HashMap::new();
+            let mut armed: HashMap<FlowKey, Armed> = HashMap::new();
             let records = |s: &Shard| format!("{:?}", s.conns.as_ref().map(|c| c.records()));
             let (mut counted, mut total) = (0u64, 0u64);
             loop {
@@ -181,21 +192,23 @@ mod tests {
                     continue;
                 };
                 let (key, sender_is_lo) = FlowKey::of(&seg);
-                let admission = armed.get_mut(&key).map(|(m, lo_side, runs)| {
+                let admission = armed.get_mut(&key).map(|a| {
                     let side = if sender_is_lo {
-                        *lo_side
+                        a.lo_side
                     } else {
-                        lo_side.peer()
+                        a.lo_side.peer()
                     };
-                    m.admit(&seg, side, frame.ts, &mut runs[side.index()])
+                    a.mirror
+                        .admit(&seg, side, frame.ts, &mut a.runs[side.index()])
                 });
                 if admission == Some(Admission::Counted) {
                     counted += 1;
                     continue;
                 }
-                if let Some((_, _, runs)) = armed.get_mut(&key) {
-                    apply_runs(&mut split, &mut split_shard, &key, runs);
-                    *runs = [SteadyRun::default(); 2];
+                if admission.is_some() {
+                    // Every flow's runs, so that all segments before this
+                    // one are counted on both sides.
+                    apply_runs(&mut split, &mut split_shard, &mut armed);
                     let after_runs = records(&split_shard);
                     assert_eq!(
                         after_runs, before,
@@ -207,14 +220,17 @@ mod tests {
                 }
                 split.process(&mut split_shard, &frame);
                 if let Entry::Vacant(e) = armed.entry(key) {
-                    if let Some((m, lo_side)) = split.flows.mirror(&key) {
-                        e.insert((m, lo_side, [SteadyRun::default(); 2]));
+                    if let Some((mirror, lo_side, tag)) = split.flows.mirror(&key) {
+                        e.insert(Armed {
+                            mirror,
+                            lo_side,
+                            tag,
+                            runs: [SteadyRun::default(); 2],
+                        });
                     }
                 }
             }
-            for (key, (_, _, runs)) in &armed {
-                apply_runs(&mut split, &mut split_shard, key, runs);
-            }
+            apply_runs(&mut split, &mut split_shard, &mut armed);
             counted_all += counted;
             assert_eq!(every_shard.capture.packets, total, "{name}");
             assert_eq!(split_shard.capture.packets, total, "{name}");

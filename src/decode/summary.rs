@@ -5,7 +5,7 @@
 //! the frame decoder's own, so a summary and the frame it came from give
 //! the same [`Segment`]. (bpf/steady.h copies the length rule and the
 //! option walk into C for the kernel's steady rules;
-//! flow/analysis/steady/kernel.rs holds the copy to this code.)
+//! flow/analysis/steady/kernel.rs holds the C copy to this code.)
 
 use super::{assemble, ip, ip::IpPacket, Addr, DecodeError, DecodeErrorKind, Segment, TcpFields};
 use super::{TcpFlags, MAX_TCP_OPTIONS};

@@ -241,48 +241,53 @@ impl<T: Copy> FlowTable<T> {
             .ok_or(hash)
     }
 
-    /// The mirror of the connection on `key` (see `Conn::mirror`), and
-    /// which side of it the key's `lo` end is; `None` when the flow is not
-    /// tracked or its connection gives no mirror.
-    pub fn mirror(&self, key: &FlowKey) -> Option<(Mirror, Side)> {
+    /// The mirror of the connection on `key` (see `Conn::mirror`), which
+    /// side of it the key's `lo` end is, and the connection's tag (for
+    /// `on_steady_run`); `None` when the flow is not tracked or its
+    /// connection gives no mirror.
+    pub fn mirror(&self, key: &FlowKey) -> Option<(Mirror, Side, T)> {
         let s = &self.slots[self.find(key).ok()? as usize];
-        Some((s.conn.mirror()?, s.conn.sender(true)))
+        Some((s.conn.mirror()?, s.conn.sender(true), s.tag))
     }
 
     /// Applies `run`, segments from `sender` on the flow `key` that the
-    /// connection's mirror counted, as
-    /// `on_segment` would have applied each: the connection takes the run
-    /// (`Conn::on_steady_run`) and the flow was last active at the run's
-    /// last segment; flows idle as of then expire first. Such segments
-    /// change nothing in the connection's life, so the outcome's step is
-    /// empty. `None`, and nothing changed, when the run is empty, or the
-    /// flow is not tracked or not in a phase that gives a mirror (it left
-    /// the table, or a new connection took its place, since its mirror was
-    /// given): the caller counts those segments as dropped.
+    /// mirror of its connection `tag` counted, as `on_segment` would have
+    /// applied each: the connection takes the run (`Conn::on_steady_run`),
+    /// the flow was last active at the run's last segment (and takes its
+    /// place among the flows by that time), then flows idle as of then
+    /// expire. Such segments change nothing in the connection's life, so
+    /// the outcome's step is empty. `None`, with the flow untouched, when
+    /// the run is empty, or the flow on `key` is no longer that connection
+    /// in a phase that gives a mirror (it left the table, or another
+    /// connection took its place, since the mirror was given): the caller
+    /// counts those segments as dropped.
     pub fn on_steady_run(
         &mut self,
         key: &FlowKey,
+        tag: T,
         sender: Side,
         run: &SteadyRun,
         hooks: &mut impl FlowHooks<T>,
-    ) -> Option<Outcome<T>> {
+    ) -> Option<Outcome<T>>
+    where
+        T: PartialEq,
+    {
         if run.segments == 0 {
             return None;
         }
-        self.expire(run.last, hooks);
         let slot = self.find(key).ok()?;
         let s = &mut self.slots[slot as usize];
-        if !matches!(s.conn.phase, Phase::Established | Phase::Midstream) {
+        if s.tag != tag || !matches!(s.conn.phase, Phase::Established | Phase::Midstream) {
             return None;
         }
         s.conn.on_steady_run(sender, run);
-        s.last = s.last.max(run.last);
-        let (tag, phase) = (s.tag, s.conn.phase);
-        if self.tails[List::Open as usize] != slot {
-            self.unlink(slot, List::Open);
-            self.push_tail(slot, List::Open);
+        let phase = s.conn.phase;
+        if run.last > s.last {
+            s.last = run.last;
+            self.reposition(slot, List::Open);
         }
         self.last = slot;
+        self.expire(run.last, hooks);
         Some(Outcome {
             tag,
             sender,
@@ -419,21 +424,51 @@ impl<T: Copy> FlowTable<T> {
         self.lens[list] -= 1;
     }
 
-    fn push_tail(&mut self, i: u32, list: List) {
+    /// Moves slot `i`, whose last time went forward, to its place in
+    /// `list` by that time: after every flow active no later, so that the
+    /// head is still the least recently active (expiry and eviction take
+    /// it). A run applied late lands behind flows active since it ended.
+    fn reposition(&mut self, i: u32, list: List) {
+        let last = self.slots[i as usize].last;
+        let mut after = self.tails[list as usize];
+        while after != NIL && (after == i || self.slots[after as usize].last > last) {
+            after = self.slots[after as usize].prev;
+        }
+        if after == self.slots[i as usize].prev {
+            return;
+        }
+        self.unlink(i, list);
+        self.insert_after(i, after, list);
+    }
+
+    /// Puts slot `i` into `list` after slot `after` (NIL: at the head).
+    fn insert_after(&mut self, i: u32, after: u32, list: List) {
         let l = list as usize;
-        let tail = self.tails[l];
+        let next = if after == NIL {
+            self.heads[l]
+        } else {
+            self.slots[after as usize].next
+        };
         {
             let s = &mut self.slots[i as usize];
-            s.prev = tail;
-            s.next = NIL;
+            s.prev = after;
+            s.next = next;
         }
-        if tail == NIL {
+        if after == NIL {
             self.heads[l] = i;
         } else {
-            self.slots[tail as usize].next = i;
+            self.slots[after as usize].next = i;
         }
-        self.tails[l] = i;
+        if next == NIL {
+            self.tails[l] = i;
+        } else {
+            self.slots[next as usize].prev = i;
+        }
         self.lens[l] += 1;
+    }
+
+    fn push_tail(&mut self, i: u32, list: List) {
+        self.insert_after(i, self.tails[list as usize], list);
     }
 }
 
@@ -479,64 +514,91 @@ mod tests {
     }
 
     #[test]
-    fn a_run_keeps_its_flow_alive_from_its_last_segment_and_only_a_tracked_flow_takes_one() {
+    fn a_run_keeps_its_flow_alive_from_its_last_segment_and_only_its_connection_takes_it() {
         use crate::flow::{Admission, SteadyRun};
         const MS: Nanos = 1_000_000;
-        let mut t = FlowTable::new(10, 10 * SEC);
-        let mut log = Log::default();
-        // Picked up mid-stream, both ends heard: the flow gives a mirror.
-        let first = seg(40000, 80, TcpFlags::ACK, 1000, 5000);
-        let a = t.on_segment(&first, 0, &mut log);
-        t.on_segment(&seg(80, 40000, TcpFlags::ACK, 5000, 1000), 1, &mut log);
-        let (key, sender_is_lo) = FlowKey::of(&first);
-        let (mut m, lo_side) = t.mirror(&key).expect("a mirror");
-        let side = if sender_is_lo {
-            lo_side
-        } else {
-            lo_side.peer()
-        };
-        assert_eq!(side, a.sender);
-        // Data: the first two segments are timed (analysed), the third
-        // is counted.
-        let mut run = SteadyRun::default();
-        let mut data = first;
-        data.payload_len = 100;
-        data.ip_len += 100;
-        for (i, now) in [6 * SEC, 7 * SEC, 8 * SEC].into_iter().enumerate() {
-            data.seq = 1000 + 100 * i as u32;
-            let admitted = m.admit(&data, side, now, &mut run);
-            if i < 2 {
-                assert_eq!(admitted, Admission::Followed);
-                t.on_segment(&data, now, &mut log);
-            } else {
-                assert_eq!(admitted, Admission::Counted);
-            }
-        }
-        // Another flow, before the run is applied: the first is now the
-        // least recently active.
-        let other = seg(40001, 80, TcpFlags::ACK, 1, 1);
-        t.on_segment(&other, 7 * SEC + 500 * MS, &mut log);
-        let out = t
-            .on_steady_run(&key, side, &run, &mut log)
-            .expect("tracked");
-        assert_eq!(
-            (out.tag, out.sender, out.step),
-            (a.tag, side, Step::default())
-        );
-        // Idle for 10 s since its last segment, the other flow goes; the
-        // run's flow lives on until 10 s after the run's last segment.
         let timeout = Some(Lifecycle::Closed(CloseReason::Timeout));
-        t.expire(17 * SEC + 500 * MS + 1, &mut log);
-        assert_eq!(log.removed, vec![(2, Removal::Idle, timeout)]);
-        t.expire(18 * SEC, &mut log);
-        assert_eq!(t.len(), 1);
-        t.expire(18 * SEC + 1, &mut log);
-        assert_eq!(log.removed[1..], [(1, Removal::Idle, timeout)]);
-        // A flow not tracked takes no run; nor does anyone an empty one.
-        assert!(t.on_steady_run(&key, side, &run, &mut log).is_none());
-        let b = t.on_segment(&first, 20 * SEC, &mut log);
-        let empty = SteadyRun::default();
-        assert!(t.on_steady_run(&key, b.sender, &empty, &mut log).is_none());
+        // The run's flow is applied before or after a segment of another
+        // flow that came after the run ended: either way the flows leave
+        // by their own last times.
+        for other_at in [7 * SEC + 500 * MS, 8 * SEC + 500 * MS] {
+            let mut t = FlowTable::new(10, 10 * SEC);
+            let mut log = Log::default();
+            // Picked up mid-stream, both ends heard: a mirror.
+            let first = seg(40000, 80, TcpFlags::ACK, 1000, 5000);
+            let a = t.on_segment(&first, 0, &mut log);
+            t.on_segment(&seg(80, 40000, TcpFlags::ACK, 5000, 1000), 1, &mut log);
+            let (key, sender_is_lo) = FlowKey::of(&first);
+            let (mut m, lo_side, tag) = t.mirror(&key).expect("a mirror");
+            assert_eq!(tag, a.tag);
+            let side = if sender_is_lo {
+                lo_side
+            } else {
+                lo_side.peer()
+            };
+            assert_eq!(side, a.sender);
+            // Data: the first two segments are timed (analysed), the
+            // third is counted.
+            let mut run = SteadyRun::default();
+            let mut data = first;
+            data.payload_len = 100;
+            data.ip_len += 100;
+            for (i, now) in [6 * SEC, 7 * SEC, 8 * SEC].into_iter().enumerate() {
+                data.seq = 1000 + 100 * i as u32;
+                let admitted = m.admit(&data, side, now, &mut run);
+                if i < 2 {
+                    assert_eq!(admitted, Admission::Followed);
+                    t.on_segment(&data, now, &mut log);
+                } else {
+                    assert_eq!(admitted, Admission::Counted);
+                }
+            }
+            // Another flow, seen before the run is applied.
+            let other = seg(40001, 80, TcpFlags::ACK, 1, 1);
+            t.on_segment(&other, other_at, &mut log);
+            let out = t
+                .on_steady_run(&key, tag, side, &run, &mut log)
+                .expect("tracked");
+            assert_eq!(
+                (out.tag, out.sender, out.step),
+                (tag, side, Step::default())
+            );
+            let (run_flow, other_flow) = ((1, Removal::Idle, timeout), (2, Removal::Idle, timeout));
+            let order = if other_at < 8 * SEC {
+                [other_flow, run_flow]
+            } else {
+                [run_flow, other_flow]
+            };
+            let due = |flow: &(u32, Removal, Option<Lifecycle>)| {
+                if flow.0 == 1 {
+                    18 * SEC
+                } else {
+                    other_at + 10 * SEC
+                }
+            };
+            // Each flow lasts exactly its timeout after its last segment.
+            for (n, flow) in order.iter().enumerate() {
+                t.expire(due(flow), &mut log);
+                assert_eq!(log.removed.len(), n, "{other_at}: {:?}", log.removed);
+                t.expire(due(flow) + 1, &mut log);
+                assert_eq!(log.removed[n..], [*flow], "{other_at}");
+            }
+            // A flow not tracked takes no run; another connection on its
+            // addresses does not take the old one's; nobody takes an
+            // empty one.
+            assert!(t.on_steady_run(&key, tag, side, &run, &mut log).is_none());
+            let b = t.on_segment(&first, 30 * SEC, &mut log);
+            t.on_segment(
+                &seg(80, 40000, TcpFlags::ACK, 5000, 1000),
+                30 * SEC,
+                &mut log,
+            );
+            assert!(t.on_steady_run(&key, tag, side, &run, &mut log).is_none());
+            let empty = SteadyRun::default();
+            assert!(t
+                .on_steady_run(&key, b.tag, side, &empty, &mut log)
+                .is_none());
+        }
     }
 
     #[test]

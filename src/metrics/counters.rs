@@ -37,7 +37,9 @@ pub const RETRANSMISSION_KINDS: [&str; 3] = [
 impl DirCounters {
     /// Counts a run of steady segments a connection's mirror counted
     /// (`flow::SteadyRun`), as `count` would have counted each: none of
-    /// them is a reset, an offload super-packet or flagged.
+    /// them is a reset (the mirror refuses those) or flagged (steady), nor
+    /// a super-packet (XDP sees wire frames: the kernel counts only
+    /// there).
     pub fn count_run(&mut self, run: &SteadyRun) {
         self.packets += run.segments as u64;
         self.payload_bytes += run.payload_bytes;

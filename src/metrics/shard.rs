@@ -307,8 +307,10 @@ impl Shard {
     pub fn on_steady_run(&mut self, out: &Outcome<SeriesIds>, run: &SteadyRun) {
         let ids = out.tag;
         let now = run.last;
+        // Later segments of the series' other connections may have been
+        // counted before this run is applied.
         let e = self.pairs.at(ids.pair);
-        e.last = now;
+        e.last = e.last.max(now);
         e.value.dir[out.sender.index()].count_run(run);
         if let Some(c) = &mut self.conns {
             c.on_steady_run(ids.conn, out.sender, run, now);
