@@ -137,9 +137,9 @@ mod tests {
     /// segments would have: over the test captures (loss, reordering, zero
     /// windows, mid-stream, refusals), a worker that analyses every segment
     /// and one that analyses only those the mirrors did not count (after
-    /// applying every flow's runs before them) render the same metrics and
-    /// keep the same connection records, at the end and right after each
-    /// time runs are applied.
+    /// applying every flow's runs before them) keep the same connection
+    /// records right after each time runs are applied, and render the same
+    /// metrics with the same records at the end.
     #[test]
     fn runs_a_mirror_counted_count_as_their_segments_would() {
         let captures = [

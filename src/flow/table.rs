@@ -5,7 +5,9 @@
 //! Storage is a slab of slots with two intrusive doubly-linked lists (open
 //! connections, and closed ones lingering), each ordered by last activity.
 //! Touching a flow moves it to the tail; expiry pops from the head. Both are
-//! O(1), so the per-packet cost does not grow with the table.
+//! O(1), so the per-packet cost does not grow with the table. (A run of
+//! segments counted elsewhere and applied late walks back from the tail to
+//! its place: one step per flow active since it ended.)
 
 use ahash::RandomState;
 use hashbrown::HashTable;
@@ -257,10 +259,19 @@ impl<T: Copy> FlowTable<T> {
     /// place among the flows by that time), then flows idle as of then
     /// expire. Such segments change nothing in the connection's life, so
     /// the outcome's step is empty. `None`, with the flow untouched, when
-    /// the run is empty, or the flow on `key` is no longer that connection
-    /// in a phase that gives a mirror (it left the table, or another
-    /// connection took its place, since the mirror was given): the caller
-    /// counts those segments as dropped.
+    /// the run is empty, or the flow on `key` has another tag or is in no
+    /// phase that gives a mirror (it left the table, or another connection
+    /// took its place, since the mirror was given): the caller counts those
+    /// segments as dropped.
+    ///
+    /// Known limits (issue 20, not yet on the capture path): the tag is a
+    /// connection's identity only while its connection record holds its
+    /// id; with records off, or with the flow log alone (whose ids are
+    /// reused at once), a new connection on the same addresses has the
+    /// same tag and would take an old run once established. A per-slot
+    /// generation is the fix. And with capture times that went backwards,
+    /// the expiry after the run can remove the run's own flow, which is
+    /// then counted all the same.
     pub fn on_steady_run(
         &mut self,
         key: &FlowKey,
