@@ -101,12 +101,12 @@ mod tests {
     }
 
     /// A flow whose connection's mirror counts segments: the mirror, the
-    /// side of the key's lo end, the connection's tag, and the runs counted
-    /// since they were last applied.
+    /// side of the key's lo end, the connection's generation, and the runs
+    /// counted since they were last applied.
     struct Armed {
         mirror: Mirror,
         lo_side: Side,
-        tag: crate::metrics::SeriesIds,
+        generation: crate::flow::Generation,
         runs: [SteadyRun; 2],
     }
 
@@ -123,9 +123,10 @@ mod tests {
             let a = armed.get_mut(&key).expect("armed");
             let run = std::mem::take(&mut a.runs[side.index()]);
             shard.capture.packets += run.segments as u64;
-            let applied = worker
-                .flows
-                .on_steady_run(&key, a.tag, side, &run, &mut Hooks(shard));
+            let applied =
+                worker
+                    .flows
+                    .on_steady_run(&key, a.generation, side, &run, &mut Hooks(shard));
             let out = applied.expect("a run of a flow the table lost");
             shard.on_steady_run(&out, &run);
             shard.flows_tracked = worker.flows.len() as u64;
@@ -220,11 +221,11 @@ mod tests {
                 }
                 split.process(&mut split_shard, &frame);
                 if let Entry::Vacant(e) = armed.entry(key) {
-                    if let Some((mirror, lo_side, tag)) = split.flows.mirror(&key) {
+                    if let Some((mirror, lo_side, generation)) = split.flows.mirror(&key) {
                         e.insert(Armed {
                             mirror,
                             lo_side,
-                            tag,
+                            generation,
                             runs: [SteadyRun::default(); 2],
                         });
                     }

@@ -105,6 +105,10 @@ pub struct Conn {
     last_synack: ShortTime,
     server_isn: SeqNum,
     fin_seen: [bool; 2],
+    /// Which connection this is, among all its table has held: set by the
+    /// table (`FlowTable`'s generation), kept here because the connection's
+    /// own fields leave room for it (a slot stays at 256 bytes).
+    pub(super) generation: u32,
     analyzer: Analyzer,
 }
 
@@ -139,6 +143,7 @@ impl Conn {
             last_synack: ShortTime::default(),
             server_isn: SeqNum(0),
             fin_seen: [false; 2],
+            generation: 0,
             analyzer: Analyzer::default(),
         }
     }

@@ -86,6 +86,15 @@ pub trait FlowHooks<T> {
     fn removed(&mut self, tag: T, removal: Removal, step: Step, now: Nanos);
 }
 
+/// Which connection a slot holds: a number the table gives every new
+/// connection, never the same twice while any run counted under the old
+/// one could still come (it wraps after 2^32 connections). Unlike the
+/// owner's tag, it tells apart two connections on the same addresses
+/// whatever the owner keeps.
+/// Kept in the slot's connection (`Conn::generation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(u32);
+
 /// The result of one segment.
 #[derive(Clone, Copy, Debug)]
 pub struct Outcome<T> {
@@ -117,6 +126,8 @@ pub struct FlowTable<T> {
     /// segment is often of the same flow (a sender's burst), and is then
     /// found by comparing its key, without hashing or probing.
     last: u32,
+    /// The generation the next new connection gets.
+    generation: Generation,
 }
 
 impl<T: Copy> FlowTable<T> {
@@ -137,6 +148,7 @@ impl<T: Copy> FlowTable<T> {
             linger: CLOSED_LINGER_NANOS.min(idle_timeout),
             clock: 0,
             last: NIL,
+            generation: Generation(0),
         }
     }
 
@@ -179,8 +191,9 @@ impl<T: Copy> FlowTable<T> {
                         c.on_idle(now)
                     };
                     hooks.removed(old_tag, Removal::Superseded, step, now);
-                    let conn = Conn::new(seg, sender_is_lo);
+                    let mut conn = Conn::new(seg, sender_is_lo);
                     let tag = hooks.start(&key, &conn, now);
+                    conn.generation = self.next_generation().0;
                     let s = &mut self.slots[i as usize];
                     s.conn = conn;
                     s.tag = tag;
@@ -244,67 +257,78 @@ impl<T: Copy> FlowTable<T> {
     }
 
     /// The mirror of the connection on `key` (see `Conn::mirror`), which
-    /// side of it the key's `lo` end is, and the connection's tag (for
-    /// `on_steady_run`); `None` when the flow is not tracked or its
+    /// side of it the key's `lo` end is, and the connection's generation
+    /// (for `on_steady_run`); `None` when the flow is not tracked or its
     /// connection gives no mirror.
-    pub fn mirror(&self, key: &FlowKey) -> Option<(Mirror, Side, T)> {
+    pub fn mirror(&self, key: &FlowKey) -> Option<(Mirror, Side, Generation)> {
         let s = &self.slots[self.find(key).ok()? as usize];
-        Some((s.conn.mirror()?, s.conn.sender(true), s.tag))
+        Some((
+            s.conn.mirror()?,
+            s.conn.sender(true),
+            Generation(s.conn.generation),
+        ))
     }
 
     /// Applies `run`, segments from `sender` on the flow `key` that the
-    /// mirror of its connection `tag` counted, as `on_segment` would have
-    /// applied each: the connection takes the run (`Conn::on_steady_run`),
-    /// the flow was last active at the run's last segment (and takes its
-    /// place among the flows by that time), then flows idle as of then
-    /// expire. Such segments change nothing in the connection's life, so
-    /// the outcome's step is empty. `None`, with the flow untouched, when
-    /// the run is empty, or the flow on `key` has another tag or is in no
-    /// phase that gives a mirror (it left the table, or another connection
-    /// took its place, since the mirror was given): the caller counts those
-    /// segments as dropped.
+    /// mirror of its connection `generation` counted, as `on_segment`
+    /// would have applied each: the connection takes the run
+    /// (`Conn::on_steady_run`), the flow was last active at the run's last
+    /// segment (and takes its place among the flows by that time), then
+    /// flows idle as of then expire. Such segments change nothing in the
+    /// connection's life, so the outcome's step is empty.
     ///
-    /// Known limits (issue 20, not yet on the capture path): the tag is a
-    /// connection's identity only while its connection record holds its
-    /// id; with records off, or with the flow log alone (whose ids are
-    /// reused at once), a new connection on the same addresses has the
-    /// same tag and would take an old run once established. A per-slot
-    /// generation is the fix. And with capture times that went backwards,
-    /// the expiry after the run can remove the run's own flow, which is
-    /// then counted all the same.
+    /// `None` when the run is empty, or the flow on `key` holds another
+    /// connection or one in no phase that gives a mirror (it left the
+    /// table, or another connection took its place, since the mirror was
+    /// given), with the flow untouched; and when the expiry after the run
+    /// removed the run's own flow (capture times went backwards, so the run
+    /// ended more than the idle timeout before the latest time seen): the
+    /// flow left as it would have had each segment come at its time, and
+    /// its owner heard of it without the run. Either way the caller counts
+    /// those segments as dropped.
     pub fn on_steady_run(
         &mut self,
         key: &FlowKey,
-        tag: T,
+        generation: Generation,
         sender: Side,
         run: &SteadyRun,
         hooks: &mut impl FlowHooks<T>,
-    ) -> Option<Outcome<T>>
-    where
-        T: PartialEq,
-    {
+    ) -> Option<Outcome<T>> {
         if run.segments == 0 {
             return None;
         }
         let slot = self.find(key).ok()?;
         let s = &mut self.slots[slot as usize];
-        if s.tag != tag || !matches!(s.conn.phase, Phase::Established | Phase::Midstream) {
+        if s.conn.generation != generation.0
+            || !matches!(s.conn.phase, Phase::Established | Phase::Midstream)
+        {
             return None;
         }
         s.conn.on_steady_run(sender, run);
-        let phase = s.conn.phase;
+        let (tag, phase) = (s.tag, s.conn.phase);
         if run.last > s.last {
             s.last = run.last;
             self.reposition(slot, List::Open);
         }
         self.last = slot;
         self.expire(run.last, hooks);
+        if self.last != slot {
+            // Expired: `remove` forgot it as the last flow.
+            return None;
+        }
         Some(Outcome {
             tag,
             sender,
             step: Step::default(),
             phase,
         })
+    }
+
+    /// A generation no connection in the table has.
+    fn next_generation(&mut self) -> Generation {
+        let g = self.generation;
+        self.generation = Generation(g.0.wrapping_add(1));
+        g
     }
 
     /// Drops flows idle for longer than the timeout, and closed flows whose
@@ -380,7 +404,8 @@ impl<T: Copy> FlowTable<T> {
         hooks.removed(tag, Removal::Evicted, step, self.clock.max(last));
     }
 
-    fn alloc(&mut self, key: FlowKey, conn: Conn, tag: T, now: Nanos) -> u32 {
+    fn alloc(&mut self, key: FlowKey, mut conn: Conn, tag: T, now: Nanos) -> u32 {
+        conn.generation = self.next_generation().0;
         let slot = Slot {
             key,
             conn,
@@ -540,8 +565,7 @@ mod tests {
             let a = t.on_segment(&first, 0, &mut log);
             t.on_segment(&seg(80, 40000, TcpFlags::ACK, 5000, 1000), 1, &mut log);
             let (key, sender_is_lo) = FlowKey::of(&first);
-            let (mut m, lo_side, tag) = t.mirror(&key).expect("a mirror");
-            assert_eq!(tag, a.tag);
+            let (mut m, lo_side, generation) = t.mirror(&key).expect("a mirror");
             let side = if sender_is_lo {
                 lo_side
             } else {
@@ -568,11 +592,11 @@ mod tests {
             let other = seg(40001, 80, TcpFlags::ACK, 1, 1);
             t.on_segment(&other, other_at, &mut log);
             let out = t
-                .on_steady_run(&key, tag, side, &run, &mut log)
+                .on_steady_run(&key, generation, side, &run, &mut log)
                 .expect("tracked");
             assert_eq!(
                 (out.tag, out.sender, out.step),
-                (tag, side, Step::default())
+                (a.tag, side, Step::default())
             );
             let (run_flow, other_flow) = ((1, Removal::Idle, timeout), (2, Removal::Idle, timeout));
             let order = if other_at < 8 * SEC {
@@ -597,19 +621,104 @@ mod tests {
             // A flow not tracked takes no run; another connection on its
             // addresses does not take the old one's; nobody takes an
             // empty one.
-            assert!(t.on_steady_run(&key, tag, side, &run, &mut log).is_none());
-            let b = t.on_segment(&first, 30 * SEC, &mut log);
+            assert!(t
+                .on_steady_run(&key, generation, side, &run, &mut log)
+                .is_none());
+            t.on_segment(&first, 30 * SEC, &mut log);
             t.on_segment(
                 &seg(80, 40000, TcpFlags::ACK, 5000, 1000),
                 30 * SEC,
                 &mut log,
             );
-            assert!(t.on_steady_run(&key, tag, side, &run, &mut log).is_none());
+            assert!(t
+                .on_steady_run(&key, generation, side, &run, &mut log)
+                .is_none());
+            let (_, _, now_there) = t.mirror(&key).expect("a mirror");
             let empty = SteadyRun::default();
             assert!(t
-                .on_steady_run(&key, b.tag, side, &empty, &mut log)
+                .on_steady_run(&key, now_there, side, &empty, &mut log)
+                .is_none());
+            assert!(t
+                .on_steady_run(&key, now_there, side, &run, &mut log)
+                .is_some());
+        }
+    }
+
+    /// Gives every connection the same tag, as an owner that keeps no
+    /// record per connection might.
+    struct SameTag(Vec<Removal>);
+
+    impl FlowHooks<()> for SameTag {
+        fn start(&mut self, _: &FlowKey, _: &Conn, _: Nanos) {}
+        fn removed(&mut self, _: (), removal: Removal, _: Step, _: Nanos) {
+            self.0.push(removal);
+        }
+    }
+
+    #[test]
+    fn a_run_goes_only_to_its_connection_whatever_the_owner_s_tags() {
+        use crate::flow::SteadyRun;
+        let mut t = FlowTable::new(10, 10 * SEC);
+        let mut hooks = SameTag(Vec::new());
+        let mut run = SteadyRun::default();
+        (run.segments, run.last) = (1, 2 * SEC);
+        let first = seg(40000, 80, TcpFlags::ACK, 1000, 5000);
+        let (key, _) = FlowKey::of(&first);
+        let mirrored = |t: &mut FlowTable<()>, at: Nanos, hooks: &mut SameTag| {
+            t.on_segment(&first, at, hooks);
+            t.on_segment(&seg(80, 40000, TcpFlags::ACK, 5000, 1000), at, hooks);
+            t.mirror(&key).expect("a mirror")
+        };
+        // The first connection expires; a second on the same addresses
+        // takes the slot the first one left.
+        let (_, side, old) = mirrored(&mut t, SEC, &mut hooks);
+        t.expire(12 * SEC, &mut hooks);
+        assert_eq!(hooks.0, [Removal::Idle]);
+        let (_, _, new) = mirrored(&mut t, 12 * SEC, &mut hooks);
+        assert!(t.on_steady_run(&key, old, side, &run, &mut hooks).is_none());
+        // A new SYN supersedes the second; the third is not it either.
+        t.on_segment(
+            &seg(40000, 80, TcpFlags::SYN, 9000, 0),
+            13 * SEC,
+            &mut hooks,
+        );
+        assert_eq!(hooks.0, [Removal::Idle, Removal::Superseded]);
+        t.on_segment(
+            &seg(80, 40000, TcpFlags::SYN | TcpFlags::ACK, 7000, 9001),
+            13 * SEC + 1000,
+            &mut hooks,
+        );
+        // Its handshake RTT measured (not 0): a mirror.
+        t.on_segment(
+            &seg(40000, 80, TcpFlags::ACK, 9001, 7001),
+            13 * SEC + 2000,
+            &mut hooks,
+        );
+        let (_, _, third) = t.mirror(&key).expect("a mirror");
+        for earlier in [old, new] {
+            assert_ne!(third, earlier);
+            assert!(t
+                .on_steady_run(&key, earlier, side, &run, &mut hooks)
                 .is_none());
         }
+        let mut late = run;
+        late.last = 14 * SEC;
+        assert!(t
+            .on_steady_run(&key, third, side, &late, &mut hooks)
+            .is_some());
+        // A run that ended more than the idle timeout before the latest
+        // time seen (capture times went backwards) expires its own flow:
+        // not counted as taken.
+        t.on_segment(&seg(40001, 80, TcpFlags::ACK, 1, 1), 30 * SEC, &mut hooks);
+        assert_eq!(hooks.0.len(), 3, "the third expired on the other flow");
+        let (_, _, fourth) = mirrored(&mut t, 15 * SEC, &mut hooks);
+        let mut stale = run;
+        stale.last = 16 * SEC;
+        assert!(t
+            .on_steady_run(&key, fourth, side, &stale, &mut hooks)
+            .is_none());
+        assert_eq!(hooks.0.len(), 4, "the fourth expired on its own run");
+        assert!(t.mirror(&key).is_none());
     }
 
     #[test]
