@@ -19,6 +19,8 @@
 # the af-packet workers; BENCH_FLAGS more flags for every exporter (e.g.
 # --no-connection-table). BENCH_PERF=DIR records a profile of each exporter
 # during its replay (perf record -e cpu-clock -g) into DIR/BACKEND.data.
+# BENCH_BIN=PATH runs that binary as it is, built by nobody (to compare two
+# builds in turns; for xdp it must have been built with --features xdp).
 #
 # The capture keeps 96 bytes of each frame. Replayed as they are, those cut
 # frames would be the wire: a 1,000-byte segment would arrive as 30 bytes
@@ -32,7 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 file=${1:-target/bench/bulk.pcap}
-bin=target/release/tcp-exporter
+bin=${BENCH_BIN:-target/release/tcp-exporter}
 backends=${BENCH_BACKENDS:-pcap af-packet xdp-native xdp-generic}
 workers=${BENCH_WORKERS:-2}
 ns=tcpx-bench-live-$$
@@ -45,7 +47,9 @@ if [ "${BENCH_CUT:-0}" != 1 ]; then
   fi
   file=$wire
 fi
-if [[ $backends == *xdp* ]]; then
+if [ -n "${BENCH_BIN:-}" ]; then
+  [ -x "$bin" ] || { echo "BENCH_BIN=$bin: no such program" >&2; exit 1; }
+elif [[ $backends == *xdp* ]]; then
   cargo build --release --locked --features xdp
 else
   [ -x "$bin" ] || cargo build --release --locked

@@ -19,6 +19,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::prefetch::Frontier;
 use super::ring::{self, PACKET_OUTGOING, TP_STATUS_KERNEL, TP_STATUS_USER};
 use super::{
     hardware_type, wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource,
@@ -53,6 +54,10 @@ pub struct AfPacketOptions {
 struct Cursor {
     remaining: u32,
     offset: usize,
+    /// Where the block's packets end, and how far ahead of the reader
+    /// their lines have been asked for.
+    end: usize,
+    frontier: Frontier,
 }
 
 pub struct AfPacket {
@@ -367,6 +372,9 @@ impl PacketSource for AfPacket {
         self.link
     }
 
+    // Inlined into the capture loop: returned through memory, the frame
+    // was read back with a stalled load on every packet (perf).
+    #[inline(always)]
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
         // Waiting happens only on the call after one that reported Idle, so
         // the caller can let go of its locks between the two.
@@ -378,12 +386,16 @@ impl PacketSource for AfPacket {
                     match ring::packet_at(block, c.offset) {
                         Ok(p) => {
                             let next = c.offset + p.next_offset as usize;
-                            if c.remaining > 1 {
-                                ring::prefetch_packet(block, next);
-                            }
+                            // The kernel wrote the block from another CPU:
+                            // a packet's first read was the largest stall
+                            // of a live capture until asked for ahead.
+                            let mut frontier = c.frontier;
+                            frontier.ask(block.as_ptr(), next as u64, c.end as u64);
                             self.cursor = Some(Cursor {
                                 remaining: c.remaining - 1,
                                 offset: next,
+                                frontier,
+                                ..c
                             });
                             if p.pkttype == PACKET_OUTGOING && p.ifindex == self.loopback {
                                 continue;
@@ -409,11 +421,17 @@ impl PacketSource for AfPacket {
                 Some(_) => self.release_current(),
                 None => {
                     if self.status(self.current).load(Ordering::Acquire) & TP_STATUS_USER != 0 {
-                        match ring::block_header(self.block(self.current)) {
+                        let block = self.block(self.current);
+                        match ring::block_header(block) {
                             Ok(h) => {
+                                let end = h.len.min(block.len());
+                                let mut frontier = Frontier::at(h.first as u64);
+                                frontier.ask(block.as_ptr(), h.first as u64, end as u64);
                                 self.cursor = Some(Cursor {
                                     remaining: h.num_pkts,
                                     offset: h.first,
+                                    end,
+                                    frontier,
                                 })
                             }
                             Err(_) => {

@@ -13,6 +13,8 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use super::prefetch::Frontier;
+
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
 const HEADER_LEN: u64 = 8;
@@ -32,6 +34,8 @@ pub struct BpfRing {
     released: u64,
     /// The producer position as last read.
     end: u64,
+    /// How far ahead of the reader records' lines have been asked for.
+    frontier: Frontier,
 }
 
 // SAFETY: the mappings belong to this value alone; the kernel synchronises
@@ -90,6 +94,7 @@ impl BpfRing {
             pos: 0,
             released: 0,
             end: 0,
+            frontier: Frontier::default(),
         };
         ring.pos = ring.consumer_pos().load(Ordering::Acquire) as u64;
         ring.released = ring.pos;
@@ -157,6 +162,14 @@ impl BpfRing {
                 continue;
             }
             self.pos += stride;
+            // The data area is mapped twice in a row, so the stretch from
+            // the reader on lies in one piece from `at`.
+            let base = self.producer.wrapping_add(self.page + at);
+            self.frontier.ask(
+                base.wrapping_sub((self.pos - stride) as usize),
+                self.pos,
+                self.end,
+            );
             if word & DISCARD_BIT != 0 {
                 continue;
             }

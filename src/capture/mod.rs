@@ -15,6 +15,7 @@ mod pcap_live;
 mod pcap_reader;
 mod pcapng_reader;
 mod peers;
+mod prefetch;
 pub mod ring;
 pub mod routes;
 #[cfg(feature = "xdp")]

@@ -59,6 +59,8 @@ pub struct BlockHeader {
     pub status: u32,
     pub num_pkts: u32,
     pub first: usize,
+    /// Where the block's last packet ends (`blk_len`).
+    pub len: usize,
 }
 
 /// One packet in a block.
@@ -99,6 +101,7 @@ pub fn block_header(b: &[u8]) -> Result<BlockHeader, RingError> {
         status: field(block::BLOCK_STATUS)?,
         num_pkts: field(block::NUM_PKTS)?,
         first: field(block::OFFSET_TO_FIRST_PKT)? as usize,
+        len: field(block::BLK_LEN)? as usize,
     })
 }
 
@@ -130,33 +133,6 @@ pub fn packet_at(b: &[u8], offset: usize) -> Result<RingPacket<'_>, RingError> {
         data,
         next_offset: field(packet::NEXT_OFFSET)?,
     })
-}
-
-/// Cache lines `prefetch_packet` asks for.
-const PREFETCH_LINES: usize = 3;
-
-/// Asks the CPU to bring the packet at `offset` (its `tpacket3_hdr`, its
-/// `sockaddr_ll` and the protocol headers of its frame: three cache lines)
-/// into the cache while the one before it is analysed. The kernel wrote it
-/// from another CPU, and its first read was the largest single stall of a
-/// live capture. A hint only: nothing is read, an offset past the block is
-/// ignored, and on other architectures it does nothing.
-#[inline(always)]
-pub fn prefetch_packet(b: &[u8], offset: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if offset < b.len() {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let at = b[offset..].as_ptr();
-        // SAFETY: SSE is part of x86_64; a prefetch reads nothing and
-        // cannot fault, whatever the address.
-        unsafe {
-            for line in 0..PREFETCH_LINES {
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line * 64) as *const i8);
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (b, offset);
 }
 
 /// `struct virtio_net_hdr`, which a socket with PACKET_VNET_HDR finds just

@@ -180,9 +180,20 @@ impl Conn {
     }
 
     /// Runs the sequence analysis and the lifecycle over one segment.
+    #[inline]
     pub fn on_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
         let verdict = self.analyzer.on_segment(seg, side, now);
-        let mut step = self.lifecycle(seg, side, now);
+        // Most segments take no step in the connection's life: no SYN, FIN
+        // or RST, and no handshake for their ACK to finish. They skip
+        // `lifecycle`'s tests.
+        let flags = seg.flags;
+        let quiet =
+            !(flags.syn() || flags.fin() || flags.rst()) && self.phase != Phase::SynReceived;
+        let mut step = if quiet {
+            Step::default()
+        } else {
+            self.lifecycle(seg, side, now)
+        };
         step.flags = verdict.flags;
         step.data_rtt = verdict.rtt;
         step
@@ -207,6 +218,10 @@ impl Conn {
         self.analyzer.on_steady_run(side, run);
     }
 
+    /// Inlined, so that the step is built in registers: returned through
+    /// memory and copied into the outcome, it was read back with a stalled
+    /// load on every packet (perf, live af-packet capture).
+    #[inline(always)]
     fn lifecycle(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
         if self.phase == Phase::Closed {
             return Step::default();
