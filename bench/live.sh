@@ -19,8 +19,9 @@
 # the af-packet workers; BENCH_FLAGS more flags for every exporter (e.g.
 # --no-connection-table). BENCH_PERF=DIR records a profile of each exporter
 # during its replay (perf record -e cpu-clock -g) into DIR/BACKEND.data.
-# BENCH_BIN=PATH runs that binary as it is, built by nobody (to compare two
-# builds in turns; for xdp it must have been built with --features xdp).
+# BENCH_BIN=PATH runs that binary, not rebuilt by the script (to compare two
+# builds in turns; a path from the repository's root, or absolute; for xdp
+# it must have been built with --features xdp).
 #
 # The capture keeps 96 bytes of each frame. Replayed as they are, those cut
 # frames would be the wire: a 1,000-byte segment would arrive as 30 bytes

@@ -161,15 +161,17 @@ impl BpfRing {
                 self.pos = self.end;
                 continue;
             }
+            // Position `here` is at `at` in the data area, which is mapped
+            // twice in a row: the positions after it, up to a ring's length
+            // on, lie in one piece from there. `base` is where position 0
+            // would be in that piece (an address never used itself).
+            let here = self.pos;
             self.pos += stride;
-            // The data area is mapped twice in a row, so the stretch from
-            // the reader on lies in one piece from `at`.
-            let base = self.producer.wrapping_add(self.page + at);
-            self.frontier.ask(
-                base.wrapping_sub((self.pos - stride) as usize),
-                self.pos,
-                self.end,
-            );
+            let base = self
+                .producer
+                .wrapping_add(self.page + at)
+                .wrapping_sub(here as usize);
+            self.frontier.ask(base, self.pos, self.end);
             if word & DISCARD_BIT != 0 {
                 continue;
             }

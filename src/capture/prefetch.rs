@@ -25,10 +25,13 @@ impl Frontier {
     }
 
     /// The stretch to ask for with the reader at `reader` and the memory
-    /// written up to `end`: from where the last one stopped (or the reader,
-    /// if it jumped past that) to `AHEAD` bytes past the reader, but not
-    /// past `end`. `None` when there is nothing new. Stretches given one
-    /// after another meet end to end, so each line is asked for once.
+    /// written up to `end` (for a ring buffer, the producer's position,
+    /// which may include a record still being written): from where the
+    /// last one stopped (or the reader, if it jumped past that) to `AHEAD`
+    /// bytes past the reader, but not past `end`. `None` when there is
+    /// nothing new. Stretches given one after another meet end to end, so
+    /// each line is asked for once (the last line of a stretch may reach
+    /// past `end`: lines are asked for where they start).
     #[inline(always)]
     pub fn advance(&mut self, reader: u64, end: u64) -> Option<(u64, u64)> {
         let from = self.asked.max(reader);

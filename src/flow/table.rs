@@ -87,11 +87,11 @@ pub trait FlowHooks<T> {
 }
 
 /// Which connection a slot holds: a number the table gives every new
-/// connection, never the same twice while any run counted under the old
-/// one could still come (it wraps after 2^32 connections). Unlike the
-/// owner's tag, it tells apart two connections on the same addresses
-/// whatever the owner keeps.
-/// Kept in the slot's connection (`Conn::generation`).
+/// connection, from 1 (0 is a connection no table has taken yet). It wraps
+/// after 2^32 connections, which is taken to be longer than any run can
+/// wait to be applied. Unlike the owner's tag, it tells apart two
+/// connections on the same addresses whatever the owner keeps. Kept in
+/// the slot's connection (`Conn::generation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u32);
 
@@ -148,7 +148,7 @@ impl<T: Copy> FlowTable<T> {
             linger: CLOSED_LINGER_NANOS.min(idle_timeout),
             clock: 0,
             last: NIL,
-            generation: Generation(0),
+            generation: Generation(1),
         }
     }
 
@@ -283,9 +283,11 @@ impl<T: Copy> FlowTable<T> {
     /// given), with the flow untouched; and when the expiry after the run
     /// removed the run's own flow (capture times went backwards, so the run
     /// ended more than the idle timeout before the latest time seen): the
-    /// flow left as it would have had each segment come at its time, and
-    /// its owner heard of it without the run. Either way the caller counts
-    /// those segments as dropped.
+    /// flow ends as idle and its owner hears of it without the run. Either
+    /// way the caller counts those segments as dropped. (The last differs
+    /// from segments analysed one by one, which such a flow would have kept,
+    /// or, expired first, a new connection would have counted: only with
+    /// capture times that go back by more than the idle timeout.)
     pub fn on_steady_run(
         &mut self,
         key: &FlowKey,
@@ -324,7 +326,7 @@ impl<T: Copy> FlowTable<T> {
         })
     }
 
-    /// A generation no connection in the table has.
+    /// A generation no connection in the table has (but see `Generation`).
     fn next_generation(&mut self) -> Generation {
         let g = self.generation;
         self.generation = Generation(g.0.wrapping_add(1));
@@ -676,48 +678,48 @@ mod tests {
         assert_eq!(hooks.0, [Removal::Idle]);
         let (_, _, new) = mirrored(&mut t, 12 * SEC, &mut hooks);
         assert!(t.on_steady_run(&key, old, side, &run, &mut hooks).is_none());
-        // A new SYN supersedes the second; the third is not it either.
-        t.on_segment(
-            &seg(40000, 80, TcpFlags::SYN, 9000, 0),
-            13 * SEC,
-            &mut hooks,
-        );
-        assert_eq!(hooks.0, [Removal::Idle, Removal::Superseded]);
-        t.on_segment(
-            &seg(80, 40000, TcpFlags::SYN | TcpFlags::ACK, 7000, 9001),
-            13 * SEC + 1000,
-            &mut hooks,
-        );
-        // Its handshake RTT measured (not 0): a mirror.
-        t.on_segment(
-            &seg(40000, 80, TcpFlags::ACK, 9001, 7001),
-            13 * SEC + 2000,
-            &mut hooks,
-        );
-        let (_, _, third) = t.mirror(&key).expect("a mirror");
-        for earlier in [old, new] {
-            assert_ne!(third, earlier);
-            assert!(t
-                .on_steady_run(&key, earlier, side, &run, &mut hooks)
-                .is_none());
+        // New SYNs supersede the second, then the third: each connection
+        // is refused the runs of every one before it.
+        let handshake = |t: &mut FlowTable<()>, isn: u32, at: Nanos, hooks: &mut SameTag| {
+            t.on_segment(&seg(40000, 80, TcpFlags::SYN, isn, 0), at, hooks);
+            let synack = seg(80, 40000, TcpFlags::SYN | TcpFlags::ACK, 7000, isn + 1);
+            t.on_segment(&synack, at + 1000, hooks);
+            // Its handshake RTT measured (not 0): a mirror.
+            let ack = seg(40000, 80, TcpFlags::ACK, isn + 1, 7001);
+            t.on_segment(&ack, at + 2000, hooks);
+            t.mirror(&key).expect("a mirror").2
+        };
+        let mut earlier = vec![old, new];
+        for (n, isn) in [9000, 9500].into_iter().enumerate() {
+            let now_there = handshake(&mut t, isn, 13 * SEC + n as Nanos * SEC / 2, &mut hooks);
+            assert_eq!(hooks.0.len(), 2 + n, "superseded");
+            for &before in &earlier {
+                assert_ne!(now_there, before);
+                assert!(t
+                    .on_steady_run(&key, before, side, &run, &mut hooks)
+                    .is_none());
+            }
+            earlier.push(now_there);
         }
+        assert_eq!(hooks.0[1..], [Removal::Superseded; 2]);
         let mut late = run;
         late.last = 14 * SEC;
+        let last = *earlier.last().expect("four connections");
         assert!(t
-            .on_steady_run(&key, third, side, &late, &mut hooks)
+            .on_steady_run(&key, last, side, &late, &mut hooks)
             .is_some());
         // A run that ended more than the idle timeout before the latest
         // time seen (capture times went backwards) expires its own flow:
         // not counted as taken.
         t.on_segment(&seg(40001, 80, TcpFlags::ACK, 1, 1), 30 * SEC, &mut hooks);
-        assert_eq!(hooks.0.len(), 3, "the third expired on the other flow");
-        let (_, _, fourth) = mirrored(&mut t, 15 * SEC, &mut hooks);
+        assert_eq!(hooks.0.len(), 4, "the fourth expired on the other flow");
+        let (_, _, fifth) = mirrored(&mut t, 15 * SEC, &mut hooks);
         let mut stale = run;
         stale.last = 16 * SEC;
         assert!(t
-            .on_steady_run(&key, fourth, side, &stale, &mut hooks)
+            .on_steady_run(&key, fifth, side, &stale, &mut hooks)
             .is_none());
-        assert_eq!(hooks.0.len(), 4, "the fourth expired on its own run");
+        assert_eq!(hooks.0.len(), 5, "the fifth expired on its own run");
         assert!(t.mirror(&key).is_none());
     }
 
