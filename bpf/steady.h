@@ -377,11 +377,10 @@ static __always_inline int tcpx_admit(struct tcpx_mirror *m, const struct tcpx_s
  * in `st`. Returns an enum tcpx_admission, or -1 when the record's lengths
  * cannot hold its headers (user space reports that).
  *
- * A global function, checked once by the verifier on its own: inlined
- * after the header parser, its paths would be walked once for every path
- * out of the parser. */
-/* Not static (a global function is one the verifier checks on its own);
- * each program file that includes this header is its own object. */
+ * A global function (not static), checked once by the verifier on its
+ * own: inlined after the header parser, its paths would be walked once for
+ * every path out of the parser. Each program file that includes this
+ * header is its own object. */
 __attribute__((noinline)) int tcpx_steady_admit(struct tcpx_steady *st,
 						const struct tcpx_record *r, __u32 side,
 						__u64 now)

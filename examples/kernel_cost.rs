@@ -33,7 +33,6 @@ const MAX_REPEAT: u32 = 7_000_000;
 fn main() {
     let repeat: u32 = match std::env::args().nth(1).map(|a| a.parse()) {
         None => 100_000,
-        // The ring holds every record: at most 1 GiB.
         Some(Ok(n)) if n > 0 && n <= MAX_REPEAT => n,
         Some(_) => {
             eprintln!("usage: kernel_cost [REPEAT], REPEAT from 1 to {MAX_REPEAT}");

@@ -425,7 +425,7 @@ impl PacketSource for AfPacket {
                         match ring::block_header(block) {
                             Ok(h) => {
                                 let end = h.len.min(block.len());
-                                let mut frontier = Frontier::at(h.first as u64);
+                                let mut frontier = Frontier::default();
                                 frontier.ask(block.as_ptr(), h.first as u64, end as u64);
                                 self.cursor = Some(Cursor {
                                     remaining: h.num_pkts,

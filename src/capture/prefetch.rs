@@ -19,11 +19,6 @@ pub struct Frontier {
 }
 
 impl Frontier {
-    /// Nothing asked for before `at`.
-    pub fn at(at: u64) -> Frontier {
-        Frontier { asked: at }
-    }
-
     /// The stretch to ask for with the reader at `reader` and the memory
     /// written up to `end` (for a ring buffer, the producer's position,
     /// which may include a record still being written): from where the
@@ -105,7 +100,7 @@ mod tests {
             // none past it.
             let base = 4096 + next(64) as usize;
             let start = next(512);
-            let mut frontier = Frontier::at(start);
+            let mut frontier = Frontier::default();
             let (mut reader, mut written) = (start, start);
             let mut asked = Vec::new();
             for _ in 0..next(200) {
@@ -128,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_reader_that_skips_ahead_is_asked_for_from_where_it_lands() {
-        let mut frontier = Frontier::at(0);
+        let mut frontier = Frontier::default();
         assert_eq!(frontier.advance(0, 100_000), Some((0, AHEAD)));
         assert_eq!(frontier.advance(100, 100_000), Some((AHEAD, AHEAD + 100)));
         // A reader that skips what it cannot read (the ring's bad record).

@@ -92,6 +92,14 @@ pub struct Step {
     pub data_rtt: Option<(Side, Nanos)>,
 }
 
+/// Which connection a flow slot holds: a number its `FlowTable` gives
+/// every new connection, from 1 (0 is a connection no table has taken
+/// yet). It wraps after 2^32 connections, which is taken to be longer than
+/// any run can wait to be applied. Unlike the table owner's tag, it tells
+/// apart two connections on the same addresses whatever the owner keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Generation(pub(super) u32);
+
 #[derive(Clone, Copy, Debug)]
 pub struct Conn {
     /// Whether the client is the flow key's `lo` endpoint.
@@ -106,9 +114,9 @@ pub struct Conn {
     server_isn: SeqNum,
     fin_seen: [bool; 2],
     /// Which connection this is, among all its table has held: set by the
-    /// table (`FlowTable`'s generation), kept here because the connection's
-    /// own fields leave room for it (a slot stays at 256 bytes).
-    pub(super) generation: u32,
+    /// table, kept here because the connection's own fields leave room for
+    /// it (a slot stays at 256 bytes).
+    pub(super) generation: Generation,
     analyzer: Analyzer,
 }
 
@@ -143,7 +151,7 @@ impl Conn {
             last_synack: ShortTime::default(),
             server_isn: SeqNum(0),
             fin_seen: [false; 2],
-            generation: 0,
+            generation: Generation::default(),
             analyzer: Analyzer::default(),
         }
     }
@@ -183,17 +191,7 @@ impl Conn {
     #[inline]
     pub fn on_segment(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
         let verdict = self.analyzer.on_segment(seg, side, now);
-        // Most segments take no step in the connection's life: no SYN, FIN
-        // or RST, and no handshake for their ACK to finish. They skip
-        // `lifecycle`'s tests.
-        let flags = seg.flags;
-        let quiet =
-            !(flags.syn() || flags.fin() || flags.rst()) && self.phase != Phase::SynReceived;
-        let mut step = if quiet {
-            Step::default()
-        } else {
-            self.lifecycle(seg, side, now)
-        };
+        let mut step = self.lifecycle(seg, side, now);
         step.flags = verdict.flags;
         step.data_rtt = verdict.rtt;
         step
@@ -205,10 +203,13 @@ impl Conn {
     /// connection, a step in its life a counted segment would miss; and
     /// not once closed, when only late segments are expected.
     pub fn mirror(&self) -> Option<Mirror> {
-        match self.phase {
-            Phase::Established | Phase::Midstream => self.analyzer.mirror(),
-            _ => None,
-        }
+        self.takes_runs().then(|| self.analyzer.mirror()).flatten()
+    }
+
+    /// Whether the connection is in a phase that gives a mirror, and so
+    /// takes the runs one counted.
+    pub fn takes_runs(&self) -> bool {
+        matches!(self.phase, Phase::Established | Phase::Midstream)
     }
 
     /// Applies a run of steady segments from `side` that a mirror counted
@@ -223,10 +224,14 @@ impl Conn {
     /// load on every packet (perf, live af-packet capture).
     #[inline(always)]
     fn lifecycle(&mut self, seg: &Segment, side: Side, now: Nanos) -> Step {
-        if self.phase == Phase::Closed {
+        let flags = seg.flags;
+        // Most segments take no step in the connection's life: no SYN, FIN
+        // or RST, and no handshake for their ACK to finish.
+        let quiet =
+            !(flags.syn() || flags.fin() || flags.rst()) && self.phase != Phase::SynReceived;
+        if quiet || self.phase == Phase::Closed {
             return Step::default();
         }
-        let flags = seg.flags;
         if flags.rst() {
             let lifecycle = match (self.phase, side) {
                 (Phase::SynSent, Side::Server) => Lifecycle::Refused,

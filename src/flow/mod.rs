@@ -16,13 +16,13 @@ mod seq;
 mod table;
 
 pub use analysis::{Admission, Analyzer, Flags, Mirror, SteadyRun};
-pub use conn::{CloseReason, Conn, Lifecycle, Phase, Step};
+pub use conn::{CloseReason, Conn, Generation, Lifecycle, Phase, Step};
 pub use key::{FlowKey, Orientation, Side};
 pub use rtt::RTT_SLOTS;
 pub use seq::SeqNum;
 pub use table::{
-    FlowHooks, FlowTable, Generation, Outcome, Removal, CLOSED_LINGER_NANOS,
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_FLOWS,
+    FlowHooks, FlowTable, Outcome, Removal, CLOSED_LINGER_NANOS, DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_MAX_FLOWS,
 };
 
 /// A segment between 10.0.0.1 (ports from 1024) and 10.0.0.2 (ports below

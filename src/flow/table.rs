@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 use crate::decode::Segment;
 
 use super::analysis::{Mirror, SteadyRun};
-use super::conn::{Conn, Phase, Step};
+use super::conn::{Conn, Generation, Phase, Step};
 use super::key::{FlowKey, Side};
 use super::Nanos;
 
@@ -85,15 +85,6 @@ pub trait FlowHooks<T> {
     /// A flow left at capture time `now`.
     fn removed(&mut self, tag: T, removal: Removal, step: Step, now: Nanos);
 }
-
-/// Which connection a slot holds: a number the table gives every new
-/// connection, from 1 (0 is a connection no table has taken yet). It wraps
-/// after 2^32 connections, which is taken to be longer than any run can
-/// wait to be applied. Unlike the owner's tag, it tells apart two
-/// connections on the same addresses whatever the owner keeps. Kept in
-/// the slot's connection (`Conn::generation`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Generation(u32);
 
 /// The result of one segment.
 #[derive(Clone, Copy, Debug)]
@@ -191,9 +182,7 @@ impl<T: Copy> FlowTable<T> {
                         c.on_idle(now)
                     };
                     hooks.removed(old_tag, Removal::Superseded, step, now);
-                    let mut conn = Conn::new(seg, sender_is_lo);
-                    let tag = hooks.start(&key, &conn, now);
-                    conn.generation = self.next_generation().0;
+                    let (conn, tag) = self.open(&key, seg, sender_is_lo, now, hooks);
                     let s = &mut self.slots[i as usize];
                     s.conn = conn;
                     s.tag = tag;
@@ -206,8 +195,7 @@ impl<T: Copy> FlowTable<T> {
                 if self.len() >= self.max_flows {
                     self.evict_one(hooks);
                 }
-                let conn = Conn::new(seg, sender_is_lo);
-                let tag = hooks.start(&key, &conn, now);
+                let (conn, tag) = self.open(&key, seg, sender_is_lo, now, hooks);
                 let i = self.alloc(key, conn, tag, now);
                 let (slots, hasher) = (&self.slots, &self.hasher);
                 self.index
@@ -262,11 +250,7 @@ impl<T: Copy> FlowTable<T> {
     /// connection gives no mirror.
     pub fn mirror(&self, key: &FlowKey) -> Option<(Mirror, Side, Generation)> {
         let s = &self.slots[self.find(key).ok()? as usize];
-        Some((
-            s.conn.mirror()?,
-            s.conn.sender(true),
-            Generation(s.conn.generation),
-        ))
+        Some((s.conn.mirror()?, s.conn.sender(true), s.conn.generation))
     }
 
     /// Applies `run`, segments from `sender` on the flow `key` that the
@@ -301,9 +285,7 @@ impl<T: Copy> FlowTable<T> {
         }
         let slot = self.find(key).ok()?;
         let s = &mut self.slots[slot as usize];
-        if s.conn.generation != generation.0
-            || !matches!(s.conn.phase, Phase::Established | Phase::Midstream)
-        {
+        if s.conn.generation != generation || !s.conn.takes_runs() {
             return None;
         }
         s.conn.on_steady_run(sender, run);
@@ -326,11 +308,22 @@ impl<T: Copy> FlowTable<T> {
         })
     }
 
-    /// A generation no connection in the table has (but see `Generation`).
-    fn next_generation(&mut self) -> Generation {
-        let g = self.generation;
-        self.generation = Generation(g.0.wrapping_add(1));
-        g
+    /// The connection `seg` starts on `key`, with a generation no
+    /// connection in the table has (but see `Generation`), and the tag its
+    /// owner gives it.
+    fn open(
+        &mut self,
+        key: &FlowKey,
+        seg: &Segment,
+        sender_is_lo: bool,
+        now: Nanos,
+        hooks: &mut impl FlowHooks<T>,
+    ) -> (Conn, T) {
+        let mut conn = Conn::new(seg, sender_is_lo);
+        let tag = hooks.start(key, &conn, now);
+        conn.generation = self.generation;
+        self.generation = Generation(self.generation.0.wrapping_add(1));
+        (conn, tag)
     }
 
     /// Drops flows idle for longer than the timeout, and closed flows whose
@@ -406,8 +399,7 @@ impl<T: Copy> FlowTable<T> {
         hooks.removed(tag, Removal::Evicted, step, self.clock.max(last));
     }
 
-    fn alloc(&mut self, key: FlowKey, mut conn: Conn, tag: T, now: Nanos) -> u32 {
-        conn.generation = self.next_generation().0;
+    fn alloc(&mut self, key: FlowKey, conn: Conn, tag: T, now: Nanos) -> u32 {
         let slot = Slot {
             key,
             conn,

@@ -461,10 +461,10 @@ impl Conns {
     /// Counts a run of steady segments from `sender` (see
     /// `Shard::on_steady_run`): they change nothing but the counts and the
     /// time last seen, and come only after the connection was announced.
-    pub fn on_steady_run(&mut self, id: u32, sender: Side, run: &SteadyRun, now: Nanos) {
+    pub fn on_steady_run(&mut self, id: u32, sender: Side, run: &SteadyRun) {
         if let Some(r) = self.records.get_mut(id as usize) {
             r.dir[sender.index()].count_run(run);
-            r.last = r.last.max(now);
+            r.last = r.last.max(run.last);
         }
     }
 

@@ -313,7 +313,7 @@ impl Shard {
         e.last = e.last.max(now);
         e.value.dir[out.sender.index()].count_run(run);
         if let Some(c) = &mut self.conns {
-            c.on_steady_run(ids.conn, out.sender, run, now);
+            c.on_steady_run(ids.conn, out.sender, run);
         }
         self.advance(now);
     }
