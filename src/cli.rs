@@ -78,7 +78,9 @@ pub struct Args {
 
     /// Bytes captured of each frame. Only headers are needed: the default
     /// holds Ethernet with two VLAN tags, IPv4 or IPv6 with options or
-    /// extension headers, and a TCP header with full options.
+    /// extension headers, and a TCP header with full options. With
+    /// af-packet, a plain TCP segment is kept only up to the end of its
+    /// TCP header.
     #[arg(long, value_name = "BYTES", default_value_t = 192)]
     pub snaplen: u32,
 

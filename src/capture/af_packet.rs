@@ -12,8 +12,10 @@
 //! kernel allows no virtio-net header there), and a super-packet counts as
 //! one segment, as it does for libpcap and tcpdump. The BPF filter is
 //! compiled by libpcap for the frames' link type and attached to each
-//! socket, with its accept length cut to the snap length, so the kernel
-//! copies only headers into the ring.
+//! socket, with a plain TCP segment's accept length cut at the end of its
+//! TCP header and every other frame's at the snap length
+//! (capture::socket_filter), so the kernel copies only headers into the
+//! ring.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -21,6 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::prefetch::Frontier;
 use super::ring::{self, PACKET_OUTGOING, TP_STATUS_KERNEL, TP_STATUS_USER};
+use super::socket_filter::compile_filter;
 use super::{
     hardware_type, wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource,
     PERMISSION_HINT,
@@ -122,51 +125,6 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> bool {
     }
 }
 
-/// Compiles `filter` for raw IP with libpcap and caps every accept length
-/// at `snaplen` (an empty filter accepts everything, cut to `snaplen`).
-pub fn compile_filter(
-    filter: &str,
-    snaplen: u32,
-    dlt: i32,
-) -> Result<Vec<libc::sock_filter>, CaptureError> {
-    const BPF_RET_K: u16 = 0x06;
-    if filter.is_empty() {
-        return Ok(vec![libc::sock_filter {
-            code: BPF_RET_K,
-            jt: 0,
-            jf: 0,
-            k: snaplen,
-        }]);
-    }
-    let bad = |message: String| CaptureError::Filter {
-        filter: filter.to_string(),
-        message,
-    };
-    let dead = pcap::Capture::dead(pcap::Linktype(dlt)).map_err(|e| bad(e.to_string()))?;
-    let program = dead.compile(filter, true).map_err(|e| bad(e.to_string()))?;
-    program
-        .get_instructions()
-        .iter()
-        .map(|insn| {
-            // The pcap crate shows an instruction only as "code jt jf k".
-            let text = insn.to_string();
-            let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
-            let mut next = || -> Result<u64, CaptureError> {
-                parts
-                    .next()
-                    .and_then(Result::ok)
-                    .ok_or_else(|| bad(format!("unreadable BPF instruction {text:?}")))
-            };
-            let code = next()? as u16;
-            let (jt, jf, mut k) = (next()? as u8, next()? as u8, next()? as u32);
-            if code == BPF_RET_K && k != 0 {
-                k = k.min(snaplen);
-            }
-            Ok(libc::sock_filter { code, jt, jf, k })
-        })
-        .collect()
-}
-
 impl AfPacket {
     /// Opens one socket with its ring on `interface` (`any` for all), joined
     /// to fanout group `group` when given.
@@ -221,12 +179,12 @@ impl AfPacket {
         // Must come before the ring. A kernel that refuses it still
         // captures; super-packets then count as one segment.
         let vnet = ethernet && setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32);
-        let (link, dlt) = if ethernet {
-            (LinkType::Ethernet, DLT_EN10MB)
+        let (link, dlt, link_len) = if ethernet {
+            (LinkType::Ethernet, DLT_EN10MB, 14)
         } else {
-            (LinkType::RawIp, DLT_RAW)
+            (LinkType::RawIp, DLT_RAW, 0)
         };
-        let mut program = compile_filter(&opts.filter, opts.snaplen, dlt)?;
+        let mut program = compile_filter(&opts.filter, opts.snaplen, dlt, link_len)?;
         let fprog = libc::sock_fprog {
             len: program.len() as u16,
             filter: program.as_mut_ptr(),
@@ -475,5 +433,67 @@ impl PacketSource for AfPacket {
     fn batch(&self) -> usize {
         // Frames of a retired block come without blocking.
         256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// In the kernel (as root): a socket on loopback keeps each data
+    /// segment's headers and none of its payload, with the cut alone and
+    /// behind a user's filter, and the decoder still reads the payload's
+    /// length from the IP header.
+    #[test]
+    fn the_kernel_keeps_a_data_segments_headers_and_not_its_payload() {
+        if std::env::var("TCPX_SKIP_LIVE").as_deref() == Ok("1") {
+            eprintln!("af-packet on loopback: skipped (TCPX_SKIP_LIVE=1)");
+            return;
+        }
+        const SENT: usize = 3000;
+        for filter in ["", "tcp"] {
+            let opts = AfPacketOptions {
+                snaplen: 192,
+                filter: filter.into(),
+                block_size: 1 << 16,
+                block_count: 4,
+                block_timeout_ms: 10,
+                read_timeout_ms: 10,
+            };
+            let mut socket = AfPacket::open("lo", &opts, None).expect(
+                "an AF_PACKET socket on lo (this test needs root; TCPX_SKIP_LIVE=1 skips it)",
+            );
+            let listener = TcpListener::bind("127.0.0.1:0").expect("a listening socket");
+            let port = listener.local_addr().expect("its address").port();
+            let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+            let (mut server, _) = listener.accept().expect("accepts");
+            client.write_all(&[7u8; SENT]).expect("writes");
+            let mut got = vec![0u8; SENT];
+            server.read_exact(&mut got).expect("reads");
+            let (mut payload, mut frames) = (0usize, 0);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while payload < SENT && std::time::Instant::now() < deadline {
+                let Next::Frame(frame) = socket.next().expect("reads the ring") else {
+                    continue;
+                };
+                let Ok(seg) = decode(LinkType::Ethernet, frame.data, frame.wire_len) else {
+                    continue;
+                };
+                if seg.dst_port != port || seg.payload_len == 0 {
+                    continue;
+                }
+                frames += 1;
+                payload += seg.payload_len as usize;
+                let headers = 14 + seg.ip_len - seg.payload_len;
+                assert_eq!(frame.data.len() as u32, headers, "filter {filter:?}");
+            }
+            assert_eq!(
+                payload, SENT,
+                "filter {filter:?}: payload in {frames} frames"
+            );
+        }
     }
 }

@@ -18,6 +18,7 @@ mod peers;
 mod prefetch;
 pub mod ring;
 pub mod routes;
+mod socket_filter;
 #[cfg(feature = "xdp")]
 pub mod xdp;
 
