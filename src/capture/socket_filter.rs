@@ -1,7 +1,7 @@
 //! The classic BPF program each af-packet socket runs in the kernel: which
 //! frames its ring takes (a user's `-f` filter, compiled by libpcap) and
 //! how many bytes of each. A plain TCP segment (over IPv4, or over IPv6
-//! with TCP as the first next header) is kept up to the end
+//! with TCP as the first next header, on any link) is kept up to the end
 //! of its TCP header and no further: the analysis never reads payload, and
 //! every byte of ring costs the kernel a copy and the reader a share of a
 //! cache line fetched from the CPU that wrote it (docs/performance.md).
@@ -32,11 +32,16 @@ const JMP_JGE_X: u16 = 0x3d;
 const RET_K: u16 = 0x06;
 const RET_A: u16 = 0x16;
 
+/// The most instructions the kernel takes in a socket filter
+/// (BPF_MAXINSNS).
+const MAX_INSTRUCTIONS: usize = 4096;
+
 /// Compiles `filter` with libpcap for link type `dlt` and makes every frame
 /// it accepts go through [`header_cut`] (an empty filter accepts every
 /// frame). `link_len` is the bytes before the IP header in the frames the
-/// socket sees: 14 for Ethernet, 0 for frames that start at the network
-/// header.
+/// socket sees: 14 for Ethernet (and loopback), 0 for frames that start at
+/// the network header (`-i any`, and links without an Ethernet header such
+/// as tun or WireGuard). No other value makes sense.
 pub fn compile_filter(
     filter: &str,
     snaplen: u32,
@@ -78,6 +83,12 @@ pub fn compile_filter(
         })
         .collect::<Result<Vec<_>, _>>()?;
     out.extend(cut);
+    if out.len() > MAX_INSTRUCTIONS {
+        return Err(bad(format!(
+            "{} BPF instructions with the header cut; the kernel takes at most {MAX_INSTRUCTIONS}",
+            out.len()
+        )));
+    }
     Ok(out)
 }
 
@@ -153,58 +164,58 @@ impl Asm {
 /// the decoder to be counted.
 fn header_cut(link_len: u32, snaplen: u32) -> Vec<libc::sock_filter> {
     use To::{Label, Next};
-    let l = link_len;
     let keep = Label("keep");
-    let mut a = Asm::default();
+    let mut asm = Asm::default();
     // A minimal IPv4 header, and the first 20 bytes of an IPv6 one.
-    a.op(LD_W_LEN, 0).jump(JMP_JGE_K, l + 20, Next, keep);
-    if l >= 2 {
-        a.op(LD_H_ABS, l - 2)
+    asm.op(LD_W_LEN, 0)
+        .jump(JMP_JGE_K, link_len + 20, Next, keep);
+    if link_len >= 2 {
+        asm.op(LD_H_ABS, link_len - 2)
             .jump(JMP_JEQ_K, 0x0800, Label("v4"), Next)
             .jump(JMP_JEQ_K, 0x86dd, Label("v6"), keep);
     } else {
-        a.op(LD_B_ABS, l)
+        asm.op(LD_B_ABS, link_len)
             .op(ALU_AND_K, 0xf0)
             .jump(JMP_JEQ_K, 0x40, Label("v4"), Next)
             .jump(JMP_JEQ_K, 0x60, Label("v6"), keep);
     }
-    a.label("v4")
-        .op(LD_B_ABS, l + 9)
+    asm.label("v4")
+        .op(LD_B_ABS, link_len + 9)
         .jump(JMP_JEQ_K, 6, Next, keep)
         // The TCP header's data offset byte must be in the frame. (A
         // fragment, an IP header length under 20 or a version other than
         // the link's is reported by the decoder from the first 20 bytes,
         // and at least that many are kept.)
-        .op(LDX_B_MSH, l)
+        .op(LDX_B_MSH, link_len)
         .op(MISC_TXA, 0)
-        .op(ALU_ADD_K, l + 13)
+        .op(ALU_ADD_K, link_len + 13)
         .op(MISC_TAX, 0)
         .op(LD_W_LEN, 0)
         .jump(JMP_JGE_X, 0, Next, keep)
-        .op(LDX_B_MSH, l)
-        .op(LD_B_IND, l + 12)
+        .op(LDX_B_MSH, link_len)
+        .op(LD_B_IND, link_len + 12)
         .op(ALU_AND_K, 0xf0)
         .op(ALU_RSH_K, 2)
         .jump(JMP_JGE_K, 20, Next, keep)
         .op(ALU_ADD_X, 0)
-        .op(ALU_ADD_K, l)
+        .op(ALU_ADD_K, link_len)
         .jump(JMP_JGT_K, snaplen, keep, Label("cut"))
         .label("v6")
         .op(LD_W_LEN, 0)
-        .jump(JMP_JGE_K, l + 53, Next, keep)
-        .op(LD_B_ABS, l + 6)
+        .jump(JMP_JGE_K, link_len + 53, Next, keep)
+        .op(LD_B_ABS, link_len + 6)
         .jump(JMP_JEQ_K, 6, Next, keep)
-        .op(LD_B_ABS, l + 52)
+        .op(LD_B_ABS, link_len + 52)
         .op(ALU_AND_K, 0xf0)
         .op(ALU_RSH_K, 2)
         .jump(JMP_JGE_K, 20, Next, keep)
-        .op(ALU_ADD_K, l + 40)
+        .op(ALU_ADD_K, link_len + 40)
         .jump(JMP_JGT_K, snaplen, keep, Label("cut"))
         .label("cut")
         .op(RET_A, 0)
         .label("keep")
         .op(RET_K, snaplen);
-    a.finish()
+    asm.finish()
 }
 
 #[cfg(test)]
@@ -219,13 +230,18 @@ mod tests {
         /// gives a packet of `len` bytes, all of them present (0: refused).
         /// `struct bpf_insn` is laid out as `struct sock_filter`.
         fn bpf_filter(program: *const libc::sock_filter, p: *const u8, wire: u32, len: u32) -> u32;
+        /// libpcap's check of a program's shape: 1 when every jump stays
+        /// inside it and it ends in a return.
+        fn bpf_validate(program: *const libc::sock_filter, len: libc::c_int) -> libc::c_int;
     }
 
     fn run(program: &[libc::sock_filter], frame: &[u8]) -> u32 {
+        // SAFETY: reads the program's instructions, no more.
+        let valid = unsafe { bpf_validate(program.as_ptr(), program.len() as libc::c_int) };
+        assert_eq!(valid, 1, "a program out of shape: {program:?}");
         let len = frame.len() as u32;
-        // SAFETY: the program is whole (every path ends in a return, its
-        // jumps stay inside it) and the interpreter reads at most `len`
-        // bytes of `frame`.
+        // SAFETY: the program was just validated, and the interpreter reads
+        // at most `len` bytes of `frame`.
         unsafe { bpf_filter(program.as_ptr(), frame.as_ptr(), len, len) }
     }
 
@@ -416,34 +432,72 @@ mod tests {
     }
 
     /// With a user's filter, the frames it refuses are refused and the
-    /// ones it takes are cut as with no filter.
+    /// ones it takes are cut as with no filter, on Ethernet and on frames
+    /// that start at the IP header.
     #[test]
     fn a_user_filter_decides_which_frames_and_the_cut_how_much() {
         let frames = frames();
+        let links = [(LinkType::Ethernet, 1, 14), (LinkType::RawIp, 12, 0)];
         for expression in [
             "tcp and greater 200",
             "tcp[tcpflags] & tcp-syn != 0",
             "ip6",
             "not tcp",
         ] {
-            let (mut taken, mut refused) = (0, 0);
-            for seen in frames.iter().filter(|s| s.link == LinkType::Ethernet) {
-                let program = compile_filter(expression, 192, 1, 14).expect("compiles");
-                let dead = pcap::Capture::dead(pcap::Linktype(1)).expect("a dead capture");
+            for (link, dlt, link_len) in links {
+                let program = compile_filter(expression, 192, dlt, link_len).expect("compiles");
+                let dead = pcap::Capture::dead(pcap::Linktype(dlt)).expect("a dead capture");
                 let libpcap = dead.compile(expression, true).expect("compiles");
-                let len = run(&program, &seen.data);
-                if libpcap.filter(&seen.data) {
-                    taken += 1;
-                    assert_eq!(len, run(&header_cut(14, 192), &seen.data), "{expression}");
-                } else {
-                    refused += 1;
-                    assert_eq!(len, 0, "{expression}: a refused frame taken");
+                let cut = header_cut(link_len, 192);
+                let (mut taken, mut refused) = (0, 0);
+                for seen in frames.iter().filter(|s| s.link == link) {
+                    let len = run(&program, &seen.data);
+                    if libpcap.filter(&seen.data) {
+                        taken += 1;
+                        assert_eq!(len, run(&cut, &seen.data), "{expression}");
+                    } else {
+                        refused += 1;
+                        assert_eq!(len, 0, "{expression}: a refused frame taken");
+                    }
                 }
+                assert!(
+                    taken > 0 && refused > 0,
+                    "{expression} on {link:?}: {taken} taken, {refused} refused"
+                );
             }
-            assert!(
-                taken > 0 && refused > 0,
-                "{expression}: {taken} taken, {refused} refused"
-            );
+        }
+    }
+
+    /// A filter the kernel would take alone but not with the cut after it
+    /// is a filter error that says so, not a failed setsockopt.
+    #[test]
+    fn a_filter_too_long_for_the_kernel_with_the_cut_is_refused_with_its_length() {
+        let dead = pcap::Capture::dead(pcap::Linktype(1)).expect("a dead capture");
+        let alone = |terms: u32| {
+            let long: Vec<String> = (1..=terms).map(|n| format!("ip[2:2] = {n}")).collect();
+            let long = long.join(" or ");
+            let len = dead
+                .compile(&long, true)
+                .expect("compiles")
+                .get_instructions()
+                .len();
+            (long, len)
+        };
+        // About two instructions a term: grow the filter until it and the
+        // cut no longer fit together.
+        let cut = header_cut(14, 192).len();
+        let (mut terms, (mut long, mut len)) = (2000, alone(2000));
+        while len + cut <= MAX_INSTRUCTIONS {
+            terms += 8;
+            (long, len) = alone(terms);
+        }
+        assert!(len <= MAX_INSTRUCTIONS, "{len} instructions alone");
+        match compile_filter(&long, 192, 1, 14) {
+            Err(CaptureError::Filter { message, .. }) => {
+                assert!(message.contains("at most 4096"), "{message}")
+            }
+            Ok(program) => panic!("{} instructions accepted", program.len()),
+            Err(e) => panic!("{e}"),
         }
     }
 }
