@@ -6,48 +6,64 @@
 //! every byte of ring costs the kernel a copy and the reader a share of a
 //! cache line fetched from the CPU that wrote it (docs/performance.md).
 //! Every other frame (tunnels, tags the NIC did not take off, IPv6
-//! extension headers, headers that do not hold together) is
-//! kept up to the snap length, as libpcap keeps it, for the decoder to
-//! open or report.
+//! extension headers) is kept up to the snap length, as libpcap keeps it,
+//! for the decoder to open or report. A frame that says it carries TCP but
+//! whose headers do not hold together (a fragment, an IP header length
+//! under 20, a version other than the link's) is cut where its bytes
+//! point, never before its first 20 IP bytes, from which the decoder
+//! reports it as it did before.
 
 use super::CaptureError;
+use crate::decode::LinkType;
 
-// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
-const LD_W_LEN: u16 = 0x80; // A = the packet's length
-const LD_H_ABS: u16 = 0x28; // A = u16 at k
-const LD_B_ABS: u16 = 0x30; // A = u8 at k
-const LD_B_IND: u16 = 0x50; // A = u8 at X + k
-const LDX_B_MSH: u16 = 0xb1; // X = 4 * (u8 at k & 0xf)
-const ALU_ADD_K: u16 = 0x04;
-const ALU_ADD_X: u16 = 0x0c;
-const ALU_AND_K: u16 = 0x54;
-const ALU_RSH_K: u16 = 0x74;
-const MISC_TAX: u16 = 0x07;
-const MISC_TXA: u16 = 0x87;
-const JMP_JA: u16 = 0x05;
-const JMP_JEQ_K: u16 = 0x15;
-const JMP_JGT_K: u16 = 0x25;
-const JMP_JGE_K: u16 = 0x35;
-const JMP_JGE_X: u16 = 0x3d;
-const RET_K: u16 = 0x06;
-const RET_A: u16 = 0x16;
+// Classic BPF instructions, made of libc's parts (linux/filter.h).
+const fn code(parts: u32) -> u16 {
+    parts as u16
+}
+const LD_W_LEN: u16 = code(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN); // A = the packet's length
+const LD_H_ABS: u16 = code(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS); // A = u16 at k
+const LD_B_ABS: u16 = code(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS); // A = u8 at k
+const LD_B_IND: u16 = code(libc::BPF_LD | libc::BPF_B | libc::BPF_IND); // A = u8 at X + k
+const LDX_B_MSH: u16 = code(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH); // X = 4 * (u8 at k & 0xf)
+const ALU_ADD_K: u16 = code(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K);
+const ALU_ADD_X: u16 = code(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_X);
+const ALU_AND_K: u16 = code(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K);
+const ALU_RSH_K: u16 = code(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K);
+const MISC_TAX: u16 = code(libc::BPF_MISC | libc::BPF_TAX);
+const MISC_TXA: u16 = code(libc::BPF_MISC | libc::BPF_TXA);
+const JMP_JA: u16 = code(libc::BPF_JMP | libc::BPF_JA);
+const JMP_JEQ_K: u16 = code(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K);
+const JMP_JGT_K: u16 = code(libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K);
+const JMP_JGE_K: u16 = code(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K);
+const JMP_JGE_X: u16 = code(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_X);
+const RET_K: u16 = code(libc::BPF_RET | libc::BPF_K);
+const RET_A: u16 = code(libc::BPF_RET | libc::BPF_A);
 
-/// The most instructions the kernel takes in a socket filter
-/// (BPF_MAXINSNS).
-const MAX_INSTRUCTIONS: usize = 4096;
+/// The most instructions the kernel takes in a socket filter.
+const MAX_INSTRUCTIONS: usize = libc::BPF_MAXINSNS as usize;
 
-/// Compiles `filter` with libpcap for link type `dlt` and makes every frame
-/// it accepts go through [`header_cut`] (an empty filter accepts every
-/// frame). `link_len` is the bytes before the IP header in the frames the
-/// socket sees: 14 for Ethernet (and loopback), 0 for frames that start at
-/// the network header (`-i any`, and links without an Ethernet header such
-/// as tun or WireGuard). No other value makes sense.
+/// libpcap's link types for the frames an af-packet socket sees, and the
+/// bytes before their IP header: Ethernet (and loopback), or frames that
+/// start at the network header (`-i any`, and links without an Ethernet
+/// header such as tun or WireGuard; libpcap's DLT_RAW on Linux).
+fn link_of(link: LinkType) -> (i32, u32) {
+    const DLT_EN10MB: i32 = 1;
+    const DLT_RAW: i32 = 12;
+    match link {
+        LinkType::Ethernet => (DLT_EN10MB, 14),
+        _ => (DLT_RAW, 0),
+    }
+}
+
+/// Compiles `filter` with libpcap for the socket's `link` (Ethernet, or
+/// raw IP) and makes every frame it accepts go through [`header_cut`] (an
+/// empty filter accepts every frame).
 pub fn compile_filter(
     filter: &str,
     snaplen: u32,
-    dlt: i32,
-    link_len: u32,
+    link: LinkType,
 ) -> Result<Vec<libc::sock_filter>, CaptureError> {
+    let (dlt, link_len) = link_of(link);
     let cut = header_cut(link_len, snaplen);
     if filter.is_empty() {
         return Ok(cut);
@@ -77,7 +93,12 @@ pub fn compile_filter(
             let (jt, jf, k) = (next()? as u8, next()? as u8, next()? as u32);
             if code == RET_K && k != 0 {
                 // Accepted: on to the cut, which follows the program.
-                return Ok(insn_k(JMP_JA, cut_at - (i as u32 + 1)));
+                return Ok(libc::sock_filter {
+                    code: JMP_JA,
+                    jt: 0,
+                    jf: 0,
+                    k: cut_at - (i as u32 + 1),
+                });
             }
             Ok(libc::sock_filter { code, jt, jf, k })
         })
@@ -92,17 +113,8 @@ pub fn compile_filter(
     Ok(out)
 }
 
-fn insn_k(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
 /// Where a jump goes: the next instruction, or a label.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum To {
     Next,
     Label(&'static str),
@@ -157,9 +169,10 @@ impl Asm {
     }
 }
 
-/// The program that gives a frame's accept length: for a plain TCP segment
-/// the end of its TCP header (never more than `snaplen`), for every other
-/// frame `snaplen`. Every load is behind a check of the frame's length: a
+/// The program that gives a frame's accept length, with `link_len` bytes
+/// before the IP header: for a frame that says it carries TCP, the end of
+/// its TCP header (never more than `snaplen`, never less than 20 bytes of
+/// IP header), for every other frame `snaplen`. Every load is behind a check of the frame's length: a
 /// classic BPF load past the end drops the frame, and a runt must reach
 /// the decoder to be counted.
 fn header_cut(link_len: u32, snaplen: u32) -> Vec<libc::sock_filter> {
@@ -222,8 +235,8 @@ fn header_cut(link_len: u32, snaplen: u32) -> Vec<libc::sock_filter> {
 mod tests {
     use super::*;
     use crate::capture::{Next, PacketSource, PcapFile};
+    use crate::decode::decode;
     use crate::decode::fixtures::{eth_ipv4_tcp, eth_ipv6_tcp, with_vlan_tags, TcpSpec};
-    use crate::decode::{decode, LinkType};
 
     extern "C" {
         /// libpcap's classic BPF interpreter: the accept length `program`
@@ -251,6 +264,19 @@ mod tests {
         link: LinkType,
         data: Vec<u8>,
         wire_len: u32,
+    }
+
+    impl Seen {
+        /// An Ethernet frame as a socket sees it on `-i any`: from its
+        /// network header on.
+        fn as_any_sees_it(&self) -> Seen {
+            let cut = 14.min(self.data.len());
+            Seen {
+                link: LinkType::RawIp,
+                data: self.data[cut..].to_vec(),
+                wire_len: self.wire_len.saturating_sub(14),
+            }
+        }
     }
 
     /// Every frame of the test captures (the malformed ones among them),
@@ -281,18 +307,15 @@ mod tests {
                 match file.next() {
                     Ok(Next::Frame(f)) => {
                         let (data, wire_len) = (f.data.to_vec(), f.wire_len);
-                        if link == LinkType::Ethernet && data.len() > 14 {
-                            out.push(Seen {
-                                link: LinkType::RawIp,
-                                data: data[14..].to_vec(),
-                                wire_len: wire_len.saturating_sub(14),
-                            });
-                        }
-                        out.push(Seen {
+                        let seen = Seen {
                             link,
                             data,
                             wire_len,
-                        });
+                        };
+                        if link == LinkType::Ethernet && seen.data.len() > 14 {
+                            out.push(seen.as_any_sees_it());
+                        }
+                        out.push(seen);
                     }
                     Ok(Next::Skipped(_) | Next::Idle(_)) => {}
                     Ok(Next::End) | Err(_) => break,
@@ -349,27 +372,20 @@ mod tests {
         let mut out = Vec::new();
         for frame in whole {
             for len in 0..=frame.len() {
-                out.push(Seen {
+                let seen = Seen {
                     link: LinkType::Ethernet,
                     data: frame[..len].to_vec(),
                     wire_len: len as u32,
-                });
-                out.push(Seen {
-                    link: LinkType::RawIp,
-                    data: frame[14.min(len)..len].to_vec(),
-                    wire_len: len.saturating_sub(14) as u32,
-                });
+                };
+                out.push(seen.as_any_sees_it());
+                out.push(seen);
             }
         }
         out
     }
 
     fn link_len(link: LinkType) -> Option<u32> {
-        match link {
-            LinkType::Ethernet => Some(14),
-            LinkType::RawIp => Some(0),
-            _ => None,
-        }
+        matches!(link, LinkType::Ethernet | LinkType::RawIp).then(|| link_of(link).1)
     }
 
     /// What the decoder makes of `frame`'s first `len` bytes.
@@ -380,8 +396,8 @@ mod tests {
 
     /// Cut or not, a frame decodes as it does at the snap length (the same
     /// segment, options and all, or the same error), no frame is refused,
-    /// and a cut frame is cut at the shortest length that decodes so: one
-    /// byte less and the decoder would see something else. At the snap
+    /// and a cut segment is cut at the shortest length that decodes so:
+    /// one byte less and the decoder would see something else. At the snap
     /// lengths people use, and over every test capture.
     #[test]
     fn the_cut_keeps_what_the_decoder_reads_and_nothing_after_it() {
@@ -437,15 +453,16 @@ mod tests {
     #[test]
     fn a_user_filter_decides_which_frames_and_the_cut_how_much() {
         let frames = frames();
-        let links = [(LinkType::Ethernet, 1, 14), (LinkType::RawIp, 12, 0)];
+        let links = [LinkType::Ethernet, LinkType::RawIp];
         for expression in [
             "tcp and greater 200",
             "tcp[tcpflags] & tcp-syn != 0",
             "ip6",
             "not tcp",
         ] {
-            for (link, dlt, link_len) in links {
-                let program = compile_filter(expression, 192, dlt, link_len).expect("compiles");
+            for link in links {
+                let (dlt, link_len) = link_of(link);
+                let program = compile_filter(expression, 192, link).expect("compiles");
                 let dead = pcap::Capture::dead(pcap::Linktype(dlt)).expect("a dead capture");
                 let libpcap = dead.compile(expression, true).expect("compiles");
                 let cut = header_cut(link_len, 192);
@@ -492,7 +509,7 @@ mod tests {
             (long, len) = alone(terms);
         }
         assert!(len <= MAX_INSTRUCTIONS, "{len} instructions alone");
-        match compile_filter(&long, 192, 1, 14) {
+        match compile_filter(&long, 192, LinkType::Ethernet) {
             Err(CaptureError::Filter { message, .. }) => {
                 assert!(message.contains("at most 4096"), "{message}")
             }
