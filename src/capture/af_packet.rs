@@ -436,6 +436,7 @@ impl PacketSource for AfPacket {
 
 #[cfg(test)]
 mod tests {
+    use super::super::socket_filter::link_of;
     use super::*;
     use crate::decode::decode;
     use std::io::{Read, Write};
@@ -487,10 +488,8 @@ mod tests {
             let (mut payload, mut frames) = (0usize, 0);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             let case = format!("{interface}, {address}, filter {filter:?}, snap length {snaplen}");
-            let (link, link_len) = match socket.link_type() {
-                LinkType::Ethernet => (LinkType::Ethernet, 14),
-                other => (other, 0),
-            };
+            let link = socket.link_type();
+            let link_len = link_of(link).1;
             while payload < SENT && std::time::Instant::now() < deadline {
                 let Next::Frame(frame) = socket.next().expect("reads the ring") else {
                     continue;

@@ -46,7 +46,7 @@ const MAX_INSTRUCTIONS: usize = libc::BPF_MAXINSNS as usize;
 /// bytes before their IP header: Ethernet (and loopback), or frames that
 /// start at the network header (`-i any`, and links without an Ethernet
 /// header such as tun or WireGuard; libpcap's DLT_RAW on Linux).
-fn link_of(link: LinkType) -> (i32, u32) {
+pub(super) fn link_of(link: LinkType) -> (i32, u32) {
     const DLT_EN10MB: i32 = 1;
     const DLT_RAW: i32 = 12;
     match link {
