@@ -5,7 +5,7 @@
 //! time. Each exporter must count every packet that tcpdump wrote, and all
 //! must serve the same traffic metrics, sample for sample.
 //!
-//! Needs root and the `ip`, `tcpdump`, `ethtool` and `python3` commands
+//! Needs root and the `ip`, `tcpdump`, `ethtool`, `taskset` and `python3` commands
 //! (`make test-deps`). Without root the test fails, unless `TCPX_SKIP_LIVE=1`
 //! says to skip it. `TCPX_LIVE_KEEP=1` keeps the capture and logs (the
 //! directory is printed) for a look after a failure.
@@ -41,7 +41,7 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
         "the live capture test needs root (network namespaces, veth, packet capture), \
          it runs as uid {euid}; run it as root, or set TCPX_SKIP_LIVE=1 to skip it"
     );
-    for tool in ["ip", "tcpdump", "ethtool", "python3"] {
+    for tool in ["ip", "tcpdump", "ethtool", "taskset", "python3"] {
         assert!(
             on_path(tool),
             "the live capture test needs `{tool}` on PATH; `make test-deps` installs it"
@@ -162,8 +162,14 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
         matches!(try_http_get(http, "/readyz"), Ok((200, _)))
     });
 
-    // Traffic: requests and responses, then a connection refused.
-    let (server, server_out) = lab.start_server(server_ip);
+    // Traffic: requests and responses, then a connection refused. Client and
+    // server run on one CPU, and with them the veth's softirqs: the xdp
+    // backend's two hooks write a record on the CPU that handles the packet,
+    // so two segments crossing at once on two CPUs may reach its ring in the
+    // other order than a tap point sees them (README, "The xdp backend"),
+    // which the sample-for-sample comparison below would take for a fault.
+    let cpu = pin_to_one_cpu();
+    let (server, server_out) = lab.start_server(server_ip, cpu);
     let mut ready = String::new();
     BufReader::new(server_out).read_line(&mut ready).unwrap();
     assert_eq!(
@@ -352,6 +358,26 @@ fn traffic_samples(text: &str) -> Vec<String> {
     lines
 }
 
+/// Binds the calling thread to the first CPU it may run on, and returns
+/// that CPU.
+fn pin_to_one_cpu() -> usize {
+    // SAFETY: cpu_set_t is plain bits; the calls write only into `set`, whose
+    // size they are given, and affect only this thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .expect("the test thread may run on no CPU");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        let pinned = libc::sched_setaffinity(0, size, &set);
+        assert_eq!(pinned, 0, "binding the test thread to CPU {cpu}");
+        cpu
+    }
+}
+
 /// One request to the server; returns the length of the response.
 fn request(addr: SocketAddrV4) -> usize {
     let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))
@@ -466,7 +492,7 @@ impl Lab {
     /// A server in the namespace: accepts `CONNECTIONS` connections, reads a
     /// request line from each, answers `RESPONSE_BYTES` bytes and closes it.
     /// It prints `ready` once listening.
-    fn start_server(&mut self, ip: Ipv4Addr) -> (Proc, ChildStdout) {
+    fn start_server(&mut self, ip: Ipv4Addr, cpu: usize) -> (Proc, ChildStdout) {
         let script = format!(
             r#"
 import socket
@@ -487,8 +513,9 @@ for _ in range({CONNECTIONS}):
         );
         let server = self.spawn(
             "server",
-            Command::new("ip")
-                .args(["netns", "exec", &self.netns, "python3", "-c", &script])
+            Command::new("taskset")
+                .args(["-c", &cpu.to_string(), "ip", "netns", "exec"])
+                .args([&self.netns, "python3", "-c", &script])
                 .stdout(Stdio::piped())
                 .stderr(File::create(self.dir.join("server.log")).unwrap()),
         );
