@@ -15,7 +15,13 @@ const PROGRAMS: [(&str, &str); 2] = [
     ("bpf/tcpx.bpf.c", "tcpx.bpf.o"),
     ("bpf/steady_check.bpf.c", "steady_check.bpf.o"),
 ];
-const HEADERS: [&str; 3] = ["bpf/record.h", "bpf/summarise.h", "bpf/steady.h"];
+const HEADERS: [&str; 5] = [
+    "bpf/record.h",
+    "bpf/ring.h",
+    "bpf/summarise.h",
+    "bpf/steady.h",
+    "bpf/count.h",
+];
 const INSTALL_HINT: &str = "the xdp feature needs clang, llvm, libbpf-dev and linux-libc-dev: \
      `make deps FEATURES=xdp` installs them (Debian), or \
      apt-get install clang llvm libbpf-dev linux-libc-dev";

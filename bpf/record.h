@@ -35,6 +35,9 @@ enum tcpx_status {
 enum tcpx_hook {
 	TCPX_XDP_INGRESS = 0,
 	TCPX_TC_EGRESS = 1,
+	/* Not a segment: a run of segments counted in the kernel, a struct
+	 * tcpx_run_record (count.h). */
+	TCPX_STEADY_RUN = 2,
 };
 
 struct tcpx_record {
@@ -61,7 +64,13 @@ struct tcpx_record {
 	__u8 src[16];         /*  48 */
 	__u8 dst[16];         /*  64 */
 	__u8 options[TCPX_MAX_OPTIONS]; /* 80 the TCP option bytes as sent */
-	__u8 reserved[8];     /* 120 zero */
+	__u32 flow_seq;       /* 120 the record's number among its
+	                       *     connection's, from 1, when the kernel
+	                       *     counts (count.h); else 0 */
+	__u8 armed;           /* 124 with a flow_seq: the kernel goes on
+	                       *     counting the connection's steady segments
+	                       *     after this one (count.h) */
+	__u8 reserved[3];     /* 125 zero */
 };                            /* 128 */
 
 _Static_assert(sizeof(struct tcpx_record) == 128, "record size");
@@ -89,6 +98,8 @@ TCPX_AT(options_len, 47);
 TCPX_AT(src, 48);
 TCPX_AT(dst, 64);
 TCPX_AT(options, 80);
-TCPX_AT(reserved, 120);
+TCPX_AT(flow_seq, 120);
+TCPX_AT(armed, 124);
+TCPX_AT(reserved, 125);
 
 #endif

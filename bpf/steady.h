@@ -341,15 +341,17 @@ static __always_inline void follow(struct tcpx_mirror_dir *fwd, struct tcpx_mirr
 
 /* Mirror::admit: what `s`, sent by direction `side` (0: client) at `now`,
  * is; the mirror moves on unless it is OTHER, and a COUNTED one is counted
- * in `run`, the run of `side`. */
+ * in `run`, the run of `side`. Unless `may_count`: then one that would be
+ * COUNTED is FOLLOWED (the counting programs hand up offload
+ * super-packets, which user space counts as their wire segments). */
 static __always_inline int tcpx_admit(struct tcpx_mirror *m, const struct tcpx_seg *s, __u32 side,
-				      __u64 now, struct tcpx_run *run)
+				      __u64 now, struct tcpx_run *run, int may_count)
 {
 	struct tcpx_mirror_dir *fwd = &m->dir[side & 1];
 	struct tcpx_mirror_dir *rev = &m->dir[(side & 1) ^ 1];
 	if (!is_followed(s, fwd, rev))
 		return TCPX_OTHER;
-	int counted = is_steady(s, fwd, rev) && (s->len == 0 || fwd->rtt_len == TCPX_RTT_SLOTS) &&
+	int counted = may_count && is_steady(s, fwd, rev) && (s->len == 0 || fwd->rtt_len == TCPX_RTT_SLOTS) &&
 		      !rtt_covered_by(rev, s->ack);
 	int ack_moved = s->ack != fwd->last_ack;
 	follow(fwd, rev, s);
@@ -370,29 +372,6 @@ static __always_inline int tcpx_admit(struct tcpx_mirror *m, const struct tcpx_s
 	run->last_ack = fwd->last_ack;
 	run->window = fwd->window;
 	return TCPX_COUNTED;
-}
-
-/* tcpx_admit() on the segment of record `r` (whose status is TCPX_OK),
- * sent by direction `side` at `now`, with the connection's mirror and runs
- * in `st`. Returns an enum tcpx_admission, or -1 when the record's lengths
- * cannot hold its headers (user space reports that).
- *
- * A global function (not static), checked once by the verifier on its
- * own: inlined after the header parser, its paths would be walked once for
- * every path out of the parser. Each program file that includes this
- * header is its own object. */
-__attribute__((noinline)) int tcpx_steady_admit(struct tcpx_steady *st,
-						const struct tcpx_record *r, __u32 side,
-						__u64 now)
-{
-	/* The verifier takes a global function's pointers as maybe NULL. */
-	if (!st || !r)
-		return -1;
-	struct tcpx_seg s = {};
-	if (tcpx_segment_of(r, &s) != 0)
-		return -1;
-	side &= 1;
-	return tcpx_admit(&st->mirror, &s, side, now, &st->run[side]);
 }
 
 #endif

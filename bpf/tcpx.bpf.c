@@ -6,9 +6,10 @@
  *
  * Only parsing lives here (summarise.h). Length rules, option parsing and
  * everything above them run in user space on the same code as the frame
- * decoder. (steady.h has a C copy of the length rule, the option walk and
- * the analysis's steady rules, for the kernel counting to come; a test
- * holds it to the Rust code.)
+ * decoder. The counting programs (tcpx_xdp_count, tcpx_tc_egress_count,
+ * tcpx_flush; count.h) also count the segments of armed connections that
+ * change nothing the analysis looks at (steady.h, a C copy of its steady
+ * rules that a test holds to the Rust code) and hand them up as runs.
  * Packets that are not TCP pass without a record; TCP packets whose
  * headers do not hold together get a record whose status says why.
  *
@@ -22,58 +23,24 @@
 
 #include "record.h"
 #include "summarise.h"
+#include "count.h"
 
 /* Linear bytes the TC program asks for when the headers are not all in the
  * skb's linear part: Ethernet, two tags, IPv6 with a few extension
  * headers, TCP with full options. */
 #define TC_PULL_LEN 192
 
-/* Size set by user space at load time (--xdp-ring-size). */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24);
-} tcpx_events SEC(".maps");
-
-/* Records lost because the ring buffer was full, per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} tcpx_drops SEC(".maps");
-
-/* Records are written without waking the reader, which looks at the ring
- * every 10 ms when it finds it empty (src/capture/xdp.rs). The ring
- * buffer's default, a wakeup whenever the reader has caught up, costs an
- * interrupt per packet with a reader that keeps up: measured at about 3 us
- * of program time per packet on this project's VMs (docs/performance.md).
- * Asking how much waits, to wake the reader only past a threshold, read a
- * cache line the reader writes and cost 50 ns per packet. */
-static __always_inline void emit(struct tcpx_record *r, int status, __u8 hook)
-{
-	r->status = status;
-	r->hook = hook;
-	r->ts_ns = bpf_ktime_get_ns();
-	if (bpf_ringbuf_output(&tcpx_events, r, sizeof(*r), BPF_RB_NO_WAKEUP) != 0) {
-		__u32 key = 0;
-		__u64 *lost = bpf_map_lookup_elem(&tcpx_drops, &key);
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
-	}
-}
-
 SEC("xdp")
 int tcpx_xdp(struct xdp_md *ctx)
 {
-	struct tcpx_record r = {};
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	int status = summarise(data, end, bpf_xdp_get_buff_len(ctx), &r);
-	if (status >= 0) {
-		r.ifindex = ctx->ingress_ifindex;
-		emit(&r, status, TCPX_XDP_INGRESS);
-	}
-	return XDP_PASS;
+	return on_ingress(ctx, 0, 0);
+}
+
+/* tcpx_xdp, counting steady segments in the kernel (count.h). */
+SEC("xdp")
+int tcpx_xdp_count(struct xdp_md *ctx)
+{
+	return on_ingress(ctx, 1, 0);
 }
 
 /* Whether the headers summarise() reads (up to the end of the TCP header)
@@ -111,8 +78,7 @@ static __always_inline int headers_linear(__u8 *p, void *end)
 	return (void *)(t + (t[12] >> 4) * 4) <= end;
 }
 
-SEC("classifier")
-int tcpx_tc_egress(struct __sk_buff *skb)
+static __always_inline int on_egress(struct __sk_buff *skb, int counting)
 {
 	struct tcpx_record r = {};
 	__u32 len = skb->len;
@@ -132,9 +98,22 @@ int tcpx_tc_egress(struct __sk_buff *skb)
 		r.ifindex = skb->ifindex;
 		r.gso_size = skb->gso_size;
 		r.gso_segs = skb->gso_segs;
-		emit(&r, status, TCPX_TC_EGRESS);
+		hand_up(&r, status, TCPX_TC_EGRESS, counting, bpf_ktime_get_ns());
 	}
 	return TC_ACT_UNSPEC;
+}
+
+SEC("classifier")
+int tcpx_tc_egress(struct __sk_buff *skb)
+{
+	return on_egress(skb, 0);
+}
+
+/* tcpx_tc_egress, counting steady segments in the kernel (count.h). */
+SEC("classifier")
+int tcpx_tc_egress_count(struct __sk_buff *skb)
+{
+	return on_egress(skb, 1);
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         let frame = match file.next() {
             Ok(Next::Frame(frame)) => frame,
             Ok(Next::End) => break,
-            Ok(Next::Idle(_) | Next::Skipped(_)) => continue,
+            Ok(Next::Idle(_) | Next::Skipped(_) | Next::Run(_)) => continue,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;

@@ -41,6 +41,8 @@ pub enum Backend {
     Xdp {
         attach: XdpAttach,
         ring_bytes: u32,
+        /// Count steady segments in the kernel (`--xdp-count`).
+        count: bool,
     },
 }
 
@@ -192,7 +194,7 @@ pub enum ConfigError {
     NotAfPacket,
     #[error("--workers {0}: at most {MAX_WORKERS}")]
     TooManyWorkers(usize),
-    #[error("--xdp-mode and --xdp-ring-size apply to --backend xdp only")]
+    #[error("--xdp-mode, --xdp-ring-size and --xdp-count apply to --backend xdp only")]
     NotXdp,
     #[error(
         "--xdp-ring-size {0} MiB must be a power of two from {MIN_XDP_RING_MIB} to {MAX_XDP_RING_MIB}"
@@ -295,7 +297,7 @@ impl Config {
             return Err(ConfigError::BufferTooLarge(args.buffer_size));
         }
         if args.backend != BackendArg::Xdp
-            && (args.xdp_mode.is_some() || args.xdp_ring_size.is_some())
+            && (args.xdp_mode.is_some() || args.xdp_ring_size.is_some() || args.xdp_count)
         {
             return Err(ConfigError::NotXdp);
         }
@@ -328,6 +330,7 @@ impl Config {
                         XdpModeArg::Generic => XdpAttach::Generic,
                     },
                     ring_bytes: mib * 1024 * 1024,
+                    count: args.xdp_count,
                 }
             }
             BackendArg::Pcap => Backend::Pcap,
@@ -710,13 +713,15 @@ mod tests {
             "generic",
             "--xdp-ring-size",
             "4",
+            "--xdp-count",
         ])
         .unwrap();
         assert_eq!(
             c.backend,
             Backend::Xdp {
                 attach: XdpAttach::Generic,
-                ring_bytes: 4 << 20
+                ring_bytes: 4 << 20,
+                count: true,
             }
         );
         let c = parse(&["--backend", "xdp", "-i", "eth0"]).unwrap();
@@ -724,7 +729,8 @@ mod tests {
             c.backend,
             Backend::Xdp {
                 attach: XdpAttach::Auto,
-                ring_bytes: DEFAULT_XDP_RING_MIB << 20
+                ring_bytes: DEFAULT_XDP_RING_MIB << 20,
+                count: false,
             }
         );
         let refused = [
@@ -747,6 +753,7 @@ mod tests {
                 ConfigError::NotAfPacket,
             ),
             (&["-i", "eth0", "--xdp-mode", "native"], ConfigError::NotXdp),
+            (&["-i", "eth0", "--xdp-count"], ConfigError::NotXdp),
             (
                 &["--backend", "af-packet", "--xdp-ring-size", "4"],
                 ConfigError::NotXdp,

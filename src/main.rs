@@ -373,11 +373,16 @@ fn open_sources_of(
                 sources.push(Box::new(AfPacket::open(name, &ring, Some(group))?));
             }
         }
-        Backend::Xdp { attach, ring_bytes } => {
+        Backend::Xdp {
+            attach,
+            ring_bytes,
+            count,
+        } => {
             let xdp = XdpOptions {
                 attach: *attach,
                 ring_bytes: *ring_bytes,
                 read_timeout_ms: opts.read_timeout_ms,
+                count: *count,
             };
             sources.push(open_xdp(name, &xdp)?);
         }

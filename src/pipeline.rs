@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crate::capture::{CaptureError, CaptureStats, Frame, Next, PacketSource};
-use crate::decode::{decode_then, LinkType, TunnelPorts};
-use crate::flow::{Conn, FlowHooks, FlowKey, FlowTable, Nanos, Removal, Step};
+use crate::capture::{Arm, CaptureError, CaptureStats, Frame, KernelRun, Next, PacketSource};
+use crate::decode::summary::run_record;
+use crate::decode::{decode_then, DecodeErrorKind, LinkType, TunnelPorts};
+use crate::flow::{steady_layout, Conn, FlowHooks, FlowKey, FlowTable, Generation, Nanos};
+use crate::flow::{Removal, Side, Step};
 use crate::metrics::shard::CaptureCounters;
 use crate::metrics::{SeriesIds, Shard};
 
@@ -59,6 +61,57 @@ impl Worker {
         if let Err(e) = decoded {
             shard.on_decode_error(e.kind);
         }
+    }
+
+    /// Applies segments the kernel counted (xdp `--xdp-count`) as if each
+    /// had been processed: their connection takes the run, and the shard
+    /// counts them. A run the flow table refuses (its connection left the
+    /// table, or another took its place) is counted as dropped; one that
+    /// does not read as a run, as a record the decoder could not read.
+    pub fn apply_run(&mut self, shard: &mut Shard, kernel: &KernelRun<'_>) {
+        let parsed = run_record(kernel.data).and_then(|r| Some((r, steady_layout::run_of(r.run)?)));
+        let Some((record, mut run)) = parsed else {
+            shard.on_decode_error(DecodeErrorKind::TruncatedLink);
+            return;
+        };
+        let offset = kernel.clock_offset;
+        run.last = (run.last as i64).saturating_add(offset) as Nanos;
+        run.last_data = run
+            .last_data
+            .map(|t| (t as i64).saturating_add(offset) as Nanos);
+        let src = (record.src, record.src_port);
+        let (key, _) = FlowKey::of_endpoints(src, (record.dst, record.dst_port));
+        let sender = if record.client_sent {
+            Side::Client
+        } else {
+            Side::Server
+        };
+        let generation = Generation::from_number(record.generation);
+        shard.capture.packets += run.segments as u64;
+        shard.capture.kernel_counted += run.segments as u64;
+        let applied = self
+            .flows
+            .on_steady_run(&key, generation, sender, &run, &mut Hooks(shard));
+        match applied {
+            Some(out) => shard.on_steady_run(&out, &run),
+            None => shard.capture.runs_refused += run.segments as u64,
+        }
+        shard.flows_tracked = self.flows.len() as u64;
+    }
+
+    /// What the source needs to count the steady segments of the flow of
+    /// the last segment processed in the kernel: `None` when that flow's
+    /// connection gives no mirror (see `FlowTable::mirror`).
+    pub fn arm_last(&self) -> Option<Arm> {
+        let (key, mirror, lo_side, generation) = self.flows.last_mirror()?;
+        let octets = |a: crate::decode::Addr| a.as_u128().to_be_bytes();
+        Some(Arm {
+            lo: (octets(key.lo_addr), key.lo_port),
+            hi: (octets(key.hi_addr), key.hi_port),
+            client_is_lo: lo_side == Side::Client,
+            mirror: steady_layout::mirror_bytes(&mirror),
+            generation: generation.number(),
+        })
     }
 
     /// The capture has ended for good (its interface went away): every
@@ -369,6 +422,15 @@ fn run_source<S: PacketSource>(
                     let s = guard.get_or_insert_with(|| lock(shard));
                     worker.process(s, &frame);
                     since_stats += 1;
+                    if source.wants_arm() {
+                        if let Some(arm) = worker.arm_last() {
+                            source.arm(&arm);
+                        }
+                    }
+                }
+                Ok(Next::Run(run)) => {
+                    let s = guard.get_or_insert_with(|| lock(shard));
+                    worker.apply_run(s, &run);
                 }
                 Ok(Next::Idle(now)) => {
                     let s = guard.get_or_insert_with(|| lock(shard));
@@ -424,6 +486,24 @@ fn copy_stats(shard: &mut Shard, base: &CaptureCounters, stats: &CaptureStats) {
     shard.capture.interface_drops = base.interface_drops + stats.interface_drops;
     shard.capture.ring_freezes = base.ring_freezes + stats.ring_freezes;
     shard.capture.ring_errors = base.ring_errors + stats.ring_errors;
+    let k = &stats.kernel_count;
+    let events = [
+        k.arms,
+        k.arms_refused,
+        k.flows_refused,
+        k.arm_mismatches,
+        k.gaps,
+        k.flush_errors,
+    ];
+    for ((total, before), now) in shard
+        .capture
+        .kernel_count_events
+        .iter_mut()
+        .zip(base.kernel_count_events)
+        .zip(events)
+    {
+        *total = before + now;
+    }
 }
 
 /// A poisoned shard lock only means a panic mid-update elsewhere; the

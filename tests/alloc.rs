@@ -76,7 +76,7 @@ fn frames(name: &str) -> (LinkType, Vec<Owned>) {
                 data: f.data.to_vec(),
                 wire_len: f.wire_len,
             }),
-            Next::Skipped(_) | Next::Idle(_) => {}
+            Next::Skipped(_) | Next::Idle(_) | Next::Run(_) => {}
             Next::End => break,
         }
     }

@@ -83,7 +83,7 @@ fn seeds() -> Vec<Capture> {
                     data: f.data.to_vec(),
                     wire_len: f.wire_len,
                 }),
-                Next::Skipped(_) | Next::Idle(_) => {}
+                Next::Skipped(_) | Next::Idle(_) | Next::Run(_) => {}
                 Next::End => break,
             }
         }

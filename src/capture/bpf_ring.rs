@@ -36,6 +36,9 @@ pub struct BpfRing {
     end: u64,
     /// How far ahead of the reader records' lines have been asked for.
     frontier: Frontier,
+    /// Where the record `next` handed out last lies (offset from `producer`,
+    /// length), for `current`.
+    last: (usize, usize),
 }
 
 // SAFETY: the mappings belong to this value alone; the kernel synchronises
@@ -95,6 +98,7 @@ impl BpfRing {
             released: 0,
             end: 0,
             frontier: Frontier::default(),
+            last: (0, 0),
         };
         ring.pos = ring.consumer_pos().load(Ordering::Acquire) as u64;
         ring.released = ring.pos;
@@ -179,17 +183,25 @@ impl BpfRing {
             // data area; committed, so the kernel leaves them alone until
             // the consumer position passes them, which `release` does only
             // once this borrow has ended.
+            self.last = (self.page + at + HEADER_LEN as usize, len as usize);
             return Some(unsafe {
-                std::slice::from_raw_parts(
-                    self.producer.add(self.page + at + HEADER_LEN as usize),
-                    len as usize,
-                )
+                std::slice::from_raw_parts(self.producer.add(self.last.0), self.last.1)
             });
         }
     }
 
+    /// The record `next` handed out last (empty before the first). Valid,
+    /// as that one is, until the next call to `next`.
+    pub fn current(&self) -> &[u8] {
+        // SAFETY: as in `next`, which set `last` to a record it handed out;
+        // releasing (which needs `&mut self`, so not while this borrow
+        // lives) sets it to zero bytes.
+        unsafe { std::slice::from_raw_parts(self.producer.add(self.last.0), self.last.1) }
+    }
+
     /// Tells the kernel that everything handed out may be overwritten.
     fn release(&mut self) {
+        self.last = (0, 0);
         if self.released != self.pos {
             self.consumer_pos()
                 .store(self.pos as usize, Ordering::Release);

@@ -9,6 +9,8 @@
 pub mod af_packet;
 #[cfg(feature = "xdp")]
 mod bpf_ring;
+#[cfg(feature = "xdp")]
+mod kernel_count;
 mod netlink;
 mod pcap_file;
 mod pcap_live;
@@ -79,6 +81,8 @@ pub struct XdpOptions {
     pub ring_bytes: u32,
     /// How long a read waits for records before reporting Idle.
     pub read_timeout_ms: u32,
+    /// Count steady segments in the kernel (`--xdp-count`, bpf/count.h).
+    pub count: bool,
 }
 
 /// The default ring buffer: 16 MiB, about 120,000 records of 136 bytes.
@@ -94,6 +98,35 @@ pub enum Next<'a> {
     Skipped(DecodeErrorKind),
     /// A file has been read to its end.
     End,
+    /// Segments the kernel counted instead of handing them up (the xdp
+    /// backend with `--xdp-count`).
+    Run(KernelRun<'a>),
+}
+
+/// A run record (`decode::summary::run_record`) and what turns its times,
+/// the kernel's monotonic clock, into capture time.
+pub struct KernelRun<'a> {
+    pub data: &'a [u8],
+    /// Nanoseconds to add to the run's times.
+    pub clock_offset: i64,
+}
+
+/// What the analysis says of the connection of the frame a source handed
+/// out last, for a source that counts its steady segments in the kernel
+/// (see `PacketSource::wants_arm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arm {
+    /// The connection's endpoints (address as 16 bytes, IPv4 mapped into
+    /// IPv6; port), the lower first as `FlowKey` orders them, so that the
+    /// source can tell it is the connection of its last frame.
+    pub lo: ([u8; 16], u16),
+    pub hi: ([u8; 16], u16),
+    /// The client is the `lo` endpoint.
+    pub client_is_lo: bool,
+    /// The connection's mirror, a `struct tcpx_mirror` (bpf/steady.h).
+    pub mirror: [u8; 64],
+    /// The connection's generation, handed back with its runs.
+    pub generation: u32,
 }
 
 /// Drops and deliveries as the kernel and the interface report them,
@@ -109,6 +142,29 @@ pub struct CaptureStats {
     pub ring_freezes: u64,
     /// Frames skipped because a ring block did not hold together.
     pub ring_errors: u64,
+    /// Counting steady segments in the kernel (xdp `--xdp-count`).
+    pub kernel_count: KernelCountStats,
+}
+
+/// What counting steady segments in the kernel (xdp `--xdp-count`) did,
+/// since the source opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCountStats {
+    /// Connections armed: mirrors written for the kernel to count with.
+    pub arms: u64,
+    /// Arms the kernel's map had no room for (`tcpx_arms`), and new
+    /// connections its connection map had no room for (`tcpx_flows`):
+    /// their segments are handed up one by one.
+    pub arms_refused: u64,
+    pub flows_refused: u64,
+    /// Arms the analysis gave for another connection than the last
+    /// record's (it did not take that record's segment); not written.
+    pub arm_mismatches: u64,
+    /// Records handed on after records numbered before them that never
+    /// came (lost to a full ring, and counted there as kernel drops).
+    pub gaps: u64,
+    /// Times the kernel could not be asked for the runs it holds.
+    pub flush_errors: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +199,15 @@ pub trait PacketSource: Send {
     /// Frames worth handling under one lock of the metric shard: many for a
     /// file, one for a live source (which may block between frames).
     fn batch(&self) -> usize;
+    /// Whether the connection of the frame handed out last could have its
+    /// steady segments counted in the kernel, once armed with what the
+    /// analysis makes of it after that frame (`arm`). Only the xdp backend
+    /// with `--xdp-count` says yes.
+    fn wants_arm(&self) -> bool {
+        false
+    }
+    /// Arms the connection of the frame handed out last (see `wants_arm`).
+    fn arm(&mut self, _arm: &Arm) {}
 }
 
 /// A number sysfs holds about an interface (`type`, `ifindex`, ...).

@@ -513,7 +513,7 @@ mod tests {
                     Next::Frame(f) => frames.push((f.ts, f.data.to_vec(), f.wire_len)),
                     Next::Skipped(kind) => skipped.push(kind),
                     Next::End => return Ok((link, frames, skipped)),
-                    Next::Idle(_) => panic!("a file is never idle"),
+                    Next::Idle(_) | Next::Run(_) => panic!("a file is never idle, nor counts"),
                 }
             }
         });

@@ -317,7 +317,7 @@ mod tests {
                         }
                         out.push(seen);
                     }
-                    Ok(Next::Skipped(_) | Next::Idle(_)) => {}
+                    Ok(Next::Skipped(_) | Next::Idle(_) | Next::Run(_)) => {}
                     Ok(Next::End) | Err(_) => break,
                 }
             }

@@ -18,12 +18,13 @@ use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp,
 use aya::{Ebpf, EbpfLoader};
 
 use super::bpf_ring::BpfRing;
+use super::kernel_count::{KernelCount, Turn, FLUSH_PROGRAM};
 use super::netlink::{self, Attributes, Netlink, RTM_GETLINK, RTM_NEWLINK};
 use super::{
-    hardware_type, wall_clock, CaptureError, CaptureStats, Frame, Next, PacketSource, XdpAttach,
-    XdpOptions,
+    hardware_type, wall_clock, Arm, CaptureError, CaptureStats, Frame, KernelCountStats, KernelRun,
+    Next, PacketSource, XdpAttach, XdpOptions,
 };
-use crate::decode::summary::record_meta;
+use crate::decode::summary::{is_run_record, record_meta};
 use crate::decode::LinkType;
 use crate::flow::Nanos;
 
@@ -33,8 +34,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc
 /// Program and map names in bpf/tcpx.bpf.c.
 const XDP_PROGRAM: &str = "tcpx_xdp";
 const TC_PROGRAM: &str = "tcpx_tc_egress";
+/// ...and the two that count steady segments (`--xdp-count`).
+const XDP_COUNT_PROGRAM: &str = "tcpx_xdp_count";
+const TC_COUNT_PROGRAM: &str = "tcpx_tc_egress_count";
 const EVENTS_MAP: &str = "tcpx_events";
 const DROPS_MAP: &str = "tcpx_drops";
+const COUNT_STATS_MAP: &str = "tcpx_count_stats";
 
 const PRIVILEGE_HINT: &str =
     "; the xdp backend needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON";
@@ -47,6 +52,10 @@ const BATCH: usize = 256;
 /// meanwhile: at a million records a second, 1.4 MB in 10 ms (the ring's
 /// smallest size, 4 MiB, holds 30 ms of that).
 const POLL_MS: u32 = 10;
+/// With `--xdp-count`: how often the kernel is asked for the runs of every
+/// connection (tcpx_flush), in nanoseconds; what a connection that only
+/// counts has counted reaches the metrics at most this late.
+const FLUSH_EVERY: Nanos = 100_000_000;
 
 /// ARPHRD_* types whose frames start with an Ethernet header.
 const ARPHRD_ETHER: u32 = 1;
@@ -60,7 +69,14 @@ pub struct XdpCapture {
     events: MapData,
     drops: PerCpuArray<MapData, u64>,
     /// The links live as long as this: dropping it detaches the programs.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// With `--xdp-count`: order, arming and flushing; when it last
+    /// flushed (capture time); a record handed on from it.
+    count: Option<KernelCount>,
+    /// bpf/count.h's count, per CPU, of connections it had no room for.
+    count_stats: Option<PerCpuArray<MapData, u64>>,
+    flushed_at: Nanos,
+    held: Vec<u8>,
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds: turns the
     /// kernel's timestamps into capture time.
     clock_offset: i64,
@@ -108,11 +124,15 @@ impl XdpCapture {
             .load(OBJECT)
             .map_err(|e| open_error(format!("cannot load the eBPF programs: {e}"), hint_for(&e)))?;
 
-        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)
+        let (xdp_program, tc_program) = match opts.count {
+            true => (XDP_COUNT_PROGRAM, TC_COUNT_PROGRAM),
+            false => (XDP_PROGRAM, TC_PROGRAM),
+        };
+        let xdp: &mut Xdp = program(&mut ebpf, xdp_program)
             .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
             .map_err(|m| open_error(m, ""))?;
         xdp.load()
-            .map_err(|e| open_error(describe_load(XDP_PROGRAM, &e), hint_for(&e)))?;
+            .map_err(|e| open_error(describe_load(xdp_program, &e), hint_for(&e)))?;
         let mode = attach_xdp(xdp, ifindex, opts.attach, is_virtual(name))
             .map_err(|e| open_error(format!("cannot attach XDP: {e}"), hint_for(&e)))?;
 
@@ -120,11 +140,11 @@ impl XdpCapture {
         // ingress alone sees each once, as libpcap does.
         let egress = !loopback;
         if egress {
-            let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)
+            let tc: &mut SchedClassifier = program(&mut ebpf, tc_program)
                 .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
                 .map_err(|m| open_error(m, ""))?;
             tc.load()
-                .map_err(|e| open_error(describe_load(TC_PROGRAM, &e), hint_for(&e)))?;
+                .map_err(|e| open_error(describe_load(tc_program, &e), hint_for(&e)))?;
             attach_egress(tc, name)
                 .map_err(|e| open_error(format!("cannot attach TC egress: {e}"), hint_for(&e)))?;
         }
@@ -140,12 +160,37 @@ impl XdpCapture {
             .ok_or_else(|| format!("no map {DROPS_MAP}"))
             .and_then(|m| PerCpuArray::try_from(m).map_err(|e| e.to_string()))
             .map_err(|m| open_error(m, ""))?;
+        let count = match opts.count {
+            true => {
+                let flush: &mut Xdp = program(&mut ebpf, FLUSH_PROGRAM)
+                    .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
+                    .map_err(|m| open_error(m, ""))?;
+                flush
+                    .load()
+                    .map_err(|e| open_error(describe_load(FLUSH_PROGRAM, &e), hint_for(&e)))?;
+                Some(KernelCount::new(&mut ebpf).map_err(|m| open_error(m, ""))?)
+            }
+            false => None,
+        };
+        let count_stats = match opts.count {
+            true => Some(
+                ebpf.take_map(COUNT_STATS_MAP)
+                    .ok_or_else(|| format!("no map {COUNT_STATS_MAP}"))
+                    .and_then(|m| PerCpuArray::try_from(m).map_err(|e| e.to_string()))
+                    .map_err(|m| open_error(m, ""))?,
+            ),
+            false => None,
+        };
         Ok(XdpCapture {
             name: name.to_string(),
             ring,
             events,
             drops,
-            _ebpf: ebpf,
+            ebpf,
+            count,
+            count_stats,
+            flushed_at: 0,
+            held: Vec::new(),
             clock_offset: clock_offset(),
             read_timeout_ms: opts.read_timeout_ms.min(POLL_MS) as i32,
             drained: false,
@@ -186,48 +231,66 @@ impl PacketSource for XdpCapture {
     }
 
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+        if let Some(count) = &mut self.count {
+            let now = wall_clock();
+            if now.saturating_sub(self.flushed_at) >= FLUSH_EVERY {
+                self.flushed_at = now;
+                count.flush(&mut self.ebpf);
+            }
+            if let Some(record) = count.ready() {
+                self.held = record;
+                return Ok(next_of(&self.held, self.clock_offset));
+            }
+        }
         // Waiting happens only on the call after one that reported Idle, so
         // the caller can let go of its locks between the two.
         let mut may_wait = std::mem::take(&mut self.drained);
-        while !self.ring.has_record() {
-            if may_wait && self.wait() {
-                may_wait = false;
-                continue;
+        loop {
+            while !self.ring.has_record() {
+                if may_wait && self.wait() {
+                    may_wait = false;
+                    continue;
+                }
+                self.drained = true;
+                if let Some(count) = &mut self.count {
+                    count.on_empty();
+                }
+                // Follows a step of the wall clock, as the idle tick does.
+                self.clock_offset = clock_offset();
+                return Ok(Next::Idle(wall_clock()));
             }
-            self.drained = true;
-            // Follows a step of the wall clock, as the idle tick does.
-            self.clock_offset = clock_offset();
-            return Ok(Next::Idle(wall_clock()));
+            let Some(count) = &mut self.count else {
+                let Some(data) = self.ring.next() else {
+                    // A record still being written: it is read on the next
+                    // call, which may wait for it rather than spin.
+                    self.drained = true;
+                    return Ok(Next::Idle(wall_clock()));
+                };
+                return Ok(next_of(data, self.clock_offset));
+            };
+            let held = match self.ring.next() {
+                Some(data) => count.order(data) == Turn::Held,
+                None => {
+                    self.drained = true;
+                    return Ok(Next::Idle(wall_clock()));
+                }
+            };
+            if !held {
+                return Ok(next_of(self.ring.current(), self.clock_offset));
+            }
         }
-        let offset = self.clock_offset;
-        let Some(data) = self.ring.next() else {
-            // A record still being written: it is read on the next call,
-            // which may wait for it rather than spin.
-            self.drained = true;
-            return Ok(Next::Idle(wall_clock()));
-        };
-        let (ts, wire_len, gso_size) = match record_meta(data) {
-            Some(m) => (
-                (m.monotonic_ns as i64).saturating_add(offset) as Nanos,
-                m.l3_len,
-                m.gso_size,
-            ),
-            // A record of another size (a program out of step with this
-            // reader): decode counts it.
-            None => (wall_clock(), data.len() as u32, 0),
-        };
-        Ok(Next::Frame(Frame {
-            ts,
-            data,
-            wire_len,
-            gso_size,
-        }))
     }
-
     fn stats(&mut self) -> Option<CaptureStats> {
         let lost = self.drops.get(&0, 0).ok()?;
+        let mut kernel_count = KernelCountStats::default();
+        if let Some(count) = &self.count {
+            kernel_count = count.stats();
+            let refused = self.count_stats.as_ref().and_then(|m| m.get(&0, 0).ok());
+            kernel_count.flows_refused = refused.map_or(0, |n| n.iter().sum());
+        }
         Some(CaptureStats {
             kernel_drops: lost.iter().sum(),
+            kernel_count,
             ..CaptureStats::default()
         })
     }
@@ -235,6 +298,40 @@ impl PacketSource for XdpCapture {
     fn batch(&self) -> usize {
         BATCH
     }
+
+    fn wants_arm(&self) -> bool {
+        self.count.as_ref().is_some_and(KernelCount::wants_arm)
+    }
+
+    fn arm(&mut self, arm: &Arm) {
+        if let Some(count) = &mut self.count {
+            count.arm(arm);
+        }
+    }
+}
+
+/// What a record from the ring is: a run, or a segment's frame.
+/// `clock_offset` turns the kernel's times into capture time.
+pub(super) fn next_of(data: &[u8], clock_offset: i64) -> Next<'_> {
+    if is_run_record(data) {
+        return Next::Run(KernelRun { data, clock_offset });
+    }
+    let (ts, wire_len, gso_size) = match record_meta(data) {
+        Some(m) => (
+            (m.monotonic_ns as i64).saturating_add(clock_offset) as Nanos,
+            m.l3_len,
+            m.gso_size,
+        ),
+        // A record of another size (a program out of step with this
+        // reader): decode counts it.
+        None => (wall_clock(), data.len() as u32, 0),
+    };
+    Next::Frame(Frame {
+        ts,
+        data,
+        wire_len,
+        gso_size,
+    })
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program, String> {

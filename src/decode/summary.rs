@@ -38,7 +38,25 @@ mod at {
     pub const SRC: usize = 48;
     pub const DST: usize = 64;
     pub const OPTIONS: usize = 80;
+    pub const FLOW_SEQ: usize = 120;
+    pub const ARMED: usize = 124;
 }
+
+/// Bytes of a run record (`sizeof(struct tcpx_run_record)`, bpf/count.h):
+/// segments the kernel counted instead of handing them up.
+pub const RUN_RECORD_LEN: usize = 192;
+
+/// Offsets in `struct tcpx_run_record` of the fields a segment's record
+/// does not have; the others sit where they sit in `struct tcpx_record`
+/// (a test reads both back out of bpf/count.h).
+mod run_at {
+    pub const GENERATION: usize = 12;
+    pub const SIDE: usize = 16;
+    pub const RUN: usize = 128;
+}
+
+/// `TCPX_STEADY_RUN` of `enum tcpx_hook`: a run record.
+const HOOK_STEADY_RUN: u8 = 2;
 
 /// Where in the kernel a record was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +81,12 @@ pub struct RecordMeta {
     /// ...and the number of segments it stands for (0: not a super-packet).
     pub gso_segs: u16,
     pub hook: Option<Hook>,
+    /// The record's number among its connection's when the kernel counts
+    /// steady segments (bpf/count.h), from 1; 0 when it does not.
+    pub flow_seq: u32,
+    /// With a `flow_seq`: the kernel goes on counting the connection's
+    /// steady segments after this one.
+    pub armed: bool,
 }
 
 /// The meta fields of a record; `None` when it is not a whole record.
@@ -79,6 +103,93 @@ pub fn record_meta(record: &[u8]) -> Option<RecordMeta> {
             1 => Some(Hook::TcEgress),
             _ => None,
         },
+        flow_seq: u32_at(r, at::FLOW_SEQ),
+        armed: r[at::ARMED] != 0,
+    })
+}
+
+/// A record's connection and its number among the connection's records,
+/// when the kernel counts steady segments and numbers what it hands up
+/// (bpf/count.h): for a segment's record and a run record alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numbered {
+    pub ifindex: u32,
+    /// The sender's address (IPv4 mapped into IPv6) and port, then the
+    /// receiver's.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// From 1; 0: not numbered.
+    pub flow_seq: u32,
+    /// A segment after which the kernel goes on counting the connection's
+    /// steady segments (always false for a run).
+    pub armed: bool,
+    /// A run record.
+    pub is_run: bool,
+}
+
+/// The numbering of a record of either kind; `None` when it is neither.
+pub fn numbered(record: &[u8]) -> Option<Numbered> {
+    let is_run = match record.len() {
+        RECORD_LEN => false,
+        RUN_RECORD_LEN => true,
+        _ => return None,
+    };
+    let r: &[u8; RECORD_LEN] = record[..RECORD_LEN].try_into().ok()?;
+    Some(Numbered {
+        ifindex: u32_at(r, at::IFINDEX),
+        src: bytes(r, at::SRC),
+        dst: bytes(r, at::DST),
+        src_port: u16_at(r, at::SRC_PORT),
+        dst_port: u16_at(r, at::DST_PORT),
+        flow_seq: u32_at(r, at::FLOW_SEQ),
+        armed: !is_run && r[at::ARMED] != 0,
+        is_run,
+    })
+}
+
+/// Whether `record` is a run record rather than a segment's.
+pub fn is_run_record(record: &[u8]) -> bool {
+    record.len() == RUN_RECORD_LEN && record[at::HOOK] == HOOK_STEADY_RUN
+}
+
+/// A run record: segments of one side of a connection that the kernel
+/// counted, from its sender to its receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunRecord<'a> {
+    pub src: Addr,
+    pub dst: Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The sender is the connection's client.
+    pub client_sent: bool,
+    /// The connection's generation, as user space gave it when it armed
+    /// the connection.
+    pub generation: u32,
+    /// The run, a `struct tcpx_run` (read by the flow analysis).
+    pub run: &'a [u8],
+}
+
+/// The run record in `record`; `None` when it is not one.
+pub fn run_record(record: &[u8]) -> Option<RunRecord<'_>> {
+    if !is_run_record(record) {
+        return None;
+    }
+    let r: &[u8; RECORD_LEN] = record[..RECORD_LEN].try_into().ok()?;
+    let client_sent = match r[run_at::SIDE] {
+        0 => true,
+        1 => false,
+        _ => return None,
+    };
+    Some(RunRecord {
+        src: Addr::v6(bytes(r, at::SRC)),
+        dst: Addr::v6(bytes(r, at::DST)),
+        src_port: u16_at(r, at::SRC_PORT),
+        dst_port: u16_at(r, at::DST_PORT),
+        client_sent,
+        generation: u32_at(r, run_at::GENERATION),
+        run: &record[run_at::RUN..],
     })
 }
 
@@ -173,6 +284,13 @@ fn u32_at(r: &[u8; RECORD_LEN], at: usize) -> u32 {
 /// what `summarise()` in bpf/summarise.h makes of a frame.
 pub mod encode {
     use super::{at, RECORD_LEN};
+
+    /// `record` numbered as the counting programs number it (bpf/count.h).
+    pub fn numbered(mut record: [u8; RECORD_LEN], flow_seq: u32, armed: bool) -> [u8; RECORD_LEN] {
+        record[at::FLOW_SEQ..at::FLOW_SEQ + 4].copy_from_slice(&flow_seq.to_ne_bytes());
+        record[at::ARMED] = armed as u8;
+        record
+    }
 
     /// The record of an untagged Ethernet frame holding IPv4 or IPv6 (no
     /// extension headers) and TCP, whole, as the XDP program would write
@@ -436,11 +554,75 @@ mod tests {
             ("src", at::SRC),
             ("dst", at::DST),
             ("options", at::OPTIONS),
-            ("reserved", at::OPTIONS + MAX_TCP_OPTIONS),
+            ("flow_seq", at::FLOW_SEQ),
+            ("armed", at::ARMED),
+            ("reserved", at::ARMED + 1),
         ];
         assert_eq!(stated, ours);
         assert!(header.contains("sizeof(struct tcpx_record) == 128"));
         assert!(header.contains("#define TCPX_MAX_OPTIONS 40"));
         assert_eq!(MAX_TCP_OPTIONS, 40);
+        assert_eq!(at::OPTIONS + MAX_TCP_OPTIONS, at::FLOW_SEQ);
+    }
+
+    #[test]
+    fn run_record_offsets_match_the_c_header() {
+        // bpf/count.h states them as `TCPX_RUN_RECORD_AT(field, offset);`.
+        let header = include_str!("../../bpf/count.h");
+        let stated: Vec<(&str, usize)> = header
+            .lines()
+            .filter_map(|l| l.strip_prefix("TCPX_RUN_RECORD_AT(")?.strip_suffix(");"))
+            .map(|l| {
+                let (field, offset) = l.split_once(", ").expect("MACRO(field, offset)");
+                (field, offset.parse().expect("a number"))
+            })
+            .collect();
+        let ours = [
+            ("ts_ns", at::TS_NS),
+            ("ifindex", at::IFINDEX),
+            ("generation", run_at::GENERATION),
+            ("side", run_at::SIDE),
+            ("src_port", at::SRC_PORT),
+            ("dst_port", at::DST_PORT),
+            ("status", at::STATUS),
+            ("hook", at::HOOK),
+            ("src", at::SRC),
+            ("dst", at::DST),
+            ("flow_seq", at::FLOW_SEQ),
+            ("run", run_at::RUN),
+        ];
+        assert_eq!(stated, ours);
+        assert!(header.contains("sizeof(struct tcpx_run_record) == 192"));
+        assert_eq!(RUN_RECORD_LEN, run_at::RUN + 64);
+        assert!(include_str!("../../bpf/record.h").contains("TCPX_STEADY_RUN = 2,"));
+    }
+
+    #[test]
+    fn run_records_read_back_their_connection_side_and_number() {
+        let mut r = [0u8; RUN_RECORD_LEN];
+        r[at::HOOK] = HOOK_STEADY_RUN;
+        r[at::SRC + 15] = 1;
+        r[at::DST + 15] = 2;
+        r[at::SRC_PORT..at::SRC_PORT + 2].copy_from_slice(&80u16.to_ne_bytes());
+        r[at::DST_PORT..at::DST_PORT + 2].copy_from_slice(&5000u16.to_ne_bytes());
+        r[at::FLOW_SEQ..at::FLOW_SEQ + 4].copy_from_slice(&9u32.to_ne_bytes());
+        r[run_at::GENERATION..run_at::GENERATION + 4].copy_from_slice(&3u32.to_ne_bytes());
+        r[run_at::SIDE] = 1;
+        r[run_at::RUN] = 0xaa;
+        let run = run_record(&r).expect("a run record");
+        assert_eq!((run.src_port, run.dst_port), (80, 5000));
+        assert_eq!((run.client_sent, run.generation), (false, 3));
+        assert_eq!((run.run.len(), run.run[0]), (64, 0xaa));
+        let n = numbered(&r).expect("numbered");
+        assert_eq!(
+            (n.flow_seq, n.armed, n.src[15], n.dst[15]),
+            (9, false, 1, 2)
+        );
+        r[run_at::SIDE] = 2;
+        assert_eq!(run_record(&r), None, "a side that is neither");
+        r[run_at::SIDE] = 0;
+        r[at::HOOK] = 0;
+        assert_eq!(run_record(&r), None, "another hook");
+        assert!(run_record(&r[..RECORD_LEN]).is_none() && numbered(&r[..100]).is_none());
     }
 }

@@ -19,6 +19,7 @@ use super::Nanos;
 
 mod steady;
 
+pub use steady::kernel as steady_layout;
 pub use steady::{Admission, Mirror, SteadyRun};
 
 /// What the analysis says of one segment. At most one of the four

@@ -100,6 +100,18 @@ pub struct Step {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Generation(pub(super) u32);
 
+impl Generation {
+    /// As the kernel keeps it with the connection's runs (bpf/count.h),
+    /// and back.
+    pub fn number(self) -> u32 {
+        self.0
+    }
+
+    pub fn from_number(n: u32) -> Generation {
+        Generation(n)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Conn {
     /// Whether the client is the flow key's `lo` endpoint.

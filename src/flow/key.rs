@@ -18,8 +18,13 @@ pub struct FlowKey {
 impl FlowKey {
     /// The key of a segment, and whether its sender is the `lo` endpoint.
     pub fn of(seg: &Segment) -> (FlowKey, bool) {
-        let src = (seg.src, seg.src_port);
-        let dst = (seg.dst, seg.dst_port);
+        FlowKey::of_endpoints((seg.src, seg.src_port), (seg.dst, seg.dst_port))
+    }
+
+    /// The key of a segment from `src` to `dst`, and whether `src` is the
+    /// `lo` endpoint. Endpoints order by address (as its 16 bytes, IPv4
+    /// mapped into IPv6), then port, as bpf/count.h orders them too.
+    pub fn of_endpoints(src: (Addr, u16), dst: (Addr, u16)) -> (FlowKey, bool) {
         let (lo, hi, sender_is_lo) = if src <= dst {
             (src, dst, true)
         } else {

@@ -15,7 +15,7 @@ mod rtt;
 mod seq;
 mod table;
 
-pub use analysis::{Admission, Analyzer, Flags, Mirror, SteadyRun};
+pub use analysis::{steady_layout, Admission, Analyzer, Flags, Mirror, SteadyRun};
 pub use conn::{CloseReason, Conn, Generation, Lifecycle, Phase, Step};
 pub use key::{FlowKey, Orientation, Side};
 pub use rtt::RTT_SLOTS;

@@ -253,6 +253,18 @@ impl<T: Copy> FlowTable<T> {
         Some((s.conn.mirror()?, s.conn.sender(true), s.conn.generation))
     }
 
+    /// `mirror` for the flow of the last segment the table took (or whose
+    /// run it took), with its key.
+    pub fn last_mirror(&self) -> Option<(FlowKey, Mirror, Side, Generation)> {
+        let s = self.slots.get(self.last as usize)?;
+        Some((
+            s.key,
+            s.conn.mirror()?,
+            s.conn.sender(true),
+            s.conn.generation,
+        ))
+    }
+
     /// Applies `run`, segments from `sender` on the flow `key` that the
     /// mirror of its connection `generation` counted, as `on_segment`
     /// would have applied each: the connection takes the run

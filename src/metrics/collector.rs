@@ -26,6 +26,7 @@ use super::names::{self, Def, Kind, DURATION_BUCKETS, RTT_BUCKETS};
 use super::series::SeriesBudget;
 use super::shard::{
     close_index, CaptureCounters, Evictions, PairCounters, ServerHistograms, Shard, ShardConfig,
+    KERNEL_COUNT_EVENTS,
 };
 use super::table::{Query, Table};
 
@@ -320,6 +321,14 @@ impl Exporter {
             c.packets += s.capture.packets;
             c.kernel_drops += s.capture.kernel_drops;
             c.interface_drops += s.capture.interface_drops;
+            c.ring_freezes += s.capture.ring_freezes;
+            c.ring_errors += s.capture.ring_errors;
+            c.runs_refused += s.capture.runs_refused;
+            c.kernel_counted += s.capture.kernel_counted;
+            let events = c.kernel_count_events.iter_mut();
+            for (a, b) in events.zip(s.capture.kernel_count_events) {
+                *a += b;
+            }
             for (a, b) in i.decode_errors.iter_mut().zip(s.decode_errors) {
                 *a += b;
             }
@@ -649,6 +658,10 @@ impl Exporter {
                 i.capture.interface_drops,
             );
             out.sample(def.name, l, &[("stage", "kernel")], i.capture.kernel_drops);
+            let c = &i.capture;
+            out.sample(def.name, l, &[("stage", "ring_freeze")], c.ring_freezes);
+            out.sample(def.name, l, &[("stage", "ring_error")], c.ring_errors);
+            out.sample(def.name, l, &[("stage", "run_refused")], c.runs_refused);
         }
         let def = names::DECODE_ERRORS;
         out.header(def);
@@ -664,6 +677,21 @@ impl Exporter {
         out.header(def);
         for (l, i) in &per_interface {
             out.sample(def.name, l, &[], i.options_cut);
+        }
+        let def = names::KERNEL_COUNTED;
+        out.header(def);
+        for (l, i) in &per_interface {
+            out.sample(def.name, l, &[], i.capture.kernel_counted);
+        }
+        let def = names::KERNEL_COUNT_EVENTS;
+        out.header(def);
+        for (l, i) in &per_interface {
+            let events = KERNEL_COUNT_EVENTS
+                .iter()
+                .zip(i.capture.kernel_count_events);
+            for (event, n) in events {
+                out.sample(def.name, l, &[("event", event)], n);
+            }
         }
         let def = names::TUNNEL_PACKETS;
         out.header(def);

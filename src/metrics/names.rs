@@ -162,7 +162,7 @@ pub const CAPTURE_PACKETS: Def = def(
 pub const CAPTURE_DROPS: Def = def(
     "tcp_exporter_capture_drops_total",
     Counter,
-    "Frames lost before the exporter saw them, as the capture backend reports them (stage=kernel: no room in the capture buffer or ring; stage=interface: dropped by the interface or driver; stage=ring_freeze: times an AF_PACKET ring was full, its drops being under kernel; stage=ring_error: frames skipped in a malformed ring block).",
+    "Frames lost before the exporter saw them, as the capture backend reports them (stage=kernel: no room in the capture buffer or ring; stage=interface: dropped by the interface or driver; stage=ring_freeze: times an AF_PACKET ring was full, its drops being under kernel; stage=ring_error: frames skipped in a malformed ring block; stage=run_refused: segments the xdp backend counted in the kernel whose connection had left the flow table when their run came).",
 );
 pub const DECODE_ERRORS: Def = def(
     "tcp_exporter_decode_errors_total",
@@ -173,6 +173,16 @@ pub const TRUNCATED_SEGMENTS: Def = def(
     "tcp_exporter_truncated_segments_total",
     Counter,
     "TCP segments counted and analysed whose options the snap length cut (the fixed header was captured; options past the cut are unknown, and a SYN's window scale cut off leaves the connection's window-full check off).",
+);
+pub const KERNEL_COUNTED: Def = def(
+    "tcp_exporter_kernel_counted_segments_total",
+    Counter,
+    "TCP segments the xdp backend counted in the kernel (--xdp-count) and handed up in runs instead of one record each; they are in tcp_exporter_capture_packets_total and analysed as if handed up one by one.",
+);
+pub const KERNEL_COUNT_EVENTS: Def = def(
+    "tcp_exporter_kernel_count_events_total",
+    Counter,
+    "What counting in the kernel (xdp --xdp-count) did, by event: arm (a connection armed to be counted), arm_refused and flow_refused (the kernel's maps had no room: that connection's segments come up one by one), arm_mismatch (an arm not written: the analysis did not take the record's segment), gap (a record handed on after one numbered before it was lost to a full ring, counted as a kernel drop), flush_error (the kernel could not be asked for its runs).",
 );
 pub const TUNNEL_PACKETS: Def = def(
     "tcp_exporter_tunnel_packets_total",

@@ -104,7 +104,24 @@ pub struct CaptureCounters {
     pub interface_drops: u64,
     pub ring_freezes: u64,
     pub ring_errors: u64,
+    /// Segments the kernel counted (xdp `--xdp-count`) whose run the flow
+    /// table refused: their connection had left it or been replaced.
+    pub runs_refused: u64,
+    /// Segments the kernel counted and handed up in runs (in `packets`).
+    pub kernel_counted: u64,
+    /// What the counting in the kernel did, by `KERNEL_COUNT_EVENTS`.
+    pub kernel_count_events: [u64; KERNEL_COUNT_EVENTS.len()],
 }
+
+/// The `event` label values of `tcp_exporter_kernel_count_events_total`.
+pub const KERNEL_COUNT_EVENTS: [&str; 6] = [
+    "arm",
+    "arm_refused",
+    "flow_refused",
+    "arm_mismatch",
+    "gap",
+    "flush_error",
+];
 
 /// Why flows left the table early, for `tcp_exporter_flow_evictions_total`.
 #[derive(Clone, Copy, Debug, Default)]

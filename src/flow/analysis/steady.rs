@@ -19,8 +19,9 @@
 //! conversations.
 //!
 //! The same rules in C (bpf/steady.h) are held to these by the tests in
-//! steady/kernel.rs, which run them in the kernel. They are not on the
-//! capture path yet. What a run changes beyond the analysis (the flow
+//! steady/kernel.rs, which run them in the kernel; kernel.rs also reads and
+//! writes the mirror and the run as the kernel lays them out. What a run
+//! changes beyond the analysis (the flow
 //! table's last-seen time, the packet and byte counts) is applied by
 //! `FlowTable::on_steady_run` and `Shard::on_steady_run`.
 
@@ -32,8 +33,7 @@ use crate::flow::Nanos;
 
 use super::{is_steady, pair, Analyzer, DirState, Scale, SteadyView};
 
-#[cfg(test)]
-mod kernel;
+pub mod kernel;
 
 /// What the steady path reads of one direction, and the ends of its timed
 /// segments (the RTT samples it waits on).

@@ -1,17 +1,25 @@
-//! The kernel's copy of the steady rules (bpf/steady.h) held to these:
-//! the layouts of `struct tcpx_mirror` and `struct tcpx_run` as the tests
-//! write and read them, and (with the `xdp` feature, as root) the rules
-//! run in the kernel through BPF_PROG_TEST_RUN on the frames of random
-//! conversations, beside [`Mirror::admit`] on the segments the frame
-//! decoder makes of the same frames.
+//! The layouts the kernel's counting (bpf/steady.h, bpf/count.h) shares
+//! with the analysis: a mirror as user space writes it to arm a connection
+//! (`struct tcpx_mirror`), and a run as the kernel hands it up (`struct
+//! tcpx_run`). The capture layer moves them as bytes; they are read and
+//! written here, beside the types they hold.
+//!
+//! The tests hold the kernel's copy of the steady rules to these: the
+//! layouts as bpf/steady.h states them, and (with the `xdp` feature, as
+//! root) the rules run in the kernel through BPF_PROG_TEST_RUN on the
+//! frames of random conversations, beside [`Mirror::admit`] on the segments
+//! the frame decoder makes of the same frames.
 
-use super::{Mirror, MirrorDir, Scale, SteadyRun};
+#[cfg(test)]
+use super::MirrorDir;
+use super::{Mirror, Scale, SteadyRun};
+#[cfg(test)]
 use crate::flow::rtt::RTT_SLOTS;
 use crate::flow::seq::SeqNum;
 
 /// Bytes of `struct tcpx_mirror` and of `struct tcpx_run`.
-const MIRROR_LEN: usize = 64;
-const RUN_LEN: usize = 64;
+pub const MIRROR_LEN: usize = 64;
+pub const RUN_LEN: usize = 64;
 
 /// Offsets in `struct tcpx_mirror_dir` (32 bytes; the client's first).
 mod dir_at {
@@ -60,7 +68,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-fn mirror_bytes(m: &Mirror) -> [u8; MIRROR_LEN] {
+/// `m` as `struct tcpx_mirror`.
+pub fn mirror_bytes(m: &Mirror) -> [u8; MIRROR_LEN] {
     let mut b = [0u8; MIRROR_LEN];
     for (i, d) in m.dir.iter().enumerate() {
         let b = &mut b[i * dir_at::LEN..(i + 1) * dir_at::LEN];
@@ -88,6 +97,7 @@ fn mirror_bytes(m: &Mirror) -> [u8; MIRROR_LEN] {
 
 /// The mirror in `b`; `None` for bytes no mirror is written as (a scale
 /// kind unknown, or a flag that is neither 0 nor 1).
+#[cfg(test)]
 fn mirror_of(b: &[u8]) -> Option<Mirror> {
     let dir = |b: &[u8]| -> Option<MirrorDir> {
         let mut rtt_ends = [SeqNum(0); RTT_SLOTS];
@@ -119,6 +129,7 @@ fn mirror_of(b: &[u8]) -> Option<Mirror> {
     })
 }
 
+#[cfg(test)]
 fn run_bytes(r: &SteadyRun) -> [u8; RUN_LEN] {
     let mut b = [0u8; RUN_LEN];
     put(&mut b, run_at::LAST, &r.last.to_ne_bytes());
@@ -149,8 +160,12 @@ fn run_bytes(r: &SteadyRun) -> [u8; RUN_LEN] {
     b
 }
 
-/// The run in `b`; `None` for bytes no run is written as.
-fn run_of(b: &[u8]) -> Option<SteadyRun> {
+/// The run in `b`, a `struct tcpx_run` (at least [`RUN_LEN`] bytes);
+/// `None` for bytes no run is written as.
+pub fn run_of(b: &[u8]) -> Option<SteadyRun> {
+    if b.len() < RUN_LEN {
+        return None;
+    }
     let flag = |v: u8| match v {
         0 => Some(false),
         1 => Some(true),
@@ -176,6 +191,7 @@ fn run_of(b: &[u8]) -> Option<SteadyRun> {
     })
 }
 
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -279,7 +295,7 @@ mod tests {
     }
 }
 
-#[cfg(feature = "xdp")]
+#[cfg(all(test, feature = "xdp"))]
 mod in_the_kernel {
     use super::super::super::tests::random_conversations;
     use super::super::{Admission, Analyzer};

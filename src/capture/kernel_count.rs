@@ -1,0 +1,663 @@
+//! The user-space half of counting steady segments in the kernel (the xdp
+//! backend with `--xdp-count`; bpf/count.h). This module owns three things:
+//!
+//! - order: the kernel numbers each connection's records (runs included)
+//!   under the connection's lock, but writes them to the ring after it, so
+//!   two CPUs may write one connection's records in the other order. They
+//!   are handed on in the order they were numbered: a record that comes
+//!   before its turn is held until the ones before it have come. A record
+//!   that never comes (lost to a full ring, counted there) is given up on
+//!   when the ring has been found empty twice with records held: those are
+//!   then handed on in order, and the gap is counted.
+//! - arming: after a record the kernel did not go on counting after, the
+//!   analysis may give the connection's mirror (`Arm`); it is written to
+//!   `tcpx_arms` with the number of records handed on, which the kernel
+//!   adopts only if it has handed up no more than those.
+//! - flushing: `tcpx_flush` hands up the runs of every connection, for
+//!   connections that only count (bulk one way, pure ACKs back).
+//!
+//! Mirrors and runs pass through as bytes; the flow analysis reads and
+//! writes them (flow::steady_layout).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::Ebpf;
+
+use super::{Arm, KernelCountStats};
+use crate::decode::summary::{numbered, Numbered};
+
+/// Bytes of `struct tcpx_flow_key` and of `struct tcpx_arm`.
+pub const KEY_LEN: usize = 40;
+const ARM_LEN: usize = 88;
+
+/// Offsets in `struct tcpx_flow_key` and `struct tcpx_arm`; a test reads
+/// them back out of bpf/count.h.
+mod key_at {
+    pub const IFINDEX: usize = 0;
+    pub const LO_PORT: usize = 4;
+    pub const HI_PORT: usize = 6;
+    pub const LO: usize = 8;
+    pub const HI: usize = 24;
+}
+mod arm_at {
+    pub const TOKEN: usize = 0;
+    pub const ARMED_AT: usize = 8;
+    pub const GENERATION: usize = 12;
+    pub const CLIENT_LO: usize = 16;
+    pub const MIRROR: usize = 24;
+}
+
+/// Program and map names in bpf/count.h.
+pub const FLUSH_PROGRAM: &str = "tcpx_flush";
+pub const ARMS_MAP: &str = "tcpx_arms";
+
+/// Records held at most, waiting for one numbered before them; past this
+/// the oldest are handed on as if their gap had been given up on.
+const MAX_HELD: usize = 4096;
+
+/// A connection as bpf/count.h keys it.
+pub type Key = [u8; KEY_LEN];
+
+/// The connection of a numbered record as key_of() in bpf/count.h makes
+/// it: the lower endpoint first (addresses compare as bytes, then ports).
+pub fn key_of(n: &Numbered) -> Key {
+    let src_lo = (n.src, n.src_port) <= (n.dst, n.dst_port);
+    let (lo, hi) = if src_lo {
+        ((n.src, n.src_port), (n.dst, n.dst_port))
+    } else {
+        ((n.dst, n.dst_port), (n.src, n.src_port))
+    };
+    let mut k = [0u8; KEY_LEN];
+    k[key_at::IFINDEX..key_at::IFINDEX + 4].copy_from_slice(&n.ifindex.to_ne_bytes());
+    k[key_at::LO_PORT..key_at::LO_PORT + 2].copy_from_slice(&lo.1.to_ne_bytes());
+    k[key_at::HI_PORT..key_at::HI_PORT + 2].copy_from_slice(&hi.1.to_ne_bytes());
+    k[key_at::LO..key_at::LO + 16].copy_from_slice(&lo.0);
+    k[key_at::HI..key_at::HI + 16].copy_from_slice(&hi.0);
+    k
+}
+
+/// The bytes of `struct tcpx_arm`.
+fn arm_bytes(arm: &Arm, token: u64, armed_at: u32) -> [u8; ARM_LEN] {
+    let mut v = [0u8; ARM_LEN];
+    v[arm_at::TOKEN..arm_at::TOKEN + 8].copy_from_slice(&token.to_ne_bytes());
+    v[arm_at::ARMED_AT..arm_at::ARMED_AT + 4].copy_from_slice(&armed_at.to_ne_bytes());
+    v[arm_at::GENERATION..arm_at::GENERATION + 4].copy_from_slice(&arm.generation.to_ne_bytes());
+    v[arm_at::CLIENT_LO] = arm.client_is_lo as u8;
+    v[arm_at::MIRROR..arm_at::MIRROR + arm.mirror.len()].copy_from_slice(&arm.mirror);
+    v
+}
+
+/// Where a record read from the ring goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Hand it on now.
+    Now,
+    /// Held (copied): one numbered before it has not come yet.
+    Held,
+}
+
+/// Records handed on in the order the kernel numbered each connection's.
+#[derive(Default)]
+pub struct Order {
+    /// By connection: the number of the last record handed on.
+    read: HashMap<Key, u32>,
+    /// Records that came before their turn, by connection and number.
+    held: BTreeMap<(Key, u32), Vec<u8>>,
+    /// Records whose turn has come, to hand on before any from the ring.
+    ready: VecDeque<Vec<u8>>,
+    /// The connection of the record handed on last, and whether it may be
+    /// armed after it.
+    last: Option<Key>,
+    last_wants_arm: bool,
+    /// Records were held when the ring was last found empty.
+    held_at_idle: bool,
+    /// Records handed on after ones numbered before them that never came.
+    gaps: u64,
+}
+
+impl Order {
+    /// A record from the ring: whether to hand it on now or later (then it
+    /// is copied). Records the kernel did not number go on at once.
+    pub fn order(&mut self, record: &[u8]) -> Turn {
+        let Some(n) = numbered(record).filter(|n| n.flow_seq != 0) else {
+            self.last = None;
+            self.last_wants_arm = false;
+            return Turn::Now;
+        };
+        let key = key_of(&n);
+        let read = self.read.get(&key).copied().unwrap_or(0);
+        // 1 starts the kernel's count of a connection (its entry is new);
+        // with nothing read before, nothing can be waited for.
+        if n.flow_seq == 1 || read == 0 || n.flow_seq <= read + 1 {
+            self.handed_on(key, &n);
+            return Turn::Now;
+        }
+        self.held.insert((key, n.flow_seq), record.to_vec());
+        if self.held.len() > MAX_HELD {
+            self.release_held();
+        }
+        Turn::Held
+    }
+
+    /// Notes `n` as handed on, and readies the record after it if held.
+    fn handed_on(&mut self, key: Key, n: &Numbered) {
+        let read = self.read.entry(key).or_insert(0);
+        *read = match n.flow_seq {
+            1 => 1,
+            seq => seq.max(*read),
+        };
+        self.last = Some(key);
+        self.last_wants_arm = !n.armed && !n.is_run;
+        if let Some(next) = self.held.remove(&(key, n.flow_seq + 1)) {
+            self.ready.push_back(next);
+        }
+    }
+
+    /// The next held record whose turn has come (or that is given up
+    /// waiting for), noted as handed on.
+    pub fn ready(&mut self) -> Option<Vec<u8>> {
+        let record = self.ready.pop_front()?;
+        if let Some(n) = numbered(&record) {
+            let key = key_of(&n);
+            let read = self.read.get(&key).copied().unwrap_or(0);
+            if n.flow_seq > read + 1 {
+                self.gaps += 1;
+            }
+            self.handed_on(key, &n);
+        }
+        Some(record)
+    }
+
+    /// The ring is empty. The second time in a row with records held,
+    /// they are given up waiting for and readied in order.
+    pub fn on_empty(&mut self) {
+        if self.held.is_empty() {
+            self.held_at_idle = false;
+        } else if std::mem::replace(&mut self.held_at_idle, true) {
+            self.release_held();
+            self.held_at_idle = false;
+        }
+    }
+
+    fn release_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.ready.extend(held.into_values());
+    }
+
+    /// The connection of the record handed on last, and the number of
+    /// records of it handed on, when it may be armed after that record.
+    fn armable(&self) -> Option<(Key, u32)> {
+        let key = self.last.filter(|_| self.last_wants_arm)?;
+        Some((key, *self.read.get(&key)?))
+    }
+}
+
+/// Order, arming and flushing for one ring (see the module's doc).
+pub struct KernelCount {
+    arms: BpfHashMap<MapData, Key, [u8; ARM_LEN]>,
+    order: Order,
+    token: u64,
+    stats: KernelCountStats,
+}
+
+impl KernelCount {
+    /// Takes the arms map out of `ebpf`, whose programs count.
+    pub fn new(ebpf: &mut Ebpf) -> Result<KernelCount, String> {
+        let map = ebpf
+            .take_map(ARMS_MAP)
+            .ok_or_else(|| format!("no map {ARMS_MAP}"))?;
+        let arms = BpfHashMap::try_from(map).map_err(|e| format!("map {ARMS_MAP}: {e}"))?;
+        Ok(KernelCount {
+            arms,
+            order: Order::default(),
+            token: 0,
+            stats: KernelCountStats::default(),
+        })
+    }
+
+    /// What it did; the kernel's own count of connections refused is
+    /// the caller's to add.
+    pub fn stats(&self) -> KernelCountStats {
+        KernelCountStats {
+            gaps: self.order.gaps,
+            ..self.stats
+        }
+    }
+
+    /// See `Order::order`.
+    pub fn order(&mut self, record: &[u8]) -> Turn {
+        self.order.order(record)
+    }
+
+    /// See `Order::ready`.
+    pub fn ready(&mut self) -> Option<Vec<u8>> {
+        self.order.ready()
+    }
+
+    /// See `Order::on_empty`.
+    pub fn on_empty(&mut self) {
+        self.order.on_empty()
+    }
+
+    /// Whether the record handed on last may arm its connection.
+    pub fn wants_arm(&self) -> bool {
+        self.order.last_wants_arm
+    }
+
+    /// Arms the connection of the record handed on last, if `arm` is of
+    /// that connection (else counts a mismatch).
+    pub fn arm(&mut self, arm: &Arm) {
+        let Some((key, armed_at)) = self.order.armable() else {
+            return;
+        };
+        // Once per record: the next says whether the kernel took it.
+        self.order.last_wants_arm = false;
+        let same = key[key_at::LO..key_at::LO + 16] == arm.lo.0
+            && key[key_at::HI..key_at::HI + 16] == arm.hi.0
+            && key[key_at::LO_PORT..key_at::LO_PORT + 2] == arm.lo.1.to_ne_bytes()
+            && key[key_at::HI_PORT..key_at::HI_PORT + 2] == arm.hi.1.to_ne_bytes();
+        if !same {
+            self.stats.arm_mismatches += 1;
+            return;
+        }
+        self.token += 1;
+        let value = arm_bytes(arm, self.token, armed_at);
+        match self.arms.insert(key, value, 0) {
+            Ok(()) => self.stats.arms += 1,
+            Err(_) => self.stats.arms_refused += 1,
+        }
+    }
+
+    /// Runs `tcpx_flush` in `ebpf`: the runs of every connection come up
+    /// through the ring.
+    pub fn flush(&mut self, ebpf: &mut Ebpf) {
+        let program: Option<&mut Xdp> = ebpf
+            .program_mut(FLUSH_PROGRAM)
+            .and_then(|p| p.try_into().ok());
+        // XDP's test runs want at least an Ethernet header's bytes.
+        let frame = [0u8; 14];
+        let opts = TestRunOptions {
+            data_in: Some(&frame),
+            ..TestRunOptions::default()
+        };
+        match program.map(|p| p.test_run(opts)) {
+            Some(Ok(_)) => {}
+            _ => self.stats.flush_errors += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::fixtures::{eth_ipv4_tcp, TcpSpec};
+    use crate::decode::summary::encode;
+
+    /// A segment's record from port `src_port` to 80, numbered `seq`.
+    fn record(src_port: u16, seq: u32, armed: bool) -> Vec<u8> {
+        let frame = eth_ipv4_tcp(&TcpSpec {
+            src_port,
+            dst_port: 80,
+            ..TcpSpec::default()
+        });
+        let r = encode::record_of_frame(&frame, frame.len() as u32, 1).expect("a TCP frame");
+        encode::numbered(r, seq, armed).to_vec()
+    }
+
+    fn seq_of(record: &[u8]) -> (u16, u32) {
+        let n = numbered(record).expect("a record");
+        (n.src_port, n.flow_seq)
+    }
+
+    #[test]
+    fn a_connections_records_go_on_in_the_order_they_were_numbered() {
+        let mut o = Order::default();
+        assert_eq!(o.order(&record(1000, 1, false)), Turn::Now);
+        assert_eq!(o.order(&record(1000, 3, false)), Turn::Held);
+        assert_eq!(o.order(&record(1000, 4, false)), Turn::Held);
+        // Another connection is not held up by this one's.
+        assert_eq!(o.order(&record(2000, 7, false)), Turn::Now);
+        assert!(o.ready().is_none(), "3 waits for 2");
+        assert_eq!(o.order(&record(1000, 2, false)), Turn::Now);
+        assert_eq!(o.ready().as_deref().map(seq_of), Some((1000, 3)));
+        assert_eq!(o.ready().as_deref().map(seq_of), Some((1000, 4)));
+        assert!(o.ready().is_none());
+        assert_eq!(o.order(&record(1000, 5, false)), Turn::Now);
+        assert_eq!(o.gaps, 0);
+    }
+
+    #[test]
+    fn a_record_that_never_comes_is_given_up_on_the_second_empty_ring() {
+        let mut o = Order::default();
+        assert_eq!(o.order(&record(1000, 1, false)), Turn::Now);
+        assert_eq!(o.order(&record(1000, 3, false)), Turn::Held);
+        o.on_empty();
+        assert!(o.ready().is_none(), "one empty look may just be early");
+        o.on_empty();
+        assert_eq!(o.ready().as_deref().map(seq_of), Some((1000, 3)));
+        assert_eq!(o.gaps, 1);
+        assert_eq!(o.order(&record(1000, 4, false)), Turn::Now);
+        // An empty ring with nothing held resets the wait.
+        o.on_empty();
+        assert_eq!(o.order(&record(1000, 6, false)), Turn::Held);
+        o.on_empty();
+        assert!(o.ready().is_none());
+    }
+
+    #[test]
+    fn number_one_starts_a_connections_count_again() {
+        let mut o = Order::default();
+        for seq in 1..=5 {
+            assert_eq!(o.order(&record(1000, seq, false)), Turn::Now);
+        }
+        // The kernel's entry went and came back: its count starts over.
+        assert_eq!(o.order(&record(1000, 1, false)), Turn::Now);
+        assert_eq!(o.order(&record(1000, 3, false)), Turn::Held);
+        assert_eq!(o.order(&record(1000, 2, false)), Turn::Now);
+        assert_eq!(o.ready().as_deref().map(seq_of), Some((1000, 3)));
+    }
+
+    #[test]
+    fn held_records_past_the_bound_go_on_in_order() {
+        let mut o = Order::default();
+        assert_eq!(o.order(&record(1000, 1, false)), Turn::Now);
+        for seq in 3..MAX_HELD as u32 + 4 {
+            let turn = o.order(&record(1000, seq, false));
+            assert_eq!(turn, Turn::Held, "{seq}");
+        }
+        let released: Vec<u32> = std::iter::from_fn(|| o.ready())
+            .map(|r| seq_of(&r).1)
+            .collect();
+        let want: Vec<u32> = (3..MAX_HELD as u32 + 4).collect();
+        assert_eq!(released, want);
+        assert_eq!(o.gaps, 1, "only 2 was missing");
+    }
+
+    #[test]
+    fn only_a_numbered_segment_the_kernel_stopped_counting_after_may_arm() {
+        let mut o = Order::default();
+        o.order(&record(1000, 1, false));
+        let (key, read) = o.armable().expect("not counting after it");
+        assert_eq!(
+            (key, read),
+            (key_of(&numbered(&record(1000, 1, false)).unwrap()), 1)
+        );
+        o.order(&record(1000, 2, true));
+        assert_eq!(o.armable(), None, "the kernel goes on counting");
+        o.order(&record(1000, 0, false));
+        assert_eq!(o.armable(), None, "not numbered");
+        let mut run = vec![0u8; crate::decode::summary::RUN_RECORD_LEN];
+        run[..128].copy_from_slice(&record(1000, 3, false));
+        run[46] = 2; // TCPX_STEADY_RUN
+        assert!(crate::decode::summary::is_run_record(&run));
+        o.order(&run);
+        assert_eq!(o.armable(), None, "a run");
+    }
+
+    #[test]
+    fn keys_order_endpoints_as_the_kernel_and_the_flow_table_do() {
+        let a = numbered(&record(1000, 1, false)).unwrap();
+        let mut b = a;
+        (b.src, b.dst, b.src_port, b.dst_port) = (a.dst, a.src, a.dst_port, a.src_port);
+        assert_eq!(key_of(&a), key_of(&b), "both directions, one key");
+        let header = include_str!("../../bpf/count.h");
+        let stated = |m: &str| -> Vec<(String, usize)> {
+            header
+                .lines()
+                .filter_map(|l| l.strip_prefix(m)?.strip_prefix('(')?.strip_suffix(");"))
+                .map(|l| {
+                    let (f, at) = l.split_once(", ").expect("MACRO(field, offset)");
+                    (f.to_string(), at.parse().expect("a number"))
+                })
+                .collect()
+        };
+        let named = |v: &[(&str, usize)]| -> Vec<(String, usize)> {
+            v.iter().map(|&(f, at)| (f.to_string(), at)).collect()
+        };
+        use key_at as k;
+        let key = [("ifindex", k::IFINDEX), ("lo_port", k::LO_PORT)];
+        let key = [
+            &key[..],
+            &[("hi_port", k::HI_PORT), ("lo", k::LO), ("hi", k::HI)],
+        ]
+        .concat();
+        assert_eq!(stated("TCPX_KEY_AT"), named(&key));
+        use arm_at as a;
+        let arm = [
+            ("token", a::TOKEN),
+            ("armed_at", a::ARMED_AT),
+            ("generation", a::GENERATION),
+            ("client_lo", a::CLIENT_LO),
+            ("mirror", a::MIRROR),
+        ];
+        assert_eq!(stated("TCPX_ARM_AT"), named(&arm));
+        assert!(header.contains("sizeof(struct tcpx_flow_key) == 40"));
+        assert!(header.contains("sizeof(struct tcpx_arm) == 88"));
+        assert_eq!(ARM_LEN, a::MIRROR + 64);
+    }
+}
+
+/// The counting in the kernel (bpf/count.h, through tcpx_count_check in
+/// bpf/steady_check.bpf.c, which counts as tcpx_xdp_count does with the
+/// time the test gives) with this module's order and arming and the
+/// pipeline's worker above it, held to the same kernel code handing up
+/// every segment.
+#[cfg(test)]
+mod in_the_kernel {
+    use super::*;
+    use crate::capture::bpf_ring::BpfRing;
+    use crate::capture::xdp::next_of;
+    use crate::capture::{Next, PacketSource, PcapFile};
+    use crate::decode::LinkType;
+    use crate::metrics::{Exporter, Shard, ShardConfig};
+    use crate::pipeline::Worker;
+    use aya::maps::{Array, Map};
+    use aya::EbpfLoader;
+    use std::os::fd::AsFd;
+    use std::sync::{Arc, Mutex};
+
+    static CHECK: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steady_check.bpf.o"));
+    const RING_BYTES: u32 = 4 << 20;
+
+    /// One loaded copy of the check object (its own maps) and a worker
+    /// taking what its ring hands up.
+    struct Counter {
+        ebpf: Ebpf,
+        ring: BpfRing,
+        _events: MapData,
+        count: KernelCount,
+        /// Whether to arm connections when the kernel asks.
+        arming: bool,
+        worker: Worker,
+        shard: Shard,
+    }
+
+    impl Counter {
+        fn load(arming: bool, name: &str, exporter: &Exporter, config: &ShardConfig) -> Counter {
+            let mut ebpf = EbpfLoader::new()
+                .map_max_entries("tcpx_events", RING_BYTES)
+                .load(CHECK)
+                .expect("the check object loads (as root)");
+            for program in ["tcpx_count_check", FLUSH_PROGRAM] {
+                let p: &mut Xdp = ebpf.program_mut(program).unwrap().try_into().unwrap();
+                p.load().expect("the verifier accepts the program");
+            }
+            let events = match ebpf.take_map("tcpx_events") {
+                Some(Map::RingBuf(data)) => data,
+                _ => panic!("no ring buffer"),
+            };
+            let ring = BpfRing::map(events.fd().as_fd(), RING_BYTES as usize).unwrap();
+            let count = KernelCount::new(&mut ebpf).unwrap();
+            let idle = 300_000_000_000;
+            Counter {
+                ebpf,
+                ring,
+                _events: events,
+                count,
+                arming,
+                worker: Worker::new(LinkType::KernelSummary, 1000, idle),
+                shard: Shard::new(name.into(), exporter.interface_id(name), config.clone()),
+            }
+        }
+
+        /// Runs the counting program on `frame` at time `ts`, then hands on
+        /// what it handed up.
+        fn feed(&mut self, frame: &[u8], ts: u64) {
+            let mut now: Array<&mut MapData, u64> = self
+                .ebpf
+                .map_mut("tcpx_count_now")
+                .unwrap()
+                .try_into()
+                .unwrap();
+            now.set(0, ts, 0).unwrap();
+            let program: &mut Xdp = self
+                .ebpf
+                .program_mut("tcpx_count_check")
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            };
+            assert_eq!(program.test_run(opts).unwrap().return_value, 2, "XDP_PASS");
+            self.drain();
+        }
+
+        /// Hands every record and run in the ring to the worker, in order,
+        /// arming as the worker says when `arming`.
+        fn drain(&mut self) {
+            let mut empty = 0;
+            while empty < 2 {
+                if let Some(record) = self.count.ready() {
+                    self.hand_on(&record);
+                    continue;
+                }
+                if !self.ring.has_record() {
+                    self.count.on_empty();
+                    empty += 1;
+                    continue;
+                }
+                empty = 0;
+                let held = match self.ring.next() {
+                    Some(data) => self.count.order(data) == Turn::Held,
+                    None => panic!("a record not committed after the test run"),
+                };
+                if !held {
+                    let data = self.ring.current().to_vec();
+                    self.hand_on(&data);
+                }
+            }
+        }
+
+        fn hand_on(&mut self, data: &[u8]) {
+            match next_of(data, 0) {
+                Next::Run(run) => self.worker.apply_run(&mut self.shard, &run),
+                Next::Frame(frame) => {
+                    self.worker.process(&mut self.shard, &frame);
+                    if self.arming && self.count.wants_arm() {
+                        if let Some(arm) = self.worker.arm_last() {
+                            self.count.arm(&arm);
+                        }
+                    }
+                }
+                _ => panic!("a record is a run or a segment"),
+            }
+        }
+
+        fn flush(&mut self) {
+            self.count.flush(&mut self.ebpf);
+            self.drain();
+        }
+    }
+
+    #[test]
+    fn segments_counted_in_the_kernel_give_the_metrics_of_every_segment_handed_up() {
+        if crate::test_support::skip_bpf_tests() {
+            return;
+        }
+        let captures = [
+            "bulk_loss",
+            "router_loss",
+            "zero_window",
+            "midstream",
+            "refused_aborted",
+            "ipv6",
+            "vlan",
+            "short_conns",
+        ];
+        let mut counted_all = 0;
+        for name in captures {
+            let path = format!("{}/testdata/pcaps/{name}.pcap", env!("CARGO_MANIFEST_DIR"));
+            let config = ShardConfig::plain(10_000);
+            let (every_x, counted_x) = (
+                Exporter::new("test", &config),
+                Exporter::new("test", &config),
+            );
+            let mut every = Counter::load(false, name, &every_x, &config);
+            let mut counted = Counter::load(true, name, &counted_x, &config);
+            let mut source = PcapFile::open(path.as_ref(), "").expect("a test capture");
+            assert_eq!(source.link_type(), LinkType::Ethernet, "{name}");
+            let mut frames = 0;
+            loop {
+                let frame = match source.next().expect("the capture reads") {
+                    Next::Frame(frame) => frame,
+                    Next::End => break,
+                    _ => continue,
+                };
+                // The captures keep 128 bytes of each frame: the program
+                // sees the frame at its length on the wire.
+                let mut bytes = frame.data.to_vec();
+                bytes.resize((frame.wire_len as usize).max(bytes.len()), 0);
+                every.feed(&bytes, frame.ts);
+                counted.feed(&bytes, frame.ts);
+                frames += 1;
+                // Now and then, as the backend does every 100 ms.
+                if frames % 64 == 0 {
+                    counted.flush();
+                }
+            }
+            counted.flush();
+            let kernel = counted.shard.capture.kernel_counted;
+            counted_all += kernel;
+            let stats = counted.count.stats();
+            assert_eq!(
+                (
+                    stats.gaps,
+                    stats.arms_refused,
+                    stats.arm_mismatches,
+                    stats.flush_errors
+                ),
+                (0, 0, 0, 0),
+                "{name}: {stats:?}"
+            );
+            assert_eq!(counted.shard.capture.runs_refused, 0, "{name}");
+            assert_eq!(every.shard.capture.kernel_counted, 0, "{name}");
+            assert_eq!(counted.shard.capture.packets, every.shard.capture.packets);
+            every.worker.release(&mut every.shard);
+            counted.worker.release(&mut counted.shard);
+            every_x.add_shard(Arc::new(Mutex::new(every.shard)));
+            counted_x.add_shard(Arc::new(Mutex::new(counted.shard)));
+            let same = |text: String| -> String {
+                text.lines()
+                    .filter(|l| !l.starts_with("tcp_exporter_kernel_counted_segments_total{"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let (want, got) = (same(every_x.render()), same(counted_x.render()));
+            assert!(want.contains("tcp_packets_total{"), "{want}");
+            assert_eq!(
+                got, want,
+                "{name}: {kernel} of {frames} segments counted in the kernel"
+            );
+            eprintln!("{name}: {kernel} of {frames} segments counted in the kernel, {stats:?}");
+        }
+        assert!(
+            counted_all > 1000,
+            "{counted_all} segments counted in the kernel"
+        );
+    }
+}
