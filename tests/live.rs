@@ -3,7 +3,9 @@
 //! with each backend (pcap; af-packet with two fanout workers; xdp, in a
 //! build with that feature) and tcpdump capture the root end at the same
 //! time. Each exporter must count every packet that tcpdump wrote, and all
-//! must serve the same traffic metrics, sample for sample.
+//! must serve the same traffic metrics, sample for sample. In an xdp build
+//! it runs twice: the second time the xdp exporter counts steady segments
+//! in the kernel (`--xdp-count`).
 //!
 //! Needs root and the `ip`, `tcpdump`, `ethtool`, `taskset` and `python3` commands
 //! (`make test-deps`). Without root the test fails, unless `TCPX_SKIP_LIVE=1`
@@ -25,6 +27,10 @@ const EXPORTER: &str = env!("CARGO_BIN_EXE_tcp-exporter");
 /// Connections the client makes to the server, each a request and a response.
 const CONNECTIONS: usize = 10;
 const RESPONSE_BYTES: usize = 20_000;
+/// ...but the last one's, long enough (tens of milliseconds) for the
+/// exporter to read the connection's start and arm it while it lasts, for
+/// the kernel to count its steady segments with `--xdp-count`.
+const LAST_RESPONSE_BYTES: usize = 16_000_000;
 const SERVER_PORT: u16 = 8080;
 /// Nothing listens here: a SYN to it is answered by a RST.
 const CLOSED_PORT: u16 = 8081;
@@ -48,6 +54,16 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
         );
     }
 
+    check_backends(&[]);
+    if cfg!(feature = "xdp") {
+        check_backends(&["--xdp-count"]);
+    }
+}
+
+/// One run of the test: traffic, tcpdump, and an exporter with each
+/// backend, the xdp one with `xdp_flags`.
+fn check_backends(xdp_flags: &[&str]) {
+    let counting = xdp_flags.contains(&"--xdp-count");
     let mut lab = Lab::new();
     lab.create_network();
     let iface = lab.root_if.clone();
@@ -68,6 +84,12 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
                 "--immediate-mode",
                 "-Z",
                 "root",
+                // Only its count of packets is read: headers are enough,
+                // and a large buffer keeps up with the last connection.
+                "-s",
+                "128",
+                "-B",
+                "65536",
                 "-w",
             ])
             .arg(&pcap_path)
@@ -129,6 +151,7 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
                 // Native XDP (auto picks generic on a veth); offloads are
                 // off here, so the peer losing TSO changes nothing.
                 .args(["--backend", "xdp", "--xdp-mode", "native"])
+                .args(xdp_flags)
                 .stdout(xdp_log.try_clone().unwrap())
                 .stderr(xdp_log),
         );
@@ -178,8 +201,12 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
         "the server in the namespace did not start"
     );
     for i in 0..CONNECTIONS {
-        let n = request(SocketAddrV4::new(server_ip, SERVER_PORT));
-        assert_eq!(n, RESPONSE_BYTES, "connection {i}: short response");
+        let want = match i + 1 {
+            CONNECTIONS => LAST_RESPONSE_BYTES,
+            _ => RESPONSE_BYTES,
+        };
+        let n = request(SocketAddrV4::new(server_ip, SERVER_PORT), want);
+        assert_eq!(n, want, "connection {i}: short response");
     }
     let refused = TcpStream::connect_timeout(
         &SocketAddrV4::new(server_ip, CLOSED_PORT).into(),
@@ -275,6 +302,16 @@ fn live_capture_counts_every_packet_tcpdump_sees_with_every_backend() {
             0.0,
             "xdp reported drops where tcpdump saw none:\n{}",
             metric_lines(&xdp_text, "tcp_exporter_capture_drops_total"),
+        );
+        // With --xdp-count the comparison above holds segments the kernel
+        // counted, as long as it counted some.
+        let counted = sum_metric(&xdp_text, "tcp_exporter_kernel_counted_segments_total");
+        eprintln!("xdp {xdp_flags:?}: {counted} of {packets} segments counted in the kernel");
+        assert_eq!(
+            counted > 0.0,
+            counting,
+            "xdp {xdp_flags:?}: {counted} segments counted in the kernel:\n{}",
+            metric_lines(&xdp_text, "tcp_exporter_kernel_count_events_total"),
         );
     }
 
@@ -378,14 +415,17 @@ fn pin_to_one_cpu() -> usize {
     }
 }
 
-/// One request to the server; returns the length of the response.
-fn request(addr: SocketAddrV4) -> usize {
+/// One request to the server for `bytes` bytes; returns the length of the
+/// response.
+fn request(addr: SocketAddrV4, bytes: usize) -> usize {
     let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    stream.write_all(b"GET\n").unwrap();
+    stream
+        .write_all(format!("GET {bytes}\n").as_bytes())
+        .unwrap();
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
@@ -490,7 +530,7 @@ impl Lab {
     }
 
     /// A server in the namespace: accepts `CONNECTIONS` connections, reads a
-    /// request line from each, answers `RESPONSE_BYTES` bytes and closes it.
+    /// request line (`GET n`) from each, answers n bytes and closes it.
     /// It prints `ready` once listening.
     fn start_server(&mut self, ip: Ipv4Addr, cpu: usize) -> (Proc, ChildStdout) {
         let script = format!(
@@ -505,8 +545,8 @@ for _ in range({CONNECTIONS}):
     c, _ = s.accept()
     c.settimeout(10)
     f = c.makefile("rb")
-    f.readline()
-    c.sendall(b"x" * {RESPONSE_BYTES})
+    n = int(f.readline().split()[1])
+    c.sendall(b"x" * n)
     f.close()
     c.close()
 "#

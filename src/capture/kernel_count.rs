@@ -451,11 +451,13 @@ mod in_the_kernel {
     use crate::capture::xdp::next_of;
     use crate::capture::{Next, PacketSource, PcapFile};
     use crate::decode::LinkType;
+    use crate::metrics::conns::{ConnOptions, LongBudget};
     use crate::metrics::{Exporter, Shard, ShardConfig};
     use crate::pipeline::Worker;
     use aya::maps::{Array, Map};
     use aya::EbpfLoader;
     use std::os::fd::AsFd;
+    use std::sync::atomic::AtomicU64;
     use std::sync::{Arc, Mutex};
 
     static CHECK: &[u8] =
@@ -592,7 +594,18 @@ mod in_the_kernel {
         let mut counted_all = 0;
         for name in captures {
             let path = format!("{}/testdata/pcaps/{name}.pcap", env!("CARGO_MANIFEST_DIR"));
-            let config = ShardConfig::plain(10_000);
+            // With the connection table: its records hold each flow's
+            // times, which runs move.
+            let config = ShardConfig {
+                conns: Some(ConnOptions {
+                    table: Some(Arc::new(AtomicU64::new(0))),
+                    long_age: None,
+                    long_budget: Arc::new(LongBudget::new(0)),
+                    log: None,
+                    log_interval: 10_000_000_000,
+                }),
+                ..ShardConfig::plain(10_000)
+            };
             let (every_x, counted_x) = (
                 Exporter::new("test", &config),
                 Exporter::new("test", &config),
@@ -637,6 +650,8 @@ mod in_the_kernel {
             assert_eq!(counted.shard.capture.runs_refused, 0, "{name}");
             assert_eq!(every.shard.capture.kernel_counted, 0, "{name}");
             assert_eq!(counted.shard.capture.packets, every.shard.capture.packets);
+            let records = |s: &Shard| format!("{:?}", s.conns.as_ref().map(|c| c.records()));
+            assert_eq!(records(&counted.shard), records(&every.shard), "{name}");
             every.worker.release(&mut every.shard);
             counted.worker.release(&mut counted.shard);
             every_x.add_shard(Arc::new(Mutex::new(every.shard)));
@@ -653,7 +668,7 @@ mod in_the_kernel {
                 got, want,
                 "{name}: {kernel} of {frames} segments counted in the kernel"
             );
-            eprintln!("{name}: {kernel} of {frames} segments counted in the kernel, {stats:?}");
+            eprintln!("{name}: {kernel} of {frames} segments counted in the kernel");
         }
         assert!(
             counted_all > 1000,
