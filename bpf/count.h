@@ -64,7 +64,8 @@ struct tcpx_flow {
 	__u8 client_lo;            /* 21 */
 	__u8 reserved[2];          /* 22 */
 	struct tcpx_steady st;     /* 24 */
-};                                 /* 216 */
+	__u64 last;                /* 216 time of its last segment */
+};                                 /* 224 */
 
 /* A run handed up. Where it shares a field with struct tcpx_record, it
  * sits at the same offset. */
@@ -90,7 +91,7 @@ struct tcpx_run_record {
 
 _Static_assert(sizeof(struct tcpx_flow_key) == 40, "flow key size");
 _Static_assert(sizeof(struct tcpx_arm) == 88, "arm size");
-_Static_assert(sizeof(struct tcpx_flow) == 216, "flow size");
+_Static_assert(sizeof(struct tcpx_flow) == 224, "flow size");
 _Static_assert(sizeof(struct tcpx_run_record) == 192, "run record size");
 #define TCPX_KEY_AT(field, offset) \
 	_Static_assert(__builtin_offsetof(struct tcpx_flow_key, field) == offset, #field)
@@ -325,6 +326,7 @@ __attribute__((noinline)) int tcpx_count(struct tcpx_record *r, __u32 taken_slot
 	__u64 now = r->ts_ns;
 
 	bpf_spin_lock(&f->lock);
+	f->last = now;
 	if (arm && arm->token != f->adopted && arm->armed_at == f->handed) {
 		f->adopted = arm->token;
 		f->generation = arm->generation;
@@ -397,9 +399,15 @@ static __always_inline int on_ingress(struct xdp_md *ctx, int counting, __u64 no
 	return XDP_PASS;
 }
 
+/* What user space gives tcpx_flush, as the frame it runs on. */
+struct tcpx_flush_args {
+	__u64 now;  /* the time; 0: the clock's */
+	__u64 idle; /* forget connections with no segment for longer (0: never) */
+};
+
 struct flush_ctx {
 	__u64 now;
-	__u32 flows; /* connections whose runs were handed up */
+	__u64 idle;
 };
 
 /* One connection of tcpx_flush's walk. */
@@ -412,7 +420,14 @@ static long flush_one(void *map, struct tcpx_flow_key *key, struct tcpx_flow *f,
 		return 1;
 	bpf_spin_lock(&f->lock);
 	if (!f->st.run[0].segments && !f->st.run[1].segments) {
+		int idle = ctx->idle && (__s64)(ctx->now - f->last) > (__s64)ctx->idle;
 		bpf_spin_unlock(&f->lock);
+		/* Nothing waits to be handed up for it. Should it come back, its
+		 * entry starts again, its records numbered from 1, unarmed. */
+		if (idle) {
+			bpf_map_delete_elem(&tcpx_flows, key);
+			bpf_map_delete_elem(&tcpx_arms, key);
+		}
 		return 0;
 	}
 	__u32 first = take_runs(f, taken);
@@ -420,17 +435,24 @@ static long flush_one(void *map, struct tcpx_flow_key *key, struct tcpx_flow *f,
 	__u8 client_lo = f->client_lo;
 	bpf_spin_unlock(&f->lock);
 	hand_up_runs(taken, key, first, generation, client_lo, ctx->now);
-	ctx->flows++;
 	return 0;
 }
 
-/* Hands up the runs of every connection the counting programs keep; run by
- * user space with BPF_PROG_TEST_RUN (on any frame of 14 bytes or more),
- * never attached. */
+/* Hands up the runs of every connection the counting programs keep, and
+ * forgets those idle for longer than asked; run by user space with
+ * BPF_PROG_TEST_RUN on a frame that starts with a struct tcpx_flush_args
+ * (and is at least 14 bytes long), never attached. */
 SEC("xdp")
 int tcpx_flush(struct xdp_md *ctx)
 {
-	struct flush_ctx c = {.now = bpf_ktime_get_ns()};
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct tcpx_flush_args *args = data;
+	if ((void *)(args + 1) > end)
+		return XDP_ABORTED;
+	struct flush_ctx c = {.now = args->now, .idle = args->idle};
+	if (!c.now)
+		c.now = bpf_ktime_get_ns();
 	bpf_for_each_map_elem(&tcpx_flows, flush_one, &c, 0);
 	return XDP_PASS;
 }

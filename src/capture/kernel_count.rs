@@ -49,6 +49,13 @@ mod arm_at {
     pub const MIRROR: usize = 24;
 }
 
+/// How long a connection may go without a segment before the kernel (and
+/// this module) forget it, in nanoseconds: its entry in the kernel's map is
+/// deleted at a flush once it has no run waiting.
+pub const FORGET_AFTER: u64 = 60_000_000_000;
+/// Flushes between two prunes of what this module keeps by connection.
+const PRUNE_EVERY: u32 = (FORGET_AFTER / super::xdp::FLUSH_EVERY) as u32;
+
 /// Program and map names in bpf/count.h.
 pub const FLUSH_PROGRAM: &str = "tcpx_flush";
 pub const ARMS_MAP: &str = "tcpx_arms";
@@ -101,8 +108,11 @@ pub enum Turn {
 /// Records handed on in the order the kernel numbered each connection's.
 #[derive(Default)]
 pub struct Order {
-    /// By connection: the number of the last record handed on.
-    read: HashMap<Key, u32>,
+    /// By connection: the number of the last record handed on, and the
+    /// prune period it was handed on in.
+    read: HashMap<Key, (u32, u32)>,
+    /// The prune period (see `prune`).
+    period: u32,
     /// Records that came before their turn, by connection and number.
     held: BTreeMap<(Key, u32), Vec<u8>>,
     /// Records whose turn has come, to hand on before any from the ring.
@@ -127,7 +137,7 @@ impl Order {
             return Turn::Now;
         };
         let key = key_of(&n);
-        let read = self.read.get(&key).copied().unwrap_or(0);
+        let read = self.read_of(&key);
         // 1 starts the kernel's count of a connection (its entry is new);
         // with nothing read before, nothing can be waited for.
         if n.flow_seq == 1 || read == 0 || n.flow_seq <= read + 1 {
@@ -141,13 +151,19 @@ impl Order {
         Turn::Held
     }
 
+    /// The number of the last record of `key` handed on (0: none known).
+    fn read_of(&self, key: &Key) -> u32 {
+        self.read.get(key).map_or(0, |r| r.0)
+    }
+
     /// Notes `n` as handed on, and readies the record after it if held.
     fn handed_on(&mut self, key: Key, n: &Numbered) {
-        let read = self.read.entry(key).or_insert(0);
-        *read = match n.flow_seq {
+        let read = self.read.entry(key).or_insert((0, 0));
+        read.0 = match n.flow_seq {
             1 => 1,
-            seq => seq.max(*read),
+            seq => seq.max(read.0),
         };
+        read.1 = self.period;
         self.last = Some(key);
         self.last_wants_arm = !n.armed && !n.is_run;
         if let Some(next) = self.held.remove(&(key, n.flow_seq + 1)) {
@@ -161,8 +177,7 @@ impl Order {
         let record = self.ready.pop_front()?;
         if let Some(n) = numbered(&record) {
             let key = key_of(&n);
-            let read = self.read.get(&key).copied().unwrap_or(0);
-            if n.flow_seq > read + 1 {
+            if n.flow_seq > self.read_of(&key) + 1 {
                 self.gaps += 1;
             }
             self.handed_on(key, &n);
@@ -190,7 +205,17 @@ impl Order {
     /// records of it handed on, when it may be armed after that record.
     fn armable(&self) -> Option<(Key, u32)> {
         let key = self.last.filter(|_| self.last_wants_arm)?;
-        Some((key, *self.read.get(&key)?))
+        Some((key, self.read.get(&key)?.0))
+    }
+
+    /// Forgets connections none of whose records was handed on in this
+    /// prune period, and starts the next. Called once a `FORGET_AFTER`, as
+    /// the kernel forgets a connection after that long idle: one that comes
+    /// back is numbered from 1 again.
+    fn prune(&mut self) {
+        let period = self.period;
+        self.read.retain(|_, r| r.1 == period);
+        self.period = period.wrapping_add(1);
     }
 }
 
@@ -199,6 +224,7 @@ pub struct KernelCount {
     arms: BpfHashMap<MapData, Key, [u8; ARM_LEN]>,
     order: Order,
     token: u64,
+    flushes: u32,
     stats: KernelCountStats,
 }
 
@@ -213,6 +239,7 @@ impl KernelCount {
             arms,
             order: Order::default(),
             token: 0,
+            flushes: 0,
             stats: KernelCountStats::default(),
         })
     }
@@ -271,13 +298,22 @@ impl KernelCount {
     }
 
     /// Runs `tcpx_flush` in `ebpf`: the runs of every connection come up
-    /// through the ring.
-    pub fn flush(&mut self, ebpf: &mut Ebpf) {
+    /// through the ring, and connections idle for `FORGET_AFTER` are
+    /// forgotten. `now` is the time in the kernel's clock, or 0 for the
+    /// clock's own.
+    pub fn flush(&mut self, ebpf: &mut Ebpf, now: u64) {
+        self.flushes += 1;
+        if self.flushes.is_multiple_of(PRUNE_EVERY) {
+            self.order.prune();
+        }
         let program: Option<&mut Xdp> = ebpf
             .program_mut(FLUSH_PROGRAM)
             .and_then(|p| p.try_into().ok());
-        // XDP's test runs want at least an Ethernet header's bytes.
-        let frame = [0u8; 14];
+        // struct tcpx_flush_args; XDP's test runs want at least an
+        // Ethernet header's bytes.
+        let mut frame = [0u8; 16];
+        frame[..8].copy_from_slice(&now.to_ne_bytes());
+        frame[8..].copy_from_slice(&FORGET_AFTER.to_ne_bytes());
         let opts = TestRunOptions {
             data_in: Some(&frame),
             ..TestRunOptions::default()
@@ -357,6 +393,19 @@ mod tests {
         assert_eq!(o.order(&record(1000, 3, false)), Turn::Held);
         assert_eq!(o.order(&record(1000, 2, false)), Turn::Now);
         assert_eq!(o.ready().as_deref().map(seq_of), Some((1000, 3)));
+    }
+
+    #[test]
+    fn connections_untouched_for_a_whole_prune_period_are_forgotten() {
+        let mut o = Order::default();
+        o.order(&record(1000, 1, false));
+        o.order(&record(2000, 1, false));
+        o.prune();
+        o.order(&record(2000, 2, false));
+        o.prune();
+        // 1000 is forgotten: whatever comes of it goes on.
+        assert_eq!(o.order(&record(1000, 9, false)), Turn::Now);
+        assert_eq!(o.order(&record(2000, 9, false)), Turn::Held, "2000 is kept");
     }
 
     #[test]
@@ -570,9 +619,16 @@ mod in_the_kernel {
             }
         }
 
-        fn flush(&mut self) {
-            self.count.flush(&mut self.ebpf);
+        fn flush(&mut self, now: u64) {
+            self.count.flush(&mut self.ebpf, now);
             self.drain();
+        }
+
+        /// Connections the kernel keeps.
+        fn kept(&self) -> usize {
+            let flows: BpfHashMap<&MapData, Key, [u8; 224]> =
+                self.ebpf.map("tcpx_flows").unwrap().try_into().unwrap();
+            flows.keys().count()
         }
     }
 
@@ -614,7 +670,7 @@ mod in_the_kernel {
             let mut counted = Counter::load(true, name, &counted_x, &config);
             let mut source = PcapFile::open(path.as_ref(), "").expect("a test capture");
             assert_eq!(source.link_type(), LinkType::Ethernet, "{name}");
-            let mut frames = 0;
+            let (mut frames, mut last_ts) = (0, 0);
             loop {
                 let frame = match source.next().expect("the capture reads") {
                     Next::Frame(frame) => frame,
@@ -630,10 +686,16 @@ mod in_the_kernel {
                 frames += 1;
                 // Now and then, as the backend does every 100 ms.
                 if frames % 64 == 0 {
-                    counted.flush();
+                    counted.flush(frame.ts);
                 }
+                last_ts = frame.ts;
             }
-            counted.flush();
+            counted.flush(last_ts);
+            assert!(counted.kept() > 0, "{name}");
+            // Long after, the kernel forgets every connection (nothing
+            // waits: the flush before handed up every run).
+            counted.flush(last_ts + FORGET_AFTER + 1);
+            assert_eq!(counted.kept(), 0, "{name}: connections kept after idle");
             let kernel = counted.shard.capture.kernel_counted;
             counted_all += kernel;
             let stats = counted.count.stats();

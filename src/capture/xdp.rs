@@ -55,7 +55,7 @@ const POLL_MS: u32 = 10;
 /// With `--xdp-count`: how often the kernel is asked for the runs of every
 /// connection (tcpx_flush), in nanoseconds; what a connection that only
 /// counts has counted reaches the metrics at most this late.
-const FLUSH_EVERY: Nanos = 100_000_000;
+pub(super) const FLUSH_EVERY: Nanos = 100_000_000;
 
 /// ARPHRD_* types whose frames start with an Ethernet header.
 const ARPHRD_ETHER: u32 = 1;
@@ -235,7 +235,7 @@ impl PacketSource for XdpCapture {
             let now = wall_clock();
             if now.saturating_sub(self.flushed_at) >= FLUSH_EVERY {
                 self.flushed_at = now;
-                count.flush(&mut self.ebpf);
+                count.flush(&mut self.ebpf, 0);
             }
             if let Some(record) = count.ready() {
                 self.held = record;
