@@ -19,6 +19,8 @@
 # the af-packet workers; BENCH_FLAGS more flags for every exporter (e.g.
 # --no-connection-table). BENCH_PERF=DIR records a profile of each exporter
 # during its replay (perf record -e cpu-clock -g) into DIR/BACKEND.data.
+# BENCH_SAVE=DIR keeps each exporter's last scrape as DIR/BACKEND.prom (to
+# compare what two runs counted).
 # BENCH_BIN=PATH runs that binary, not rebuilt by the script (to compare two
 # builds in turns; a path from the repository's root, or absolute; for xdp
 # it must have been built with --features xdp).
@@ -166,6 +168,10 @@ run_one() {
   [[ $backend == xdp* ]] && b1=$(bpf_run_ns)
   local text
   text=$(scrape)
+  if [ -n "${BENCH_SAVE:-}" ]; then
+    mkdir -p "$BENCH_SAVE"
+    echo "$text" > "$BENCH_SAVE/$backend.prom"
+  fi
   local counted drops
   counted=$(echo "$text" | sum_metric tcp_packets_total)
   drops=$(echo "$text" | awk '/^tcp_exporter_capture_drops_total.*stage="kernel"/ {s += $2} END {printf "%d", s}')

@@ -7,7 +7,10 @@
 //! This module owns loading and attaching the programs (with aya, through
 //! bpf links, so they go away with the process), reading the ring buffer,
 //! and the kernel's count of records lost to a full ring. The records are
-//! decoded by `decode::summary`, so nothing above capture changes.
+//! decoded by `decode::summary`, so nothing above capture changes. With
+//! `--xdp-count` it loads the counting programs instead (bpf/count.h) and
+//! hands the ring's records through `kernel_count`, which orders them,
+//! arms connections and asks for runs; runs come out as `Next::Run`.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd};
