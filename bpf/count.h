@@ -20,7 +20,8 @@
  *   of every connection, so that counts of a connection that only counts
  *   reach user space.
  *
- * src/capture/xdp.rs reads the layouts below; the *_AT lines state each
+ * src/capture/kernel_count.rs and src/decode/summary.rs read the layouts
+ * below; the *_AT lines state each
  * offset it reads, and clang checks them. */
 #ifndef TCPX_COUNT_H
 #define TCPX_COUNT_H
@@ -62,7 +63,8 @@ struct tcpx_flow {
 	__u32 generation;          /* 16 of that arm */
 	__u8 armed;                /* 20 */
 	__u8 client_lo;            /* 21 */
-	__u8 reserved[2];          /* 22 */
+	__u8 dead;                 /* 22 being deleted (tcpx_flush) */
+	__u8 reserved;             /* 23 */
 	struct tcpx_steady st;     /* 24 */
 	__u64 last;                /* 216 time of its last segment */
 };                                 /* 224 */
@@ -122,10 +124,15 @@ TCPX_RUN_RECORD_AT(dst, 64);
 TCPX_RUN_RECORD_AT(flow_seq, 120);
 TCPX_RUN_RECORD_AT(run, 128);
 
-/* Connections the kernel keeps; the size is set by user space at load
- * time. Allocated as they come (no preallocation): a connection costs its
- * entry only while it lives. A connection that finds the map full is
- * handed up whole, unnumbered, and counted in tcpx_count_stats. */
+/* Connections the kernel keeps, at most 65,536. Allocated as they come (no
+ * preallocation): a connection costs its entry only while it lives. The
+ * segments of a connection that finds the map full are handed up whole,
+ * unnumbered, each counted in tcpx_count_stats.
+ *
+ * A freed element's memory may be reused at once by the next insert, even
+ * while a program on another CPU still holds a pointer to it: tcpx_flush
+ * marks an entry dead under its lock before deleting it, and tcpx_count()
+ * hands a segment up whole when it finds it so. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -134,9 +141,9 @@ struct {
 	__type(value, struct tcpx_flow);
 } tcpx_flows SEC(".maps");
 
-/* Arms, written by user space. Without preallocation an update replaces
- * the element and frees the old one after an RCU grace period, so a
- * program never reads an arm half written. */
+/* Arms, written by user space. An update replaces the element, whose
+ * memory may be reused at once while a program reads it: tcpx_count()
+ * takes an arm only if its token is the same after reading it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -164,6 +171,7 @@ struct {
  * with softirqs off, the flush from a system call). */
 struct tcpx_taken {
 	struct tcpx_run run[2];
+	__u32 seq[2]; /* their numbers */
 };
 
 #define TAKEN_XDP 0
@@ -177,7 +185,7 @@ struct {
 	__type(value, struct tcpx_taken);
 } tcpx_taken SEC(".maps");
 
-/* Per CPU: [0] connections the map had no room for. */
+/* Per CPU: [0] segments of connections the map had no room for. */
 #define COUNT_STAT_FLOWS_FULL 0
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -222,30 +230,36 @@ static __always_inline int key_of(const struct tcpx_record *r, struct tcpx_flow_
 	return src_lo;
 }
 
-/* Under the connection's lock: moves the runs that hold segments into
- * `taken` (the others are zeroed there) and numbers them. Returns the
- * number of the first. */
-static __always_inline __u32 take_runs(struct tcpx_flow *f, struct tcpx_taken *taken)
+/* Under the connection's lock: the number of its next record. Numbers
+ * run from 1 and wrap past 0, which means "not numbered". */
+static __always_inline __u32 number(struct tcpx_flow *f)
 {
-	__u32 first = f->handed + 1;
+	f->handed++;
+	if (!f->handed)
+		f->handed = 1;
+	return f->handed;
+}
+
+/* Under the connection's lock: moves the runs that hold segments into
+ * `taken` (the others are zeroed there) and numbers them, the client's
+ * first. */
+static __always_inline void take_runs(struct tcpx_flow *f, struct tcpx_taken *taken)
+{
 	taken->run[0] = f->st.run[0];
 	taken->run[1] = f->st.run[1];
 	__builtin_memset(&f->st.run[0], 0, sizeof(f->st.run[0]));
 	__builtin_memset(&f->st.run[1], 0, sizeof(f->st.run[1]));
 	if (taken->run[0].segments)
-		f->handed++;
+		taken->seq[0] = number(f);
 	if (taken->run[1].segments)
-		f->handed++;
-	return first;
+		taken->seq[1] = number(f);
 }
 
-/* Hands up the runs take_runs() took, the client's first, numbered from
- * `first`. The endpoints come from the key: the client's is lo when
- * `client_lo`. */
+/* Hands up the runs take_runs() took, the client's first. The endpoints
+ * come from the key: the client's is lo when `client_lo`. */
 static __always_inline void hand_up_runs(struct tcpx_taken *taken, const struct tcpx_flow_key *k,
-					 __u32 first, __u32 generation, __u8 client_lo, __u64 now)
+					 __u32 generation, __u8 client_lo, __u64 now)
 {
-	__u32 seq = first;
 #pragma unroll
 	for (int side = 0; side < 2; side++) {
 		if (!taken->run[side].segments)
@@ -253,8 +267,8 @@ static __always_inline void hand_up_runs(struct tcpx_taken *taken, const struct 
 		struct tcpx_run_record *out =
 			bpf_ringbuf_reserve(&tcpx_events, sizeof(struct tcpx_run_record), 0);
 		if (!out) {
-			count_lost();
-			seq++;
+			/* Frames lost: the run's segments. */
+			count_lost_n(taken->run[side].segments);
 			continue;
 		}
 		__builtin_memset(out, 0, sizeof(*out));
@@ -277,7 +291,7 @@ static __always_inline void hand_up_runs(struct tcpx_taken *taken, const struct 
 			out->src_port = k->hi_port;
 			out->dst_port = k->lo_port;
 		}
-		out->flow_seq = seq++;
+		out->flow_seq = taken->seq[side];
 		out->run = taken->run[side];
 		bpf_ringbuf_submit(out, BPF_RB_NO_WAKEUP);
 	}
@@ -290,7 +304,8 @@ static __always_inline void hand_up_runs(struct tcpx_taken *taken, const struct 
  * the hook `taken_slot` names. Returns COUNT_COUNTED when the segment went
  * into a run, else COUNT_HAND_UP with r->flow_seq set (0: not numbered, as
  * for a segment whose lengths do not hold its headers, which user space
- * reports, or a connection the map had no room for), after handing up the
+ * reports, a connection the map had no room for, or one being deleted),
+ * after handing up the
  * runs that come before it.
  *
  * A global function, checked once by the verifier on its own, as
@@ -326,37 +341,56 @@ __attribute__((noinline)) int tcpx_count(struct tcpx_record *r, __u32 taken_slot
 	__u64 now = r->ts_ns;
 
 	bpf_spin_lock(&f->lock);
+	if (f->dead) {
+		/* tcpx_flush is deleting the entry: the segment comes up whole,
+		 * unnumbered; the next one starts a new entry. */
+		bpf_spin_unlock(&f->lock);
+		return COUNT_HAND_UP;
+	}
 	f->last = now;
-	if (arm && arm->token != f->adopted && arm->armed_at == f->handed) {
-		f->adopted = arm->token;
+	/* An arm is taken only when user space had read every record handed
+	 * up and no segment has been counted since: its mirror then describes
+	 * the connection as it is. */
+	__u64 token = arm ? arm->token : 0;
+	if (token && token != f->adopted && arm->armed_at == f->handed &&
+	    !f->st.run[0].segments && !f->st.run[1].segments) {
 		f->generation = arm->generation;
 		f->client_lo = arm->client_lo;
 		f->st.mirror = arm->mirror;
-		f->armed = 1;
+		/* The element may have been replaced and its memory reused
+		 * while being read (hash map elements are reused as soon as
+		 * they are freed): taken only if its token did not change. */
+		asm volatile("" ::: "memory");
+		if (arm->token == token) {
+			f->adopted = token;
+			f->armed = 1;
+		}
 	}
-	__u32 first = f->handed + 1;
 	if (f->armed) {
 		__u32 side = (src_lo != 0) == (f->client_lo != 0) ? 0 : 1;
-		int admission = tcpx_admit(&f->st.mirror, &s, side, now, &f->st.run[side],
-					   r->gso_segs <= 1);
+		/* A super-packet comes up whole, for user space to count as its
+		 * wire segments (as pipeline::wire_segments does). */
+		int may_count = r->gso_size == 0 || s.len <= r->gso_size;
+		int admission =
+			tcpx_admit(&f->st.mirror, &s, side, now, &f->st.run[side], may_count);
 		if (admission == TCPX_COUNTED) {
 			bpf_spin_unlock(&f->lock);
 			return COUNT_COUNTED;
 		}
 		if (admission == TCPX_OTHER)
 			f->armed = 0;
-		first = take_runs(f, taken);
+		take_runs(f, taken);
 	} else {
 		taken->run[0].segments = 0;
 		taken->run[1].segments = 0;
 	}
-	r->flow_seq = ++f->handed;
+	r->flow_seq = number(f);
 	r->armed = f->armed;
 	__u32 generation = f->generation;
 	__u8 client_lo = f->client_lo;
 	bpf_spin_unlock(&f->lock);
 
-	hand_up_runs(taken, &key, first, generation, client_lo, now);
+	hand_up_runs(taken, &key, generation, client_lo, now);
 	return COUNT_HAND_UP;
 }
 
@@ -420,7 +454,10 @@ static long flush_one(void *map, struct tcpx_flow_key *key, struct tcpx_flow *f,
 		return 1;
 	bpf_spin_lock(&f->lock);
 	if (!f->st.run[0].segments && !f->st.run[1].segments) {
-		int idle = ctx->idle && (__s64)(ctx->now - f->last) > (__s64)ctx->idle;
+		/* A new entry not yet locked has no time: not idle. */
+		int idle = ctx->idle && f->last && (__s64)(ctx->now - f->last) > (__s64)ctx->idle;
+		if (idle)
+			f->dead = 1;
 		bpf_spin_unlock(&f->lock);
 		/* Nothing waits to be handed up for it. Should it come back, its
 		 * entry starts again, its records numbered from 1, unarmed. */
@@ -430,20 +467,20 @@ static long flush_one(void *map, struct tcpx_flow_key *key, struct tcpx_flow *f,
 		}
 		return 0;
 	}
-	__u32 first = take_runs(f, taken);
+	take_runs(f, taken);
 	__u32 generation = f->generation;
 	__u8 client_lo = f->client_lo;
 	bpf_spin_unlock(&f->lock);
-	hand_up_runs(taken, key, first, generation, client_lo, ctx->now);
+	hand_up_runs(taken, key, generation, client_lo, ctx->now);
 	return 0;
 }
 
 /* Hands up the runs of every connection the counting programs keep, and
- * forgets those idle for longer than asked; run by user space with
- * BPF_PROG_TEST_RUN on a frame that starts with a struct tcpx_flush_args
- * (and is at least 14 bytes long), never attached. */
-SEC("xdp")
-int tcpx_flush(struct xdp_md *ctx)
+ * forgets those idle for longer than asked: the body of each object's
+ * tcpx_flush, run by user space with BPF_PROG_TEST_RUN on a frame that
+ * starts with a struct tcpx_flush_args (and is at least 14 bytes long),
+ * never attached. */
+static __always_inline int flush(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;

@@ -21,12 +21,18 @@ struct {
 	__type(value, __u64);
 } tcpx_drops SEC(".maps");
 
-static __always_inline void count_lost(void)
+/* `n` frames lost: records, or the segments of a run. */
+static __always_inline void count_lost_n(__u64 n)
 {
 	__u32 key = 0;
 	__u64 *lost = bpf_map_lookup_elem(&tcpx_drops, &key);
 	if (lost)
-		__sync_fetch_and_add(lost, 1);
+		__sync_fetch_and_add(lost, n);
+}
+
+static __always_inline void count_lost(void)
+{
+	count_lost_n(1);
 }
 
 #endif

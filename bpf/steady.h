@@ -82,8 +82,8 @@ struct tcpx_run {
 };                                 /* 64 */
 
 /* What the rules keep of a connection: its mirror, and the run of each
- * direction since user space last took them. A per-flow map entry will
- * hold this, with a lock and a count of the records handed up. */
+ * direction since user space last took them; held in each connection's
+ * entry of count.h's map. */
 struct tcpx_steady {
 	struct tcpx_mirror mirror; /*   0 */
 	struct tcpx_run run[2];    /*  64 by side: the client's first */

@@ -90,7 +90,7 @@ struct {
 
 /* tcpx_xdp_count (tcpx.bpf.c) with the time the test sets instead of the
  * clock's: the counting of count.h on a frame, its records and runs in
- * tcpx_events, for src/capture/xdp/count.rs's tests to hold to the
+ * tcpx_events, for src/capture/kernel_count.rs's tests to hold to the
  * analysis. */
 SEC("xdp")
 int tcpx_count_check(struct xdp_md *ctx)
@@ -100,6 +100,13 @@ int tcpx_count_check(struct xdp_md *ctx)
 	if (!now || !*now)
 		return XDP_ABORTED;
 	return on_ingress(ctx, 1, *now);
+}
+
+/* count.h's flush, for the same test. */
+SEC("xdp")
+int tcpx_flush(struct xdp_md *ctx)
+{
+	return flush(ctx);
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

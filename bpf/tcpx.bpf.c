@@ -116,4 +116,12 @@ int tcpx_tc_egress_count(struct __sk_buff *skb)
 	return on_egress(skb, 1);
 }
 
+/* count.h's flush, last in the object: `ip link set ... obj tcpx.bpf.o sec
+ * xdp` attaches the first program of the section, tcpx_xdp. */
+SEC("xdp")
+int tcpx_flush(struct xdp_md *ctx)
+{
+	return flush(ctx);
+}
+
 char LICENSE[] SEC("license") = "Apache-2.0";

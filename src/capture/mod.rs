@@ -152,16 +152,17 @@ pub struct CaptureStats {
 pub struct KernelCountStats {
     /// Connections armed: mirrors written for the kernel to count with.
     pub arms: u64,
-    /// Arms the kernel's map had no room for (`tcpx_arms`), and new
-    /// connections its connection map had no room for (`tcpx_flows`):
-    /// their segments are handed up one by one.
+    /// Arms the kernel's map had no room for (`tcpx_arms`), and segments
+    /// of connections its connection map had no room for (`tcpx_flows`),
+    /// which are handed up one by one.
     pub arms_refused: u64,
     pub flows_refused: u64,
     /// Arms the analysis gave for another connection than the last
     /// record's (it did not take that record's segment); not written.
     pub arm_mismatches: u64,
-    /// Records handed on after records numbered before them that never
-    /// came (lost to a full ring, and counted there as kernel drops).
+    /// Records handed on after waiting 1 ms for one numbered before them
+    /// that did not come (lost to a full ring, counted there as kernel
+    /// drops; or written that late).
     pub gaps: u64,
     /// Times the kernel could not be asked for the runs it holds.
     pub flush_errors: u64,

@@ -74,12 +74,14 @@ pub struct XdpCapture {
     /// The links live as long as this: dropping it detaches the programs.
     ebpf: Ebpf,
     /// With `--xdp-count`: order, arming and flushing; when it last
-    /// flushed (capture time); a record handed on from it.
+    /// flushed (CLOCK_MONOTONIC); the record it hands out from its own
+    /// memory (one that waited for its turn).
     count: Option<KernelCount>,
-    /// bpf/count.h's count, per CPU, of connections it had no room for.
+    /// bpf/count.h's count, per CPU, of segments of connections it had no
+    /// room for.
     count_stats: Option<PerCpuArray<MapData, u64>>,
     flushed_at: Nanos,
-    held: Vec<u8>,
+    handing_out: Vec<u8>,
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds: turns the
     /// kernel's timestamps into capture time.
     clock_offset: i64,
@@ -193,7 +195,7 @@ impl XdpCapture {
             count,
             count_stats,
             flushed_at: 0,
-            held: Vec::new(),
+            handing_out: Vec::new(),
             clock_offset: clock_offset(),
             read_timeout_ms: opts.read_timeout_ms.min(POLL_MS) as i32,
             drained: false,
@@ -235,14 +237,14 @@ impl PacketSource for XdpCapture {
 
     fn next(&mut self) -> Result<Next<'_>, CaptureError> {
         if let Some(count) = &mut self.count {
-            let now = wall_clock();
+            let now = monotonic_ns();
             if now.saturating_sub(self.flushed_at) >= FLUSH_EVERY {
                 self.flushed_at = now;
                 count.flush(&mut self.ebpf, 0);
             }
             if let Some(record) = count.ready() {
-                self.held = record;
-                return Ok(next_of(&self.held, self.clock_offset));
+                self.handing_out = record;
+                return Ok(next_of(&self.handing_out, self.clock_offset));
             }
         }
         // Waiting happens only on the call after one that reported Idle, so
@@ -256,7 +258,7 @@ impl PacketSource for XdpCapture {
                 }
                 self.drained = true;
                 if let Some(count) = &mut self.count {
-                    count.on_empty();
+                    count.on_empty(monotonic_ns());
                 }
                 // Follows a step of the wall clock, as the idle tick does.
                 self.clock_offset = clock_offset();
@@ -272,7 +274,7 @@ impl PacketSource for XdpCapture {
                 return Ok(next_of(data, self.clock_offset));
             };
             let held = match self.ring.next() {
-                Some(data) => count.order(data) == Turn::Held,
+                Some(data) => count.order(data, monotonic_ns()) == Turn::Held,
                 None => {
                     self.drained = true;
                     return Ok(Next::Idle(wall_clock()));
@@ -448,8 +450,8 @@ fn describe_attached(name: &str, attached: &AttachedXdp) -> String {
         .find(|p| p.id() == attached.prog_id)
         .and_then(|p| p.name_as_str().map(str::to_string));
     let whose = match program.as_deref() {
-        Some(XDP_PROGRAM) => format!(
-            "{XDP_PROGRAM} (id {}), tcp-exporter's own: in use by another tcp-exporter, or \
+        Some(own @ (XDP_PROGRAM | XDP_COUNT_PROGRAM)) => format!(
+            "{own} (id {}), tcp-exporter's own: in use by another tcp-exporter, or \
              left behind by one that did not exit cleanly (attached without a bpf link)",
             attached.prog_id
         ),
@@ -484,19 +486,26 @@ fn is_virtual(name: &str) -> bool {
 
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC, now.
 fn clock_offset() -> i64 {
-    let now = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec to write into.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        // time_t and c_long are narrower than i64 on 32-bit targets.
-        #[allow(clippy::useless_conversion)]
-        let (sec, nsec) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
-        sec * 1_000_000_000 + nsec
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The time on `clock`, in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    // time_t and c_long are narrower than i64 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (sec, nsec) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
+    sec * 1_000_000_000 + nsec
+}
+
+/// CLOCK_MONOTONIC, the kernel programs' clock, in nanoseconds.
+fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
 /// Route netlink: the XDP program attached to an interface, if any

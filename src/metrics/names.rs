@@ -182,7 +182,7 @@ pub const KERNEL_COUNTED: Def = def(
 pub const KERNEL_COUNT_EVENTS: Def = def(
     "tcp_exporter_kernel_count_events_total",
     Counter,
-    "What counting in the kernel (xdp --xdp-count) did, by event: arm (a connection armed to be counted), arm_refused and flow_refused (the kernel's maps had no room: that connection's segments come up one by one), arm_mismatch (an arm not written: the analysis did not take the record's segment), gap (a record handed on after one numbered before it was lost to a full ring, counted as a kernel drop), flush_error (the kernel could not be asked for its runs).",
+    "What counting in the kernel (xdp --xdp-count) did, by event: arm (a connection armed to be counted), arm_refused (the kernel's map of arms had no room), flow_refused (a segment whose connection the kernel's map had no room for, handed up whole), arm_mismatch (an arm not written: the analysis did not take the record's segment), gap (a record handed on after waiting 1 ms for one numbered before it: lost to a full ring, counted as a kernel drop, or that late), flush_error (the kernel could not be asked for its runs).",
 );
 pub const TUNNEL_PACKETS: Def = def(
     "tcp_exporter_tunnel_packets_total",
