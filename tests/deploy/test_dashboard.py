@@ -24,6 +24,14 @@ NOT_ON_DASHBOARD = {
     "tcp_exporter_tunnel_packets_total": "how much traffic came in overlays: a decoding detail "
                                          "(README, Overlays); the traffic itself is on every panel",
 }
+# The xdp backend's --xdp-count (off by default): how its counting in the
+# kernel went, not the traffic, which every panel shows either way.
+NOT_ON_DASHBOARD["tcp_exporter_kernel_counted_segments_total"] = (
+    "segments the xdp backend counted in the kernel (--xdp-count, off by default); "
+    "they are in the packet counts every panel shows")
+NOT_ON_DASHBOARD["tcp_exporter_kernel_count_events_total"] = (
+    "how --xdp-count's arming and ordering went (off by default); its drops are "
+    "in tcp_exporter_capture_drops_total, which has a panel")
 NOT_ON_DASHBOARD["tcp_exporter_series_retired_dropped_total"] = (
     "a bound almost never met (4096 expiries per worker between two scrapes); "
     "the series overflow and expiry panels show the series' health")
