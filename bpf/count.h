@@ -439,14 +439,9 @@ struct tcpx_flush_args {
 	__u64 idle; /* forget connections with no segment for longer (0: never) */
 };
 
-struct flush_ctx {
-	__u64 now;
-	__u64 idle;
-};
-
 /* One connection of tcpx_flush's walk. */
 static long flush_one(void *map, struct tcpx_flow_key *key, struct tcpx_flow *f,
-		      struct flush_ctx *ctx)
+		      struct tcpx_flush_args *ctx)
 {
 	__u32 slot = TAKEN_FLUSH;
 	struct tcpx_taken *taken = bpf_map_lookup_elem(&tcpx_taken, &slot);
@@ -487,7 +482,7 @@ static __always_inline int flush(struct xdp_md *ctx)
 	struct tcpx_flush_args *args = data;
 	if ((void *)(args + 1) > end)
 		return XDP_ABORTED;
-	struct flush_ctx c = {.now = args->now, .idle = args->idle};
+	struct tcpx_flush_args c = *args;
 	if (!c.now)
 		c.now = bpf_ktime_get_ns();
 	bpf_for_each_map_elem(&tcpx_flows, flush_one, &c, 0);

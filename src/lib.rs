@@ -28,6 +28,28 @@ pub mod privileges;
 pub mod supervisor;
 pub mod top;
 
+/// What the crate's tests read of bpf/'s C headers.
+#[cfg(test)]
+pub(crate) mod c_header {
+    /// `(field, offset)` of every `MACRO(field, offset);` line of `header`:
+    /// the offsets a header states, for clang to check and a test to hold
+    /// the Rust side to.
+    pub fn stated<'a>(header: &'a str, macro_name: &str) -> Vec<(&'a str, usize)> {
+        header
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix(macro_name)?
+                    .strip_prefix('(')?
+                    .strip_suffix(");")
+            })
+            .map(|l| {
+                let (field, offset) = l.split_once(", ").expect("MACRO(field, offset)");
+                (field, offset.parse().expect("a number"))
+            })
+            .collect()
+    }
+}
+
 /// What the crate's own tests share (those that load eBPF programs, with
 /// the `xdp` feature).
 #[cfg(all(test, feature = "xdp"))]

@@ -137,11 +137,9 @@ mod tests {
     use crate::capture::{Next, PacketSource, PcapFile};
     use crate::decode::decode;
     use crate::flow::{Admission, FlowKey, Mirror, Side, SteadyRun};
-    use crate::metrics::conns::{ConnOptions, LongBudget};
     use crate::metrics::{Exporter, Shard, ShardConfig};
     use std::collections::hash_map::Entry;
     use std::collections::HashMap;
-    use std::sync::atomic::AtomicU64;
     use std::sync::{Arc, Mutex};
 
     #[test]
@@ -206,16 +204,7 @@ mod tests {
         let mut counted_all = 0u64;
         for name in captures {
             let path = format!("{}/testdata/pcaps/{name}.pcap", env!("CARGO_MANIFEST_DIR"));
-            let config = ShardConfig {
-                conns: Some(ConnOptions {
-                    table: Some(Arc::new(AtomicU64::new(0))),
-                    long_age: None,
-                    long_budget: Arc::new(LongBudget::new(0)),
-                    log: None,
-                    log_interval: 10_000_000_000,
-                }),
-                ..ShardConfig::plain(10_000)
-            };
+            let config = ShardConfig::with_connection_table(10_000);
             let (every_x, split_x) = (
                 Exporter::new("test", &config),
                 Exporter::new("test", &config),

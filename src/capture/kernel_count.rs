@@ -29,7 +29,7 @@ use super::{Arm, KernelCountStats};
 use crate::decode::summary::{numbered, Numbered};
 
 /// Bytes of `struct tcpx_flow_key` and of `struct tcpx_arm`.
-pub const KEY_LEN: usize = 40;
+const KEY_LEN: usize = 40;
 const ARM_LEN: usize = 88;
 
 /// Offsets in `struct tcpx_flow_key` and `struct tcpx_arm`; a test reads
@@ -58,7 +58,7 @@ const PRUNE_EVERY: u32 = (FORGET_AFTER / super::xdp::FLUSH_EVERY) as u32;
 
 /// Program and map names in bpf/count.h.
 pub const FLUSH_PROGRAM: &str = "tcpx_flush";
-pub const ARMS_MAP: &str = "tcpx_arms";
+const ARMS_MAP: &str = "tcpx_arms";
 
 /// Records held at most, waiting for one numbered before them; past this
 /// all are handed on, in order, as if their gaps had been given up on.
@@ -70,11 +70,11 @@ const MAX_HELD: usize = 4096;
 const HOLD_FOR: u64 = 1_000_000;
 
 /// A connection as bpf/count.h keys it.
-pub type Key = [u8; KEY_LEN];
+type Key = [u8; KEY_LEN];
 
 /// The connection of a numbered record as key_of() in bpf/count.h makes
 /// it: the lower endpoint first (addresses compare as bytes, then ports).
-pub fn key_of(n: &Numbered) -> Key {
+fn key_of(n: &Numbered) -> Key {
     let src_lo = (n.src, n.src_port) <= (n.dst, n.dst_port);
     let (lo, hi) = if src_lo {
         ((n.src, n.src_port), (n.dst, n.dst_port))
@@ -113,8 +113,8 @@ pub enum Turn {
 /// Records handed on in the order the kernel numbered each connection's.
 #[derive(Default)]
 pub struct Order {
-    /// By connection: what was handed on.
-    read: HashMap<Key, Read>,
+    /// By connection: what was handed on (looked up for every record).
+    read: HashMap<Key, Read, ahash::RandomState>,
     /// The prune period (see `prune`).
     period: u32,
     /// Records that came before their turn, by connection and number.
@@ -535,19 +535,7 @@ mod tests {
         (b.src, b.dst, b.src_port, b.dst_port) = (a.dst, a.src, a.dst_port, a.src_port);
         assert_eq!(key_of(&a), key_of(&b), "both directions, one key");
         let header = include_str!("../../bpf/count.h");
-        let stated = |m: &str| -> Vec<(String, usize)> {
-            header
-                .lines()
-                .filter_map(|l| l.strip_prefix(m)?.strip_prefix('(')?.strip_suffix(");"))
-                .map(|l| {
-                    let (f, at) = l.split_once(", ").expect("MACRO(field, offset)");
-                    (f.to_string(), at.parse().expect("a number"))
-                })
-                .collect()
-        };
-        let named = |v: &[(&str, usize)]| -> Vec<(String, usize)> {
-            v.iter().map(|&(f, at)| (f.to_string(), at)).collect()
-        };
+        let stated = |m: &str| crate::c_header::stated(header, m);
         use key_at as k;
         let key = [("ifindex", k::IFINDEX), ("lo_port", k::LO_PORT)];
         let key = [
@@ -555,7 +543,7 @@ mod tests {
             &[("hi_port", k::HI_PORT), ("lo", k::LO), ("hi", k::HI)],
         ]
         .concat();
-        assert_eq!(stated("TCPX_KEY_AT"), named(&key));
+        assert_eq!(stated("TCPX_KEY_AT"), key);
         use arm_at as a;
         let arm = [
             ("token", a::TOKEN),
@@ -564,7 +552,7 @@ mod tests {
             ("client_lo", a::CLIENT_LO),
             ("mirror", a::MIRROR),
         ];
-        assert_eq!(stated("TCPX_ARM_AT"), named(&arm));
+        assert_eq!(stated("TCPX_ARM_AT"), arm);
         assert!(header.contains("sizeof(struct tcpx_flow_key) == 40"));
         assert!(header.contains("sizeof(struct tcpx_arm) == 88"));
         assert_eq!(ARM_LEN, a::MIRROR + 64);
@@ -583,13 +571,11 @@ mod in_the_kernel {
     use crate::capture::xdp::next_of;
     use crate::capture::{Next, PacketSource, PcapFile};
     use crate::decode::LinkType;
-    use crate::metrics::conns::{ConnOptions, LongBudget};
     use crate::metrics::{Exporter, Shard, ShardConfig};
     use crate::pipeline::Worker;
     use aya::maps::{Array, Map};
     use aya::EbpfLoader;
     use std::os::fd::AsFd;
-    use std::sync::atomic::AtomicU64;
     use std::sync::{Arc, Mutex};
 
     static CHECK: &[u8] =
@@ -753,16 +739,7 @@ mod in_the_kernel {
             let path = format!("{}/testdata/pcaps/{name}.pcap", env!("CARGO_MANIFEST_DIR"));
             // With the connection table: its records hold each flow's
             // times, which runs move.
-            let config = ShardConfig {
-                conns: Some(ConnOptions {
-                    table: Some(Arc::new(AtomicU64::new(0))),
-                    long_age: None,
-                    long_budget: Arc::new(LongBudget::new(0)),
-                    log: None,
-                    log_interval: 10_000_000_000,
-                }),
-                ..ShardConfig::plain(10_000)
-            };
+            let config = ShardConfig::with_connection_table(10_000);
             // Every segment handed up; counted, drained after each frame;
             // counted, drained after every third.
             let kinds = [(false, 1), (true, 1), (true, 3)];

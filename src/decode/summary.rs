@@ -523,14 +523,7 @@ mod tests {
         // bpf/record.h states each offset as `TCPX_AT(field, offset);`, a
         // static assertion clang checks when it builds the programs.
         let header = include_str!("../../bpf/record.h");
-        let stated: Vec<(&str, usize)> = header
-            .lines()
-            .filter_map(|l| l.strip_prefix("TCPX_AT(")?.strip_suffix(");"))
-            .map(|l| {
-                let (field, offset) = l.split_once(", ").expect("TCPX_AT(field, offset)");
-                (field, offset.parse().expect("a number"))
-            })
-            .collect();
+        let stated = crate::c_header::stated(header, "TCPX_AT");
         let ours = [
             ("ts_ns", at::TS_NS),
             ("ifindex", at::IFINDEX),
@@ -569,14 +562,7 @@ mod tests {
     fn run_record_offsets_match_the_c_header() {
         // bpf/count.h states them as `TCPX_RUN_RECORD_AT(field, offset);`.
         let header = include_str!("../../bpf/count.h");
-        let stated: Vec<(&str, usize)> = header
-            .lines()
-            .filter_map(|l| l.strip_prefix("TCPX_RUN_RECORD_AT(")?.strip_suffix(");"))
-            .map(|l| {
-                let (field, offset) = l.split_once(", ").expect("MACRO(field, offset)");
-                (field, offset.parse().expect("a number"))
-            })
-            .collect();
+        let stated = crate::c_header::stated(header, "TCPX_RUN_RECORD_AT");
         let ours = [
             ("ts_ns", at::TS_NS),
             ("ifindex", at::IFINDEX),

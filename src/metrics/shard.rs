@@ -142,6 +142,23 @@ pub struct ShardConfig {
 }
 
 impl ShardConfig {
+    /// `plain`, with the connection table (its records hold each flow's
+    /// times and counts), for tests that compare records.
+    #[cfg(test)]
+    pub fn with_connection_table(max_series: usize) -> ShardConfig {
+        use super::conns::{ConnOptions, LongBudget};
+        ShardConfig {
+            conns: Some(ConnOptions {
+                table: Some(Arc::new(std::sync::atomic::AtomicU64::new(0))),
+                long_age: None,
+                long_budget: Arc::new(LongBudget::new(0)),
+                log: None,
+                log_interval: 10_000_000_000,
+            }),
+            ..ShardConfig::plain(max_series)
+        }
+    }
+
     /// Default labels, `max_series` label sets, the default TTL, no
     /// connection records.
     pub fn plain(max_series: usize) -> ShardConfig {

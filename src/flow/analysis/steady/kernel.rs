@@ -195,25 +195,8 @@ pub fn run_of(b: &[u8]) -> Option<SteadyRun> {
 mod tests {
     use super::*;
 
-    /// `(field, offset)` of every `MACRO(field, offset);` line of bpf/steady.h.
-    fn stated(macro_name: &str) -> Vec<(String, usize)> {
-        let header = include_str!("../../../../bpf/steady.h");
-        header
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix(macro_name)?
-                    .strip_prefix('(')?
-                    .strip_suffix(");")
-            })
-            .map(|l| {
-                let (field, offset) = l.split_once(", ").expect("MACRO(field, offset)");
-                (field.to_string(), offset.parse().expect("a number"))
-            })
-            .collect()
-    }
-
-    fn named(fields: &[(&str, usize)]) -> Vec<(String, usize)> {
-        fields.iter().map(|&(f, at)| (f.to_string(), at)).collect()
+    fn stated(macro_name: &str) -> Vec<(&'static str, usize)> {
+        crate::c_header::stated(include_str!("../../../../bpf/steady.h"), macro_name)
     }
 
     #[test]
@@ -231,7 +214,7 @@ mod tests {
             ("first_ack_pending", d::FIRST_ACK_PENDING),
             ("rtt_len", d::RTT_LEN),
         ];
-        assert_eq!(stated("TCPX_MIRROR_AT"), named(&dir));
+        assert_eq!(stated("TCPX_MIRROR_AT"), dir);
         let run = [
             ("last", r::LAST),
             ("last_data", r::LAST_DATA),
@@ -246,7 +229,7 @@ mod tests {
             ("has_data", r::HAS_DATA),
             ("ack_moved", r::ACK_MOVED),
         ];
-        assert_eq!(stated("TCPX_RUN_AT"), named(&run));
+        assert_eq!(stated("TCPX_RUN_AT"), run);
         let header = include_str!("../../../../bpf/steady.h");
         assert!(header.contains("sizeof(struct tcpx_mirror) == 64"));
         assert!(header.contains("sizeof(struct tcpx_run) == 64"));
