@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
                         };
                         worker.process(&mut shard, &frame);
                     }
+                    worker.settle(&mut shard);
                     (worker, shard)
                 },
                 BatchSize::LargeInput,

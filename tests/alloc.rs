@@ -143,6 +143,7 @@ fn second_pass_allocations(capture: &str, flow_log: bool) -> (u64, u64) {
     let before_packets = s.capture.packets;
     let before = allocations();
     pass(&mut worker, span, &mut s);
+    worker.settle(&mut s);
     let made = allocations() - before;
     let counted = s.capture.packets - before_packets;
     s.finish();

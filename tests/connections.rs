@@ -219,11 +219,24 @@ impl Drop for Running {
     }
 }
 
+/// Held by the live replay and by the headless browser, so that they
+/// never run side by side: what tells an out-of-order segment from a
+/// retransmission is time, measured by each backend and by tcpdump at
+/// different points, and in one full test run on a 2-core machine, with
+/// the browser test beside it, the xdp backend counted one
+/// out-of-order segment fewer than tshark on tcpdump's capture (1 against
+/// 2; the test passed alone three times after).
+fn unloaded() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_lossy_capture_replayed_live_is_listed_worst_first_with_tsharks_counts_on_every_backend() {
     if !live_test("the live connection-table test") {
         return;
     }
+    let _alone = unloaded();
     let backends: &[&str] = if cfg!(feature = "xdp") {
         &["pcap", "af-packet", "xdp"]
     } else {
@@ -665,6 +678,7 @@ fn ends(answer: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn the_page_shows_the_table_and_sorts_and_filters_in_a_headless_browser() {
+    let _alone = unloaded();
     let s = Served::read(&pcap("bulk_loss.pcap"), &[]);
     let b = Browser::start();
     b.call(

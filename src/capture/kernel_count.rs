@@ -800,6 +800,7 @@ mod in_the_kernel {
                     "{name}, drained every {} frames: {kernel} of {frames} segments counted",
                     c.drain_every
                 );
+                c.worker.settle(&mut c.shard);
                 let records = format!("{:?}", c.shard.conns.as_ref().map(|c| c.records()));
                 c.worker.release(&mut c.shard);
                 x.add_shard(Arc::new(Mutex::new(c.shard)));

@@ -68,6 +68,12 @@ impl Tunnels {
         self.iter().count()
     }
 
+    /// Found in no encapsulation (they fill from the outermost).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0[0].is_none()
+    }
+
     /// With `kind` inside the ones there are; `None` at the depth limit.
     fn inside(mut self, kind: TunnelKind) -> Option<Tunnels> {
         let free = self.0.iter_mut().find(|k| k.is_none())?;

@@ -92,6 +92,19 @@ pub struct Step {
     pub data_rtt: Option<(Side, Nanos)>,
 }
 
+impl Step {
+    /// Nothing happened: no step in the connection's life, no flag, no
+    /// RTT sample.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.lifecycle.is_none()
+            && self.handshake_rtt.is_none()
+            && self.duration.is_none()
+            && self.flags.0 == 0
+            && self.data_rtt.is_none()
+    }
+}
+
 /// Which connection a flow slot holds: a number its `FlowTable` gives
 /// every new connection, from 1 (0 is a connection no table has taken
 /// yet). It wraps after 2^32 connections, which is taken to be longer than

@@ -94,6 +94,13 @@ pub struct Outcome<T> {
     pub step: Step,
     /// The connection's phase after the segment.
     pub phase: Phase,
+    /// The segment changed nothing but its connection's counts and time
+    /// last seen: the connection was tracked before it (so its first
+    /// segment, which opens its record, was counted already), its phase
+    /// is unchanged and its step empty (no step in its life, no flag, no
+    /// RTT sample). Its owner may count it later, with others like it
+    /// (`Shard::on_steady_run`).
+    pub quiet: bool,
 }
 
 /// Every tracked connection of one worker, at most `max_flows` of them.
@@ -167,6 +174,7 @@ impl<T: Copy> FlowTable<T> {
     ) -> Outcome<T> {
         self.expire(now, hooks);
         let (key, sender_is_lo) = FlowKey::of(seg);
+        let mut tracked = true;
         let slot = match self.find(&key) {
             Ok(i) => {
                 let s = &self.slots[i as usize];
@@ -182,6 +190,7 @@ impl<T: Copy> FlowTable<T> {
                         c.on_idle(now)
                     };
                     hooks.removed(old_tag, Removal::Superseded, step, now);
+                    tracked = false;
                     let (conn, tag) = self.open(&key, seg, sender_is_lo, now, hooks);
                     let s = &mut self.slots[i as usize];
                     s.conn = conn;
@@ -192,6 +201,7 @@ impl<T: Copy> FlowTable<T> {
                 i
             }
             Err(hash) => {
+                tracked = false;
                 if self.len() >= self.max_flows {
                     self.evict_one(hooks);
                 }
@@ -207,6 +217,7 @@ impl<T: Copy> FlowTable<T> {
         let s = &mut self.slots[slot as usize];
         let sender = s.conn.sender(sender_is_lo);
         let was_closed = s.conn.is_closed();
+        let phase_before = s.conn.phase;
         let step = s.conn.on_segment(seg, sender, now);
         let (before, list) = (List::closed_if(was_closed), List::of(&s.conn));
         let tag = s.tag;
@@ -226,6 +237,7 @@ impl<T: Copy> FlowTable<T> {
             sender,
             step,
             phase,
+            quiet: tracked && phase == phase_before && step.is_empty(),
         }
     }
 
@@ -317,6 +329,7 @@ impl<T: Copy> FlowTable<T> {
             sender,
             step: Step::default(),
             phase,
+            quiet: false,
         })
     }
 
@@ -553,6 +566,49 @@ mod tests {
         assert_eq!(a.tag, b.tag);
         assert_eq!((a.sender, b.sender), (Side::Client, Side::Server));
         assert_eq!(t.len(), 1);
+    }
+
+    /// Quiet (`Outcome::quiet`): a segment of a connection tracked before
+    /// it that leaves its phase as it was and takes no step, flag or RTT
+    /// sample.
+    #[test]
+    fn only_a_segment_that_changes_nothing_but_counts_is_quiet() {
+        let mut t = FlowTable::new(10, 60 * SEC);
+        let mut log = Log::default();
+        let data = |seq, ack| Segment {
+            payload_len: 100,
+            ip_len: 140,
+            ..seg(40000, 80, TcpFlags::ACK, seq, ack)
+        };
+        let (syn, ack, fin) = (TcpFlags::SYN, TcpFlags::ACK, TcpFlags::FIN);
+        let client = |flags, seq, ack| seg(40000, 80, flags, seq, ack);
+        let server = |flags, seq, ack| seg(80, 40000, flags, seq, ack);
+        let steps = [
+            ("SYN", client(syn, 1, 0), false),
+            ("SYN/ACK", server(syn | ack, 100, 2), false),
+            ("SYN/ACK again", server(syn | ack, 100, 2), false),
+            // No RTT sample after two SYN/ACKs: only the phase moves.
+            ("the handshake's ACK", client(ack, 2, 101), false),
+            ("data", data(2, 101), true),
+            (
+                "the ACK that ends its RTT sample",
+                server(ack, 101, 102),
+                false,
+            ),
+            ("more data", data(102, 101), true),
+            // The connection closes at the second FIN.
+            ("a FIN", client(fin | ack, 202, 101), true),
+            ("the peer's FIN", server(fin | ack, 101, 203), false),
+            (
+                "a new connection, mid-stream",
+                seg(40001, 80, ack, 5, 5),
+                false,
+            ),
+        ];
+        for (now, (what, s, quiet)) in steps.into_iter().enumerate() {
+            let out = t.on_segment(&s, now as Nanos * 1_000_000, &mut log);
+            assert_eq!(out.quiet, quiet, "{what}: {out:?}");
+        }
     }
 
     #[test]

@@ -1013,6 +1013,7 @@ mod tests {
                     ..Step::default()
                 },
                 phase: Phase::Closed,
+                quiet: false,
             };
             let seg = crate::flow::test_segment(40000, 80, crate::decode::TcpFlags::FIN, 1, 0);
             shard.on_segment(&out, &seg, 1, SEC);

@@ -52,13 +52,10 @@ impl DirCounters {
     /// and its own DF bit), with the analysis flags `f` it got.
     #[inline]
     pub fn count(&mut self, seg: &Segment, segments: u32, f: Flags) {
-        let n = segments as u64;
-        let headers = seg.ip_len.saturating_sub(seg.payload_len) as u64;
-        self.packets += n;
-        self.payload_bytes += seg.payload_len as u64;
-        self.ip_bytes += seg.payload_len as u64 + headers * n;
+        let mut one = SteadyRun::default();
+        one.add(seg, segments, 0);
+        self.count_run(&one);
         self.resets += seg.flags.rst() as u64;
-        self.dont_fragment += seg.dont_fragment as u64 * n;
         if f.0 == 0 {
             return;
         }

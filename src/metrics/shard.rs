@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::decode::{DecodeErrorKind, Segment, TunnelKind};
-use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Outcome, Removal, SteadyRun};
+use crate::flow::{CloseReason, Lifecycle, Nanos, Orientation, Outcome, Removal, Side, SteadyRun};
 
 use super::conns::{ConnOptions, Conns, NO_CONN};
 use super::counters::{wscale_slot, DirCounters, Histogram, WSCALE_SLOTS};
@@ -316,7 +316,7 @@ impl Shard {
         let sender = out.sender.index();
         let step = &out.step;
         let e = self.pairs.at(ids.pair);
-        e.last = now;
+        e.last = e.last.max(now);
         e.value.dir[sender].count(seg, segments, step.flags);
         if seg.flags.syn() {
             e.value.syn_window_scale[sender][wscale_slot(&seg.options)] += 1;
@@ -332,24 +332,32 @@ impl Shard {
         self.advance(now);
     }
 
-    /// Counts `run`, steady segments a connection's mirror counted and the
-    /// flow table applied (`FlowTable::on_steady_run`, whose outcome is
-    /// `out`), as `on_segment` would have counted each, at the time of the
-    /// run's last segment: the sender's packets and bytes in the series and
-    /// the connection record. Such segments carry no flag, RTT or step in
-    /// the connection's life.
-    pub fn on_steady_run(&mut self, out: &Outcome<SeriesIds>, run: &SteadyRun) {
-        let ids = out.tag;
+    /// Counts `run`, segments from `sender` on the connection `ids` that
+    /// carry no flag, RTT or step in the connection's life, as `on_segment`
+    /// would have counted each, at the time of the run's last segment: the
+    /// sender's packets and bytes in the series and the connection record.
+    /// Either a connection's mirror counted them and the flow table
+    /// applied them (`FlowTable::on_steady_run`), or the worker gathered
+    /// them (`Outcome::quiet`).
+    pub fn on_steady_run(&mut self, ids: SeriesIds, sender: Side, run: &SteadyRun) {
         let now = run.last;
         // Later segments of the series' other connections may have been
         // counted before this run is applied.
         let e = self.pairs.at(ids.pair);
         e.last = e.last.max(now);
-        e.value.dir[out.sender.index()].count_run(run);
+        e.value.dir[sender.index()].count_run(run);
         if let Some(c) = &mut self.conns {
-            c.on_steady_run(ids.conn, out.sender, run);
+            c.on_steady_run(ids.conn, sender, run);
         }
         self.advance(now);
+    }
+
+    /// Whether time-driven work (series expiry, the connection table's
+    /// upkeep, flow-log intervals) is due by capture time `now`: a run
+    /// gathered past it would be counted after that work, not before.
+    #[inline]
+    pub fn due_by(&self, now: Nanos) -> bool {
+        now >= self.next_maintenance
     }
 
     /// Counts a flow that left the table at `now`.
@@ -513,7 +521,7 @@ pub fn close_index(reason: CloseReason) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Phase, Side, Step};
+    use crate::flow::{Phase, Step};
     use crate::metrics::labels::Peer;
     use crate::metrics::series::OVERFLOW_PORTS;
 
@@ -534,6 +542,7 @@ mod tests {
                 ..Step::default()
             },
             phase: Phase::Closed,
+            quiet: false,
         };
         let seg = crate::flow::test_segment(40000, 80, crate::decode::TcpFlags::RST, 1, 0);
         (out, seg)

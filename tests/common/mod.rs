@@ -285,12 +285,26 @@ impl Drop for Veth {
     }
 }
 
-/// A local TCP port that was free a moment ago (bound to port 0, released).
+/// A local TCP port that was free a moment ago (bound to port 0,
+/// released), and never handed out before in this test process: the
+/// kernel may give port 0's bind the same port twice, and two exporters
+/// started on it by tests running side by side would leave one test
+/// talking to the other's exporter (the likely cause of a flake seen
+/// once: the kept-alive test's first request reset, as the exporter of
+/// the connection-limit test would reset it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// `promtool check metrics` on an exposition; panics with what promtool

@@ -299,6 +299,25 @@ pub struct SteadyRun {
     window: u32,
 }
 
+impl SteadyRun {
+    /// Counts `seg`, which stands for `segments` wire segments (more than
+    /// one for an offload super-packet; each carried its own headers and
+    /// its own DF bit), captured at `now`; the run's last time is its
+    /// latest segment's. For runs a connection's owner gathers itself
+    /// (`Outcome::quiet`), and for `DirCounters::count`: the direction's
+    /// state after them is not kept.
+    #[inline(always)]
+    pub fn add(&mut self, seg: &Segment, segments: u32, now: Nanos) {
+        let n = segments as u64;
+        let headers = seg.ip_len.saturating_sub(seg.payload_len) as u64;
+        self.segments += segments;
+        self.payload_bytes += seg.payload_len as u64;
+        self.ip_bytes += seg.payload_len as u64 + headers * n;
+        self.dont_fragment += seg.dont_fragment as u32 * segments;
+        self.last = self.last.max(now);
+    }
+}
+
 impl Analyzer {
     /// This connection as a mirror, when the mirror describes all the
     /// steady path reads and writes: both directions' bases (ISNs) known,
