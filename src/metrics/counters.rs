@@ -35,11 +35,11 @@ pub const RETRANSMISSION_KINDS: [&str; 3] = [
 ];
 
 impl DirCounters {
-    /// Counts a run of steady segments a connection's mirror counted
-    /// (`flow::SteadyRun`), as `count` would have counted each: none of
-    /// them is a reset (the mirror refuses those) or flagged (steady), nor
-    /// a super-packet (XDP sees wire frames: the kernel counts only
-    /// there).
+    /// Counts a run of segments without flags (`flow::SteadyRun`: a
+    /// connection's mirror counted them, or the worker gathered them, or
+    /// `count` makes one of a single segment): their packets (wire
+    /// segments: a super-packet is several), bytes and DF bits. Resets and
+    /// flags are `count`'s; no run holds a reset.
     pub fn count_run(&mut self, run: &SteadyRun) {
         self.packets += run.segments as u64;
         self.payload_bytes += run.payload_bytes;
@@ -177,6 +177,31 @@ impl<const N: usize> Histogram<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An offload super-packet counts as its wire segments, each with its
+    /// own headers and DF bit; a reset counts once.
+    #[test]
+    fn a_super_packet_counts_as_its_wire_segments_and_a_reset_once() {
+        use crate::decode::TcpFlags;
+        let mut data = crate::flow::test_segment(40000, 80, TcpFlags::ACK, 1, 1);
+        data.payload_len = 3000;
+        data.ip_len = 3052;
+        let mut c = DirCounters::default();
+        c.count(&data, 3, Flags(0));
+        let sums = |c: &DirCounters| {
+            (
+                c.packets,
+                c.payload_bytes,
+                c.ip_bytes,
+                c.dont_fragment,
+                c.resets,
+            )
+        };
+        assert_eq!(sums(&c), (3, 3000, 3000 + 3 * 52, 3, 0));
+        let rst = crate::flow::test_segment(40000, 80, TcpFlags::RST, 3001, 0);
+        c.count(&rst, 1, Flags(0));
+        assert_eq!(sums(&c), (4, 3000, 3156 + 40, 4, 1));
+    }
 
     #[test]
     fn histogram_puts_values_in_the_first_bucket_that_holds_them() {

@@ -277,7 +277,10 @@ fn follow(fwd: &mut MirrorDir, rev: &mut MirrorDir, seg: &Segment) {
 /// Segments of one direction that a mirror admitted as `Counted`, one
 /// after another, and never analysed: how many, and where the last left
 /// the direction. Applied with the other direction's run before the
-/// connection's next segment that was not counted.
+/// connection's next segment that was not counted. A run gathered with
+/// `add` (segments that were analysed, counted later) has only the counts
+/// and the last time: only the metric shard may take it, not the flow
+/// table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SteadyRun {
     pub segments: u32,
