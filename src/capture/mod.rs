@@ -204,7 +204,7 @@ pub trait PacketSource: Send {
     /// steady segments counted in the kernel, once armed with what the
     /// analysis makes of it after that frame (`arm`). Only the xdp backend
     /// with `--xdp-count` says yes.
-    fn wants_arm(&mut self) -> bool {
+    fn wants_arm(&self) -> bool {
         false
     }
     /// Arms the connection of the frame handed out last (see `wants_arm`).

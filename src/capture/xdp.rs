@@ -304,7 +304,7 @@ impl PacketSource for XdpCapture {
         BATCH
     }
 
-    fn wants_arm(&mut self) -> bool {
+    fn wants_arm(&self) -> bool {
         self.count.as_ref().is_some_and(KernelCount::wants_arm)
     }
 
