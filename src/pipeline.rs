@@ -1,8 +1,10 @@
 //! One worker's pipeline: a captured frame goes through decode and the flow
 //! table, and its outcome into the worker's metric shard. This is the glue
 //! between the layers; it holds no logic of its own beyond routing, and
-//! holding back segments that changed nothing but counts, to count them
-//! in runs (`QuietRuns`).
+//! holding back segments that change nothing but counts, to count them in
+//! runs: those the mirror of the last connection analysed admits skip the
+//! flow table and the analysis too (`Armed`), and those the analysis found
+//! quiet skip the shard's per-segment path (`QuietRuns`).
 //!
 //! The caller holds the shard's lock around calls (per batch of frames)
 //! and settles the worker (`Worker::settle`) before it lets go, so a
@@ -16,7 +18,7 @@ use crate::capture::{Arm, CaptureError, CaptureStats, Frame, KernelRun, Next, Pa
 use crate::decode::summary::run_record;
 use crate::decode::{decode_then, DecodeErrorKind, LinkType, Segment, TunnelPorts};
 use crate::flow::{steady_layout, Conn, FlowHooks, FlowKey, FlowTable, Generation, Nanos};
-use crate::flow::{Outcome, Removal, Side, SteadyRun, Step};
+use crate::flow::{Admission, Mirror, Outcome, Removal, Side, SteadyRun, Step};
 use crate::metrics::shard::CaptureCounters;
 use crate::metrics::{SeriesIds, Shard};
 
@@ -26,6 +28,9 @@ pub struct Worker {
     flows: FlowTable<SeriesIds>,
     /// Quiet segments processed and not yet counted in the shard.
     quiet: QuietRuns,
+    /// The connection of the last segment analysed, while its mirror
+    /// counts its steady segments; `None` when it gives no mirror.
+    armed: Option<Armed>,
 }
 
 impl Worker {
@@ -35,6 +40,7 @@ impl Worker {
             tunnel_ports: TunnelPorts::default(),
             flows: FlowTable::new(max_flows, idle_timeout),
             quiet: QuietRuns::default(),
+            armed: None,
         }
     }
 
@@ -55,25 +61,32 @@ impl Worker {
         }
     }
 
-    /// Counts one frame. Its segment may be counted in the shard only at
-    /// the next `settle` (or the next call that is not `process`): call
-    /// `settle` before the shard is read.
+    /// Counts one frame. Its segment may reach the flow table and the
+    /// shard only at the next `settle` (or the next call that is not
+    /// `process`): call `settle` before the shard is read.
     #[inline(always)]
     pub fn process(&mut self, shard: &mut Shard, frame: &Frame<'_>) {
         shard.capture.packets += 1;
-        let (flows, quiet) = (&mut self.flows, &mut self.quiet);
+        let (flows, quiet, armed) = (&mut self.flows, &mut self.quiet, &mut self.armed);
         let decoded = decode_then(
             self.link,
             frame.data,
             frame.wire_len,
             &self.tunnel_ports,
             |seg| {
-                let out = flows.on_segment(seg, frame.ts, &mut Hooks(shard, quiet));
                 let segments = wire_segments(seg.payload_len, frame.gso_size);
+                if let Some(a) = armed {
+                    if a.counts(seg, segments, frame.ts, shard, flows) {
+                        return;
+                    }
+                    a.apply(flows, shard, quiet);
+                }
+                let out = flows.on_segment(seg, frame.ts, &mut Hooks(shard, quiet));
                 if !quiet.gather(shard, &out, seg, segments, frame.ts) {
                     quiet.settle(shard);
                     shard.on_segment(&out, seg, segments, frame.ts);
                 }
+                *armed = quiet.arms().then(|| Armed::of_last(flows)).flatten();
                 shard.flows_tracked = flows.len() as u64;
             },
         );
@@ -106,7 +119,7 @@ impl Worker {
             Side::Server
         };
         let generation = Generation::from_number(record.generation);
-        self.settle(shard);
+        self.disarm(shard);
         shard.capture.packets += run.segments as u64;
         shard.capture.kernel_counted += run.segments as u64;
         let applied = self.flows.on_steady_run(
@@ -125,9 +138,13 @@ impl Worker {
 
     /// What the source needs to count the steady segments of the flow of
     /// the last segment processed in the kernel: `None` when that flow's
-    /// connection gives no mirror (see `FlowTable::mirror`).
+    /// connection gives no mirror (see `FlowTable::mirror`). The mirror
+    /// counts on from the segments this worker's own mirror counted.
     pub fn arm_last(&self) -> Option<Arm> {
-        let (key, mirror, lo_side, generation) = self.flows.last_mirror()?;
+        let (key, mirror, lo_side, generation) = match &self.armed {
+            Some(a) => (a.key, a.mirror, a.lo_side, a.generation),
+            None => self.flows.last_mirror()?,
+        };
         let octets = |a: crate::decode::Addr| a.as_u128().to_be_bytes();
         Some(Arm {
             lo: (octets(key.lo_addr), key.lo_port),
@@ -142,7 +159,7 @@ impl Worker {
     /// flow leaves the table as if it had timed out, so its series and
     /// connection record are let go.
     pub fn release(&mut self, shard: &mut Shard) {
-        self.settle(shard);
+        self.disarm(shard);
         self.flows.expire_all(&mut Hooks(shard, &mut self.quiet));
         shard.flows_tracked = 0;
     }
@@ -150,16 +167,137 @@ impl Worker {
     /// Lets capture time pass with no frame: idle flows expire, series
     /// expire, flow-log intervals come.
     pub fn tick(&mut self, shard: &mut Shard, now: Nanos) {
-        self.settle(shard);
+        self.disarm(shard);
         self.flows.expire(now, &mut Hooks(shard, &mut self.quiet));
         shard.flows_tracked = self.flows.len() as u64;
         shard.advance(now);
     }
 
-    /// Counts in the shard the segments `process` left for later: every
-    /// frame processed is then in the shard's counts.
+    /// Counts the segments `process` left for later: every frame
+    /// processed is then in the flow table and the shard's counts. The
+    /// armed mirror stays armed: it is where its connection now stands.
     pub fn settle(&mut self, shard: &mut Shard) {
+        if let Some(a) = &mut self.armed {
+            a.apply(&mut self.flows, shard, &mut self.quiet);
+        }
         self.quiet.settle(shard);
+    }
+
+    /// `settle`, and lets the mirror go, before the flow table is touched
+    /// other than by `process`.
+    fn disarm(&mut self, shard: &mut Shard) {
+        self.settle(shard);
+        self.armed = None;
+    }
+}
+
+/// The connection of the last segment the flow table took, with the
+/// mirror it gave (`FlowTable::last_mirror`) and the runs that mirror
+/// counted since: as long as segments of this connection come one after
+/// another, those the mirror admits as counted skip the flow table and the
+/// analysis, as the xdp backend's kernel program skips handing them up.
+/// The runs go through the flow table (`FlowTable::on_steady_run`) and
+/// into the shard (`Shard::on_steady_run`) before anything else touches
+/// either: another connection's segment, one the mirror does not count,
+/// a tick, the end of a batch. The segments it counts are a subset of the
+/// quiet ones (`Outcome::quiet`), and the same conditions keep the
+/// shard's and the table's upkeep from falling due while they wait.
+/// On bulk traffic most segments take this path (docs/performance.md).
+struct Armed {
+    key: FlowKey,
+    /// The side of the key's `lo` end.
+    lo_side: Side,
+    generation: Generation,
+    /// The connection as it stands after the runs.
+    mirror: Mirror,
+    runs: [SteadyRun; 2],
+}
+
+impl Armed {
+    fn of_last(flows: &FlowTable<SeriesIds>) -> Option<Armed> {
+        let (key, mirror, lo_side, generation) = flows.last_mirror()?;
+        Some(Armed {
+            key,
+            lo_side,
+            generation,
+            mirror,
+            runs: [SteadyRun::default(); 2],
+        })
+    }
+
+    /// Whether `seg`, standing for `segments` wire segments and captured
+    /// at `now`, was counted in a run: it is of this connection, the
+    /// mirror admits it as counted, it carries nothing the shard counts
+    /// beyond packets and bytes (a cut option list, a tunnel; the mirror
+    /// counts no SYN or RST), neither the shard's upkeep nor the flow
+    /// table's falls due by its time, and its time is not before the
+    /// runs'. When it is not, the mirror may have moved on with it: the
+    /// caller applies the runs, and has the segment analysed.
+    #[inline(always)]
+    fn counts(
+        &mut self,
+        seg: &Segment,
+        segments: u32,
+        now: Nanos,
+        shard: &Shard,
+        flows: &FlowTable<SeriesIds>,
+    ) -> bool {
+        let plain = !seg.options.cut
+            && seg.tunnels.is_empty()
+            && now >= self.runs[0].last.max(self.runs[1].last)
+            && !shard.due_by(now)
+            && !flows.upkeep_due(now);
+        if !plain {
+            return false;
+        }
+        let Some(sender_is_lo) = self.key.sender_of(seg) else {
+            return false;
+        };
+        let side = if sender_is_lo {
+            self.lo_side
+        } else {
+            self.lo_side.peer()
+        };
+        let run = &mut self.runs[side.index()];
+        if self.mirror.admit(seg, side, now, run) != Admission::Counted {
+            return false;
+        }
+        if segments > 1 {
+            run.add_wire_segments(seg, segments - 1);
+        }
+        true
+    }
+
+    /// Applies the runs to the connection in the flow table and counts
+    /// them in the shard, and empties them. Neither upkeep is due by
+    /// their times (see `counts`), so the table takes them (a run it
+    /// refused would be counted as such, as the kernel's are).
+    fn apply(
+        &mut self,
+        flows: &mut FlowTable<SeriesIds>,
+        shard: &mut Shard,
+        quiet: &mut QuietRuns,
+    ) {
+        for side in Side::BOTH {
+            let run = std::mem::take(&mut self.runs[side.index()]);
+            if run.segments == 0 {
+                continue;
+            }
+            let applied = flows.on_steady_run(
+                &self.key,
+                self.generation,
+                side,
+                &run,
+                &mut Hooks(shard, quiet),
+            );
+            match applied {
+                Some(out) => shard.on_steady_run(out.tag, out.sender, &run),
+                None => {
+                    debug_assert!(false, "the flow table refused a run of the armed mirror");
+                    shard.capture.runs_refused += run.segments as u64;
+                }
+            }
+        }
     }
 }
 
@@ -181,6 +319,16 @@ struct QuietRuns {
 }
 
 impl QuietRuns {
+    /// Whether the worker arms mirrors (not in the tests' reference).
+    #[inline(always)]
+    fn arms(&self) -> bool {
+        #[cfg(test)]
+        if self.one_by_one {
+            return false;
+        }
+        true
+    }
+
     /// Adds `seg` to the runs if it may wait: it is quiet, carries nothing
     /// the shard counts beyond packets and bytes (a SYN's window scale, an
     /// RST, a cut option list, a tunnel), and no time-driven work in the
@@ -294,19 +442,21 @@ mod tests {
     /// A frame's time, bytes, wire length and GSO size.
     type OwnedFrame = (Nanos, Vec<u8>, u32, u16);
 
-    /// Quiet segments gathered into runs count as they would have one by
-    /// one: over every test capture and a clean bulk transfer, with room
-    /// for every flow and for three, a worker that counts every segment
-    /// as it comes and one that gathers runs and settles every 256 frames
+    /// Segments counted in runs, by the armed mirror or gathered quiet,
+    /// count as they would have one by one: over every test capture and
+    /// synthetic bulk transfers (`bulk_transfer`), with room for every flow
+    /// and for three, a worker that analyses and counts every segment as
+    /// it comes and one that counts in runs and settles every 256 frames
     /// (as the capture loop does after an af-packet batch) keep the same
     /// connection records each time the second settles, render the same
     /// metrics with the same records at the end, and write the same
     /// flow-log events; and without a connection table (`--print`), the
-    /// same metrics. Series expire after a second, and the flow log
-    /// writes every second, so that the shard's upkeep falls due while
-    /// runs wait.
+    /// same metrics. Series expire after a second, the flow log writes
+    /// every second, and flows expire after 2 s idle, so that the shard's
+    /// and the table's upkeep fall due while runs wait; both workers tick
+    /// when a second passes with no frame.
     #[test]
-    fn quiet_segments_gathered_into_runs_count_as_they_would_one_by_one() {
+    fn segments_counted_in_runs_count_as_they_would_one_by_one() {
         let dir = format!("{}/testdata/pcaps", env!("CARGO_MANIFEST_DIR"));
         let mut paths: Vec<_> = std::fs::read_dir(&dir)
             .expect("the test captures")
@@ -337,7 +487,7 @@ mod tests {
             LinkType::Ethernet,
             bulk_transfer(),
         ));
-        let (mut waited_all, mut total_all) = (0u64, 0u64);
+        let (mut held_all, mut total_all) = ([0u64; 2], 0u64);
         for (path, link, capture) in &captures {
             for (max_flows, table) in [(1000, true), (3, true), (1000, false)] {
                 let name = format!("{path}, {max_flows} flows, connection table {table}");
@@ -363,8 +513,16 @@ mod tests {
                 let worker = || Worker::new(*link, max_flows, 2_000_000_000);
                 let mut workers = [worker().one_by_one(), worker()];
                 let records = |s: &Shard| format!("{:?}", s.conns.as_ref().map(|c| c.records()));
-                let mut frames = 0u64;
+                let (mut frames, mut held_before) = (0u64, [0u32; 2]);
+                let mut latest = capture.first().map_or(0, |f| f.0);
                 for (ts, data, wire_len, gso_size) in capture {
+                    // A live capture's loop ticks when no frame comes.
+                    if *ts > latest + 1_000_000_000 {
+                        for (w, s) in workers.iter_mut().zip(shards.iter_mut()) {
+                            w.tick(s, *ts - 1);
+                        }
+                    }
+                    latest = latest.max(*ts);
                     let frame = Frame {
                         ts: *ts,
                         data,
@@ -375,9 +533,22 @@ mod tests {
                     for (w, s) in workers.iter_mut().zip(shards.iter_mut()) {
                         w.process(s, &frame);
                     }
-                    waited_all += workers[1].quiet.ids.is_some() as u64;
+                    // Whether the frame was counted by the mirror, or
+                    // gathered quiet (a run grew).
+                    let w = &workers[1];
+                    let held = [
+                        w.armed
+                            .as_ref()
+                            .map_or(0, |a| a.runs[0].segments + a.runs[1].segments),
+                        w.quiet.runs[0].segments + w.quiet.runs[1].segments,
+                    ];
+                    for k in 0..2 {
+                        held_all[k] += (held[k] > held_before[k]) as u64;
+                    }
+                    held_before = held;
                     if frames.is_multiple_of(256) {
                         workers[1].settle(&mut shards[1]);
+                        held_before = [0; 2];
                         assert_eq!(
                             records(&shards[1]),
                             records(&shards[0]),
@@ -409,88 +580,126 @@ mod tests {
                 assert_eq!(got, want, "{name}: flow log");
             }
         }
-        // Most segments of the captures' bulk transfers wait in a run.
+        // Most segments of the captures' bulk transfers are counted by a
+        // mirror, and of the others many are gathered quiet.
+        let [counted, gathered] = held_all;
         assert!(
-            waited_all * 2 > total_all,
-            "{waited_all} of {total_all} frames left a run waiting"
+            counted * 2 > total_all && gathered * 50 > total_all,
+            "of {total_all} frames, {counted} counted by a mirror, {gathered} gathered quiet"
         );
     }
 
-    /// A clean bulk transfer on Ethernet: a handshake, 300 rounds of 50
-    /// segments of 1,000 bytes from the client 370 us apart (within the
-    /// server's window; in every seventh round the first is an offload
-    /// super-packet of three) and the server's ACK of them all, FINs both
-    /// ways, and 10 ms later an RST from the server to the closed
-    /// connection. Each round's segments change
-    /// nothing but the counts: 5.5 seconds of runs of 18.5 ms, across the
-    /// shard's upkeep every 100 ms (not in step with it).
+    /// Bulk transfers on Ethernet, each segment of 1,000 bytes, the
+    /// client's segments 370 us apart within the server's window, each
+    /// round of them acknowledged at once by the server:
+    /// - one from port 40000 of 300 rounds of 50 segments, where in every
+    ///   seventh round the 1st and the 26th are offload super-packets of
+    ///   three, in every eleventh the last is captured 500 us before the
+    ///   one ahead of it (capture times go back), and a pause of 3 s
+    ///   comes in the middle of round 150; it ends with FINs both ways, and 10 ms
+    ///   later an RST from the server to the closed connection;
+    /// - one from port 40001 of a round of 3 before it, left open, so that
+    ///   it expires (idle) while the first runs;
+    /// - after the first's last round, one from port 40002 carried in
+    ///   VXLAN and one from port 40003 with its frames cut inside the TCP
+    ///   timestamps option, each of 10 rounds of 20.
+    ///
+    /// Most segments change nothing but the counts: runs of 18.5 ms across
+    /// the shard's upkeep every 100 ms (not in step with it).
     fn bulk_transfer() -> Vec<OwnedFrame> {
-        use crate::decode::fixtures::{eth_ipv4_tcp, TcpSpec};
+        use crate::decode::fixtures::{eth_ipv4_tcp, in_vxlan, TcpSpec};
         use crate::decode::TcpFlags as F;
         const US: Nanos = 1000;
+        const TIMESTAMPS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
         let (client, server) = (7_000u32, 900_000u32);
         let mut frames = Vec::new();
         let mut now: Nanos = 1_700_000_000 * 1_000_000_000;
-        let mut send =
-            |from_client: bool, seq: u32, ack: u32, flags: u8, payload: usize, at: Nanos| {
-                let gso_size = if payload > 1000 { 1000 } else { 0 };
-                let (src_port, dst_port) = if from_client {
-                    (40000, 80)
-                } else {
-                    (80, 40000)
-                };
-                let spec = TcpSpec {
-                    src_port,
-                    dst_port,
-                    seq,
-                    ack,
-                    flags,
-                    window: 64_000,
-                    payload,
-                    ..TcpSpec::default()
-                };
-                let mut f = eth_ipv4_tcp(&spec);
-                if !from_client {
-                    // The fixture's addresses are the client's, 10.0.0.1 to
-                    // 10.0.0.2.
-                    let (src, dst) = f[26..34].split_at_mut(4);
-                    src.swap_with_slice(dst);
-                }
-                let len = f.len() as u32;
-                frames.push((at, f, len, gso_size));
+        // One segment of the connection from `port`.
+        let mut send = |port: u16,
+                        from_client: bool,
+                        (seq, ack): (u32, u32),
+                        flags: u8,
+                        payload: usize,
+                        at: Nanos| {
+            let gso_size = if payload > 1000 { 1000 } else { 0 };
+            let (src_port, dst_port) = if from_client { (port, 80) } else { (80, port) };
+            let options = if port == 40003 {
+                TIMESTAMPS.to_vec()
+            } else {
+                Vec::new()
             };
-        send(true, client, 0, F::SYN, 0, now);
-        send(
-            false,
-            server,
-            client + 1,
-            F::SYN | F::ACK,
-            0,
-            now + 100 * US,
-        );
-        send(true, client + 1, server + 1, F::ACK, 0, now + 200 * US);
-        let mut seq = client + 1;
-        for round in 0..300 {
-            for i in 0..50 {
-                now += 370 * US;
-                let len = if round % 7 == 0 && i == 0 { 3000 } else { 1000 };
-                send(true, seq, server + 1, F::ACK, len, now);
-                seq += len as u32;
+            let spec = TcpSpec {
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                window: 64_000,
+                payload,
+                options,
+                ..TcpSpec::default()
+            };
+            let mut f = eth_ipv4_tcp(&spec);
+            if !from_client {
+                // The fixture's addresses are the client's, 10.0.0.1 to
+                // 10.0.0.2.
+                let (src, dst) = f[26..34].split_at_mut(4);
+                src.swap_with_slice(dst);
             }
-            send(false, server + 1, seq, F::ACK, 0, now + 100 * US);
-        }
+            if port == 40002 {
+                f = in_vxlan(&f);
+            }
+            let len = f.len() as u32;
+            if port == 40003 && flags & F::SYN == 0 {
+                // Ethernet, IPv4 and the first 4 bytes of the options.
+                f.truncate(14 + 20 + 24);
+            }
+            frames.push((at, f, len, gso_size));
+        };
+        // A handshake on `port`, then `rounds` of `n` segments from the
+        // client, each round acknowledged; where the client is after them.
+        let mut transfer = |port: u16, now: &mut Nanos, rounds: u32, n: u32| {
+            send(port, true, (client, 0), F::SYN, 0, *now);
+            let synack = (server, client + 1);
+            send(port, false, synack, F::SYN | F::ACK, 0, *now + 100 * US);
+            let ack = (client + 1, server + 1);
+            send(port, true, ack, F::ACK, 0, *now + 200 * US);
+            let mut seq = client + 1;
+            for round in 0..rounds {
+                for i in 0..n {
+                    if port == 40000 && round == 150 && i == 25 {
+                        *now += 3_000_000 * US;
+                    }
+                    *now += 370 * US;
+                    let big = port == 40000 && round % 7 == 0 && (i == 0 || i == 25);
+                    let len = if big { 3000 } else { 1000 };
+                    let back = port == 40000 && round % 11 == 0 && i == n - 1;
+                    let at = if back { *now - 870 * US } else { *now };
+                    send(port, true, (seq, server + 1), F::ACK, len, at);
+                    seq += len as u32;
+                }
+                send(port, false, (server + 1, seq), F::ACK, 0, *now + 100 * US);
+            }
+            seq
+        };
+        transfer(40001, &mut now, 1, 3);
+        let seq = transfer(40000, &mut now, 300, 50);
+        transfer(40002, &mut now, 10, 20);
+        transfer(40003, &mut now, 10, 20);
         now += 1000 * US;
-        send(true, seq, server + 1, F::FIN | F::ACK, 0, now);
+        send(40000, true, (seq, server + 1), F::FIN | F::ACK, 0, now);
+        let fin = (server + 1, seq + 1);
+        send(40000, false, fin, F::FIN | F::ACK, 0, now + 100 * US);
         send(
-            false,
-            server + 1,
-            seq + 1,
-            F::FIN | F::ACK,
+            40000,
+            true,
+            (seq + 1, server + 2),
+            F::ACK,
             0,
-            now + 100 * US,
+            now + 200 * US,
         );
-        send(true, seq + 1, server + 2, F::ACK, 0, now + 200 * US);
-        send(false, server + 2, seq + 1, F::RST, 0, now + 10_000 * US);
+        let rst = (server + 2, seq + 1);
+        send(40000, false, rst, F::RST, 0, now + 10_000 * US);
         frames
     }
 
@@ -526,8 +735,10 @@ mod tests {
             let mut source = PcapFile::open(path.as_ref(), "").expect("a test capture");
             let link = source.link_type();
             let idle = 300_000_000_000;
-            let (mut every, mut split) =
-                (Worker::new(link, 1000, idle), Worker::new(link, 1000, idle));
+            let (mut every, mut split) = (
+                Worker::new(link, 1000, idle).one_by_one(),
+                Worker::new(link, 1000, idle).one_by_one(),
+            );
             let mut armed: HashMap<FlowKey, Armed> = HashMap::new();
             let records = |s: &Shard| format!("{:?}", s.conns.as_ref().map(|c| c.records()));
             let (mut counted, mut total) = (0u64, 0u64);

@@ -72,6 +72,21 @@ pub fn eth_ipv4_tcp(spec: &TcpSpec) -> Vec<u8> {
     f
 }
 
+/// Ethernet / IPv4 192.168.0.1 -> 192.168.0.2 / UDP to VXLAN's port 4789
+/// / VXLAN (VNI 42) / `inner`, an Ethernet frame.
+pub fn in_vxlan(inner: &[u8]) -> Vec<u8> {
+    let mut f = ethernet(0x0800);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((20 + 8 + 8 + inner.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[192, 168, 0, 1, 192, 168, 0, 2]);
+    f.extend_from_slice(&[0xc0, 0x00, 0x12, 0xb5]);
+    f.extend_from_slice(&((8 + 8 + inner.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x08, 0, 0, 0, 0, 0, 42, 0]);
+    f.extend_from_slice(inner);
+    f
+}
+
 /// Ethernet / IPv6 fd00::1 -> fd00::2 / extension headers / TCP. Each
 /// extension is (protocol number, length in bytes).
 pub fn eth_ipv6_tcp(spec: &TcpSpec, exts: &[(u8, usize)]) -> Vec<u8> {

@@ -39,6 +39,20 @@ impl FlowKey {
         (key, sender_is_lo)
     }
 
+    /// What `of` gives of `seg` against this key, without ordering its
+    /// endpoints: `Some(sender_is_lo)` when `seg` is of this flow.
+    #[inline(always)]
+    pub fn sender_of(&self, seg: &Segment) -> Option<bool> {
+        let (src, dst) = ((seg.src, seg.src_port), (seg.dst, seg.dst_port));
+        if src == self.lo() && dst == self.hi() {
+            Some(true)
+        } else if dst == self.lo() && src == self.hi() {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     pub fn lo(&self) -> (Addr, u16) {
         (self.lo_addr, self.lo_port)
     }
@@ -85,4 +99,43 @@ pub struct Orientation {
     pub client_port: u16,
     pub server: IpAddr,
     pub server_port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::test_segment;
+
+    #[test]
+    fn a_segment_is_of_a_key_as_its_own_key_says() {
+        let a = Addr::v4([10, 0, 0, 1]);
+        let mut octets = [0; 16];
+        (octets[0], octets[15]) = (0xfd, 2);
+        let b = Addr::v6(octets);
+        let endpoints = [(a, 80), (a, 40000), (b, 80), (b, 40000)];
+        let mut keys: Vec<FlowKey> = Vec::new();
+        for x in endpoints {
+            for y in endpoints {
+                let key = FlowKey::of_endpoints(x, y).0;
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        let mut matched = 0;
+        // Both ends the same too: a connection to itself.
+        for &(src, src_port) in &endpoints {
+            for &(dst, dst_port) in &endpoints {
+                let mut seg = test_segment(src_port, dst_port, 0x10, 1, 1);
+                (seg.src, seg.dst) = (src, dst);
+                let (own, sender_is_lo) = FlowKey::of(&seg);
+                for key in &keys {
+                    let want = (own == *key).then_some(sender_is_lo);
+                    assert_eq!(key.sender_of(&seg), want, "{seg:?} against {key:?}");
+                    matched += want.is_some() as u32;
+                }
+            }
+        }
+        assert_eq!(matched, 16, "each segment is of its own key only");
+    }
 }

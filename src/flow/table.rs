@@ -356,15 +356,29 @@ impl<T: Copy> FlowTable<T> {
     #[inline]
     pub fn expire(&mut self, now: Nanos, hooks: &mut impl FlowHooks<T>) {
         self.clock = self.clock.max(now);
-        let now = self.clock;
+        if self.expiry_due(self.clock) {
+            self.expire_due(self.clock, hooks);
+        }
+    }
+
+    /// Whether a segment taken at capture time `now` would find flows to
+    /// expire first, or `now` is before the latest time the table has
+    /// seen: either way the table must take it (a run counted past it
+    /// would be applied after that expiry, or out of time order).
+    #[inline(always)]
+    pub fn upkeep_due(&self, now: Nanos) -> bool {
+        now < self.clock || self.expiry_due(now)
+    }
+
+    /// Whether the least recently active open flow, or the oldest closed
+    /// one, is past its timeout at `now`.
+    #[inline(always)]
+    fn expiry_due(&self, now: Nanos) -> bool {
         let due = |head: u32, timeout: Nanos| {
             head != NIL && now.saturating_sub(self.slots[head as usize].last) > timeout
         };
-        if due(self.heads[List::Open as usize], self.idle_timeout)
+        due(self.heads[List::Open as usize], self.idle_timeout)
             || due(self.heads[List::Closed as usize], self.linger)
-        {
-            self.expire_due(now, hooks);
-        }
     }
 
     /// Removes every flow as its timeout would (idle, or linger over),

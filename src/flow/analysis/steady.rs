@@ -88,6 +88,7 @@ impl MirrorDir {
         self.rtt_len as usize == RTT_SLOTS
     }
 
+    #[inline(always)]
     fn rtt_covered_by(&self, ack: SeqNum) -> bool {
         self.rtt_ends[..self.rtt_len as usize]
             .iter()
@@ -174,6 +175,11 @@ impl Mirror {
     /// of `side`. Both directions' runs must be applied to the connection
     /// (`Conn::on_steady_run`) before any segment that was not counted is
     /// analysed.
+    ///
+    /// Inlined: user space asks it of nearly every segment of bulk
+    /// traffic (the worker's armed mirror), where a counted one must cost
+    /// far less than the analysis it stands in for.
+    #[inline(always)]
     pub fn admit(
         &mut self,
         seg: &Segment,
@@ -186,19 +192,20 @@ impl Mirror {
             Side::Client => (client, server),
             Side::Server => (server, client),
         };
-        if !is_followed(seg, fwd, rev) {
-            return Admission::Other;
-        }
         let ack = SeqNum(seg.ack);
         let len = seg.payload_len;
         // Steady, and neither timing new data nor ending a timed segment.
         let counted =
             is_steady(seg, fwd, rev) && (len == 0 || fwd.rtt_is_full()) && !rev.rtt_covered_by(ack);
-        let ack_moved = ack != fwd.last_ack;
-        follow(fwd, rev, seg);
         if !counted {
+            if !is_followed(seg, fwd, rev) {
+                return Admission::Other;
+            }
+            follow(fwd, rev, seg);
             return Admission::Followed;
         }
+        let ack_moved = ack != fwd.last_ack;
+        follow_steady(fwd, seg);
         run.segments += 1;
         run.payload_bytes += len as u64;
         run.ip_bytes += seg.ip_len as u64;
@@ -235,6 +242,32 @@ fn is_followed(seg: &Segment, fwd: &MirrorDir, rev: &MirrorDir) -> bool {
         && (rev.max_seq_to_be_acked.0 == 0 || ack <= rev.max_seq_to_be_acked)
 }
 
+/// `follow` on a steady segment that times no new data (its RTT slots are
+/// full, or it has none) and ends no timed segment of the peer: of all
+/// `follow` tells apart, such a segment is no probe, keep-alive or
+/// repeat, its data (if any) is new and moves the next sequence number
+/// to its end, and the peer's timed segments stay as they are.
+#[inline(always)]
+fn follow_steady(fwd: &mut MirrorDir, seg: &Segment) {
+    let seq = SeqNum(seg.seq);
+    if seg.payload_len > 0 {
+        fwd.next_seq = seq.plus(seg.payload_len);
+    }
+    if seq == fwd.max_seq_to_be_acked || fwd.max_seq_to_be_acked.0 == 0 {
+        fwd.max_seq_to_be_acked = fwd.next_seq;
+    }
+    carry(fwd, seg);
+}
+
+/// What every followed segment leaves of itself: its window and ACK, and
+/// that the sender's first ACK is seen.
+#[inline(always)]
+fn carry(fwd: &mut MirrorDir, seg: &Segment) {
+    fwd.window = seg.window as u32;
+    fwd.last_ack = SeqNum(seg.ack);
+    fwd.first_ack_pending = false;
+}
+
 /// Moves the mirror on with a segment `is_followed` accepts, as the full
 /// rules (`Analyzer::on_any_segment`) move what it keeps (and, on a steady
 /// segment, as the steady path does): a zero-window probe moves the
@@ -266,9 +299,7 @@ fn follow(fwd: &mut MirrorDir, rev: &mut MirrorDir, seg: &Segment) {
         fwd.max_seq_to_be_acked = fwd.next_seq;
     }
     let ack = SeqNum(seg.ack);
-    fwd.window = seg.window as u32;
-    fwd.last_ack = ack;
-    fwd.first_ack_pending = false;
+    carry(fwd, seg);
     if rev.rtt_covered_by(ack) {
         rev.rtt_on_ack(ack);
     }
@@ -318,6 +349,16 @@ impl SteadyRun {
         self.ip_bytes += seg.payload_len as u64 + headers * n;
         self.dont_fragment += seg.dont_fragment as u32 * segments;
         self.last = self.last.max(now);
+    }
+
+    /// Counts the wire segments beyond the first of an offload
+    /// super-packet a mirror counted (`Mirror::admit` counts one): each
+    /// carried its own headers and its own DF bit.
+    pub fn add_wire_segments(&mut self, seg: &Segment, extra: u32) {
+        let headers = seg.ip_len.saturating_sub(seg.payload_len) as u64;
+        self.segments += extra;
+        self.ip_bytes += headers * extra as u64;
+        self.dont_fragment += seg.dont_fragment as u32 * extra;
     }
 }
 
