@@ -10,11 +10,14 @@
 # instructions on the large capture.
 #
 #   bench/callgrind.sh [CONVERSATIONS]     default 3000
+#
+# BENCH_BIN=PATH counts that binary instead of target/release/tcp-exporter
+# (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-3000}
-bin=target/release/tcp-exporter
-[ -x "$bin" ] || cargo build --release --locked
+bin=${BENCH_BIN:-target/release/tcp-exporter}
+[ -n "${BENCH_BIN:-}" ] || [ -x "$bin" ] || cargo build --release --locked
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (Debian package valgrind)" >&2; exit 1; }
 dir=target/bench/callgrind
 mkdir -p "$dir"

@@ -29,8 +29,13 @@ pub struct Worker {
     /// Quiet segments processed and not yet counted in the shard.
     quiet: QuietRuns,
     /// The connection of the last segment analysed, while its mirror
-    /// counts its steady segments; `None` when it gives no mirror.
+    /// counts its steady segments; `None` until a second segment of it
+    /// comes in a row, and when it gives no mirror.
     armed: Option<Armed>,
+    /// The last two segments the flow table took were quiet
+    /// (`Outcome::quiet`) and of one connection (never in the tests'
+    /// reference, which gathers no runs).
+    steady: bool,
 }
 
 impl Worker {
@@ -41,6 +46,7 @@ impl Worker {
             flows: FlowTable::new(max_flows, idle_timeout),
             quiet: QuietRuns::default(),
             armed: None,
+            steady: false,
         }
     }
 
@@ -67,7 +73,8 @@ impl Worker {
     #[inline(always)]
     pub fn process(&mut self, shard: &mut Shard, frame: &Frame<'_>) {
         shard.capture.packets += 1;
-        let (flows, quiet, armed) = (&mut self.flows, &mut self.quiet, &mut self.armed);
+        let (flows, quiet) = (&mut self.flows, &mut self.quiet);
+        let (armed, steady) = (&mut self.armed, &mut self.steady);
         let decoded = decode_then(
             self.link,
             frame.data,
@@ -75,18 +82,30 @@ impl Worker {
             &self.tunnel_ports,
             |seg| {
                 let segments = wire_segments(seg.payload_len, frame.gso_size);
+                // A segment of the flow the table took last, after two
+                // quiet ones of it, arms its mirror: not a segment of
+                // every conversation, only of one that has gone steady.
+                if armed.is_none()
+                    && *steady
+                    && flows.last_key().is_some_and(|k| k.sender_of(seg).is_some())
+                {
+                    *armed = Armed::of_last(flows);
+                }
                 if let Some(a) = armed {
                     if a.counts(seg, segments, frame.ts, shard, flows) {
                         return;
                     }
                     a.apply(flows, shard, quiet);
+                    *armed = None;
                 }
                 let out = flows.on_segment(seg, frame.ts, &mut Hooks(shard, quiet));
+                // Quiet, after a quiet segment of the same connection still
+                // waiting in the runs: a conversation gone steady.
+                *steady = out.quiet && quiet.ids == Some(out.tag);
                 if !quiet.gather(shard, &out, seg, segments, frame.ts) {
                     quiet.settle(shard);
                     shard.on_segment(&out, seg, segments, frame.ts);
                 }
-                *armed = quiet.arms().then(|| Armed::of_last(flows)).flatten();
                 shard.flows_tracked = flows.len() as u64;
             },
         );
@@ -191,11 +210,17 @@ impl Worker {
     }
 }
 
-/// The connection of the last segment the flow table took, with the
-/// mirror it gave (`FlowTable::last_mirror`) and the runs that mirror
-/// counted since: as long as segments of this connection come one after
-/// another, those the mirror admits as counted skip the flow table and the
-/// analysis, as the xdp backend's kernel program skips handing them up.
+/// The connection of the last segment the flow table took, armed when that
+/// segment and the one before were quiet and of it, and the next is of it
+/// too, with the mirror it gave
+/// (`FlowTable::last_mirror`) and the runs that mirror counted since: as
+/// long as segments of this connection come one after another, those the
+/// mirror admits as counted skip the flow table and the analysis, as the
+/// xdp backend's kernel program skips handing them up. The first segment
+/// the mirror does not count disarms it (after the analysis the mirror
+/// would have to be taken again; it is, if the next segment is of the
+/// same connection); traffic of many connections interleaved, or of
+/// short ones, costs a test or two a segment.
 /// The runs go through the flow table (`FlowTable::on_steady_run`) and
 /// into the shard (`Shard::on_steady_run`) before anything else touches
 /// either: another connection's segment, one the mirror does not count,
@@ -272,7 +297,22 @@ impl Armed {
     /// them in the shard, and empties them. Neither upkeep is due by
     /// their times (see `counts`), so the table takes them (a run it
     /// refused would be counted as such, as the kernel's are).
+    #[inline(always)]
     fn apply(
+        &mut self,
+        flows: &mut FlowTable<SeriesIds>,
+        shard: &mut Shard,
+        quiet: &mut QuietRuns,
+    ) {
+        if self.runs[0].segments == 0 && self.runs[1].segments == 0 {
+            return;
+        }
+        self.apply_runs(flows, shard, quiet);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn apply_runs(
         &mut self,
         flows: &mut FlowTable<SeriesIds>,
         shard: &mut Shard,
@@ -319,16 +359,6 @@ struct QuietRuns {
 }
 
 impl QuietRuns {
-    /// Whether the worker arms mirrors (not in the tests' reference).
-    #[inline(always)]
-    fn arms(&self) -> bool {
-        #[cfg(test)]
-        if self.one_by_one {
-            return false;
-        }
-        true
-    }
-
     /// Adds `seg` to the runs if it may wait: it is quiet, carries nothing
     /// the shard counts beyond packets and bytes (a SYN's window scale, an
     /// RST, a cut option list, a tunnel), and no time-driven work in the
@@ -600,9 +630,10 @@ mod tests {
     ///   later an RST from the server to the closed connection;
     /// - one from port 40001 of a round of 3 before it, left open, so that
     ///   it expires (idle) while the first runs;
-    /// - after the first's last round, one from port 40002 carried in
-    ///   VXLAN and one from port 40003 with its frames cut inside the TCP
-    ///   timestamps option, each of 10 rounds of 20.
+    /// - after the first's last round, one from port 40002 and one from
+    ///   port 40003 with TCP timestamps, each of 10 rounds of 20, from
+    ///   the middle of the sixth round on those of the first carried in
+    ///   VXLAN, those of the second cut inside the timestamps option.
     ///
     /// Most segments change nothing but the counts: runs of 18.5 ms across
     /// the shard's upkeep every 100 ms (not in step with it).
@@ -614,8 +645,9 @@ mod tests {
         let (client, server) = (7_000u32, 900_000u32);
         let mut frames = Vec::new();
         let mut now: Nanos = 1_700_000_000 * 1_000_000_000;
-        // One segment of the connection from `port`.
-        let mut send = |port: u16,
+        // One segment of the connection from `port`; `late` in its
+        // transfer (the second half).
+        let mut send = |(port, late): (u16, bool),
                         from_client: bool,
                         (seq, ack): (u32, u32),
                         flags: u8,
@@ -646,11 +678,11 @@ mod tests {
                 let (src, dst) = f[26..34].split_at_mut(4);
                 src.swap_with_slice(dst);
             }
-            if port == 40002 {
+            if port == 40002 && late {
                 f = in_vxlan(&f);
             }
             let len = f.len() as u32;
-            if port == 40003 && flags & F::SYN == 0 {
+            if port == 40003 && late {
                 // Ethernet, IPv4 and the first 4 bytes of the options.
                 f.truncate(14 + 20 + 24);
             }
@@ -659,14 +691,17 @@ mod tests {
         // A handshake on `port`, then `rounds` of `n` segments from the
         // client, each round acknowledged; where the client is after them.
         let mut transfer = |port: u16, now: &mut Nanos, rounds: u32, n: u32| {
-            send(port, true, (client, 0), F::SYN, 0, *now);
+            let early = (port, false);
+            send(early, true, (client, 0), F::SYN, 0, *now);
             let synack = (server, client + 1);
-            send(port, false, synack, F::SYN | F::ACK, 0, *now + 100 * US);
+            send(early, false, synack, F::SYN | F::ACK, 0, *now + 100 * US);
             let ack = (client + 1, server + 1);
-            send(port, true, ack, F::ACK, 0, *now + 200 * US);
+            send(early, true, ack, F::ACK, 0, *now + 200 * US);
             let mut seq = client + 1;
             for round in 0..rounds {
                 for i in 0..n {
+                    // From the middle of the middle round on.
+                    let late = (round, i) >= (rounds / 2, n / 2);
                     if port == 40000 && round == 150 && i == 25 {
                         *now += 3_000_000 * US;
                     }
@@ -675,10 +710,12 @@ mod tests {
                     let len = if big { 3000 } else { 1000 };
                     let back = port == 40000 && round % 11 == 0 && i == n - 1;
                     let at = if back { *now - 870 * US } else { *now };
-                    send(port, true, (seq, server + 1), F::ACK, len, at);
+                    send((port, late), true, (seq, server + 1), F::ACK, len, at);
                     seq += len as u32;
                 }
-                send(port, false, (server + 1, seq), F::ACK, 0, *now + 100 * US);
+                let ack = (server + 1, seq);
+                let late = round >= rounds / 2;
+                send((port, late), false, ack, F::ACK, 0, *now + 100 * US);
             }
             seq
         };
@@ -687,19 +724,13 @@ mod tests {
         transfer(40002, &mut now, 10, 20);
         transfer(40003, &mut now, 10, 20);
         now += 1000 * US;
-        send(40000, true, (seq, server + 1), F::FIN | F::ACK, 0, now);
+        let bulk = (40000, false);
+        send(bulk, true, (seq, server + 1), F::FIN | F::ACK, 0, now);
         let fin = (server + 1, seq + 1);
-        send(40000, false, fin, F::FIN | F::ACK, 0, now + 100 * US);
-        send(
-            40000,
-            true,
-            (seq + 1, server + 2),
-            F::ACK,
-            0,
-            now + 200 * US,
-        );
+        send(bulk, false, fin, F::FIN | F::ACK, 0, now + 100 * US);
+        send(bulk, true, (seq + 1, server + 2), F::ACK, 0, now + 200 * US);
         let rst = (server + 2, seq + 1);
-        send(40000, false, rst, F::RST, 0, now + 10_000 * US);
+        send(bulk, false, rst, F::RST, 0, now + 10_000 * US);
         frames
     }
 

@@ -265,6 +265,13 @@ impl<T: Copy> FlowTable<T> {
         Some((s.conn.mirror()?, s.conn.sender(true), s.conn.generation))
     }
 
+    /// The key of the flow of the last segment the table took (or whose
+    /// run it took), while that flow is tracked.
+    #[inline(always)]
+    pub fn last_key(&self) -> Option<&FlowKey> {
+        self.slots.get(self.last as usize).map(|s| &s.key)
+    }
+
     /// `mirror` for the flow of the last segment the table took (or whose
     /// run it took), with its key.
     pub fn last_mirror(&self) -> Option<(FlowKey, Mirror, Side, Generation)> {
