@@ -29,12 +29,15 @@ pub struct Worker {
     /// Quiet segments processed and not yet counted in the shard.
     quiet: QuietRuns,
     /// The connection of the last segment analysed, while its mirror
-    /// counts its steady segments; `None` until a second segment of it
-    /// comes in a row, and when it gives no mirror.
+    /// counts its steady segments (see `Armed` for when it is armed);
+    /// `None` otherwise, and when it gives no mirror.
     armed: Option<Armed>,
     /// The last two segments the flow table took were quiet
-    /// (`Outcome::quiet`) and of one connection (never in the tests'
-    /// reference, which gathers no runs).
+    /// (`Outcome::quiet`) and gathered into the same quiet runs: of one
+    /// connection (of one series under `--print`, where a run's tag names
+    /// no connection; the mirror armed then is still the last flow's).
+    /// Never set in the tests' reference, which gathers no runs; cleared
+    /// when the worker disarms.
     steady: bool,
 }
 
@@ -68,8 +71,9 @@ impl Worker {
     }
 
     /// Counts one frame. Its segment may reach the flow table and the
-    /// shard only at the next `settle` (or the next call that is not
-    /// `process`): call `settle` before the shard is read.
+    /// shard only later, at the latest at the next `settle` (or the next
+    /// call that is not `process`): call `settle` before the shard is
+    /// read.
     #[inline(always)]
     pub fn process(&mut self, shard: &mut Shard, frame: &Frame<'_>) {
         shard.capture.packets += 1;
@@ -207,6 +211,7 @@ impl Worker {
     fn disarm(&mut self, shard: &mut Shard) {
         self.settle(shard);
         self.armed = None;
+        self.steady = false;
     }
 }
 
@@ -218,9 +223,9 @@ impl Worker {
 /// mirror admits as counted skip the flow table and the analysis, as the
 /// xdp backend's kernel program skips handing them up. The first segment
 /// the mirror does not count disarms it (after the analysis the mirror
-/// would have to be taken again; it is, if the next segment is of the
-/// same connection); traffic of many connections interleaved, or of
-/// short ones, costs a test or two a segment.
+/// would have to be taken again; it is, once the connection has again
+/// given two quiet segments in a row); traffic of many connections
+/// interleaved, or of short ones, costs a test or two a segment.
 /// The runs go through the flow table (`FlowTable::on_steady_run`) and
 /// into the shard (`Shard::on_steady_run`) before anything else touches
 /// either: another connection's segment, one the mirror does not count,
@@ -256,7 +261,8 @@ impl Armed {
     /// beyond packets and bytes (a cut option list, a tunnel; the mirror
     /// counts no SYN or RST), neither the shard's upkeep nor the flow
     /// table's falls due by its time, and its time is not before the
-    /// runs'. When it is not, the mirror may have moved on with it: the
+    /// runs' or the table's latest (`FlowTable::upkeep_due`). When it is
+    /// not, the mirror may have moved on with it: the
     /// caller applies the runs, and has the segment analysed.
     #[inline(always)]
     fn counts(
@@ -435,7 +441,7 @@ mod tests {
     /// A flow whose connection's mirror counts segments: the mirror, the
     /// side of the key's lo end, the connection's generation, and the runs
     /// counted since they were last applied.
-    struct Armed {
+    struct MirrorRuns {
         mirror: Mirror,
         lo_side: Side,
         generation: crate::flow::Generation,
@@ -444,7 +450,11 @@ mod tests {
 
     /// Applies every armed flow's runs, in the order their last segments
     /// came, and empties them.
-    fn apply_runs(worker: &mut Worker, shard: &mut Shard, armed: &mut HashMap<FlowKey, Armed>) {
+    fn apply_all_runs(
+        worker: &mut Worker,
+        shard: &mut Shard,
+        armed: &mut HashMap<FlowKey, MirrorRuns>,
+    ) {
         worker.settle(shard);
         let mut due: Vec<(u64, FlowKey, Side)> = armed
             .iter()
@@ -770,7 +780,7 @@ mod tests {
                 Worker::new(link, 1000, idle).one_by_one(),
                 Worker::new(link, 1000, idle).one_by_one(),
             );
-            let mut armed: HashMap<FlowKey, Armed> = HashMap::new();
+            let mut armed: HashMap<FlowKey, MirrorRuns> = HashMap::new();
             let records = |s: &Shard| format!("{:?}", s.conns.as_ref().map(|c| c.records()));
             let (mut counted, mut total) = (0u64, 0u64);
             loop {
@@ -804,7 +814,7 @@ mod tests {
                 if admission.is_some() {
                     // Every flow's runs, so that all segments before this
                     // one are counted on both sides.
-                    apply_runs(&mut split, &mut split_shard, &mut armed);
+                    apply_all_runs(&mut split, &mut split_shard, &mut armed);
                     let after_runs = records(&split_shard);
                     assert_eq!(
                         after_runs, before,
@@ -817,7 +827,7 @@ mod tests {
                 split.process(&mut split_shard, &frame);
                 if let Entry::Vacant(e) = armed.entry(key) {
                     if let Some((mirror, lo_side, generation)) = split.flows.mirror(&key) {
-                        e.insert(Armed {
+                        e.insert(MirrorRuns {
                             mirror,
                             lo_side,
                             generation,
@@ -826,7 +836,7 @@ mod tests {
                     }
                 }
             }
-            apply_runs(&mut split, &mut split_shard, &mut armed);
+            apply_all_runs(&mut split, &mut split_shard, &mut armed);
             counted_all += counted;
             assert_eq!(every_shard.capture.packets, total, "{name}");
             assert_eq!(split_shard.capture.packets, total, "{name}");

@@ -130,9 +130,13 @@ mod tests {
                 (seg.src, seg.dst) = (src, dst);
                 let (own, sender_is_lo) = FlowKey::of(&seg);
                 for key in &keys {
-                    let want = (own == *key).then_some(sender_is_lo);
-                    assert_eq!(key.sender_of(&seg), want, "{seg:?} against {key:?}");
-                    matched += want.is_some() as u32;
+                    let got = key.sender_of(&seg);
+                    assert_eq!(
+                        got,
+                        (own == *key).then_some(sender_is_lo),
+                        "{seg:?} against {key:?}"
+                    );
+                    matched += got.is_some() as u32;
                 }
             }
         }
