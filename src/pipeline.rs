@@ -145,17 +145,8 @@ impl Worker {
         self.disarm(shard);
         shard.capture.packets += run.segments as u64;
         shard.capture.kernel_counted += run.segments as u64;
-        let applied = self.flows.on_steady_run(
-            &key,
-            generation,
-            sender,
-            &run,
-            &mut Hooks(shard, &mut self.quiet),
-        );
-        match applied {
-            Some(out) => shard.on_steady_run(out.tag, out.sender, &run),
-            None => shard.capture.runs_refused += run.segments as u64,
-        }
+        let to = (&key, generation, sender);
+        apply_steady_run(&mut self.flows, shard, &mut self.quiet, to, &run);
         shard.flows_tracked = self.flows.len() as u64;
     }
 
@@ -329,21 +320,28 @@ impl Armed {
             if run.segments == 0 {
                 continue;
             }
-            let applied = flows.on_steady_run(
-                &self.key,
-                self.generation,
-                side,
-                &run,
-                &mut Hooks(shard, quiet),
-            );
-            match applied {
-                Some(out) => shard.on_steady_run(out.tag, out.sender, &run),
-                None => {
-                    debug_assert!(false, "the flow table refused a run of the armed mirror");
-                    shard.capture.runs_refused += run.segments as u64;
-                }
-            }
+            let to = (&self.key, self.generation, side);
+            apply_steady_run(flows, shard, quiet, to, &run);
         }
+    }
+}
+
+/// Applies `run`, segments a mirror counted from one side of the
+/// connection `generation` on `key`, through the flow table, and counts it
+/// in the shard; a run the table refuses (its connection left the table,
+/// or another took its place) is counted as such. The worker's own armed
+/// mirror never gives one the table refuses (see `Armed::counts`); the
+/// kernel's may.
+fn apply_steady_run(
+    flows: &mut FlowTable<SeriesIds>,
+    shard: &mut Shard,
+    quiet: &mut QuietRuns,
+    (key, generation, sender): (&FlowKey, Generation, Side),
+    run: &SteadyRun,
+) {
+    match flows.on_steady_run(key, generation, sender, run, &mut Hooks(shard, quiet)) {
+        Some(out) => shard.on_steady_run(out.tag, out.sender, run),
+        None => shard.capture.runs_refused += run.segments as u64,
     }
 }
 
